@@ -1,0 +1,70 @@
+"""The `evergreen` command. Each subcommand is a thin shell: load the typed config, call library code.
+
+Errors a user can cause (a bad params file, bad data, a failed expectation) are printed as one readable
+message and exit with status 1, without a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import typer
+
+from evergreen.config import ConfigError, load_params
+from evergreen.errors import EvergreenError
+
+app = typer.Typer(help="Evergreen: continuous training for deep-learning models.", no_args_is_help=True)
+expectations_app = typer.Typer(help="Great Expectations suites generated from the declared schema.")
+app.add_typer(expectations_app, name="expectations")
+
+STAGES = ("ingest", "validate_raw", "clean", "validate_clean", "split")
+PARAMS_OPTION = typer.Option(Path("params.yaml"), "--params", "-p", help="the params file")
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(1)
+
+
+@app.command()
+def stage(name: str = typer.Argument(..., help=f"one of: {', '.join(STAGES)}"), params: Path = PARAMS_OPTION):
+    """Run one DVC stage (this is what `dvc.yaml` calls)."""
+    if name not in STAGES:
+        _fail(f"unknown stage {name!r}; stages are: {', '.join(STAGES)}")
+    try:
+        config = load_params(params)
+        module = importlib.import_module(f"evergreen.stages.{name}")
+        module.run(config)
+    except (ConfigError, EvergreenError) as exc:
+        _fail(str(exc))
+
+
+@expectations_app.command("generate")
+def expectations_generate(
+    params: Path = PARAMS_OPTION,
+    force: bool = typer.Option(False, "--force", help="overwrite suites that already exist (and hand edits)"),
+):
+    """Write expectations/raw.json and expectations/clean.json from the declared schema."""
+    from evergreen.validation.suites import write_suites
+
+    try:
+        config = load_params(params)
+        for path in write_suites(config.data, Path(config.validation.suites_dir), overwrite=force):
+            typer.echo(f"wrote {path}")
+    except (ConfigError, EvergreenError) as exc:
+        _fail(str(exc))
+
+
+@app.command("check-config")
+def check_config(params: Path = PARAMS_OPTION):
+    """Validate the params file and say so."""
+    try:
+        load_params(params)
+    except ConfigError as exc:
+        _fail(str(exc))
+    typer.echo(f"{params}: ok")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,317 @@
+"""The one typed config: `params.yaml` loaded into pydantic models, validated once per process.
+
+Every section is a strict model: an unknown key or a bad value is a `ConfigError` whose message names the key
+path, e.g. ``data.columns[3].role: 'lable' is not one of: feature, target, timestamp, id, ignore``.
+Functions take the section they need (`DataConfig`, `SplitConfig`, ...), never the whole file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+ColumnType = Literal["int", "float", "str", "bool", "date", "datetime"]
+Role = Literal["feature", "target", "timestamp", "id", "ignore"]
+Kind = Literal["numeric", "categorical"]
+MissingPolicy = Literal["quarantine", "impute_median", "impute_mode", "impute_constant", "keep"]
+OutOfRangePolicy = Literal["quarantine", "clip"]
+Scalar = int | float | str | bool
+
+
+class ConfigError(ValueError):
+    """A params file that cannot be used; the message names the key path and what is wrong with it."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------------------------------- data
+class Column(_Strict):
+    """One declared column: its type, its role in the model, and how cleaning treats bad values."""
+
+    name: str = Field(min_length=1)
+    type: ColumnType
+    role: Role
+    kind: Kind | None = None
+    nullable: bool = False
+    min: float | str | None = None
+    max: float | str | None = None
+    allowed: list[Scalar] | None = None
+    # cleaning policies; None means the `clean` section's default
+    missing: MissingPolicy | None = None
+    fill_value: Scalar | None = None
+    out_of_range: OutOfRangePolicy | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Column:
+        if self.kind is None:
+            kind = "numeric" if self.type in ("int", "float") else "categorical"
+            object.__setattr__(self, "kind", kind)
+        if self.kind == "numeric" and self.type not in ("int", "float"):
+            raise ValueError(f"kind 'numeric' needs type int or float, not {self.type!r}")
+        if self.allowed is not None and (self.min is not None or self.max is not None):
+            raise ValueError("declare either an allowed set or a min/max range, not both")
+        if self.allowed is not None and len(self.allowed) == 0:
+            raise ValueError("allowed must list at least one value")
+        if self.type in ("int", "float"):
+            for bound in ("min", "max"):
+                if isinstance(getattr(self, bound), str):
+                    raise ValueError(f"{bound} of a {self.type} column must be a number")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        if self.missing == "impute_constant" and self.fill_value is None:
+            raise ValueError("missing: impute_constant needs a fill_value")
+        if self.missing == "impute_median" and self.type not in ("int", "float"):
+            raise ValueError("missing: impute_median needs a numeric column")
+        if self.out_of_range == "clip" and (self.type not in ("int", "float") or self.allowed is not None):
+            raise ValueError("out_of_range: clip needs a numeric column with min/max")
+        return self
+
+    @property
+    def has_range(self) -> bool:
+        return self.min is not None or self.max is not None or self.allowed is not None
+
+
+class TimestampConfig(_Strict):
+    """Where the event time comes from: a date or datetime column, plus an optional hour-of-day column."""
+
+    column: str
+    hour_column: str | None = None
+
+
+class DataConfig(_Strict):
+    """The dataset, declared once: source, task and columns. Everything else derives from it."""
+
+    source: str = Field(min_length=1, description="path, glob or fsspec URL of CSV or Parquet files")
+    incoming: str = "data/incoming"
+    task: Literal["regression", "classification"]
+    timestamp: TimestampConfig | None = None
+    columns: list[Column] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> DataConfig:
+        names = [c.name for c in self.columns]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"column names must be unique; repeated: {', '.join(duplicated)}")
+        targets = [c.name for c in self.columns if c.role == "target"]
+        if len(targets) != 1:
+            raise ValueError(f"exactly one column must have role 'target', found {len(targets)}")
+        if sum(c.role == "id" for c in self.columns) > 1:
+            raise ValueError("at most one column may have role 'id'")
+        if not any(c.role == "feature" for c in self.columns):
+            raise ValueError("at least one column must have role 'feature'")
+        if self.timestamp is not None:
+            for key in ("column", "hour_column"):
+                name = getattr(self.timestamp, key)
+                if name is not None and name not in names:
+                    raise ValueError(f"timestamp.{key} {name!r} is not a declared column")
+            ts_type = self.column(self.timestamp.column).type
+            if ts_type not in ("date", "datetime"):
+                raise ValueError(f"timestamp.column must have type date or datetime, not {ts_type!r}")
+        return self
+
+    def column(self, name: str) -> Column:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @property
+    def target(self) -> Column:
+        return next(c for c in self.columns if c.role == "target")
+
+    @property
+    def id_column(self) -> Column | None:
+        return next((c for c in self.columns if c.role == "id"), None)
+
+    @property
+    def features(self) -> list[Column]:
+        return [c for c in self.columns if c.role == "feature"]
+
+    @property
+    def key(self) -> list[str]:
+        """Columns that identify a row: the id when declared, else the timestamp columns."""
+        if self.id_column is not None:
+            return [self.id_column.name]
+        if self.timestamp is not None:
+            return [n for n in (self.timestamp.column, self.timestamp.hour_column) if n]
+        return self.names
+
+
+class CleanConfig(_Strict):
+    """Defaults for columns that do not declare their own cleaning policy."""
+
+    missing: MissingPolicy = "quarantine"
+    out_of_range: OutOfRangePolicy = "quarantine"
+    drop_duplicates: bool = True
+
+
+class SplitConfig(_Strict):
+    """How the clean data is split: by time (cut dates or fractions) or at random (stratified)."""
+
+    method: Literal["time", "random"] = "time"
+    valid_from: dt.datetime | None = None
+    test_from: dt.datetime | None = None
+    valid_fraction: float = Field(0.1, gt=0, lt=1)
+    test_fraction: float = Field(0.1, gt=0, lt=1)
+    stratify: bool = True
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _check(self) -> SplitConfig:
+        if (self.valid_from is None) != (self.test_from is None):
+            raise ValueError("give both valid_from and test_from, or neither (then fractions are used)")
+        if self.valid_from is not None and self.test_from is not None and self.valid_from >= self.test_from:
+            raise ValueError("valid_from must be before test_from")
+        if self.method == "random" and self.valid_from is not None:
+            raise ValueError("valid_from/test_from only apply to method: time")
+        if self.valid_fraction + self.test_fraction >= 1:
+            raise ValueError("valid_fraction + test_fraction must leave rows for training")
+        return self
+
+
+class ValidationConfig(_Strict):
+    """Where the expectation suites live and how many failing examples a message shows."""
+
+    suites_dir: str = "expectations"
+    reports_dir: str = "reports/validation"
+    example_values: int = Field(5, ge=1, le=50)
+
+
+# ------------------------------------------------------------------------------------------------ model
+# (model:, train:, evaluate:, export: sections go here)
+Activation = Literal["relu", "gelu", "silu", "tanh"]
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class ModelConfig(_Strict):
+    """The network: embeddings for categorical features, normalised numeric features, an MLP on top."""
+
+    hidden: list[PositiveInt] = Field(default_factory=lambda: [256, 256], min_length=1)
+    activation: Activation = "silu"
+    dropout: float = Field(0.1, ge=0, lt=1)
+    embedding_dim: int = Field(8, ge=1, le=256)
+    # crossed categoricals, e.g. [[hr, workingday]]: one embedding per combination of values
+    crosses: list[list[str]] = Field(default_factory=list)
+    target_transform: Literal["none", "log1p"] = "log1p"  # regression only; inverted inside the model
+    # members trained side by side on the same batches and averaged: still one module, one ONNX graph
+    ensemble: int = Field(1, ge=1, le=16)
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        for i, cross in enumerate(self.crosses):
+            if len(cross) < 2 or len(set(cross)) != len(cross):
+                raise ValueError(f"crosses[{i}] must name at least two different columns, got {cross}")
+        return self
+
+
+class TrainConfig(_Strict):
+    """The training loop: optimiser, schedule, early stopping, device and seed."""
+
+    seed: int = 42
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    epochs: int = Field(60, ge=1)
+    batch_size: int = Field(256, ge=1)
+    lr: float = Field(3e-3, gt=0, allow_inf_nan=False)
+    weight_decay: float = Field(1e-4, ge=0)
+    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
+    warmup: float = Field(0.1, gt=0, lt=1, description="fraction of steps spent warming up (onecycle)")
+    grad_clip: float | None = Field(1.0, gt=0)
+    patience: int = Field(10, ge=1, description="epochs without improvement on valid before stopping")
+    class_weight: Literal["none", "balanced"] = "balanced"  # classification only
+
+
+class EvaluateConfig(_Strict):
+    """Scoring on the test split, and the baselines fitted on the same split."""
+
+    baselines: list[Literal["mean", "linear", "hgb"]] = Field(default_factory=lambda: ["mean", "linear", "hgb"])
+    hgb_max_iter: int = Field(500, ge=1)
+
+
+class ExportConfig(_Strict):
+    """ONNX export and the parity gate between onnxruntime and torch."""
+
+    opset: int = Field(17, ge=17, le=23)
+    # the gate: max |onnx - torch| over the test split must stay below this times the train target's std
+    parity_tolerance: float = Field(1e-4, gt=0)
+    latency_runs: int = Field(200, ge=10)
+    throughput_batch: int = Field(1024, ge=1)
+
+
+# ------------------------------------------------------------------------------------------------ params
+class Params(_Strict):
+    """The whole `params.yaml`. Later issues add their sections here."""
+
+    data: DataConfig
+    clean: CleanConfig = CleanConfig()
+    split: SplitConfig = SplitConfig()
+    validation: ValidationConfig = ValidationConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    export: ExportConfig = ExportConfig()
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif str(part).startswith("function-") or part in ("literal", "str", "float", "int"):
+            continue  # union-branch noise pydantic adds to the location
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _format_error(err: dict[str, Any]) -> str:
+    where = _format_loc(err["loc"]) or "<top level>"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return f"{where}: unknown key"
+    if kind == "missing":
+        return f"{where}: required key is missing"
+    if kind == "literal_error":
+        expected = err.get("ctx", {}).get("expected", "")
+        allowed = ", ".join(part.strip(" '") for part in expected.replace(" or ", ", ").split(","))
+        return f"{where}: {err['input']!r} is not one of: {allowed}"
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"{where}: {msg} (got {err['input']!r})" if not isinstance(err["input"], dict | list) else (
+        f"{where}: {msg}"
+    )
+
+
+def parse_params(raw: dict[str, Any], source: str = "params.yaml") -> Params:
+    """Validate a params mapping; raise `ConfigError` listing every bad key path."""
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        # pydantic reports each failing union branch; keep one line per key path
+        lines = list(dict.fromkeys(_format_error(e) for e in exc.errors()))
+        raise ConfigError(f"{source} is invalid:\n  " + "\n  ".join(lines)) from None
+
+
+def load_params(path: Path | str = DEFAULT_PARAMS) -> Params:
+    """Read and validate a params file."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: no such params file (run from the project root or pass --params)")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    return parse_params(raw, source=str(path))

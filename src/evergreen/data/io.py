@@ -1,0 +1,124 @@
+"""File I/O for data: finding source files, reading them as text, writing Parquet and JSON atomically.
+
+Reading keeps every cell as the text it arrived as (a strict typed reader rejects real dirt such as `"0 "`);
+`clean` does the typing. Every problem with a file is a `DataError` that names the file.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import polars as pl
+
+from evergreen.config import DataConfig
+from evergreen.data.schema import SOURCE_FILE, SOURCE_ROW
+from evergreen.errors import DataError
+
+READABLE_SUFFIXES = (".csv", ".parquet", ".pq")
+
+
+def resolve_source(source: str) -> list[str]:
+    """Expand a path, glob or fsspec URL into a sorted list of files; an empty match is an error."""
+    fs, _, paths = fsspec.get_fs_token_paths(source)
+    files = sorted(p for p in paths if fs.isfile(p))
+    if not files and fs.isdir(source):
+        files = sorted(p for p in fs.find(source) if p.endswith(READABLE_SUFFIXES))
+    if not files:
+        raise DataError(f"data.source: no file matches {source!r}")
+    protocol = fs.protocol[0] if isinstance(fs.protocol, tuple | list) else fs.protocol
+    if protocol != "file":
+        return [f"{protocol}://{p}" for p in files]
+    # relative paths keep lineage (and so the raw data's hash) the same in every clone of the project
+    return [os.path.relpath(p) if Path(p).is_relative_to(Path.cwd()) else p for p in files]
+
+
+def list_landing(folder: Path) -> list[str]:
+    """Files waiting in the landing folder, in name order (name files by arrival time to keep order)."""
+    if not folder.exists():
+        return []
+    return sorted(str(p) for p in folder.iterdir() if p.is_file() and p.suffix.lower() in READABLE_SUFFIXES)
+
+
+def _first_bad_utf8_line(payload: bytes) -> int | None:
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return payload.count(b"\n", 0, exc.start) + 1
+    return None
+
+
+def read_text_table(path: str, data: DataConfig) -> pl.DataFrame:
+    """Read one CSV or Parquet file with every declared column as text, plus lineage columns.
+
+    Raises `DataError` naming the file for: an empty file, a header with no rows, bytes that are not
+    UTF-8 (with the line), and columns missing from or not declared in the file.
+    """
+    with fsspec.open(path, "rb") as handle:
+        payload = handle.read()
+    if not payload.strip():
+        raise DataError(f"{path}: the file is empty")
+    if path.lower().endswith(".csv"):
+        bad_line = _first_bad_utf8_line(payload)
+        if bad_line is not None:
+            raise DataError(f"{path}: line {bad_line} is not valid UTF-8 text (re-export the file as UTF-8)")
+        try:
+            frame = pl.read_csv(io.BytesIO(payload), infer_schema=False, truncate_ragged_lines=False)
+        except pl.exceptions.PolarsError as exc:
+            raise DataError(f"{path}: cannot be read as CSV: {exc}") from None
+    else:
+        try:
+            frame = pl.read_parquet(io.BytesIO(payload))
+        except pl.exceptions.PolarsError as exc:
+            raise DataError(f"{path}: cannot be read as Parquet: {exc}") from None
+        frame = frame.with_columns(pl.all().cast(pl.String))
+    _check_columns(path, frame.columns, data.names)
+    if frame.height == 0:
+        raise DataError(f"{path}: the file has a header but no data rows")
+    return frame.select(data.names).with_columns(
+        pl.lit(path).alias(SOURCE_FILE),
+        pl.int_range(1, frame.height + 1, dtype=pl.Int64).alias(SOURCE_ROW),
+    )
+
+
+def _check_columns(path: str, found: list[str], declared: list[str]) -> None:
+    missing = [c for c in declared if c not in found]
+    extra = [c for c in found if c not in declared]
+    problems = []
+    if missing:
+        problems.append(f"missing declared column(s) {', '.join(map(repr, missing))}")
+    if extra:
+        problems.append(f"unexpected column(s) {', '.join(map(repr, extra))} not declared in params.yaml")
+    if problems:
+        raise DataError(f"{path}: the columns differ from data.columns: " + "; ".join(problems))
+
+
+def _atomic_target(path: Path) -> tuple[int, str]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+
+
+def write_parquet(frame: pl.DataFrame, path: Path) -> None:
+    """Write a Parquet file so that readers see the old file or the new one, never half of one."""
+    fd, tmp = _atomic_target(path)
+    os.close(fd)
+    try:
+        frame.write_parquet(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(payload: dict[str, Any], path: Path) -> None:
+    """Write JSON atomically, keys in a stable order so `dvc metrics diff` and git diffs stay readable."""
+    fd, tmp = _atomic_target(path)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(payload, handle, indent=2, default=str)
+        handle.write("\n")
+    os.replace(tmp, path)

@@ -1,0 +1,110 @@
+"""Split clean data into train, valid and test: by time (cut dates or fractions) or at random.
+
+A split must not leak: with a time split every valid row is later than every train row and every test row
+later than every valid row; in any split no id appears in two parts. `check_leakage` enforces both.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+
+from evergreen.config import DataConfig, SplitConfig
+from evergreen.data.schema import EVENT_TIME
+from evergreen.errors import DataError
+
+Splits = dict[str, pl.DataFrame]
+
+
+def split(frame: pl.DataFrame, data: DataConfig, config: SplitConfig) -> Splits:
+    """Split a clean frame; raises `DataError` when a part would be empty."""
+    if config.method == "time":
+        if EVENT_TIME not in frame.columns:
+            raise DataError("split.method is 'time' but data.timestamp is not declared")
+        parts = _split_by_time(frame, config)
+    else:
+        parts = _split_at_random(frame, data, config)
+    for name, part in parts.items():
+        if part.height == 0:
+            raise DataError(f"split: the {name!r} part is empty ({_describe(frame, config)})")
+    check_leakage(parts, data, config)
+    return parts
+
+
+def _describe(frame: pl.DataFrame, config: SplitConfig) -> str:
+    if config.method == "time" and config.valid_from is not None and EVENT_TIME in frame.columns:
+        first, last = frame[EVENT_TIME].min(), frame[EVENT_TIME].max()
+        return (
+            f"data runs from {first} to {last}; split.valid_from is {config.valid_from.date()} and "
+            f"split.test_from is {config.test_from.date() if config.test_from else None}"
+        )
+    return f"{frame.height} rows with valid_fraction {config.valid_fraction}, test_fraction {config.test_fraction}"
+
+
+def _time_cuts(frame: pl.DataFrame, config: SplitConfig) -> tuple[dt.datetime, dt.datetime]:
+    if config.valid_from is not None and config.test_from is not None:
+        return config.valid_from, config.test_from
+    times = frame[EVENT_TIME].sort()
+    # cut at a moment, not a row count, so rows sharing a timestamp stay together
+    valid_at = times[int(len(times) * (1 - config.valid_fraction - config.test_fraction))]
+    test_at = times[int(len(times) * (1 - config.test_fraction))]
+    return valid_at, test_at
+
+
+def _split_by_time(frame: pl.DataFrame, config: SplitConfig) -> Splits:
+    valid_from, test_from = _time_cuts(frame, config)
+    ordered = frame.sort(EVENT_TIME)
+    when = pl.col(EVENT_TIME)
+    return {
+        "train": ordered.filter(when < valid_from),
+        "valid": ordered.filter((when >= valid_from) & (when < test_from)),
+        "test": ordered.filter(when >= test_from),
+    }
+
+
+def _split_at_random(frame: pl.DataFrame, data: DataConfig, config: SplitConfig) -> Splits:
+    stratify = config.stratify and data.task == "classification"
+    groups = [data.target.name] if stratify else []
+    # a seeded random rank within each stratum, then fixed fractions of each stratum
+    ranked = frame.with_columns(
+        _u=pl.int_range(pl.len()).shuffle(seed=config.seed).over(groups or pl.lit(0)),
+        _n=pl.len().over(groups or pl.lit(0)),
+    ).with_columns(_q=(pl.col("_u") + 0.5) / pl.col("_n"))
+    test_cut = 1 - config.test_fraction
+    valid_cut = test_cut - config.valid_fraction
+    q = pl.col("_q")
+    parts = {
+        "train": ranked.filter(q < valid_cut),
+        "valid": ranked.filter((q >= valid_cut) & (q < test_cut)),
+        "test": ranked.filter(q >= test_cut),
+    }
+    return {name: part.drop("_u", "_n", "_q") for name, part in parts.items()}
+
+
+def check_leakage(parts: Splits, data: DataConfig, config: SplitConfig) -> None:
+    """Raise `DataError` when the parts overlap in time (time split) or share an id."""
+    if config.method == "time":
+        for earlier, later in (("train", "valid"), ("valid", "test")):
+            last, first = parts[earlier][EVENT_TIME].max(), parts[later][EVENT_TIME].min()
+            if last is not None and first is not None and last >= first:
+                raise DataError(f"split leaks: {earlier} ends at {last}, after {later} starts at {first}")
+    if data.id_column is not None:
+        name = data.id_column.name
+        for a, b in (("train", "valid"), ("train", "test"), ("valid", "test")):
+            shared = parts[a].join(parts[b], on=name, how="semi")[name]
+            if shared.len():
+                examples = ", ".join(map(str, shared.head(5).to_list()))
+                raise DataError(f"split leaks: {shared.len()} {name} value(s) are in both {a} and {b}: {examples}")
+
+
+def summarize(parts: Splits) -> dict[str, object]:
+    """Rows and time range per part, for `metrics/split.json`."""
+    out: dict[str, object] = {}
+    for name, part in parts.items():
+        entry: dict[str, object] = {"rows": part.height}
+        if EVENT_TIME in part.columns:
+            entry["from"] = str(part[EVENT_TIME].min())
+            entry["to"] = str(part[EVENT_TIME].max())
+        out[name] = entry
+    return out

@@ -1,0 +1,144 @@
+"""The tabular network: preprocessing buffers, embeddings and an MLP (or a few, averaged), in one module.
+
+Input: float32 [N, F] of raw feature values in `prep.features` order (categoricals as their code values,
+missing values as NaN). Output: predictions in target units [N] (regression) or class probabilities
+[N, C] (classification). The same forward runs in training, evaluation and the exported ONNX graph.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+from torch import nn
+
+from evergreen.config import ModelConfig
+from evergreen.errors import ModelError
+from evergreen.model.preprocess import Preprocessing, feature_matrix
+
+_ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
+
+
+class _Member(nn.Module):
+    """One network of the ensemble: its own embedding table and MLP."""
+
+    def __init__(self, n_codes: int, n_fields: int, n_numeric: int, config: ModelConfig, n_out: int) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(max(n_codes, 1), config.embedding_dim)
+        layers: list[nn.Module] = []
+        width = n_fields * config.embedding_dim + n_numeric
+        for hidden in config.hidden:
+            layers += [nn.Linear(width, hidden), _ACTIVATIONS[config.activation](), nn.Dropout(config.dropout)]
+            width = hidden
+        layers.append(nn.Linear(width, n_out))
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        parts = [numeric]
+        if codes.shape[1] > 0:
+            parts.append(self.embedding(codes).flatten(1))
+        return self.mlp(torch.cat(parts, dim=1))
+
+
+class TabularNet(nn.Module):
+    """Raw feature values in, predictions in target units out; owns its save, load and predict."""
+
+    def __init__(self, prep: Preprocessing, config: ModelConfig, params: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.prep, self.config, self.params = prep, config, params or {}
+        vocab_sizes = [len(v) + 1 for v in prep.vocabularies]  # +1: index 0 is the unknown bucket
+        longest = max(vocab_sizes, default=1)
+        vocab = torch.full((len(vocab_sizes), longest), float("nan"))  # NaN padding never matches a value
+        for i, values in enumerate(prep.vocabularies):
+            vocab[i, : len(values)] = torch.tensor(values, dtype=torch.float32)
+        self.cross_sizes = [[vocab_sizes[i] for i in cross] for cross in prep.crosses]
+        field_sizes = vocab_sizes + [int(np.prod(sizes)) for sizes in self.cross_sizes]
+        offsets = np.concatenate([[0], np.cumsum(field_sizes)[:-1]]).astype(np.int64)
+        self.register_buffer("numeric_index", torch.tensor(prep.numeric, dtype=torch.long))
+        self.register_buffer("categorical_index", torch.tensor(prep.categorical, dtype=torch.long))
+        self.register_buffer("numeric_mean", torch.tensor(prep.numeric_mean, dtype=torch.float32))
+        self.register_buffer("numeric_std", torch.tensor(prep.numeric_std, dtype=torch.float32))
+        self.register_buffer("numeric_fill", torch.tensor(prep.numeric_fill, dtype=torch.float32))
+        self.register_buffer("vocab", vocab)
+        self.register_buffer("vocab_rank", torch.arange(1, longest + 1, dtype=torch.float32))
+        self.register_buffer("offsets", torch.tensor(offsets[: len(field_sizes)], dtype=torch.long))
+        n_out = 1 if prep.task == "regression" else len(prep.classes)
+        self.members = nn.ModuleList(
+            _Member(sum(field_sizes), len(field_sizes), len(prep.numeric), config, n_out)
+            for _ in range(config.ensemble)
+        )
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw [N, F] → normalised numerics [N, Fn] and embedding row indices [N, fields]."""
+        numeric = x[:, self.numeric_index]
+        numeric = torch.where(torch.isnan(numeric), self.numeric_fill, numeric)
+        numeric = (numeric - self.numeric_mean) / self.numeric_std
+        categorical = x[:, self.categorical_index]
+        # position of each value in its vocabulary, 1-based; 0 when unseen in training (or missing)
+        matches = (categorical.unsqueeze(-1) == self.vocab).to(x.dtype)
+        index = (matches * self.vocab_rank).sum(-1).to(torch.long)
+        fields = [index[:, i] for i in range(index.shape[1])]
+        for cross, sizes in zip(self.prep.crosses, self.cross_sizes, strict=True):
+            combined = index[:, cross[0]]
+            for position, size in zip(cross[1:], sizes[1:], strict=True):
+                combined = combined * size + index[:, position]
+            fields.append(combined)
+        if not fields:
+            return numeric, torch.zeros((x.shape[0], 0), dtype=torch.long, device=x.device)
+        return numeric, torch.stack(fields, dim=1) + self.offsets
+
+    def member_outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """Each member's raw output [K, N, outputs]: the standardised transformed target, or class logits."""
+        numeric, codes = self.encode(x)
+        return torch.stack([member(numeric, codes) for member in self.members])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.member_outputs(x).float()
+        if self.prep.task == "classification":
+            return torch.softmax(out, dim=-1).mean(dim=0)
+        y = out[..., 0] * self.prep.target_std + self.prep.target_mean
+        if self.prep.target_transform == "log1p":
+            y = torch.expm1(y)
+        return y.mean(dim=0)
+
+    @torch.no_grad()
+    def predict(self, frame: pl.DataFrame, batch_size: int = 65536) -> np.ndarray:
+        """Predictions for a polars frame: target units [N] (regression) or class probabilities [N, C]."""
+        missing = [name for name in self.prep.features if name not in frame.columns]
+        if missing:
+            raise ModelError(f"the frame lacks feature column(s): {', '.join(missing)}")
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        x = torch.from_numpy(feature_matrix(frame, self.prep.features))
+        out = [self(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)]
+        self.train(was_training)
+        if not out:
+            shape = (0,) if self.prep.task == "regression" else (0, len(self.prep.classes))
+            return np.zeros(shape)
+        return torch.cat(out).double().numpy()
+
+    def save(self, path: Path | str) -> None:
+        """Write state dict, architecture config, preprocessing and the resolved params to one file."""
+        torch.save(
+            {
+                "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
+                "config": self.config.model_dump(mode="json"),
+                "preprocessing": self.prep.to_dict(),
+                "params": self.params,
+            },
+            path,
+        )
+
+    @classmethod
+    def load(cls, path: Path | str) -> TabularNet:
+        """Rebuild a model written by `save`, on CPU, in eval mode."""
+        if not Path(path).exists():
+            raise ModelError(f"{path}: no such model file (run `evergreen stage train` first)")
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        net = cls(Preprocessing.from_dict(saved["preprocessing"]), ModelConfig(**saved["config"]), saved["params"])
+        net.load_state_dict(saved["state_dict"])
+        return net.eval()

@@ -1,0 +1,169 @@
+"""Preprocessing fitted on the training split only; the network carries it as buffers (no train/serve skew).
+
+The model's input is one float32 matrix of raw feature values in declared order: numeric columns as they are,
+categorical columns as their code values. `fit_preprocessing` learns what the network needs to turn that
+matrix into model inputs: means, standard deviations and medians of numeric columns, the vocabulary of each
+categorical column (unseen values fall into an unknown bucket), and the target transform.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+
+from evergreen.config import DataConfig, ModelConfig
+from evergreen.errors import ModelError
+
+Task = Literal["regression", "classification"]
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Everything learnt from the training split that the network needs to go from raw values to outputs."""
+
+    task: Task
+    target: str
+    features: list[str]  # input columns, in the order of the input matrix
+    kinds: list[str]  # "numeric" | "categorical", per feature
+    types: list[str]  # declared column types, per feature (for the signature)
+    numeric_mean: list[float]
+    numeric_std: list[float]
+    numeric_fill: list[float]  # median: what a missing numeric value becomes
+    vocabularies: list[list[float]]  # per categorical feature, sorted; index 0 is reserved for unknown
+    crosses: list[list[int]] = field(default_factory=list)  # positions among the categorical features
+    target_transform: str = "none"
+    target_mean: float = 0.0  # of the transformed target (regression)
+    target_std: float = 1.0  # of the transformed target (regression)
+    target_scale: float = 1.0  # std of the raw train target, the unit of the export parity gate
+    classes: list[Any] = field(default_factory=list)  # class labels (classification), output order
+
+    @property
+    def numeric(self) -> list[int]:
+        return [i for i, k in enumerate(self.kinds) if k == "numeric"]
+
+    @property
+    def categorical(self) -> list[int]:
+        return [i for i, k in enumerate(self.kinds) if k == "categorical"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Preprocessing:
+        return cls(**raw)
+
+
+def check_frame(frame: pl.DataFrame, data: DataConfig, split: str) -> None:
+    """Raise `ModelError` when a split is empty or lacks a feature or the target."""
+    if frame.height == 0:
+        raise ModelError(f"the {split} split is empty: nothing to train or evaluate on")
+    needed = [c.name for c in data.features] + [data.target.name]
+    missing = [name for name in needed if name not in frame.columns]
+    if missing:
+        raise ModelError(f"the {split} split lacks declared column(s): {', '.join(missing)}")
+
+
+def feature_matrix(frame: pl.DataFrame, features: list[str]) -> np.ndarray:
+    """The model's input: raw feature values as float32 [N, F] in the given order; missing values are NaN."""
+    return frame.select(pl.col(name).cast(pl.Float32) for name in features).to_numpy().astype(np.float32)
+
+
+def fit_preprocessing(frame: pl.DataFrame, data: DataConfig, model: ModelConfig) -> Preprocessing:
+    """Learn normalisation, vocabularies and target transform from the training split."""
+    check_frame(frame, data, "train")
+    features = data.features
+    for column in features:
+        if column.type not in ("int", "float", "bool"):
+            raise ModelError(
+                f"feature {column.name!r} has type {column.type}: the model takes numeric codes only "
+                "(int, float, bool); encode it as integers in the data declaration"
+            )
+    numeric = [c.name for c in features if c.kind == "numeric"]
+    categorical = [c.name for c in features if c.kind == "categorical"]
+    stats = frame.select(
+        *(pl.col(n).cast(pl.Float64).mean().alias(f"mean_{n}") for n in numeric),
+        *(pl.col(n).cast(pl.Float64).std().alias(f"std_{n}") for n in numeric),
+        *(pl.col(n).cast(pl.Float64).median().alias(f"median_{n}") for n in numeric),
+    ).row(0, named=True)
+
+    def _finite(value: float | None, default: float) -> float:
+        return default if value is None or not math.isfinite(value) else float(value)
+
+    stds = [_finite(stats[f"std_{n}"], 1.0) for n in numeric]
+    vocabularies = [
+        sorted(float(v) for v in frame[n].drop_nulls().cast(pl.Float32).unique().to_list()) for n in categorical
+    ]
+    crosses = []
+    for i, cross in enumerate(model.crosses):
+        unknown = [n for n in cross if n not in categorical]
+        if unknown:
+            raise ModelError(f"model.crosses[{i}]: {', '.join(unknown)} is not a categorical feature")
+        crosses.append([categorical.index(n) for n in cross])
+
+    target = frame[data.target.name]
+    if target.null_count():
+        raise ModelError(f"the train split has {target.null_count()} missing value(s) in target {target.name!r}")
+    kwargs: dict[str, Any] = {}
+    if data.task == "regression":
+        y = target.cast(pl.Float64).to_numpy()
+        transform = model.target_transform
+        if transform == "log1p" and y.min() <= -1:
+            raise ModelError(f"model.target_transform log1p needs target values > -1; the minimum is {y.min()}")
+        yt = np.log1p(y) if transform == "log1p" else y
+        kwargs = {
+            "target_transform": transform,
+            "target_mean": float(yt.mean()),
+            "target_std": float(yt.std()) or 1.0,
+            "target_scale": float(y.std()) or 1.0,
+        }
+    else:
+        classes = sorted(target.unique().to_list())
+        if len(classes) < 2:
+            raise ModelError(f"the train split has a single class ({classes[0]!r}) in {target.name!r}")
+        kwargs = {"classes": classes}
+    return Preprocessing(
+        task=data.task,
+        target=data.target.name,
+        features=[c.name for c in features],
+        kinds=[c.kind or "numeric" for c in features],
+        types=[c.type for c in features],
+        numeric_mean=[_finite(stats[f"mean_{n}"], 0.0) for n in numeric],
+        numeric_std=[s if s > 0 else 1.0 for s in stds],
+        numeric_fill=[_finite(stats[f"median_{n}"], 0.0) for n in numeric],
+        vocabularies=vocabularies,
+        crosses=crosses,
+        **kwargs,
+    )
+
+
+def encode_target(frame: pl.DataFrame, prep: Preprocessing) -> np.ndarray:
+    """The training target: transformed and standardised (regression) or class indices (classification)."""
+    target = frame[prep.target]
+    if target.null_count():
+        raise ModelError(f"target {prep.target!r} has {target.null_count()} missing value(s)")
+    if prep.task == "regression":
+        y = target.cast(pl.Float64).to_numpy()
+        y = np.log1p(y) if prep.target_transform == "log1p" else y
+        return ((y - prep.target_mean) / prep.target_std).astype(np.float32)
+    index = {label: i for i, label in enumerate(prep.classes)}
+    unseen = sorted({v for v in target.unique().to_list() if v not in index}, key=str)
+    if unseen:
+        raise ModelError(f"target {prep.target!r} has classes not seen in training: {unseen[:5]}")
+    return np.array([index[v] for v in target.to_list()], dtype=np.int64)
+
+
+def fingerprint(*parts: Any) -> str:
+    """A content hash of configs (anything JSON-like) and arrays: a checkpoint is only valid for its own."""
+    digest = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, np.ndarray):
+            digest.update(str((part.dtype, part.shape)).encode())
+            digest.update(np.ascontiguousarray(part).tobytes())
+        else:
+            digest.update(repr(part).encode())
+    return digest.hexdigest()

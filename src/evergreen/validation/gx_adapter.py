@@ -1,0 +1,152 @@
+"""The one module that talks to Great Expectations 1.x; its API has changed before, so it stays behind here.
+
+GX has no polars backend: the frame is converted to pandas (through Arrow) here and nowhere else. Each call
+uses a fresh in-memory (ephemeral) context, so nothing is written outside the Data Docs folder asked for.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import great_expectations as gx
+import polars as pl
+from great_expectations.data_context.types.base import (
+    DataContextConfig,
+    InMemoryStoreBackendDefaults,
+    ProgressBarsConfig,
+)
+
+from evergreen.errors import EvergreenError
+from evergreen.validation.summary import ExpectationOutcome, ValidationSummary
+
+# GX logs every expectation it cannot build at ERROR level; we report those ourselves, once, with the file name
+logging.getLogger("great_expectations").setLevel(logging.CRITICAL)
+
+_TABLE_EXPECTATIONS = ("expect_table_", "expect_compound_", "expect_multicolumn_")
+
+
+def _context(docs_dir: Path | None) -> Any:
+    sites = {}
+    if docs_dir is not None:
+        sites["local"] = {
+            "class_name": "SiteBuilder",
+            "show_how_to_buttons": False,
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        }
+    config = DataContextConfig(
+        store_backend_defaults=InMemoryStoreBackendDefaults(),
+        analytics_enabled=False,  # runs offline; never phone home
+        progress_bars=ProgressBarsConfig(globally=False),  # stage output stays one summary line
+        data_docs_sites=sites,
+    )
+    return gx.get_context(mode="ephemeral", project_config=config)
+
+
+def _to_pandas(df: pl.DataFrame) -> Any:
+    # GX compares string bounds such as min: "2011-01-01" with dates only on datetime64[ns] columns;
+    # on any other date dtype it fails with a TypeError per row
+    times = [name for name, dtype in df.schema.items() if dtype == pl.Date or isinstance(dtype, pl.Datetime)]
+    if times:
+        df = df.with_columns(pl.col(times).cast(pl.Datetime("ns")))
+    return df.to_pandas(use_pyarrow_extension_array=False)
+
+
+def _time_bounds_as_datetimes(suite: dict[str, Any], df: pl.DataFrame) -> dict[str, Any]:
+    # GX turns a bound like "2011-01-01" into a `date`, which pandas cannot compare with datetime64 values;
+    # written as a datetime it becomes a `datetime`, which compares. Only for date/datetime columns.
+    times = {n for n, t in df.schema.items() if t == pl.Date or isinstance(t, pl.Datetime)}
+    out = []
+    for exp in suite.get("expectations", []):
+        kwargs = exp.get("kwargs") or {}
+        if kwargs.get("column") in times:
+            fixed = {
+                k: f"{v}T00:00:00" if k in ("min_value", "max_value") and isinstance(v, str) and len(v) == 10 else v
+                for k, v in kwargs.items()
+            }
+            exp = {**exp, "kwargs": fixed}
+        out.append(exp)
+    return {**suite, "expectations": out}
+
+
+def _build_suite(suite: dict[str, Any]) -> Any:
+    name = suite.get("name")
+    config = {k: v for k, v in suite.items() if k != "id"}  # an id from elsewhere is rejected by this store
+    expectations = config.get("expectations", [])
+    for i, exp in enumerate(expectations):
+        # a hand-edited typo must stop the run with its position, not be dropped (GX only logs some errors)
+        try:
+            ok = len(gx.ExpectationSuite(name="check", expectations=[exp]).expectations) == 1
+        except Exception as exc:  # GX raises its own and pydantic's errors here
+            raise EvergreenError(f"suite {name!r}: expectation {i} ({exp.get('type')}) is not valid: {exc}") from None
+        if not ok:
+            raise EvergreenError(f"suite {name!r}: expectation {i} ({exp.get('type')}) is not valid (check type and kwargs)")
+    return gx.ExpectationSuite(**config)
+
+
+def _exception_message(info: dict[str, Any]) -> str | None:
+    # GX reports an expectation's own error flat, and a failed metric keyed by the metric's id
+    if "raised_exception" in info:
+        return info.get("exception_message") if info["raised_exception"] else None
+    messages = [v.get("exception_message") for v in info.values() if isinstance(v, dict)]
+    return "; ".join(dict.fromkeys(str(m) for m in messages if m)) or None
+
+
+def _outcome(result: dict[str, Any], example_values: int) -> ExpectationOutcome:
+    config = result["expectation_config"]
+    kwargs = {k: v for k, v in config.get("kwargs", {}).items() if k != "batch_id"}
+    details = result.get("result") or {}
+    error = _exception_message(result.get("exception_info") or {})
+    column = None if config["type"].startswith(_TABLE_EXPECTATIONS) else kwargs.get("column")
+    return ExpectationOutcome(
+        expectation_type=config["type"],
+        column=column,
+        critical=bool((config.get("meta") or {}).get("critical", True)),  # unmarked hand edits stop the run
+        success=bool(result["success"]),
+        unexpected_count=details.get("unexpected_count"),
+        unexpected_percent=details.get("unexpected_percent"),
+        element_count=details.get("element_count"),
+        example_values=list(details.get("partial_unexpected_list") or [])[:example_values],
+        kwargs=kwargs,
+        observed_value=details.get("observed_value"),
+        error=error,
+    )
+
+
+def validate_frame(
+    df: pl.DataFrame, suite: dict[str, Any], *, example_values: int = 5, docs_dir: Path | None = None
+) -> ValidationSummary:
+    """Run an expectation suite (a dict as `suites.generate_suite` makes) on a polars frame.
+
+    With `docs_dir`, also build GX's HTML Data Docs for this run there; the summary's `docs_index` is then
+    the path of its index.html.
+    """
+    context = _context(docs_dir)
+    gx_suite = context.suites.add(_build_suite(_time_bounds_as_datetimes(suite, df)))
+    asset = context.data_sources.add_pandas("evergreen").add_dataframe_asset(gx_suite.name)
+    batch = asset.add_batch_definition_whole_dataframe("whole frame")
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name=gx_suite.name, data=batch, suite=gx_suite)
+    )
+    result = definition.run(
+        batch_parameters={"dataframe": _to_pandas(df)},
+        # SUMMARY gives counts and a few examples; COMPLETE would copy every failing value
+        result_format={"result_format": "SUMMARY", "partial_unexpected_count": example_values},
+    )
+    result_json = result.to_json_dict()
+    docs_index = None
+    if docs_dir is not None:
+        context.build_data_docs(site_names=["local"])
+        docs_index = str(Path(docs_dir) / "index.html")
+    outcomes = [_outcome(r, example_values) for r in result_json["results"]]
+    return ValidationSummary(
+        suite_name=gx_suite.name,
+        success=bool(result_json["success"]),
+        evaluated=len(outcomes),
+        row_count=df.height,
+        outcomes=outcomes,
+        result=result_json,
+        docs_index=docs_index,
+    )

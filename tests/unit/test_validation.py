@@ -1,0 +1,180 @@
+"""Suites from a tiny declaration, run through GX on tiny polars frames."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from evergreen.config import DataConfig, parse_params
+from evergreen.data.schema import EVENT_TIME, SOURCE_FILE, SOURCE_ROW
+from evergreen.errors import EvergreenError
+from evergreen.validation.gx_adapter import validate_frame
+from evergreen.validation.suites import generate_suite, load_suite, write_suites
+from evergreen.validation.summary import critical_failures, failure_message, summary_line, warnings
+
+
+@pytest.fixture
+def data() -> DataConfig:
+    raw = {
+        "data": {
+            "source": "x.csv",
+            "task": "regression",
+            "timestamp": {"column": "day"},
+            "columns": [
+                {"name": "id", "type": "int", "role": "id", "min": 1},
+                {"name": "day", "type": "date", "role": "timestamp", "min": "2020-01-01"},
+                {"name": "colour", "type": "str", "role": "feature", "allowed": ["red", "blue"]},
+                {"name": "x", "type": "float", "role": "feature", "min": 0, "max": 1},
+                {"name": "note", "type": "str", "role": "ignore", "nullable": True},
+                {"name": "y", "type": "int", "role": "target", "min": 0},
+            ],
+        }
+    }
+    return parse_params(raw).data
+
+
+def _raw(n: int = 20, **overrides: list) -> pl.DataFrame:
+    cols = {
+        "id": [str(i) for i in range(1, n + 1)],
+        "day": ["2020-01-02"] * n,
+        "colour": ["red"] * n,
+        "x": ["0.5 "] * n,  # trailing space: dirty but usable, must pass
+        "note": [None] * n,
+        "y": [" 3"] * n,
+    }
+    cols.update(overrides)
+    frame = pl.DataFrame(cols, schema={k: pl.String for k in cols})
+    return frame.with_columns(pl.lit("x.csv").alias(SOURCE_FILE), pl.int_range(1, n + 1).alias(SOURCE_ROW))
+
+
+def _clean(n: int = 20) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "id": list(range(1, n + 1)),
+            "day": [dt.date(2020, 1, 2)] * n,
+            "colour": ["red", "blue"] * (n // 2),
+            "x": [0.5] * n,
+            "note": [None] * n,
+            "y": [3] * n,
+            EVENT_TIME: [dt.datetime(2020, 1, 2) + dt.timedelta(hours=i) for i in range(n)],
+        },
+        schema={"id": pl.Int64, "day": pl.Date, "colour": pl.String, "x": pl.Float64, "note": pl.String,
+                "y": pl.Int64, EVENT_TIME: pl.Datetime("us")},
+    )
+
+
+def test_every_expectation_is_marked_critical_or_not(data: DataConfig) -> None:
+    for stage in ("raw", "clean"):
+        suite = generate_suite(data, stage)
+        assert suite["name"] == stage
+        assert all(isinstance(e["meta"]["critical"], bool) for e in suite["expectations"])
+    clean_types = [e["type"] for e in generate_suite(data, "clean")["expectations"]]
+    assert "expect_column_values_to_be_in_set" in clean_types
+    # nullable `note` gets no not-null check
+    not_null = [e["kwargs"]["column"] for e in generate_suite(data, "clean")["expectations"]
+                if e["type"] == "expect_column_values_to_not_be_null"]
+    assert "note" not in not_null and "id" in not_null
+
+
+def test_dirty_but_usable_raw_data_passes(data: DataConfig) -> None:
+    summary = validate_frame(_raw(), generate_suite(data, "raw"))
+    assert critical_failures(summary) == []
+    assert summary.row_count == 20
+
+
+def test_all_null_column_fails_raw_critically(data: DataConfig) -> None:
+    summary = validate_frame(_raw(x=[None] * 20), generate_suite(data, "raw"))
+    failed = critical_failures(summary)
+    assert [(o.expectation_type, o.column) for o in failed] == [("expect_column_values_to_not_be_null", "x")]
+    assert "x" in failure_message(summary, "validate_raw") and "20 of 20 rows null" in failure_message(
+        summary, "validate_raw"
+    )
+
+
+def test_non_numeric_text_fails_raw(data: DataConfig) -> None:
+    summary = validate_frame(_raw(y=["three"] * 20), generate_suite(data, "raw"))
+    assert [o.column for o in critical_failures(summary)] == ["y"]
+    assert "'three'" in failure_message(summary, "validate_raw")
+
+
+def test_duplicate_raw_id_is_only_a_warning(data: DataConfig) -> None:
+    summary = validate_frame(_raw(id=["1"] * 20), generate_suite(data, "raw"))
+    assert critical_failures(summary) == []
+    assert [o.expectation_type for o in warnings(summary)] == ["expect_column_values_to_be_unique"]
+    assert "(1 warning)" in summary_line(summary, "validate_raw")
+
+
+def test_clean_data_passes_completely(data: DataConfig, tmp_path: Path) -> None:
+    summary = validate_frame(_clean(), generate_suite(data, "clean"), docs_dir=tmp_path / "docs")
+    assert summary.success, failure_message(summary, "validate_clean")
+    assert summary.passed == summary.evaluated == len(generate_suite(data, "clean")["expectations"])
+    assert summary.docs_index is not None and Path(summary.docs_index).is_file()
+
+
+def test_date_before_min_and_value_outside_set_fail_clean(data: DataConfig) -> None:
+    frame = _clean().with_columns(
+        pl.when(pl.col("id") == 1).then(dt.date(2019, 12, 31)).otherwise(pl.col("day")).alias("day"),
+        pl.when(pl.col("id") <= 3).then(pl.lit("green")).otherwise(pl.col("colour")).alias("colour"),
+    )
+    summary = validate_frame(frame, generate_suite(data, "clean"), example_values=2)
+    failed = {o.column: o for o in critical_failures(summary)}
+    assert set(failed) == {"day", "colour"}
+    assert failed["colour"].unexpected_count == 3 and failed["colour"].example_values == ["green", "green"]
+    assert failed["day"].unexpected_count == 1
+
+
+def test_missing_column_fails_columns_check(data: DataConfig) -> None:
+    summary = validate_frame(_clean().drop("x"), generate_suite(data, "clean"))
+    failed = critical_failures(summary)
+    columns_check = [o for o in failed if o.expectation_type == "expect_table_columns_to_match_set"]
+    assert len(columns_check) == 1
+    assert "missing x" in failure_message(summary, "validate_clean")
+
+
+def test_duplicate_id_fails_clean(data: DataConfig) -> None:
+    frame = _clean().with_columns(pl.lit(7, dtype=pl.Int64).alias("id"))
+    summary = validate_frame(frame, generate_suite(data, "clean"))
+    assert [(o.expectation_type, o.column) for o in critical_failures(summary)] == [
+        ("expect_column_values_to_be_unique", "id")
+    ]
+
+
+def test_suite_round_trips_through_files(data: DataConfig, tmp_path: Path) -> None:
+    written = write_suites(data, tmp_path)
+    assert sorted(p.name for p in written) == ["clean.json", "raw.json"]
+    assert load_suite(tmp_path / "raw.json") == generate_suite(data, "raw")
+    # the loaded file is a suite GX accepts: it runs and passes on clean data
+    assert validate_frame(_clean(), load_suite(tmp_path / "clean.json")).success
+
+
+def test_existing_suite_is_kept_unless_overwrite(data: DataConfig, tmp_path: Path) -> None:
+    write_suites(data, tmp_path)
+    edited = tmp_path / "raw.json"
+    edited.write_text('{"name": "raw", "expectations": []}')
+    assert write_suites(data, tmp_path) == []
+    assert json.loads(edited.read_text())["expectations"] == []
+    assert edited in write_suites(data, tmp_path, overwrite=True)
+    assert load_suite(edited) == generate_suite(data, "raw")
+
+
+def test_load_suite_names_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(EvergreenError, match=r"nope\.json.*evergreen expectations generate"):
+        load_suite(tmp_path / "nope.json")
+
+
+def test_load_suite_names_bad_json(tmp_path: Path) -> None:
+    bad = tmp_path / "raw.json"
+    bad.write_text("{not json")
+    with pytest.raises(EvergreenError, match=r"raw\.json: not valid JSON"):
+        load_suite(bad)
+
+
+def test_invalid_hand_edit_is_an_error_not_a_silent_pass(data: DataConfig) -> None:
+    suite = generate_suite(data, "clean")
+    suite["expectations"].append({"type": "expect_column_values_to_be_between", "kwargs": {}, "meta": {}})
+    with pytest.raises(EvergreenError, match="not valid"):
+        validate_frame(_clean(), suite)
