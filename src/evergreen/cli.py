@@ -14,7 +14,11 @@ import typer
 from evergreen.config import ConfigError, load_params
 from evergreen.errors import EvergreenError
 
-app = typer.Typer(help="Evergreen: continuous training for deep-learning models.", no_args_is_help=True)
+app = typer.Typer(
+    help="Evergreen: continuous training for deep-learning models.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
 expectations_app = typer.Typer(help="Great Expectations suites generated from the declared schema.")
 app.add_typer(expectations_app, name="expectations")
 

@@ -205,6 +205,9 @@ class ModelConfig(_Strict):
     embedding_dim: int = Field(8, ge=1, le=256)
     # crossed categoricals, e.g. [[hr, workingday]]: one embedding per combination of values
     crosses: list[list[str]] = Field(default_factory=list)
+    # features kept out of the MLP and added to its output (one weight, or one value per category): main
+    # effects that should extrapolate, such as a trend in `yr`, instead of interacting with everything
+    additive: list[str] = Field(default_factory=list)
     target_transform: Literal["none", "log1p"] = "log1p"  # regression only; inverted inside the model
     # members trained side by side on the same batches and averaged: still one module, one ONNX graph
     ensemble: int = Field(1, ge=1, le=16)
@@ -236,7 +239,9 @@ class TrainConfig(_Strict):
 class EvaluateConfig(_Strict):
     """Scoring on the test split, and the baselines fitted on the same split."""
 
-    baselines: list[Literal["mean", "linear", "hgb"]] = Field(default_factory=lambda: ["mean", "linear", "hgb"])
+    baselines: list[Literal["mean", "linear", "hgb"]] = Field(
+        default_factory=lambda: ["mean", "linear", "hgb"]
+    )
     hgb_max_iter: int = Field(500, ge=1)
 
 
@@ -288,8 +293,10 @@ def _format_error(err: dict[str, Any]) -> str:
         allowed = ", ".join(part.strip(" '") for part in expected.replace(" or ", ", ").split(","))
         return f"{where}: {err['input']!r} is not one of: {allowed}"
     msg = err["msg"].removeprefix("Value error, ")
-    return f"{where}: {msg} (got {err['input']!r})" if not isinstance(err["input"], dict | list) else (
-        f"{where}: {msg}"
+    return (
+        f"{where}: {msg} (got {err['input']!r})"
+        if not isinstance(err["input"], dict | list)
+        else (f"{where}: {msg}")
     )
 
 

@@ -50,7 +50,11 @@ def test_wrong_typed_cell_is_quarantined_with_reason_and_lineage(tiny):
 
 
 def test_fractional_int_is_unparseable_but_integral_float_text_is_fine(tiny):
-    rows = (GOOD, ("2", "2011-01-01", "4.0", "1", "0.5", "0.5", "10"), ("3", "2011-01-01", "4.5", "1", "0.5", "0.5", "1"))
+    rows = (
+        GOOD,
+        ("2", "2011-01-01", "4.0", "1", "0.5", "0.5", "10"),
+        ("3", "2011-01-01", "4.5", "1", "0.5", "0.5", "1"),
+    )
     result = clean(_raw(*rows), tiny.data, CleanConfig())
     assert result.clean["hr"].to_list() == [3, 4]
     assert _reasons(result) == {"3": "unparseable:hr"}
@@ -92,7 +96,11 @@ def test_impute_mode_and_constant(tiny_raw):
     tiny_raw["data"]["columns"][3]["missing"] = "impute_mode"
     tiny_raw["data"]["columns"][6].update(missing="impute_constant", fill_value=0)
     data = parse_params(tiny_raw).data
-    rows = (GOOD, ("2", "2011-01-01", "4", "1", "0.5", "0.5", ""), ("3", "2011-01-01", "5", None, "0.5", "0.5", "3"))
+    rows = (
+        GOOD,
+        ("2", "2011-01-01", "4", "1", "0.5", "0.5", ""),
+        ("3", "2011-01-01", "5", None, "0.5", "0.5", "3"),
+    )
     result = clean(_raw(*rows), data, CleanConfig())
     assert result.quarantine.height == 0
     assert result.clean["weather"].to_list() == [1, 1, 1] and result.clean["y"].to_list() == [10, 0, 3]
@@ -118,14 +126,22 @@ def test_several_reasons_are_all_named(tiny):
 
 
 def test_all_null_column_quarantines_every_row_with_its_name(tiny):
-    rows = [("1", "2011-01-01", "3", None, "0.5", "0.5", "10"), ("2", "2011-01-01", "4", None, "0.5", "0.5", "1")]
+    rows = [
+        ("1", "2011-01-01", "3", None, "0.5", "0.5", "10"),
+        ("2", "2011-01-01", "4", None, "0.5", "0.5", "1"),
+    ]
     result = clean(_raw(*rows), tiny.data, CleanConfig())
     assert result.clean.height == 0
     assert result.summary()["quarantined_by_reason"] == {"missing:weather": 2}
 
 
 def test_counts_add_up(tiny):
-    rows = (GOOD, GOOD, ("2", "2011-01-01", "x", "1", "0.5", "0.5", "10"), ("3", "2011-01-01", "4", "1", "0.5", "0.5", "1"))
+    rows = (
+        GOOD,
+        GOOD,
+        ("2", "2011-01-01", "x", "1", "0.5", "0.5", "10"),
+        ("3", "2011-01-01", "4", "1", "0.5", "0.5", "1"),
+    )
     summary = clean(_raw(*rows), tiny.data, CleanConfig()).summary()
     assert summary["rows_in"] == summary["rows_out"] + summary["rows_quarantined"] == 4
 

@@ -20,7 +20,9 @@ def test_bad_role_names_the_key_path(tiny_raw):
     tiny_raw["data"]["columns"][3]["role"] = "lable"
     with pytest.raises(ConfigError) as err:
         parse_params(tiny_raw)
-    assert "data.columns[3].role: 'lable' is not one of: feature, target, timestamp, id, ignore" in str(err.value)
+    assert "data.columns[3].role: 'lable' is not one of: feature, target, timestamp, id, ignore" in str(
+        err.value
+    )
 
 
 def test_unknown_key_is_rejected(tiny_raw):
@@ -38,11 +40,17 @@ def test_wrong_type_names_the_key(tiny_raw):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda d: d["columns"].append({"name": "y", "type": "int", "role": "feature"}), "unique; repeated: y"),
+        (
+            lambda d: d["columns"].append({"name": "y", "type": "int", "role": "feature"}),
+            "unique; repeated: y",
+        ),
         (lambda d: d["columns"].pop(), "exactly one column must have role 'target'"),
         (lambda d: d["timestamp"].update(column="when"), "timestamp.column 'when' is not a declared column"),
         (lambda d: d["columns"][3].update(min=0), "either an allowed set or a min/max range"),
-        (lambda d: d["columns"][2].update(min=5, max=1), r"data.columns\[2\]: min \(5.0\) is greater than max \(1.0\)"),
+        (
+            lambda d: d["columns"][2].update(min=5, max=1),
+            r"data.columns\[2\]: min \(5.0\) is greater than max \(1.0\)",
+        ),
         (lambda d: d["columns"][1].update(kind="numeric"), "kind 'numeric' needs type int or float"),
     ],
 )

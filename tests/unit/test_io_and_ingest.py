@@ -43,8 +43,10 @@ def test_parquet_is_read_as_text(tmp_path, tiny):
         (HEADER, "the file has a header but no data rows"),
         (HEADER.replace(",hum", "") + "1,2011-01-01,0,1,0.2,10\n", "missing declared column(s) 'hum'"),
         (HEADER.strip() + ",casual\n" + "1,2011-01-01,0,1,0.2,0.5,10,3\n", "unexpected column(s) 'casual'"),
-        ((HEADER + "1,2011-01-01,0,1,0.2,0.5,10\n3,2011-01-02,1,1,0.2,0.5,\xff\n").encode("latin-1"),
-         "line 3 is not valid UTF-8"),
+        (
+            (HEADER + "1,2011-01-01,0,1,0.2,0.5,10\n3,2011-01-02,1,1,0.2,0.5,\xff\n").encode("latin-1"),
+            "line 3 is not valid UTF-8",
+        ),
     ],
     ids=["empty", "header-only", "missing-column", "extra-column", "non-utf8"],
 )
@@ -72,8 +74,12 @@ def test_combine_dedups_by_key_and_keeps_conflicts(tmp_path, tiny):
     first = read_text_table(_write(tmp_path, "1.csv", HEADER + ROWS), tiny.data)
     # row 1 re-delivered unchanged, row 2 with a different label (a conflict), row 3 new
     later = read_text_table(
-        _write(tmp_path, "2.csv", HEADER + "1,2011-01-01,0 ,1,0.2,0.5,10\n2,2011-01-01,1,2,0.3,0.6,99\n"
-               "3,2011-01-01,2,1,0.3,0.6,7\n"),
+        _write(
+            tmp_path,
+            "2.csv",
+            HEADER + "1,2011-01-01,0 ,1,0.2,0.5,10\n2,2011-01-01,1,2,0.3,0.6,99\n"
+            "3,2011-01-01,2,1,0.3,0.6,7\n",
+        ),
         tiny.data,
     )
     result = combine([first, later], key=["id"])

@@ -67,7 +67,10 @@ def test_leakage_of_ids_is_caught(tiny):
 
 def test_time_overlap_is_caught(tiny):
     frame = _frame()
-    parts = {"train": frame.head(60), "valid": frame.slice(50, 20).with_columns(pl.col("id") + 1000),
-             "test": frame.tail(10)}
+    parts = {
+        "train": frame.head(60),
+        "valid": frame.slice(50, 20).with_columns(pl.col("id") + 1000),
+        "test": frame.tail(10),
+    }
     with pytest.raises(DataError, match="split leaks: train ends at"):
         check_leakage(parts, tiny.data, SplitConfig())

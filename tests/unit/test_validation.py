@@ -9,10 +9,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from evergreen.config import DataConfig, parse_params
+from evergreen.config import DataConfig, Params, parse_params
 from evergreen.data.schema import EVENT_TIME, SOURCE_FILE, SOURCE_ROW
-from evergreen.errors import EvergreenError
+from evergreen.errors import EvergreenError, ValidationFailed
 from evergreen.validation.gx_adapter import validate_frame
+from evergreen.validation.stage import run_validation
 from evergreen.validation.suites import generate_suite, load_suite, write_suites
 from evergreen.validation.summary import critical_failures, failure_message, summary_line, warnings
 
@@ -62,8 +63,15 @@ def _clean(n: int = 20) -> pl.DataFrame:
             "y": [3] * n,
             EVENT_TIME: [dt.datetime(2020, 1, 2) + dt.timedelta(hours=i) for i in range(n)],
         },
-        schema={"id": pl.Int64, "day": pl.Date, "colour": pl.String, "x": pl.Float64, "note": pl.String,
-                "y": pl.Int64, EVENT_TIME: pl.Datetime("us")},
+        schema={
+            "id": pl.Int64,
+            "day": pl.Date,
+            "colour": pl.String,
+            "x": pl.Float64,
+            "note": pl.String,
+            "y": pl.Int64,
+            EVENT_TIME: pl.Datetime("us"),
+        },
     )
 
 
@@ -75,8 +83,11 @@ def test_every_expectation_is_marked_critical_or_not(data: DataConfig) -> None:
     clean_types = [e["type"] for e in generate_suite(data, "clean")["expectations"]]
     assert "expect_column_values_to_be_in_set" in clean_types
     # nullable `note` gets no not-null check
-    not_null = [e["kwargs"]["column"] for e in generate_suite(data, "clean")["expectations"]
-                if e["type"] == "expect_column_values_to_not_be_null"]
+    not_null = [
+        e["kwargs"]["column"]
+        for e in generate_suite(data, "clean")["expectations"]
+        if e["type"] == "expect_column_values_to_not_be_null"
+    ]
     assert "note" not in not_null and "id" in not_null
 
 
@@ -178,3 +189,22 @@ def test_invalid_hand_edit_is_an_error_not_a_silent_pass(data: DataConfig) -> No
     suite["expectations"].append({"type": "expect_column_values_to_be_between", "kwargs": {}, "meta": {}})
     with pytest.raises(EvergreenError, match="not valid"):
         validate_frame(_clean(), suite)
+
+
+def test_stage_writes_report_and_docs_before_failing(
+    data: DataConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    params = Params(data=data)
+    write_suites(data, Path(params.validation.suites_dir))
+    _clean().with_columns(pl.lit(2.0).alias("x")).write_parquet(tmp_path / "clean.parquet")
+    with pytest.raises(
+        ValidationFailed, match=r"validate_clean: expect_column_values_to_be_between .*'x'.*20 of 20"
+    ):
+        run_validation(params, "clean", Path("clean.parquet"))
+    report = json.loads((Path(params.validation.reports_dir) / "clean.json").read_text())
+    assert report["success"] is False and report["critical_success"] is False
+    assert Path(report["docs"]).is_file() and report["docs"].startswith(params.validation.reports_dir)
+    assert (
+        "validate_clean: 12/13 expectations passed (1 critical failure) on 20 rows" in capsys.readouterr().out
+    )

@@ -107,15 +107,15 @@ def clean(raw: pl.DataFrame, data: DataConfig, policy: CleanConfig) -> CleanResu
             reasons.append(_reason(_out_of_range(c, on=f"_parsed_{c.name}"), f"out_of_range:{c.name}"))
 
     # a blank line gets one reason, not one per column
-    joined = pl.when(empty_row).then(pl.lit("empty_row")).otherwise(
-        pl.concat_str(reasons, separator="; ", ignore_nulls=True)
+    joined = (
+        pl.when(empty_row)
+        .then(pl.lit("empty_row"))
+        .otherwise(pl.concat_str(reasons, separator="; ", ignore_nulls=True))
     )
     judged = parsed.with_columns(joined.alias(REASON))
     bad = pl.col(REASON).is_not_null() & (pl.col(REASON) != "")
     quarantine = judged.filter(bad).select([*names, *LINEAGE, REASON])
-    typed = judged.filter(~bad).select(
-        [pl.col(f"_parsed_{c.name}").alias(c.name) for c in data.columns]
-    )
+    typed = judged.filter(~bad).select([pl.col(f"_parsed_{c.name}").alias(c.name) for c in data.columns])
     typed, imputed = _impute(typed, data, policy)
     typed, clipped = _clip(typed, data, policy)
     if data.timestamp is not None:
@@ -123,7 +123,9 @@ def clean(raw: pl.DataFrame, data: DataConfig, policy: CleanConfig) -> CleanResu
     return CleanResult(typed, quarantine, raw.height, imputed, clipped)
 
 
-def _impute(frame: pl.DataFrame, data: DataConfig, policy: CleanConfig) -> tuple[pl.DataFrame, dict[str, int]]:
+def _impute(
+    frame: pl.DataFrame, data: DataConfig, policy: CleanConfig
+) -> tuple[pl.DataFrame, dict[str, int]]:
     fills: dict[str, pl.Expr] = {}
     counts: dict[str, int] = {}
     for c in data.columns:

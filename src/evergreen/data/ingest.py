@@ -42,9 +42,7 @@ def combine(frames: list[pl.DataFrame], key: list[str]) -> IngestResult:
     data_columns = [c for c in everything.columns if c not in LINEAGE]
     has_key = pl.all_horizontal(pl.col(k).is_not_null() for k in key)
     first_of_key = pl.int_range(pl.len()).over(key) == 0
-    same_as_first = pl.all_horizontal(
-        pl.col(c).eq_missing(pl.col(c).first().over(key)) for c in data_columns
-    )
+    same_as_first = pl.all_horizontal(pl.col(c).eq_missing(pl.col(c).first().over(key)) for c in data_columns)
     tagged = everything.with_columns(
         _keep=~has_key | first_of_key,
         _same=same_as_first,

@@ -17,3 +17,21 @@ SPLITS = ("train", "valid", "test")
 
 def split_path(name: str) -> Path:
     return SPLIT_DIR / f"{name}.parquet"
+
+
+# model stages (train, evaluate, export)
+MODEL_DIR = Path("models")
+MODEL = MODEL_DIR / "model.pt"
+CHECKPOINT = MODEL_DIR / "checkpoint.pt"
+ONNX_MODEL = MODEL_DIR / "model.onnx"
+SIGNATURE = MODEL_DIR / "signature.json"
+MODEL_CARD = MODEL_DIR / "model_card.json"
+TRAIN_METRICS = METRICS_DIR / "train.json"
+EVAL_METRICS = METRICS_DIR / "eval.json"
+EXPORT_METRICS = METRICS_DIR / "export.json"
+DVCLIVE_DIR = Path("dvclive")
+EVAL_REPORTS = Path("reports/eval")
+PREDICTIONS_CSV = EVAL_REPORTS / "predictions.csv"  # regression plots: actual vs predicted, error over time
+CONFUSION_CSV = EVAL_REPORTS / "confusion.csv"  # classification plot
+TEST_PREDICTIONS = EVAL_REPORTS / "test_predictions.parquet"  # full-precision test predictions
+DVC_LOCK = Path("dvc.lock")

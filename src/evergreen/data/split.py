@@ -39,7 +39,8 @@ def _describe(frame: pl.DataFrame, config: SplitConfig) -> str:
             f"data runs from {first} to {last}; split.valid_from is {config.valid_from.date()} and "
             f"split.test_from is {config.test_from.date() if config.test_from else None}"
         )
-    return f"{frame.height} rows with valid_fraction {config.valid_fraction}, test_fraction {config.test_fraction}"
+    fractions = f"valid_fraction {config.valid_fraction}, test_fraction {config.test_fraction}"
+    return f"{frame.height} rows with {fractions}"
 
 
 def _time_cuts(frame: pl.DataFrame, config: SplitConfig) -> tuple[dt.datetime, dt.datetime]:
@@ -95,7 +96,9 @@ def check_leakage(parts: Splits, data: DataConfig, config: SplitConfig) -> None:
             shared = parts[a].join(parts[b], on=name, how="semi")[name]
             if shared.len():
                 examples = ", ".join(map(str, shared.head(5).to_list()))
-                raise DataError(f"split leaks: {shared.len()} {name} value(s) are in both {a} and {b}: {examples}")
+                raise DataError(
+                    f"split leaks: {shared.len()} {name} value(s) are in both {a} and {b}: {examples}"
+                )
 
 
 def summarize(parts: Splits) -> dict[str, object]:

@@ -23,24 +23,39 @@ _ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "s
 
 
 class _Member(nn.Module):
-    """One network of the ensemble: its own embedding table and MLP."""
+    """One network of the ensemble: its own embeddings and MLP, plus the additive terms (model.additive)."""
 
-    def __init__(self, n_codes: int, n_fields: int, n_numeric: int, config: ModelConfig, n_out: int) -> None:
+    def __init__(self, n_codes: int, deep: tuple[list[int], list[int]], additive: tuple[list[int], list[int]],
+                 config: ModelConfig, n_out: int) -> None:  # fmt: skip
         super().__init__()
+        # (numeric columns, embedding fields) that go through the MLP, and those added to its output
+        self.deep_numeric, self.deep_fields = deep
+        self.additive_numeric, self.additive_fields = additive
         self.embedding = nn.Embedding(max(n_codes, 1), config.embedding_dim)
         layers: list[nn.Module] = []
-        width = n_fields * config.embedding_dim + n_numeric
+        width = len(self.deep_fields) * config.embedding_dim + len(self.deep_numeric)
         for hidden in config.hidden:
             layers += [nn.Linear(width, hidden), _ACTIVATIONS[config.activation](), nn.Dropout(config.dropout)]
             width = hidden
         layers.append(nn.Linear(width, n_out))
         self.mlp = nn.Sequential(*layers)
+        if self.additive_numeric:
+            self.additive_linear = nn.Linear(len(self.additive_numeric), n_out, bias=False)
+            nn.init.zeros_(self.additive_linear.weight)
+        if self.additive_fields:
+            self.additive_embedding = nn.Embedding(max(n_codes, 1), n_out)
+            nn.init.zeros_(self.additive_embedding.weight)
 
     def forward(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        parts = [numeric]
-        if codes.shape[1] > 0:
-            parts.append(self.embedding(codes).flatten(1))
-        return self.mlp(torch.cat(parts, dim=1))
+        parts = [numeric[:, self.deep_numeric]]
+        if self.deep_fields:
+            parts.append(self.embedding(codes[:, self.deep_fields]).flatten(1))
+        out = self.mlp(torch.cat(parts, dim=1))
+        if self.additive_numeric:
+            out = out + self.additive_linear(numeric[:, self.additive_numeric])
+        if self.additive_fields:
+            out = out + self.additive_embedding(codes[:, self.additive_fields]).sum(dim=1)
+        return out
 
 
 class TabularNet(nn.Module):
@@ -66,9 +81,16 @@ class TabularNet(nn.Module):
         self.register_buffer("vocab_rank", torch.arange(1, longest + 1, dtype=torch.float32))
         self.register_buffer("offsets", torch.tensor(offsets[: len(field_sizes)], dtype=torch.long))
         n_out = 1 if prep.task == "regression" else len(prep.classes)
+        numeric_names = [prep.features[i] for i in prep.numeric]
+        field_names = [prep.features[i] for i in prep.categorical] + ["x".join(map(str, c)) for c in prep.crosses]
+
+        def positions(names: list[str], additive: bool) -> list[int]:
+            return [i for i, name in enumerate(names) if (name in config.additive) == additive]
+
+        deep = (positions(numeric_names, False), positions(field_names, False))
+        additive = (positions(numeric_names, True), positions(field_names, True))
         self.members = nn.ModuleList(
-            _Member(sum(field_sizes), len(field_sizes), len(prep.numeric), config, n_out)
-            for _ in range(config.ensemble)
+            _Member(sum(field_sizes), deep, additive, config, n_out) for _ in range(config.ensemble)
         )
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -58,11 +58,10 @@ class Preprocessing:
         return cls(**raw)
 
 
-def check_frame(frame: pl.DataFrame, data: DataConfig, split: str) -> None:
-    """Raise `ModelError` when a split is empty or lacks a feature or the target."""
+def check_frame(frame: pl.DataFrame, needed: list[str], split: str) -> None:
+    """Raise `ModelError` when a split is empty or lacks one of the `needed` columns."""
     if frame.height == 0:
         raise ModelError(f"the {split} split is empty: nothing to train or evaluate on")
-    needed = [c.name for c in data.features] + [data.target.name]
     missing = [name for name in needed if name not in frame.columns]
     if missing:
         raise ModelError(f"the {split} split lacks declared column(s): {', '.join(missing)}")
@@ -75,7 +74,7 @@ def feature_matrix(frame: pl.DataFrame, features: list[str]) -> np.ndarray:
 
 def fit_preprocessing(frame: pl.DataFrame, data: DataConfig, model: ModelConfig) -> Preprocessing:
     """Learn normalisation, vocabularies and target transform from the training split."""
-    check_frame(frame, data, "train")
+    check_frame(frame, [c.name for c in data.features] + [data.target.name], "train")
     features = data.features
     for column in features:
         if column.type not in ("int", "float", "bool"):
@@ -104,6 +103,11 @@ def fit_preprocessing(frame: pl.DataFrame, data: DataConfig, model: ModelConfig)
         if unknown:
             raise ModelError(f"model.crosses[{i}]: {', '.join(unknown)} is not a categorical feature")
         crosses.append([categorical.index(n) for n in cross])
+
+    names = [c.name for c in features]
+    for i, name in enumerate(model.additive):
+        if name not in names:
+            raise ModelError(f"model.additive[{i}]: {name!r} is not a feature")
 
     target = frame[data.target.name]
     if target.null_count():

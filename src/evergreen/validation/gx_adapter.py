@@ -6,7 +6,6 @@ uses a fresh in-memory (ephemeral) context, so nothing is written outside the Da
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +20,6 @@ from great_expectations.data_context.types.base import (
 from evergreen.errors import EvergreenError
 from evergreen.validation.summary import ExpectationOutcome, ValidationSummary
 
-# GX logs every expectation it cannot build at ERROR level; we report those ourselves, once, with the file name
-logging.getLogger("great_expectations").setLevel(logging.CRITICAL)
-
 _TABLE_EXPECTATIONS = ("expect_table_", "expect_compound_", "expect_multicolumn_")
 
 
@@ -33,7 +29,10 @@ def _context(docs_dir: Path | None) -> Any:
         sites["local"] = {
             "class_name": "SiteBuilder",
             "show_how_to_buttons": False,
-            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+            "store_backend": {
+                "class_name": "TupleFilesystemStoreBackend",
+                "base_directory": str(docs_dir.resolve()),
+            },
             "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
         }
     config = DataContextConfig(
@@ -63,7 +62,9 @@ def _time_bounds_as_datetimes(suite: dict[str, Any], df: pl.DataFrame) -> dict[s
         kwargs = exp.get("kwargs") or {}
         if kwargs.get("column") in times:
             fixed = {
-                k: f"{v}T00:00:00" if k in ("min_value", "max_value") and isinstance(v, str) and len(v) == 10 else v
+                k: f"{v}T00:00:00"
+                if k in ("min_value", "max_value") and isinstance(v, str) and len(v) == 10
+                else v
                 for k, v in kwargs.items()
             }
             exp = {**exp, "kwargs": fixed}
@@ -80,9 +81,13 @@ def _build_suite(suite: dict[str, Any]) -> Any:
         try:
             ok = len(gx.ExpectationSuite(name="check", expectations=[exp]).expectations) == 1
         except Exception as exc:  # GX raises its own and pydantic's errors here
-            raise EvergreenError(f"suite {name!r}: expectation {i} ({exp.get('type')}) is not valid: {exc}") from None
+            raise EvergreenError(
+                f"suite {name!r}: expectation {i} ({exp.get('type')}) is not valid: {exc}"
+            ) from None
         if not ok:
-            raise EvergreenError(f"suite {name!r}: expectation {i} ({exp.get('type')}) is not valid (check type and kwargs)")
+            raise EvergreenError(
+                f"suite {name!r}: expectation {i} ({exp.get('type')}) is not valid (check type and kwargs)"
+            )
     return gx.ExpectationSuite(**config)
 
 

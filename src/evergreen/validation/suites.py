@@ -19,7 +19,7 @@ from evergreen.errors import EvergreenError
 Stage = Literal["raw", "clean"]
 STAGES: tuple[Stage, ...] = ("raw", "clean")
 
-# Raw data is text as it arrived. Allow surrounding whitespace (the bundled data has "0 "): cleaning strips it.
+# Raw data is text as it arrived: allow surrounding whitespace (the bundled data has "0 "); cleaning strips it
 INT_PATTERN = r"^\s*[+-]?\d+\s*$"
 FLOAT_PATTERN = r"^\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*$"
 # Raw data is dirty by nature; these checks only catch a column that is unusable as a whole.
@@ -47,17 +47,25 @@ def _suite(name: str, expectations: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _raw_expectations(data: DataConfig) -> list[dict[str, Any]]:
     out = [
-        _expectation("expect_table_columns_to_match_set", True, column_set=list(raw_schema(data)), exact_match=True),
+        _expectation(
+            "expect_table_columns_to_match_set", True, column_set=list(raw_schema(data)), exact_match=True
+        ),
         _expectation("expect_table_row_count_to_be_between", True, min_value=1, max_value=None),
     ]
     for col in data.columns:
         if not col.nullable:
-            out.append(_expectation("expect_column_values_to_not_be_null", True, column=col.name, mostly=RAW_MOSTLY))
+            out.append(
+                _expectation("expect_column_values_to_not_be_null", True, column=col.name, mostly=RAW_MOSTLY)
+            )
         if col.type in ("int", "float"):
             pattern = INT_PATTERN if col.type == "int" else FLOAT_PATTERN
             out.append(
                 _expectation(
-                    "expect_column_values_to_match_regex", True, column=col.name, regex=pattern, mostly=RAW_MOSTLY
+                    "expect_column_values_to_match_regex",
+                    True,
+                    column=col.name,
+                    regex=pattern,
+                    mostly=RAW_MOSTLY,
                 )
             )
     if data.id_column is not None:
@@ -68,7 +76,9 @@ def _raw_expectations(data: DataConfig) -> list[dict[str, Any]]:
 
 def _range_expectation(col: Column) -> dict[str, Any] | None:
     if col.allowed is not None:
-        return _expectation("expect_column_values_to_be_in_set", True, column=col.name, value_set=list(col.allowed))
+        return _expectation(
+            "expect_column_values_to_be_in_set", True, column=col.name, value_set=list(col.allowed)
+        )
     if col.min is not None or col.max is not None:
         return _expectation(
             "expect_column_values_to_be_between", True, column=col.name, min_value=col.min, max_value=col.max
@@ -139,5 +149,7 @@ def load_suite(path: Path) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise EvergreenError(f"{path}: not valid JSON: {exc}") from None
     if not isinstance(suite, dict) or not isinstance(suite.get("expectations"), list):
-        raise EvergreenError(f"{path}: not an expectation suite (needs a mapping with an 'expectations' list)")
+        raise EvergreenError(
+            f"{path}: not an expectation suite (needs a mapping with an 'expectations' list)"
+        )
     return suite

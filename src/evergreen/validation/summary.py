@@ -90,7 +90,10 @@ def _describe(outcome: ExpectationOutcome) -> str:
         observed = list(outcome.observed_value or [])
         missing = [c for c in expected if c not in observed]
         extra = [c for c in observed if c not in expected]
-        parts = [f"missing {', '.join(missing)}" if missing else "", f"unexpected {', '.join(extra)}" if extra else ""]
+        parts = [
+            f"missing {', '.join(missing)}" if missing else "",
+            f"unexpected {', '.join(extra)}" if extra else "",
+        ]
         return f"{head}: " + "; ".join(p for p in parts if p)
     if outcome.expectation_type == "expect_table_row_count_to_be_between":
         return f"{head}: {outcome.observed_value} rows, expected at least {outcome.kwargs.get('min_value')}"

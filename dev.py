@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""Set up the project and run its main jobs with nothing but Python 3.11+ and git.
+
+    python3 dev.py run     # create .venv, install Evergreen, run `dvc repro` on the bundled data
+    python3 dev.py test    # create .venv, install Evergreen with its test tools, run the test suite
+    python3 dev.py setup   # only create/refresh .venv
+
+The virtual environment is reused; the install step reruns only when pyproject.toml changed.
+Extra arguments go to the underlying command: `python3 dev.py test -m "not slow"`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+STAMP = VENV / ".evergreen-installed"
+
+
+def _say(message: str) -> None:
+    print(f"[dev] {message}", flush=True)
+
+
+def _run(*args: str | Path) -> None:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "VIRTUAL_ENV": str(VENV)}
+    completed = subprocess.run([str(a) for a in args], cwd=ROOT, env=env)
+    if completed.returncode != 0:
+        sys.exit(completed.returncode)
+
+
+def setup() -> None:
+    """Create `.venv` when missing and install the project (editable, with dev tools) when it changed."""
+    if sys.version_info < (3, 11):  # noqa: UP036 - dev.py itself runs on whatever python3 is
+        sys.exit(f"Evergreen needs Python 3.11 or newer; this is {sys.version.split()[0]}")
+    if not (BIN / "python").exists():
+        _say(f"creating {VENV}")
+        venv.create(VENV, with_pip=True)
+    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if STAMP.exists() and STAMP.read_text() == wanted:
+        return
+    _say("installing evergreen-ml and its dependencies into .venv (first time: a few minutes)")
+    _run(BIN / "python", "-m", "pip", "install", "--quiet", "--upgrade", "pip")
+    _run(BIN / "python", "-m", "pip", "install", "--quiet", "-e", ".[dev]")
+    STAMP.write_text(wanted)
+
+
+def main(argv: list[str]) -> None:
+    if not argv or argv[0] not in ("run", "test", "setup"):
+        sys.exit(__doc__)
+    command, extra = argv[0], argv[1:]
+    setup()
+    if command == "run":
+        _run(BIN / "dvc", "repro", *extra)
+        _run(BIN / "dvc", "metrics", "show")
+    elif command == "test":
+        _run(BIN / "python", "-m", "pytest", *extra)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,141 @@
+"""ONNX export of the network, the parity gate against torch, latency figures and the input signature.
+
+The TorchScript exporter (`dynamo=False`) is chosen on purpose: torch 2.13's default dynamo exporter needs
+`onnxscript`, which the project does not depend on. The graph has one input, `features` float32 [N, F] of
+raw values in declared order, and one output: `prediction` [N] in target units, or `probabilities` [N, C].
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from evergreen.errors import ParityFailed
+from evergreen.model.network import TabularNet
+
+INPUT_NAME = "features"
+
+
+def output_name(model: TabularNet) -> str:
+    return "prediction" if model.prep.task == "regression" else "probabilities"
+
+
+def export_onnx(model: TabularNet, opset: int) -> bytes:
+    """The model as a checked ONNX graph with a dynamic batch axis, serialised."""
+    model = model.cpu().eval()
+    example = torch.zeros((2, len(model.prep.features)), dtype=torch.float32)
+    buffer = io.BytesIO()
+    out = output_name(model)
+    torch.onnx.export(
+        model,
+        (example,),
+        buffer,
+        dynamo=False,
+        opset_version=opset,
+        input_names=[INPUT_NAME],
+        output_names=[out],
+        dynamic_axes={INPUT_NAME: {0: "batch"}, out: {0: "batch"}},
+    )
+    graph = buffer.getvalue()
+    onnx.checker.check_model(onnx.load_from_string(graph), full_check=True)
+    return graph
+
+
+def onnx_session(graph: bytes) -> ort.InferenceSession:
+    return ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
+
+
+def onnx_predict(session: ort.InferenceSession, x: np.ndarray, batch_size: int = 65536) -> np.ndarray:
+    """Run the graph over `x` [N, F] in batches."""
+    parts = [session.run(None, {INPUT_NAME: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)]
+    return np.concatenate(parts) if parts else np.zeros((0,))
+
+
+@torch.no_grad()
+def torch_predict(model: TabularNet, x: np.ndarray) -> np.ndarray:
+    return model.eval()(torch.from_numpy(x)).numpy()
+
+
+def parity(session: ort.InferenceSession, model: TabularNet, x: np.ndarray) -> float:
+    """Max absolute difference between onnxruntime and torch eager over the rows of `x`."""
+    if len(x) == 0:
+        return 0.0
+    diff = np.abs(onnx_predict(session, x).astype(np.float64) - torch_predict(model, x).astype(np.float64))
+    return float(np.nanmax(diff)) if not np.isnan(diff).all() else float("inf")
+
+
+def check_parity(max_abs_diff: float, tolerance: float, scale: float) -> None:
+    """Raise `ParityFailed` when the difference exceeds `tolerance` times the target's scale."""
+    limit = tolerance * scale
+    if not max_abs_diff <= limit:  # also fails on NaN
+        raise ParityFailed(
+            f"ONNX and torch disagree: max |difference| {max_abs_diff:.3g} exceeds "
+            f"export.parity_tolerance {tolerance:g} x target scale {scale:.4g} = {limit:.3g}"
+        )
+
+
+def _timings(predict: Callable[[np.ndarray], Any], row: np.ndarray, batch: np.ndarray, runs: int) -> dict:
+    predict(row)  # warm-up: first calls allocate
+    seconds = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        predict(row)
+        seconds.append(time.perf_counter() - start)
+    start, repeats = time.perf_counter(), max(3, runs // 50)
+    for _ in range(repeats):
+        predict(batch)
+    throughput = repeats * len(batch) / (time.perf_counter() - start)
+    ms = np.array(seconds) * 1000
+    return {
+        "latency_p50_ms": float(np.percentile(ms, 50)),
+        "latency_p99_ms": float(np.percentile(ms, 99)),
+        "throughput_rows_per_s": float(throughput),
+    }
+
+
+def benchmark(session: ort.InferenceSession, model: TabularNet, x: np.ndarray, runs: int, batch: int) -> dict:
+    """Latency at batch 1 (p50, p99 in ms) and throughput at `batch` rows, onnxruntime vs torch eager."""
+    rows = np.resize(x, (max(batch, 1), x.shape[1])).astype(np.float32)  # repeat the rows up to `batch`
+    one = rows[:1]
+    with torch.inference_mode():
+        return {
+            "batch_size": batch,
+            "onnxruntime": _timings(lambda a: session.run(None, {INPUT_NAME: a}), one, rows, runs),
+            "torch": _timings(lambda a: model(torch.from_numpy(a)), one, rows, runs),
+        }
+
+
+def signature(model: TabularNet) -> dict[str, Any]:
+    """What the graph takes and returns: the serving side builds its request model from this."""
+    prep = model.prep
+    vocab = dict(zip((prep.features[i] for i in prep.categorical), prep.vocabularies, strict=True))
+    columns = [
+        {"name": name, "type": kind_type, "kind": kind, **({"vocabulary": vocab[name]} if name in vocab else {})}
+        for name, kind_type, kind in zip(prep.features, prep.types, prep.kinds, strict=True)
+    ]
+    if prep.task == "regression":
+        output = {"name": "prediction", "dtype": "float32", "shape": ["batch"],
+                  "meaning": f"predicted {prep.target}, in target units"}  # fmt: skip
+    else:
+        output = {"name": "probabilities", "dtype": "float32", "shape": ["batch", len(prep.classes)],
+                  "meaning": f"probability of each class of {prep.target}", "classes": prep.classes}  # fmt: skip
+    return {
+        "task": prep.task,
+        "target": prep.target,
+        "input": {
+            "name": INPUT_NAME,
+            "dtype": "float32",
+            "shape": ["batch", len(prep.features)],
+            "columns": columns,
+            "notes": "raw values in this column order; categoricals as their code values; NaN for missing "
+            "(numeric: imputed with the train median; categorical: the unknown bucket, as are unseen values)",
+        },
+        "output": output,
+    }

@@ -1,0 +1,220 @@
+"""The training loop, top to bottom: data to tensors, model, optimiser, epochs, early stopping, checkpoint.
+
+Determinism: one seed drives initialisation, dropout and the batch order, and every RNG state goes into the
+checkpoint, so a run that is killed and rerun ends with the same metrics as one that was never interrupted.
+A checkpoint written for other params or other data (its fingerprint differs) is ignored.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import torch
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from evergreen.config import DataConfig, ModelConfig, TrainConfig
+from evergreen.errors import ModelError, TrainingDiverged
+from evergreen.model.metrics import score
+from evergreen.model.network import TabularNet
+from evergreen.model.preprocess import check_frame, encode_target, feature_matrix, fingerprint, fit_preprocessing
+
+
+@dataclass
+class TrainResult:
+    """The best model (by the valid split), the per-epoch history and the summary for metrics/train.json."""
+
+    model: TabularNet
+    history: list[dict[str, float]]
+    metrics: dict[str, Any]
+
+
+def resolve_device(setting: str) -> torch.device:
+    """`auto` is CUDA when present, else CPU; asking for CUDA without one is an error."""
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise ModelError("train.device is 'cuda' but no CUDA device is available (use 'auto' or 'cpu')")
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(setting)
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int) -> Any:
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=cfg.lr, total_steps=total_steps, pct_start=cfg.warmup
+        )
+    warmup = max(1, int(cfg.warmup * total_steps))
+
+    def cosine(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total_steps - warmup))))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, cosine if cfg.schedule == "cosine" else lambda _: 1.0)
+
+
+def train_model(
+    train_frame: pl.DataFrame,
+    valid_frame: pl.DataFrame,
+    data: DataConfig,
+    model_cfg: ModelConfig,
+    cfg: TrainConfig,
+    *,
+    checkpoint: Path | None = None,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+    params: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train on `train_frame`, stop early on `valid_frame`, return the best model.
+
+    `checkpoint` is written after every epoch and resumed from when its fingerprint matches; `on_epoch`
+    receives each epoch's record (replayed for epochs restored from a checkpoint, so loggers see them all).
+    """
+    started = time.perf_counter()
+    check_frame(valid_frame, [c.name for c in data.features] + [data.target.name], "valid")
+    prep = fit_preprocessing(train_frame, data, model_cfg)
+    x_train = torch.from_numpy(feature_matrix(train_frame, prep.features))
+    y_train = torch.from_numpy(encode_target(train_frame, prep))
+    x_valid = torch.from_numpy(feature_matrix(valid_frame, prep.features))
+    y_valid = torch.from_numpy(encode_target(valid_frame, prep))
+    # valid metrics are in target units (regression) or over class indices (classification)
+    valid_actual = valid_frame[data.target.name].cast(pl.Float64).to_numpy() if prep.task == "regression" else (
+        y_valid.numpy()
+    )
+    key = fingerprint(
+        model_cfg.model_dump(), cfg.model_dump(exclude={"device"}), prep.to_dict(),
+        x_train.numpy(), y_train.numpy(), x_valid.numpy(), y_valid.numpy(),
+    )  # fmt: skip
+
+    # ---- model, optimiser, schedule
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    model = TabularNet(prep, model_cfg, params).to(device)
+    x_train, y_train, x_valid, y_valid = (t.to(device) for t in (x_train, y_train, x_valid, y_valid))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    n, n_members = len(x_train), model_cfg.ensemble
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    scheduler = _scheduler(optimizer, cfg, cfg.epochs * steps_per_epoch)
+    generator = torch.Generator().manual_seed(cfg.seed)  # batch order, separate from init and dropout
+    class_weight = None
+    if prep.task == "classification" and cfg.class_weight == "balanced":
+        counts = torch.bincount(y_train, minlength=len(prep.classes)).float()
+        class_weight = (n / (len(prep.classes) * counts.clamp(min=1))).to(device)
+
+    def loss_of(outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        # outputs [K, N, out]: each member is fitted to the target on its own, the loss is their mean
+        outputs = outputs.float()
+        if prep.task == "regression":
+            return F.mse_loss(outputs[..., 0], target.expand(n_members, -1))
+        flat = outputs.reshape(-1, outputs.shape[-1])
+        return F.cross_entropy(flat, target.repeat(n_members), weight=class_weight)
+
+    autocast = {"device_type": device.type, "dtype": torch.bfloat16, "enabled": device.type == "cuda"}
+    epoch, best_epoch, bad_epochs, best_score = 0, 0, 0, math.inf
+    best_state: dict[str, torch.Tensor] = {}
+    history: list[dict[str, float]] = []
+
+    # ---- resume
+    if checkpoint is not None and checkpoint.exists():
+        saved = torch.load(checkpoint, map_location=device, weights_only=True)
+        if saved.get("fingerprint") == key:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            torch.set_rng_state(saved["rng"])
+            if device.type == "cuda" and saved.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state(saved["cuda_rng"])
+            generator.set_state(saved["generator"])
+            epoch, best_epoch, bad_epochs = saved["epoch"], saved["best_epoch"], saved["bad_epochs"]
+            best_score, best_state, history = saved["best_score"], saved["best_state"], saved["history"]
+            print(f"resuming from {checkpoint} after epoch {epoch}")
+            for record in history:
+                if on_epoch is not None:
+                    on_epoch(record)
+        else:
+            print(f"ignoring {checkpoint}: it was written for other params or data")
+
+    # ---- epochs
+    while epoch < cfg.epochs and bad_epochs < cfg.patience:
+        epoch += 1
+        model.train()
+        order = torch.randperm(n, generator=generator).to(device)
+        total = 0.0
+        batches = tqdm(range(0, n, cfg.batch_size), desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress)
+        for start in batches:
+            index = order[start : start + cfg.batch_size]
+            with torch.autocast(**autocast):
+                loss = loss_of(model.member_outputs(x_train[index]), y_train[index])
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"training diverged at epoch {epoch}: the loss became {loss.item()} "
+                    "(lower train.lr, or look for infinite values in the data); no model was written"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            total += loss.item() * len(index)
+            batches.set_postfix(loss=f"{loss.item():.4f}")
+
+        # ---- evaluate on valid: the loss, and the task's metrics in target units
+        model.eval()
+        with torch.no_grad(), torch.autocast(**autocast):
+            valid_loss = loss_of(model.member_outputs(x_valid), y_valid).item()
+            valid_output = model(x_valid).float().cpu().numpy()
+        valid_metrics = score(prep.task, valid_actual, valid_output, prep.classes)
+        record = {"epoch": epoch, "train_loss": total / n, "valid_loss": valid_loss,
+                  "lr": scheduler.get_last_lr()[0]}  # fmt: skip
+        record |= {f"valid_{k}": v for k, v in valid_metrics.items() if v is not None}
+        history.append(record)
+        # regression stops on valid RMSE in target units (what evaluation reports); classification on loss
+        current = valid_metrics["rmse"] if prep.task == "regression" else valid_loss
+        if current < best_score:
+            best_score, best_epoch, bad_epochs = current, epoch, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            bad_epochs += 1
+        if checkpoint is not None:
+            state = {
+                "fingerprint": key, "epoch": epoch, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "rng": torch.get_rng_state(), "generator": generator.get_state(),
+                "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
+                "best_epoch": best_epoch, "bad_epochs": bad_epochs, "best_score": best_score,
+                "best_state": best_state, "history": history,
+            }  # fmt: skip
+            checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(state, checkpoint.with_suffix(".tmp"))
+            os.replace(checkpoint.with_suffix(".tmp"), checkpoint)  # a kill mid-write leaves the old one
+        if on_epoch is not None:
+            on_epoch(record)
+
+    # ---- the best epoch's weights are the model
+    model.load_state_dict(best_state)
+    model.eval()
+    best = history[best_epoch - 1]
+    metrics = {
+        "best_epoch": best_epoch,
+        "epochs_run": epoch,
+        "stopped_early": epoch < cfg.epochs,
+        "train_loss": best["train_loss"],
+        "valid": {k.removeprefix("valid_"): v for k, v in best.items() if k.startswith("valid_")},
+        "n_train": n,
+        "n_valid": len(x_valid),
+        "n_parameters": sum(p.numel() for p in model.parameters()),
+        "device": device.type,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    return TrainResult(model=model.cpu(), history=history, metrics=metrics)
+

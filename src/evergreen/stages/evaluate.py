@@ -1,0 +1,69 @@
+"""Stage `evaluate`: score the model and the baselines on the test split; write metrics, plots, predictions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from evergreen.config import Params
+from evergreen.data import io, paths
+from evergreen.data.schema import EVENT_TIME
+from evergreen.model.baselines import fit_baselines, predict_baseline
+from evergreen.model.metrics import score
+from evergreen.model.network import TabularNet
+from evergreen.model.preprocess import check_frame, encode_target, feature_matrix
+from evergreen.stages.train import read_split
+
+
+def _rounded(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in metrics.items()}
+
+
+def run(params: Params) -> None:
+    model = TabularNet.load(paths.MODEL)
+    prep = model.prep
+    train, test = read_split("train"), read_split("test")
+    check_frame(test, [*prep.features, prep.target], "test")
+    regression = prep.task == "regression"
+    # actual values: target units (regression), or indices into the model's classes (classification)
+    actual = test[prep.target].cast(pl.Float64).to_numpy() if regression else encode_target(test, prep)
+    output = model.predict(test)
+    report: dict[str, Any] = {"model": _rounded(score(prep.task, actual, output, prep.classes)), "baselines": {}}
+
+    y_train = train[prep.target].cast(pl.Float64).to_numpy() if regression else encode_target(train, prep)
+    x_train, x_test = feature_matrix(train, prep.features), feature_matrix(test, prep.features)
+    cfg = params.evaluate
+    for name, baseline in fit_baselines(prep, x_train, y_train, cfg.baselines, cfg.hgb_max_iter,
+                                        params.train.seed).items():  # fmt: skip
+        baseline_output = predict_baseline(baseline, prep.task, x_test)
+        report["baselines"][name] = _rounded(score(prep.task, actual, baseline_output, prep.classes))
+    io.write_json(report, paths.EVAL_METRICS)
+
+    # plots for `dvc plots show`, and the full-precision test predictions (serving checks it has no skew)
+    keys = [c for c in (params.data.id_column.name if params.data.id_column else None, EVENT_TIME) if c in test]
+    predictions = test.select(*keys, *prep.features, prep.target)
+    if regression:
+        predictions = predictions.with_columns(prediction=pl.Series(output, dtype=pl.Float64))
+        plot = predictions.select(
+            pl.col(prep.target).cast(pl.Float64).alias("actual"),
+            pl.col("prediction").round(3).alias("predicted"),
+            *([pl.col(EVENT_TIME)] if EVENT_TIME in predictions.columns else []),
+            (pl.col("prediction") - pl.col(prep.target)).abs().round(3).alias("abs_error"),
+        )
+        paths.EVAL_REPORTS.mkdir(parents=True, exist_ok=True)
+        plot.write_csv(paths.PREDICTIONS_CSV)
+    else:
+        labels = np.array(prep.classes, dtype=object)
+        probabilities = {f"p_{label}": pl.Series(output[:, i]) for i, label in enumerate(prep.classes)}
+        predicted = [str(v) for v in labels[output.argmax(axis=1)]]
+        predictions = predictions.with_columns(prediction=pl.Series(predicted), **probabilities)
+        confusion = pl.DataFrame({"actual": [str(v) for v in labels[actual]], "predicted": predicted})
+        paths.EVAL_REPORTS.mkdir(parents=True, exist_ok=True)
+        confusion.write_csv(paths.CONFUSION_CSV)
+    io.write_parquet(predictions, paths.TEST_PREDICTIONS)
+
+    main = "rmse" if regression else "accuracy"
+    scores = {"model": report["model"][main]} | {k: v[main] for k, v in report["baselines"].items()}
+    print("evaluate: test " + main + " " + ", ".join(f"{k} {v:.4g}" for k, v in scores.items()))
