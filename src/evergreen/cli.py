@@ -22,7 +22,7 @@ app = typer.Typer(
 expectations_app = typer.Typer(help="Great Expectations suites generated from the declared schema.")
 app.add_typer(expectations_app, name="expectations")
 
-STAGES = ("ingest", "validate_raw", "clean", "validate_clean", "split")
+STAGES = ("ingest", "validate_raw", "clean", "validate_clean", "split", "train", "evaluate", "export")
 PARAMS_OPTION = typer.Option(Path("params.yaml"), "--params", "-p", help="the params file")
 
 
@@ -58,6 +58,45 @@ def expectations_generate(
             typer.echo(f"wrote {path}")
     except (ConfigError, EvergreenError) as exc:
         _fail(str(exc))
+
+
+@app.command()
+def run(
+    params: Path = PARAMS_OPTION,
+    target: list[str] = typer.Option(None, "--target", "-t", help="a stage to bring up to date (repeatable)"),
+    set_param: list[str] = typer.Option(None, "--set", "-S", help="override a params key: key=value"),
+):
+    """Run the pipeline flow here, without a Prefect server (Prefect's ephemeral mode), and summarise it."""
+    from prefect.flows import load_flow_from_entrypoint
+
+    from evergreen.orchestration.deploy import entrypoint
+    from evergreen.orchestration.summary import parse_overrides, run_summary
+
+    try:
+        load_params(params)
+        overrides = parse_overrides(set_param or [])
+        pipeline = load_flow_from_entrypoint(entrypoint("pipeline"))
+        outcome = pipeline(workspace=".", targets=target or None, set_params=overrides)
+    except (ConfigError, EvergreenError) as exc:
+        _fail(str(exc))
+    typer.echo(run_summary(outcome, Path(".")))
+
+
+@app.command()
+def deploy(params: Path = PARAMS_OPTION):
+    """Register the deployments declared in `orchestration.deployments` and serve them (runs until stopped)."""
+    from evergreen.orchestration.deploy import build_deployments, serve_deployments
+
+    try:
+        config = load_params(params)
+        served, lines = build_deployments(Path(".").resolve(), config.orchestration)
+    except (ConfigError, EvergreenError) as exc:
+        _fail(str(exc))
+    for line in lines:
+        typer.echo(f"deployment {line}")
+    if served:
+        typer.echo("serving; open the Prefect UI to watch runs, Ctrl+C to stop")
+        serve_deployments(served)
 
 
 @app.command("check-config")

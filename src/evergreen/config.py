@@ -204,7 +204,7 @@ class ModelConfig(_Strict):
     dropout: float = Field(0.1, ge=0, lt=1)
     embedding_dim: int = Field(8, ge=1, le=256)
     # crossed categoricals, e.g. [[hr, workingday]]: one embedding per combination of values
-    crosses: list[list[str]] = Field(default_factory=list)
+    crosses: list[Annotated[list[str], Field(min_length=2)]] = Field(default_factory=list)
     # features kept out of the MLP and added to its output (one weight, or one value per category): main
     # effects that should extrapolate, such as a trend in `yr`, instead of interacting with everything
     additive: list[str] = Field(default_factory=list)
@@ -215,8 +215,8 @@ class ModelConfig(_Strict):
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
         for i, cross in enumerate(self.crosses):
-            if len(cross) < 2 or len(set(cross)) != len(cross):
-                raise ValueError(f"crosses[{i}] must name at least two different columns, got {cross}")
+            if len(set(cross)) != len(cross):
+                raise ValueError(f"crosses[{i}] names a column twice: {cross}")
         return self
 
 
@@ -255,6 +255,40 @@ class ExportConfig(_Strict):
     throughput_batch: int = Field(1024, ge=1)
 
 
+# ---------------------------------------------------------------------------------------- orchestration
+FlowName = Literal["pipeline", "retrain", "monitor"]
+
+
+class DeploymentConfig(_Strict):
+    """One Prefect deployment: when it runs, and where (a work pool, or served by `evergreen deploy`)."""
+
+    cron: str | None = Field(None, description="cron schedule; none means run on demand only")
+    timezone: str = "UTC"
+    paused: bool = False
+    work_pool: str | None = Field(None, description="e.g. 'gpu': a process work pool whose worker runs it")
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> DeploymentConfig:
+        if self.cron is not None and len(self.cron.split()) not in (5, 6):
+            raise ValueError(f"cron {self.cron!r} must have 5 fields (minute hour day month weekday)")
+        try:
+            import zoneinfo
+
+            zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"timezone {self.timezone!r} is not a known IANA time zone") from None
+        return self
+
+
+class OrchestrationConfig(_Strict):
+    """Prefect: retries for stages that touch the outside world, and the scheduled deployments."""
+
+    retries: dict[str, int] = Field(default_factory=lambda: {"ingest": 2})
+    retry_delay_seconds: float = Field(10, ge=0)
+    deployments: dict[FlowName, DeploymentConfig] = Field(default_factory=dict)
+
+
 # ------------------------------------------------------------------------------------------------ params
 class Params(_Strict):
     """The whole `params.yaml`. Later issues add their sections here."""
@@ -267,6 +301,7 @@ class Params(_Strict):
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     export: ExportConfig = ExportConfig()
+    orchestration: OrchestrationConfig = OrchestrationConfig()
 
 
 def _format_loc(loc: tuple[Any, ...]) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -33,16 +34,18 @@ def export_onnx(model: TabularNet, opset: int) -> bytes:
     example = torch.zeros((2, len(model.prep.features)), dtype=torch.float32)
     buffer = io.BytesIO()
     out = output_name(model)
-    torch.onnx.export(
-        model,
-        (example,),
-        buffer,
-        dynamo=False,
-        opset_version=opset,
-        input_names=[INPUT_NAME],
-        output_names=[out],
-        dynamic_axes={INPUT_NAME: {0: "batch"}, out: {0: "batch"}},
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is chosen on purpose
+        torch.onnx.export(
+            model,
+            (example,),
+            buffer,
+            dynamo=False,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=[out],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, out: {0: "batch"}},
+        )
     graph = buffer.getvalue()
     onnx.checker.check_model(onnx.load_from_string(graph), full_check=True)
     return graph
@@ -115,17 +118,28 @@ def benchmark(session: ort.InferenceSession, model: TabularNet, x: np.ndarray, r
 def signature(model: TabularNet) -> dict[str, Any]:
     """What the graph takes and returns: the serving side builds its request model from this."""
     prep = model.prep
-    vocab = dict(zip((prep.features[i] for i in prep.categorical), prep.vocabularies, strict=True))
+    vocab = {
+        prep.features[i]: [int(v) if prep.types[i] in ("int", "bool") else v for v in values]
+        for i, values in zip(prep.categorical, prep.vocabularies, strict=True)
+    }
     columns = [
-        {"name": name, "type": kind_type, "kind": kind, **({"vocabulary": vocab[name]} if name in vocab else {})}
+        {
+            "name": name,
+            "type": kind_type,
+            "kind": kind,
+            **({"vocabulary": vocab[name]} if name in vocab else {}),
+        }
         for name, kind_type, kind in zip(prep.features, prep.types, prep.kinds, strict=True)
     ]
+    output: dict[str, Any] = {"name": output_name(model), "dtype": "float32"}
     if prep.task == "regression":
-        output = {"name": "prediction", "dtype": "float32", "shape": ["batch"],
-                  "meaning": f"predicted {prep.target}, in target units"}  # fmt: skip
+        output |= {"shape": ["batch"], "meaning": f"predicted {prep.target}, in target units"}
     else:
-        output = {"name": "probabilities", "dtype": "float32", "shape": ["batch", len(prep.classes)],
-                  "meaning": f"probability of each class of {prep.target}", "classes": prep.classes}  # fmt: skip
+        output |= {
+            "shape": ["batch", len(prep.classes)],
+            "meaning": f"probability of each class of {prep.target}",
+            "classes": prep.classes,
+        }
     return {
         "task": prep.task,
         "target": prep.target,

@@ -19,7 +19,9 @@ def regression_metrics(actual: np.ndarray, predicted: np.ndarray) -> dict[str, f
     }
 
 
-def classification_metrics(actual: np.ndarray, probabilities: np.ndarray, classes: list[Any]) -> dict[str, Any]:
+def classification_metrics(
+    actual: np.ndarray, probabilities: np.ndarray, classes: list[Any]
+) -> dict[str, Any]:
     """Accuracy, macro F1, log loss and ROC AUC (one-vs-rest macro when there are more than two classes).
 
     `actual` holds class indices into `classes`; `probabilities` is [N, len(classes)]. ROC AUC is None when
@@ -37,9 +39,7 @@ def classification_metrics(actual: np.ndarray, probabilities: np.ndarray, classe
         else:
             present = np.unique(actual)
             # macro over the classes present: AUC of an absent class is undefined
-            roc_auc = float(
-                np.mean([skm.roc_auc_score(actual == c, probabilities[:, c]) for c in present])
-            )
+            roc_auc = float(np.mean([skm.roc_auc_score(actual == c, probabilities[:, c]) for c in present]))
     return {
         "accuracy": float(skm.accuracy_score(actual, predicted)),
         "f1_macro": float(skm.f1_score(actual, predicted, labels=labels, average="macro", zero_division=0)),
@@ -48,7 +48,9 @@ def classification_metrics(actual: np.ndarray, probabilities: np.ndarray, classe
     }
 
 
-def score(task: str, actual: np.ndarray, output: np.ndarray, classes: list[Any] | None = None) -> dict[str, Any]:
+def score(
+    task: str, actual: np.ndarray, output: np.ndarray, classes: list[Any] | None = None
+) -> dict[str, Any]:
     """The task's metrics for model output (predictions, or class probabilities)."""
     if task == "regression":
         return regression_metrics(actual, output)

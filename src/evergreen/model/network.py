@@ -19,7 +19,12 @@ from evergreen.config import ModelConfig
 from evergreen.errors import ModelError
 from evergreen.model.preprocess import Preprocessing, feature_matrix
 
-_ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
+_ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "tanh": nn.Tanh,
+}
 
 
 class _Member(nn.Module):
@@ -35,7 +40,11 @@ class _Member(nn.Module):
         layers: list[nn.Module] = []
         width = len(self.deep_fields) * config.embedding_dim + len(self.deep_numeric)
         for hidden in config.hidden:
-            layers += [nn.Linear(width, hidden), _ACTIVATIONS[config.activation](), nn.Dropout(config.dropout)]
+            layers += [
+                nn.Linear(width, hidden),
+                _ACTIVATIONS[config.activation](),
+                nn.Dropout(config.dropout),
+            ]
             width = hidden
         layers.append(nn.Linear(width, n_out))
         self.mlp = nn.Sequential(*layers)
@@ -61,7 +70,9 @@ class _Member(nn.Module):
 class TabularNet(nn.Module):
     """Raw feature values in, predictions in target units out; owns its save, load and predict."""
 
-    def __init__(self, prep: Preprocessing, config: ModelConfig, params: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, prep: Preprocessing, config: ModelConfig, params: dict[str, Any] | None = None
+    ) -> None:
         super().__init__()
         self.prep, self.config, self.params = prep, config, params or {}
         vocab_sizes = [len(v) + 1 for v in prep.vocabularies]  # +1: index 0 is the unknown bucket
@@ -82,7 +93,9 @@ class TabularNet(nn.Module):
         self.register_buffer("offsets", torch.tensor(offsets[: len(field_sizes)], dtype=torch.long))
         n_out = 1 if prep.task == "regression" else len(prep.classes)
         numeric_names = [prep.features[i] for i in prep.numeric]
-        field_names = [prep.features[i] for i in prep.categorical] + ["x".join(map(str, c)) for c in prep.crosses]
+        field_names = [prep.features[i] for i in prep.categorical] + [
+            "x".join(map(str, c)) for c in prep.crosses
+        ]
 
         def positions(names: list[str], additive: bool) -> list[int]:
             return [i for i, name in enumerate(names) if (name in config.additive) == additive]
@@ -123,7 +136,7 @@ class TabularNet(nn.Module):
             return torch.softmax(out, dim=-1).mean(dim=0)
         y = out[..., 0] * self.prep.target_std + self.prep.target_mean
         if self.prep.target_transform == "log1p":
-            y = torch.expm1(y)
+            y = torch.exp(y) - 1  # not expm1: the TorchScript ONNX exporter has no symbol for it
         return y.mean(dim=0)
 
     @torch.no_grad()
@@ -161,6 +174,8 @@ class TabularNet(nn.Module):
         if not Path(path).exists():
             raise ModelError(f"{path}: no such model file (run `evergreen stage train` first)")
         saved = torch.load(path, map_location="cpu", weights_only=True)
-        net = cls(Preprocessing.from_dict(saved["preprocessing"]), ModelConfig(**saved["config"]), saved["params"])
+        net = cls(
+            Preprocessing.from_dict(saved["preprocessing"]), ModelConfig(**saved["config"]), saved["params"]
+        )
         net.load_state_dict(saved["state_dict"])
         return net.eval()

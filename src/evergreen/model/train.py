@@ -7,7 +7,6 @@ A checkpoint written for other params or other data (its fingerprint differs) is
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 import time
@@ -25,7 +24,13 @@ from evergreen.config import DataConfig, ModelConfig, TrainConfig
 from evergreen.errors import ModelError, TrainingDiverged
 from evergreen.model.metrics import score
 from evergreen.model.network import TabularNet
-from evergreen.model.preprocess import check_frame, encode_target, feature_matrix, fingerprint, fit_preprocessing
+from evergreen.model.preprocess import (
+    check_frame,
+    encode_target,
+    feature_matrix,
+    fingerprint,
+    fit_preprocessing,
+)
 
 
 @dataclass
@@ -86,8 +91,10 @@ def train_model(
     x_valid = torch.from_numpy(feature_matrix(valid_frame, prep.features))
     y_valid = torch.from_numpy(encode_target(valid_frame, prep))
     # valid metrics are in target units (regression) or over class indices (classification)
-    valid_actual = valid_frame[data.target.name].cast(pl.Float64).to_numpy() if prep.task == "regression" else (
-        y_valid.numpy()
+    valid_actual = (
+        valid_frame[data.target.name].cast(pl.Float64).to_numpy()
+        if prep.task == "regression"
+        else (y_valid.numpy())
     )
     key = fingerprint(
         model_cfg.model_dump(), cfg.model_dump(exclude={"device"}), prep.to_dict(),
@@ -217,4 +224,3 @@ def train_model(
         "seconds": round(time.perf_counter() - started, 2),
     }
     return TrainResult(model=model.cpu(), history=history, metrics=metrics)
-

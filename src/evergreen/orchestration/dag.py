@@ -41,7 +41,9 @@ def pipeline_stages(workspace: Path, targets: list[str] | None = None) -> list[s
         if targets:
             unknown = [t for t in targets if t not in by_name]
             if unknown:
-                raise EvergreenError(f"unknown stage(s) {', '.join(unknown)}; dvc.yaml has: {', '.join(by_name)}")
+                raise EvergreenError(
+                    f"unknown stage(s) {', '.join(unknown)}; dvc.yaml has: {', '.join(by_name)}"
+                )
             wanted = set().union(*({by_name[t], *nx.descendants(graph, by_name[t])} for t in targets))
             graph = graph.subgraph(wanted)
         ordered = reversed(list(nx.lexicographical_topological_sort(graph, key=lambda s: s.addressing)))
@@ -50,19 +52,25 @@ def pipeline_stages(workspace: Path, targets: list[str] | None = None) -> list[s
         repo.close()
 
 
-def stage_is_up_to_date(workspace: Path, name: str) -> bool:
-    """True when DVC would skip `name`: its deps, params and outs match what `dvc.lock` recorded."""
+def changed_stages(workspace: Path) -> set[str]:
+    """Stages DVC would run now: their deps, params or outs differ from what `dvc.lock` recorded.
+
+    One check for the whole DAG up front is enough: a stage unchanged now stays unchanged unless a stage
+    upstream of it runs, and `run_stage` lets DVC re-check everything after that.
+    """
     repo = Repo(str(workspace))
     try:
         with repo.lock:
-            (stage,) = repo.stage.collect(name)
-            return not stage.changed()
+            return {s.addressing for s in repo.index.stages if getattr(s, "cmd", None) and s.changed()}
     finally:
         repo.close()
 
 
-def run_stage(workspace: Path, name: str, on_line: Callable[[str], None] = print) -> None:
-    """Run one stage with `dvc repro --single-item`, streaming its output line by line to `on_line`."""
+def run_stage(workspace: Path, name: str, on_line: Callable[[str], None] = print) -> bool:
+    """Run one stage with `dvc repro --single-item`, streaming its output line by line to `on_line`.
+
+    Returns False when DVC found the stage up to date and skipped it.
+    """
     command = [str(Path(sys.executable).parent / "dvc"), "repro", "--single-item", name]
     tail: list[str] = []
     with subprocess.Popen(
@@ -78,6 +86,7 @@ def run_stage(workspace: Path, name: str, on_line: Callable[[str], None] = print
         errors = [line for line in tail if line.startswith("error:")]
         summary = errors[-1].removeprefix("error: ") if errors else tail[-1] if tail else "no output"
         raise StageFailed(f"stage '{name}' failed: {summary}\n" + "\n".join(tail))
+    return not any(line == f"Stage '{name}' didn't change, skipping" for line in tail)
 
 
 @contextmanager

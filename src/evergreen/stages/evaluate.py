@@ -1,4 +1,4 @@
-"""Stage `evaluate`: score the model and the baselines on the test split; write metrics, plots, predictions."""
+"""Stage `evaluate`: the model and the baselines scored on the test split; metrics, plots, predictions."""
 
 from __future__ import annotations
 
@@ -30,7 +30,10 @@ def run(params: Params) -> None:
     # actual values: target units (regression), or indices into the model's classes (classification)
     actual = test[prep.target].cast(pl.Float64).to_numpy() if regression else encode_target(test, prep)
     output = model.predict(test)
-    report: dict[str, Any] = {"model": _rounded(score(prep.task, actual, output, prep.classes)), "baselines": {}}
+    report: dict[str, Any] = {
+        "model": _rounded(score(prep.task, actual, output, prep.classes)),
+        "baselines": {},
+    }
 
     y_train = train[prep.target].cast(pl.Float64).to_numpy() if regression else encode_target(train, prep)
     x_train, x_test = feature_matrix(train, prep.features), feature_matrix(test, prep.features)
@@ -42,7 +45,9 @@ def run(params: Params) -> None:
     io.write_json(report, paths.EVAL_METRICS)
 
     # plots for `dvc plots show`, and the full-precision test predictions (serving checks it has no skew)
-    keys = [c for c in (params.data.id_column.name if params.data.id_column else None, EVENT_TIME) if c in test]
+    keys = [
+        c for c in (params.data.id_column.name if params.data.id_column else None, EVENT_TIME) if c in test
+    ]
     predictions = test.select(*keys, *prep.features, prep.target)
     if regression:
         predictions = predictions.with_columns(prediction=pl.Series(output, dtype=pl.Float64))

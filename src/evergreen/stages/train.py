@@ -1,10 +1,10 @@
-"""Stage `train`: `data/split/{train,valid}` into `models/model.pt`, `metrics/train.json` and DVCLive curves."""
+"""Stage `train`: `data/split/{train,valid}` into `models/model.pt`, `metrics/train.json`, DVCLive curves."""
 
 from __future__ import annotations
 
 import polars as pl
-from dvclive import Live
 
+from dvclive import Live
 from evergreen.config import Params
 from evergreen.data import io, paths
 from evergreen.errors import DataError

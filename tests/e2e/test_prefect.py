@@ -1,0 +1,92 @@
+"""The pipeline as Prefect deployments on a real Prefect server: register, trigger through the API, watch."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from .prefect_harness import BIN, background, prefect_env, prefect_server
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def api_url(tmp_path_factory) -> str:
+    with prefect_server(tmp_path_factory.mktemp("prefect-server")) as url:
+        yield url
+
+
+def _wait_until_serving(log: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if log.exists() and "serving" in log.read_text():
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"`evergreen deploy` did not start serving within {timeout}s:\n{log.read_text()}")
+
+
+async def _wait_for_deployment(name: str, timeout: float = 60) -> None:
+    async with get_client() as client:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                await client.read_deployment_by_name(name)
+                return
+            except ObjectNotFound:
+                await asyncio.sleep(0.5)
+    raise TimeoutError(f"deployment {name} was not registered within {timeout}s")
+
+
+async def _logs(flow_run_id) -> str:
+    async with get_client() as client:
+        logs = await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+    return "\n".join(entry.message for entry in logs)
+
+
+def _trigger(api_url: str, project: Path, tmp_path: Path, parameters: dict):
+    """Serve the project's deployments, trigger `pipeline`, wait; returns (flow run, its logs)."""
+    env = prefect_env(tmp_path / "client-home", api_url)
+    log = tmp_path / "deploy.log"
+    with background([str(BIN / "evergreen"), "deploy"], project, env, log):
+        _wait_until_serving(log)
+        with temporary_settings({PREFECT_API_URL: api_url}):
+            asyncio.run(_wait_for_deployment("pipeline/pipeline"))
+            flow_run = run_deployment(
+                "pipeline/pipeline",
+                parameters={"workspace": str(project), **parameters},
+                timeout=600,
+                poll_interval=2,
+            )
+            time.sleep(2)  # logs are shipped to the server in batches
+            return flow_run, asyncio.run(_logs(flow_run.id))
+
+
+def test_deployed_pipeline_runs_through_the_server(api_url, project, tmp_path):
+    flow_run, logs = _trigger(api_url, project, tmp_path, {"targets": ["split"]})
+    assert flow_run.state.is_completed(), logs
+    for name in ("train", "valid", "test"):
+        assert (project / f"data/split/{name}.parquet").exists()
+    assert "split: train 14491 rows" in logs  # each stage's own output reaches the Prefect logs
+    assert json.loads((project / "metrics/data.json").read_text())["rows_out"] == 17379
+
+
+def test_failed_validation_fails_the_run_with_its_message(api_url, project, tmp_path):
+    suite_path = project / "expectations/clean.json"
+    suite = json.loads(suite_path.read_text())
+    for expectation in suite["expectations"]:
+        if expectation["kwargs"].get("column") == "temp" and "max_value" in expectation["kwargs"]:
+            expectation["kwargs"]["max_value"] = 0.5
+    suite_path.write_text(json.dumps(suite, indent=2))
+    flow_run, logs = _trigger(api_url, project, tmp_path, {"targets": ["split"]})
+    assert flow_run.state.is_failed()
+    assert "expect_column_values_to_be_between failed on column 'temp'" in logs
+    assert not (project / "data/split/train.parquet").exists()  # later stages did not run

@@ -1,0 +1,195 @@
+"""The training loop on tiny synthetic data: both tasks, determinism, resume, divergence and bad input."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from evergreen.config import ModelConfig, Params, TrainConfig, parse_params
+from evergreen.errors import ModelError, TrainingDiverged
+from evergreen.model.network import TabularNet
+from evergreen.model.train import train_model
+
+SMALL_MODEL = ModelConfig(hidden=[16], embedding_dim=4, dropout=0.1, crosses=[["hr", "weather"]])
+SMALL_TRAIN = TrainConfig(epochs=6, batch_size=64, lr=0.01, patience=20, device="cpu")
+
+
+def synthetic(n: int, seed: int, task: str = "regression") -> pl.DataFrame:
+    """Rows of the conftest `tiny` dataset whose target depends on hour, weather and temperature."""
+    rng = np.random.default_rng(seed)
+    hr, weather = rng.integers(0, 24, n), rng.integers(1, 4, n)
+    temp, hum = rng.uniform(0, 1, n), rng.uniform(0, 1, n)
+    signal = 20 + 30 * np.sin(hr / 24 * np.pi) + 40 * temp - 8 * weather
+    if task == "regression":
+        y = np.maximum(0, signal + rng.normal(0, 3, n)).round()
+    else:  # imbalanced: about one row in eight is class 1
+        y = (signal + rng.normal(0, 5, n) > np.quantile(signal, 0.87)).astype(float)
+    day = [dt.date(2024, 1, 1) + dt.timedelta(days=int(i) // 24) for i in range(n)]
+    return pl.DataFrame(
+        {"id": np.arange(1, n + 1) + seed * 100_000, "day": day, "hr": hr, "weather": weather,
+         "temp": temp, "hum": hum, "y": y},
+        schema={"id": pl.Int64, "day": pl.Date, "hr": pl.Int64, "weather": pl.Int64, "temp": pl.Float64,
+                "hum": pl.Float64, "y": pl.Int64},
+    )  # fmt: skip
+
+
+@pytest.fixture
+def classification(tiny_raw: dict[str, Any]) -> Params:
+    tiny_raw["data"]["task"] = "classification"
+    return parse_params(tiny_raw)
+
+
+def _train(params: Params, task: str = "regression", **kwargs: Any) -> Any:
+    model = kwargs.pop("model", SMALL_MODEL)
+    cfg = kwargs.pop("cfg", SMALL_TRAIN)
+    train, valid = kwargs.pop("frames", (synthetic(600, 1, task), synthetic(200, 2, task)))
+    return train_model(train, valid, params.data, model, cfg, progress=False, **kwargs)
+
+
+def _without_time(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metrics.items() if k != "seconds"}
+
+
+def test_regression_learns_and_round_trips(tiny, tmp_path):
+    result = _train(tiny)
+    assert result.metrics["valid"]["r2"] > 0.5
+    assert len(result.history) == result.metrics["epochs_run"] == 6
+    test = synthetic(100, 3)
+    predictions = result.model.predict(test)
+    assert predictions.shape == (100,) and np.isfinite(predictions).all()
+    result.model.save(tmp_path / "model.pt")
+    loaded = TabularNet.load(tmp_path / "model.pt")
+    np.testing.assert_array_equal(loaded.predict(test), predictions)
+    assert loaded.params == {} and loaded.prep == result.model.prep
+
+
+def test_classification_with_imbalance_uses_class_weights(classification):
+    result = _train(classification, "classification", model=SMALL_MODEL.model_copy(update={"ensemble": 2}))
+    assert result.model.prep.classes == [0, 1]
+    valid = result.metrics["valid"]
+    assert set(valid) >= {"accuracy", "f1_macro", "log_loss", "roc_auc"}
+    assert valid["roc_auc"] > 0.8
+    probabilities = result.model.predict(synthetic(50, 4, "classification"))
+    assert probabilities.shape == (50, 2)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+
+
+def test_same_data_and_params_give_the_same_metrics(tiny):
+    first, second = _train(tiny), _train(tiny)
+    assert _without_time(first.metrics) == _without_time(second.metrics)
+    assert first.history == second.history
+    other_seed = _train(tiny, cfg=SMALL_TRAIN.model_copy(update={"seed": 7}))
+    assert other_seed.history != first.history
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_a_killed_run_resumes_and_ends_like_an_uninterrupted_one(tiny, tmp_path):
+    uninterrupted = _train(tiny, checkpoint=tmp_path / "a.pt")
+
+    def kill_after_3(record: dict[str, float]) -> None:
+        if record["epoch"] == 3:
+            raise _Killed  # the process dies right after the checkpoint of epoch 3 was written
+
+    checkpoint = tmp_path / "b.pt"
+    with pytest.raises(_Killed):
+        _train(tiny, checkpoint=checkpoint, on_epoch=kill_after_3)
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 3
+    seen: list[int] = []
+    resumed = _train(tiny, checkpoint=checkpoint, on_epoch=lambda r: seen.append(r["epoch"]))
+    assert seen == [1, 2, 3, 4, 5, 6]  # restored epochs are replayed to the logger, then 4..6 run
+    assert _without_time(resumed.metrics) == _without_time(uninterrupted.metrics)
+    assert resumed.history == uninterrupted.history
+
+
+def test_a_checkpoint_for_other_params_is_ignored(tiny, tmp_path, capsys):
+    checkpoint = tmp_path / "c.pt"
+    _train(tiny, checkpoint=checkpoint, cfg=SMALL_TRAIN.model_copy(update={"epochs": 2}))
+    fresh = _train(tiny)
+    rerun = _train(tiny, checkpoint=checkpoint)
+    assert "ignoring" in capsys.readouterr().out
+    assert _without_time(rerun.metrics) == _without_time(fresh.metrics)
+
+
+def test_a_huge_learning_rate_stops_with_the_epoch_named(tiny):
+    with pytest.raises(TrainingDiverged, match=r"diverged at epoch 1"):
+        _train(tiny, cfg=SMALL_TRAIN.model_copy(update={"lr": 1e30}))
+
+
+def test_infinite_values_in_the_data_stop_training(tiny):
+    train = synthetic(600, 1).with_columns(temp=pl.when(pl.col("id") == 100_005).then(float("inf"))
+                                            .otherwise(pl.col("temp")))  # fmt: skip
+    with pytest.raises(TrainingDiverged, match=r"epoch 1"):
+        _train(tiny, frames=(train, synthetic(200, 2)))
+
+
+def test_a_diverged_stage_writes_no_model(tiny_raw, tmp_path, monkeypatch):
+    from evergreen.data import paths
+    from evergreen.stages import train as train_stage
+
+    monkeypatch.chdir(tmp_path)
+    paths.SPLIT_DIR.mkdir(parents=True)
+    synthetic(300, 1).write_parquet(paths.split_path("train"))
+    synthetic(100, 2).write_parquet(paths.split_path("valid"))
+    paths.MODEL_DIR.mkdir()
+    paths.MODEL.write_text("a model from an earlier run")
+    tiny_raw["train"] = {"lr": 1e30, "epochs": 2, "device": "cpu"}
+    tiny_raw["model"] = {"hidden": [8]}
+    with pytest.raises(TrainingDiverged, match="epoch 1"):
+        train_stage.run(parse_params(tiny_raw))
+    assert not paths.MODEL.exists()
+
+
+def test_an_empty_split_is_a_clear_error(tiny):
+    with pytest.raises(ModelError, match="the train split is empty"):
+        _train(tiny, frames=(synthetic(0, 1), synthetic(100, 2)))
+    with pytest.raises(ModelError, match="the valid split is empty"):
+        _train(tiny, frames=(synthetic(100, 1), synthetic(0, 2)))
+
+
+def test_a_missing_feature_is_named(tiny):
+    with pytest.raises(ModelError, match="valid split lacks declared column.*weather"):
+        _train(tiny, frames=(synthetic(100, 1), synthetic(100, 2).drop("weather")))
+
+
+def test_a_single_class_split_is_a_clear_error(classification):
+    train = synthetic(300, 1, "classification").with_columns(y=pl.lit(0, dtype=pl.Int64))
+    with pytest.raises(ModelError, match="single class"):
+        _train(classification, "classification", frames=(train, synthetic(100, 2, "classification")))
+
+
+def test_a_cross_of_unknown_columns_is_named(tiny):
+    with pytest.raises(ModelError, match=r"model.crosses\[0\]: temp is not a categorical feature"):
+        _train(tiny, model=ModelConfig(hidden=[8], crosses=[["hr", "temp"]]))
+
+
+def test_unseen_and_missing_categories_fall_into_the_unknown_bucket(tiny):
+    model = _train(tiny, cfg=SMALL_TRAIN.model_copy(update={"epochs": 2})).model
+    rows = synthetic(5, 3)
+    unseen = rows.with_columns(weather=pl.lit(99, dtype=pl.Int64))
+    missing = rows.with_columns(weather=pl.lit(None, dtype=pl.Int64))
+    _, codes = model.encode(
+        torch.from_numpy(unseen.select(model.prep.features).to_numpy().astype(np.float32))
+    )
+    weather_field = model.prep.categorical.index(model.prep.features.index("weather"))
+    assert (codes[:, weather_field] == model.offsets[weather_field]).all()  # bucket 0 of that field
+    np.testing.assert_array_equal(model.predict(unseen), model.predict(missing))
+    assert not np.array_equal(model.predict(unseen), model.predict(rows))
+
+
+def test_missing_numeric_values_are_imputed_with_the_train_median(tiny):
+    model = _train(tiny, cfg=SMALL_TRAIN.model_copy(update={"epochs": 2})).model
+    rows = synthetic(5, 3)
+    median = model.prep.numeric_fill[model.prep.numeric.index(model.prep.features.index("hum"))]
+    np.testing.assert_allclose(
+        model.predict(rows.with_columns(hum=pl.lit(None, dtype=pl.Float64))),
+        model.predict(rows.with_columns(hum=pl.lit(median))),
+        rtol=1e-6,
+    )
