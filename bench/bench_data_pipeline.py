@@ -12,7 +12,8 @@ What it does, in one run:
    interpreter, imports, its input frame and its work). Seconds are the step's own call(s); reading the
    step's input Parquet is timed apart (`load_s` in the JSON).
 3. Runs an idiomatic, vectorised pandas version of `clean` on the same raw frame, checks it agrees with
-   evergreen's polars `clean` (rows, reasons, imputed and clipped counts, column sums), and reports the speedup.
+   evergreen's polars `clean` (rows, reasons, imputed and clipped counts, column sums), and reports
+   the speedup.
 4. Times a no-op `dvc repro split` in a throwaway git + DVC copy of the project, on the bundled data.
 
 Dates: pandas, and Great Expectations through it, hold datetimes as datetime64[ns], which ends in 2262, so
@@ -128,16 +129,24 @@ def generate(rows: int, out_dir: Path, files: int, seed: int) -> dict[str, Any]:
 
     rep = np.arange(rows) // n_base
     shift = np.asarray(blocks)[rep // per_block]
-    big = pl.concat([base] * reps).head(rows).with_columns(_shift=pl.Series(shift), _pos=pl.Series(
-        np.arange(rows, dtype=np.float64)))
+    big = (
+        pl.concat([base] * reps)
+        .head(rows)
+        .with_columns(_shift=pl.Series(shift), _pos=pl.Series(np.arange(rows, dtype=np.float64)))
+    )
     date = pl.col("dteday").str.to_date("%Y-%m-%d")
     noisy = {
-        c: (pl.col(c).cast(pl.Float64) + pl.Series(rng.normal(0, 0.01, rows))).clip(0, 1).round(4).cast(pl.String)
+        c: (pl.col(c).cast(pl.Float64) + pl.Series(rng.normal(0, 0.01, rows)))
+        .clip(0, 1)
+        .round(4)
+        .cast(pl.String)
         for c in ("temp", "atemp", "hum", "windspeed")
     }
     big = big.with_columns(
         instant=pl.int_range(1, rows + 1).cast(pl.String),
-        dteday=pl.date(date.dt.year() + pl.col("_shift"), date.dt.month(), date.dt.day()).dt.strftime("%Y-%m-%d"),
+        dteday=pl.date(date.dt.year() + pl.col("_shift"), date.dt.month(), date.dt.day()).dt.strftime(
+            "%Y-%m-%d"
+        ),
         **noisy,
     ).drop("_shift")
 
@@ -229,7 +238,9 @@ def _step_ingest(work: Path, params: Any, clock: _Clock, opts: argparse.Namespac
     }
 
 
-def _validate(stage: str, path: Path, params: Any, clock: _Clock, validate_rows: int | None) -> dict[str, Any]:
+def _validate(
+    stage: str, path: Path, params: Any, clock: _Clock, validate_rows: int | None
+) -> dict[str, Any]:
     import polars as pl
 
     from evergreen.validation.gx_adapter import validate_frame
@@ -242,9 +253,7 @@ def _validate(stage: str, path: Path, params: Any, clock: _Clock, validate_rows:
     suite = generate_suite(params.data, stage)
     with clock("seconds"):
         summary = validate_frame(frame, suite, example_values=params.validation.example_values)
-    failed = [
-        f"{o.expectation_type}({o.column or ''})" for o in summary.outcomes if not o.success
-    ]
+    failed = [f"{o.expectation_type}({o.column or ''})" for o in summary.outcomes if not o.success]
     return {
         "rows_in": frame.height,
         "rows_out": frame.height,
@@ -309,7 +318,11 @@ def _step_split(work: Path, params: Any, clock: _Clock, opts: argparse.Namespace
     with clock("write_s"):
         for name, part in parts.items():
             io.write_parquet(part, work / f"split-{name}.parquet")
-    return {"rows_in": frame.height, "rows_out": sum(p.height for p in parts.values()), "parts": summarize(parts)}
+    return {
+        "rows_in": frame.height,
+        "rows_out": sum(p.height for p in parts.values()),
+        "parts": summarize(parts),
+    }
 
 
 # ------------------------------------------------------------------------------------ pandas `clean`
@@ -421,7 +434,13 @@ def pandas_clean(raw: Any, data: Any, policy: Any) -> dict[str, Any]:
         if data.timestamp.hour_column:
             moment = moment + pd.to_timedelta(typed[data.timestamp.hour_column], unit="h")
         typed[EVENT_TIME] = moment
-    return {"clean": typed, "quarantine": quarantine, "rows_in": len(raw), "imputed": imputed, "clipped": clipped}
+    return {
+        "clean": typed,
+        "quarantine": quarantine,
+        "rows_in": len(raw),
+        "imputed": imputed,
+        "clipped": clipped,
+    }
 
 
 def _step_pandas_clean(work: Path, params: Any, clock: _Clock, opts: argparse.Namespace) -> dict[str, Any]:
@@ -479,15 +498,33 @@ def _run_step(step: str, work: Path, opts: argparse.Namespace) -> None:
 
 
 def _spawn(step: str, work: Path, opts: argparse.Namespace) -> dict[str, Any]:
+    """Run one step in its own process. The later steps need ingest, clean and split, so those stop the
+    run when they fail; a failed or timed-out validation or pandas run is recorded and the run goes on."""
     cmd = [sys.executable, __file__, "--_step", step, "--_work", str(work)]
     cmd += ["--clean-repeats", str(opts.clean_repeats)]
     if opts.validate_rows is not None:
         cmd += ["--validate-rows", str(opts.validate_rows)]
     print(f"  {step} ...", flush=True)
     started = time.perf_counter()
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"step {step} failed ({done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
+    timeout = opts.validate_timeout if step.startswith("validate") else None
+    try:
+        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        error = (
+            None
+            if done.returncode == 0
+            else (
+                f"exit status {done.returncode}"
+                + (" (killed: out of memory?)" if done.returncode in (-9, 137) else "")
+                + f": {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ''}"
+            )
+        )
+    except subprocess.TimeoutExpired:
+        error = f"stopped after {timeout} s (--validate-timeout)"
+    if error is not None:
+        if step not in ("validate_raw", "validate_clean", "pandas_clean"):
+            raise SystemExit(f"step {step} failed: {error}")
+        print(f"  {step}: FAILED, {error}", flush=True)
+        return {"step": step, "error": error, "process_s": round(time.perf_counter() - started, 3)}
     result = json.loads((work / f"{step}.json").read_text())
     result["process_s"] = round(time.perf_counter() - started, 3)
     print(f"  {step}: {result['seconds']:.2f} s, peak {result['peak_rss_mib']} MiB", flush=True)
@@ -509,7 +546,10 @@ def measure_noop_repro(scratch: Path, repeats: int) -> dict[str, Any]:
     """Build `split` once in a throwaway git + DVC copy of the project, then time `dvc repro split` again."""
     listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT, check=True, capture_output=True, text=True,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.splitlines()
     dest = scratch / "project"
     for name in listed:
@@ -526,14 +566,21 @@ def measure_noop_repro(scratch: Path, repeats: int) -> dict[str, Any]:
     def repro() -> tuple[float, str]:
         started = time.perf_counter()
         done = subprocess.run(
-            ["dvc", "repro", "split"], cwd=dest, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            ["dvc", "repro", "split"],
+            cwd=dest,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             text=True,
         )
         if done.returncode != 0:
-            raise SystemExit(f"dvc repro split failed in {dest}:\n{done.stdout[-4000:]}")
+            raise RuntimeError(f"dvc repro split failed: {done.stdout[-2000:]}")
         return time.perf_counter() - started, done.stdout
 
-    build_s, _ = repro()
+    try:
+        build_s, _ = repro()
+    except RuntimeError as exc:  # e.g. a half-edited file in the working tree; the other figures stand
+        return {"error": str(exc)}
     times, outputs = [], []
     for _ in range(repeats):
         seconds, output = repro()
@@ -566,6 +613,28 @@ def _versions() -> dict[str, str]:
     return {p: version(p) for p in ("polars", "pandas", "pyarrow", "great_expectations", "dvc")}
 
 
+def compare_cleans(polars: dict[str, Any], pandas: dict[str, Any], runs: int) -> dict[str, Any] | None:
+    """Speedup of polars over pandas (best run of each), and whether both cleaned the data the same way."""
+    if "error" in pandas:
+        return None
+    compared = ("rows_out", "rows_quarantined", "quarantined_by_reason", "imputed", "clipped")
+    mismatches = {k: (polars[k], pandas[k]) for k in compared if polars[k] != pandas[k]}
+    for name, value in polars["checksums"].items():
+        other = pandas["checksums"][name]
+        if not math.isclose(value, other, rel_tol=1e-9, abs_tol=1e-6):
+            mismatches[f"sum:{name}"] = (value, other)
+    best_polars, best_pandas = min(polars["runs_s"]), min(pandas["runs_s"])
+    return {
+        "polars_best_s": best_polars,
+        "pandas_best_s": best_pandas,
+        "speedup": round(best_pandas / best_polars, 1),
+        "speedup_first_run": round(pandas["seconds"] / polars["seconds"], 1),
+        "runs": runs,
+        "same_result": not mismatches,
+        "mismatches": mismatches,
+    }
+
+
 def table(results: dict[str, Any]) -> str:
     """The results as a markdown table, one row per step."""
     lines = [
@@ -574,6 +643,9 @@ def table(results: dict[str, Any]) -> str:
     ]
     labels = {"clean": "clean (polars, evergreen)", "pandas_clean": "clean (pandas, same rules)"}
     for name, r in results["steps"].items():
+        if "error" in r:
+            lines.append(f"| {labels.get(name, name)} | | failed: {r['error']} | | |")
+            continue
         lines.append(
             f"| {labels.get(name, name)} | {r['rows_in']:,} | {r['seconds']:.2f} | {r['rows_per_s']:,} "
             f"| {r['peak_rss_mib']:,} |"
@@ -587,12 +659,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "data_pipeline.json")
     parser.add_argument("--skip-validate", action="store_true", help="skip the two Great Expectations steps")
     parser.add_argument(
-        "--validate-rows", type=int, default=None,
+        "--validate-rows",
+        type=int,
+        default=None,
         help="validate only the first N rows (GX is far slower than the rest); default: all rows",
     )
     parser.add_argument(
-        "--clean-repeats", type=int, default=3,
+        "--clean-repeats",
+        type=int,
+        default=3,
         help="run polars and pandas `clean` this many times each; the speedup uses the best run of each",
+    )
+    parser.add_argument(
+        "--validate-timeout", type=int, default=1800, help="give up on a validation step after this many s"
     )
     parser.add_argument("--files", type=int, default=4, help="CSV files to spread the rows over")
     parser.add_argument("--repro-repeats", type=int, default=5, help="no-op `dvc repro` runs (median kept)")
@@ -604,7 +683,9 @@ def main() -> None:
 
     if args._step == "generate":
         dataset = generate(args.rows, args._work / "csv", args.files, args.seed)
-        (args._work / "generate.json").write_text(json.dumps(dataset | {"peak_rss_mib": round(_peak_rss_mib())}))
+        (args._work / "generate.json").write_text(
+            json.dumps(dataset | {"peak_rss_mib": round(_peak_rss_mib())})
+        )
         return
     if args._step:
         _run_step(args._step, args._work, args)
@@ -615,11 +696,9 @@ def main() -> None:
         work = Path(tmp)
         print(f"generating {args.rows:,} rows in {work} ...", flush=True)
         gen_started = time.perf_counter()
-        done = subprocess.run(
-            [sys.executable, __file__, "--_step", "generate", "--_work", str(work), "--rows", str(args.rows),
-             "--files", str(args.files), "--seed", str(args.seed)],
-            cwd=ROOT, capture_output=True, text=True,
-        )
+        generate_cmd = [sys.executable, __file__, "--_step", "generate", "--_work", str(work)]
+        generate_cmd += ["--rows", str(args.rows), "--files", str(args.files), "--seed", str(args.seed)]
+        done = subprocess.run(generate_cmd, cwd=ROOT, capture_output=True, text=True)
         if done.returncode != 0:
             raise SystemExit(f"generating the data failed:\n{done.stderr[-4000:]}")
         dataset = json.loads((work / "generate.json").read_text())
@@ -631,23 +710,7 @@ def main() -> None:
         for step in [*steps, "pandas_clean"]:
             results[step] = _spawn(step, work, args)
 
-        polars_clean, pandas_clean_ = results["clean"], results["pandas_clean"]
-        compared = ("rows_out", "rows_quarantined", "quarantined_by_reason", "imputed", "clipped")
-        mismatches = {k: (polars_clean[k], pandas_clean_[k]) for k in compared if polars_clean[k] != pandas_clean_[k]}
-        for name, value in polars_clean["checksums"].items():
-            other = pandas_clean_["checksums"][name]
-            if not math.isclose(value, other, rel_tol=1e-9, abs_tol=1e-6):
-                mismatches[f"sum:{name}"] = (value, other)
-        best_polars, best_pandas = min(polars_clean["runs_s"]), min(pandas_clean_["runs_s"])
-        comparison = {
-            "polars_best_s": best_polars,
-            "pandas_best_s": best_pandas,
-            "speedup": round(best_pandas / best_polars, 1),
-            "speedup_first_run": round(pandas_clean_["seconds"] / polars_clean["seconds"], 1),
-            "runs": args.clean_repeats,
-            "same_result": not mismatches,
-            "mismatches": mismatches,
-        }
+        comparison = compare_cleans(results["clean"], results["pandas_clean"], args.clean_repeats)
         repro = None
         if not args.skip_repro:
             print("no-op dvc repro (bundled data) ...", flush=True)
@@ -671,15 +734,24 @@ def main() -> None:
     print()
     print(table(report))
     print()
-    verdict = "same clean and quarantined rows" if comparison["same_result"] else f"DIFFER: {mismatches}"
-    print(
-        f"clean, best of {args.clean_repeats}: polars {comparison['polars_best_s']:.2f} s, pandas "
-        f"{comparison['pandas_best_s']:.2f} s: polars {comparison['speedup']}x faster "
-        f"(first runs: {comparison['speedup_first_run']}x; {verdict})"
-    )
-    if repro:
-        print(f"no-op `dvc repro split`: median {repro['noop_median_s']:.2f} s of {repro['noop_s']} "
-              f"(first build {repro['first_build_s']:.1f} s)")
+    if comparison is not None:
+        verdict = (
+            "same clean and quarantined rows"
+            if comparison["same_result"]
+            else f"DIFFER: {comparison['mismatches']}"
+        )
+        print(
+            f"clean, best of {args.clean_repeats}: polars {comparison['polars_best_s']:.2f} s, pandas "
+            f"{comparison['pandas_best_s']:.2f} s: polars {comparison['speedup']}x faster "
+            f"(first runs: {comparison['speedup_first_run']}x; {verdict})"
+        )
+    if repro and "error" in repro:
+        print(f"no-op `dvc repro split`: FAILED, {repro['error']}")
+    elif repro:
+        print(
+            f"no-op `dvc repro split`: median {repro['noop_median_s']:.2f} s of {repro['noop_s']} "
+            f"(first build {repro['first_build_s']:.1f} s)"
+        )
     print(f"results: {args.out}")
 
 

@@ -81,7 +81,8 @@ def test_deployed_pipeline_runs_through_the_server(api_url, project, tmp_path):
 
 def test_failed_validation_fails_the_run_with_its_message(api_url, project, tmp_path):
     suite_path = project / "expectations/clean.json"
-    suite = json.loads(suite_path.read_text())
+    original = suite_path.read_text()
+    suite = json.loads(original)
     for expectation in suite["expectations"]:
         if expectation["kwargs"].get("column") == "temp" and "max_value" in expectation["kwargs"]:
             expectation["kwargs"]["max_value"] = 0.5
@@ -90,3 +91,26 @@ def test_failed_validation_fails_the_run_with_its_message(api_url, project, tmp_
     assert flow_run.state.is_failed()
     assert "expect_column_values_to_be_between failed on column 'temp'" in logs
     assert not (project / "data/split/train.parquet").exists()  # later stages did not run
+
+    suite_path.write_text(original)  # the fix; the next run resumes from the failed stage
+    flow_run, logs = _trigger(api_url, project, tmp_path, {"targets": ["split"]})
+    assert flow_run.state.is_completed(), logs
+    for name in ("ingest", "validate_raw", "clean"):
+        assert f"{name} is up to date: skipped" in logs
+    assert "validate_clean: 35/35 expectations passed" in logs
+
+
+def test_retrain_while_the_workspace_is_busy_is_skipped_not_failed(api_url, project, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(project / "flows"))
+    from retrain import retrain
+
+    from evergreen.orchestration.dag import workspace_lock
+
+    with temporary_settings({PREFECT_API_URL: api_url}):
+        with workspace_lock(project):
+            state = retrain(workspace=str(project), return_state=True)
+        time.sleep(2)  # logs are shipped to the server in batches
+        logs = asyncio.run(_logs(state.state_details.flow_run_id))
+    assert state.is_completed()
+    assert state.result() == {"retrain": "skipped"}
+    assert "retrain skipped: another run holds" in logs

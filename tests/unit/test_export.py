@@ -153,3 +153,25 @@ def test_train_evaluate_export_stages(tmp_path, monkeypatch):
         predictions["prediction"].to_numpy(),
         rtol=1e-4,
     )
+
+
+@pytest.mark.slow
+def test_train_and_evaluate_stages_for_classification(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    paths.SPLIT_DIR.mkdir(parents=True)
+    for name, seed, n in (("train", 1, 500), ("valid", 2, 150), ("test", 3, 150)):
+        synthetic(n, seed, "classification").write_parquet(paths.split_path(name))
+    raw = copy.deepcopy(TINY)
+    raw["data"]["task"] = "classification"
+    raw["model"] = {"hidden": [16], "embedding_dim": 4}
+    raw["train"] = {"epochs": 3, "batch_size": 64, "device": "cpu"}
+    raw["evaluate"] = {"hgb_max_iter": 20}
+    params = parse_params(raw)
+    train_stage.run(params)
+    evaluate_stage.run(params)
+    report = json.loads(paths.EVAL_METRICS.read_text())
+    assert set(report["model"]) == {"accuracy", "f1_macro", "log_loss", "roc_auc"}
+    assert report["baselines"]["mean"]["roc_auc"] == 0.5  # class priors rank nothing
+    confusion = pl.read_csv(paths.CONFUSION_CSV)
+    assert confusion.columns == ["actual", "predicted"] and confusion.height == 150
+    assert set(pl.read_csv(paths.PREDICTIONS_CSV)["abs_error"].unique()) <= {0.0, 1.0}

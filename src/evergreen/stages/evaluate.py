@@ -51,22 +51,21 @@ def run(params: Params) -> None:
     predictions = test.select(*keys, *prep.features, prep.target)
     if regression:
         predictions = predictions.with_columns(prediction=pl.Series(output, dtype=pl.Float64))
-        plot = predictions.select(
-            pl.col(prep.target).cast(pl.Float64).alias("actual"),
-            pl.col("prediction").round(3).alias("predicted"),
-            *([pl.col(EVENT_TIME)] if EVENT_TIME in predictions.columns else []),
-            (pl.col("prediction") - pl.col(prep.target)).abs().round(3).alias("abs_error"),
-        )
-        paths.EVAL_REPORTS.mkdir(parents=True, exist_ok=True)
-        plot.write_csv(paths.PREDICTIONS_CSV)
+        plot = pl.DataFrame({"actual": actual, "predicted": output.round(3)})
+        error = np.abs(output - actual).round(3)
     else:
         labels = np.array(prep.classes, dtype=object)
         probabilities = {f"p_{label}": pl.Series(output[:, i]) for i, label in enumerate(prep.classes)}
         predicted = [str(v) for v in labels[output.argmax(axis=1)]]
         predictions = predictions.with_columns(prediction=pl.Series(predicted), **probabilities)
-        confusion = pl.DataFrame({"actual": [str(v) for v in labels[actual]], "predicted": predicted})
-        paths.EVAL_REPORTS.mkdir(parents=True, exist_ok=True)
-        confusion.write_csv(paths.CONFUSION_CSV)
+        plot = pl.DataFrame({"actual": [str(v) for v in labels[actual]], "predicted": predicted})
+        error = (output.argmax(axis=1) != actual).astype(float)  # 0/1: the error rate over time
+    paths.EVAL_REPORTS.mkdir(parents=True, exist_ok=True)
+    if not regression:
+        plot.write_csv(paths.CONFUSION_CSV)
+    if EVENT_TIME in test.columns:
+        plot = plot.with_columns(test[EVENT_TIME])
+    plot.with_columns(abs_error=pl.Series(error)).write_csv(paths.PREDICTIONS_CSV)
     io.write_parquet(predictions, paths.TEST_PREDICTIONS)
 
     main = "rmse" if regression else "accuracy"
