@@ -7,6 +7,7 @@ message and exit with status 1, without a traceback.
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 
 import typer
@@ -21,8 +22,10 @@ app = typer.Typer(
 )
 expectations_app = typer.Typer(help="Great Expectations suites generated from the declared schema.")
 app.add_typer(expectations_app, name="expectations")
+models_app = typer.Typer(help="The model registry: versions and the champion.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
 
-STAGES = ("ingest", "validate_raw", "clean", "validate_clean", "split", "train", "evaluate", "export")
+STAGES = ("ingest", "validate_raw", "clean", "validate_clean", "split", "train", "evaluate", "export", "promote")
 PARAMS_OPTION = typer.Option(Path("params.yaml"), "--params", "-p", help="the params file")
 
 
@@ -97,6 +100,59 @@ def deploy(params: Path = PARAMS_OPTION):
     if served:
         typer.echo("serving; open the Prefect UI to watch runs, Ctrl+C to stop")
         serve_deployments(served)
+
+
+def _registry(params: Path):
+    from evergreen.registry.store import Registry
+
+    return Registry(load_params(params).promote.registry_dir)
+
+
+@models_app.command("list")
+def models_list(params: Path = PARAMS_OPTION):
+    """List registry versions; the champion is marked with *."""
+    try:
+        registry = _registry(params)
+        champion = registry.champion()
+        for version in registry.versions():
+            card = registry.card(version)
+            metrics = card.get("metrics", {}).get("model", {})
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, int | float))
+            mark = "*" if version == champion else " "
+            typer.echo(f"{mark} {version}  {card.get('registered_at', '')[:19]}  {shown}")
+        if not registry.versions():
+            typer.echo(f"no versions in {registry.root} yet: run `dvc repro` to train and promote one")
+    except (ConfigError, EvergreenError) as exc:
+        _fail(str(exc))
+
+
+@models_app.command("show")
+def models_show(version: str, params: Path = PARAMS_OPTION):
+    """Print a version's model card."""
+    try:
+        typer.echo(json.dumps(_registry(params).card(version), indent=2))
+    except (ConfigError, EvergreenError) as exc:
+        _fail(str(exc))
+
+
+@models_app.command("promote")
+def models_promote(version: str, params: Path = PARAMS_OPTION):
+    """Make VERSION the champion by hand (atomic; the service picks it up)."""
+    try:
+        _registry(params).promote(version, reason="promoted by hand")
+    except (ConfigError, EvergreenError) as exc:
+        _fail(str(exc))
+    typer.echo(f"champion is now {version}")
+
+
+@models_app.command("rollback")
+def models_rollback(params: Path = PARAMS_OPTION):
+    """Make the previous champion the champion again."""
+    try:
+        version = _registry(params).rollback()
+    except (ConfigError, EvergreenError) as exc:
+        _fail(str(exc))
+    typer.echo(f"rolled back: champion is now {version}")
 
 
 @app.command("check-config")

@@ -255,6 +255,35 @@ class ExportConfig(_Strict):
     throughput_batch: int = Field(1024, ge=1)
 
 
+# ------------------------------------------------------------------------------------- registry & serving
+class PromoteConfig(_Strict):
+    """The promotion gate: every check must pass before a challenger replaces the champion."""
+
+    registry_dir: str = "models/registry"
+    baseline: Literal["mean", "linear", "hgb"] = "hgb"
+    # the challenger may be at most this much worse (relative, on the primary metric) than the baseline
+    baseline_margin: float = Field(0.05, ge=0)
+    # ... and at most this much worse than the champion, on the same frozen evaluation rows
+    champion_margin: float = Field(0.02, ge=0)
+    bootstrap_samples: int = Field(1000, ge=100)
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    reference_rows: int = Field(5000, ge=100, description="training rows kept with a version for monitoring")
+    seed: int = 42
+
+
+class ServeConfig(_Strict):
+    """The prediction service and its durable prediction log."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    # bound to anything but loopback, the service requires this environment variable to hold an API token
+    token_env: str = "EVERGREEN_API_TOKEN"
+    max_batch: int = Field(1000, ge=1, description="records per request; more is a 413")
+    max_string_length: int = Field(256, ge=1)
+    log_path: str = "monitoring/predictions.db"
+    reload_interval_s: float = Field(1.0, gt=0, description="how often the champion pointer is checked")
+
+
 # ---------------------------------------------------------------------------------------- orchestration
 FlowName = Literal["pipeline", "retrain", "monitor"]
 
@@ -301,6 +330,8 @@ class Params(_Strict):
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     export: ExportConfig = ExportConfig()
+    promote: PromoteConfig = PromoteConfig()
+    serve: ServeConfig = ServeConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
 
 

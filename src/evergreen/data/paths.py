@@ -35,3 +35,4 @@ PREDICTIONS_CSV = EVAL_REPORTS / "predictions.csv"  # regression plots: actual v
 CONFUSION_CSV = EVAL_REPORTS / "confusion.csv"  # classification plot
 TEST_PREDICTIONS = EVAL_REPORTS / "test_predictions.parquet"  # full-precision test predictions
 DVC_LOCK = Path("dvc.lock")
+PROMOTION_METRICS = METRICS_DIR / "promotion.json"
