@@ -208,3 +208,13 @@ def test_stage_writes_report_and_docs_before_failing(
     assert (
         "validate_clean: 12/13 expectations passed (1 critical failure) on 20 rows" in capsys.readouterr().out
     )
+
+
+def test_date_beyond_pandas_range_fails_by_name_not_by_crash(data):
+    # pandas datetime64[ns] ends in 2262; a placeholder like 9999-12-31 must fail an expectation, not crash
+    frame = _clean().with_columns(
+        pl.when(pl.col("id") == 1).then(dt.date(9999, 12, 31)).otherwise(pl.col("day")).alias("day")
+    )
+    summary = validate_frame(frame, generate_suite(data, "clean"))
+    failed = critical_failures(summary)
+    assert [(f.expectation_type, f.column) for f in failed] == [("expect_column_values_to_not_be_null", "day")]

@@ -90,7 +90,8 @@ def _reason(condition: pl.Expr, reason: str) -> pl.Expr:
 def clean(raw: pl.DataFrame, data: DataConfig, policy: CleanConfig) -> CleanResult:
     """Clean a raw text frame (declared columns plus lineage) into a typed frame and a quarantine frame."""
     names = data.names
-    stripped = raw.with_columns(pl.col(names).cast(pl.String).str.strip_chars().replace("", None))
+    # one lazy query from raw text to judged rows, so the intermediate frames are never all held at once
+    stripped = raw.lazy().with_columns(pl.col(names).cast(pl.String).str.strip_chars().replace("", None))
     parsed = stripped.with_columns(_parse(c).alias(f"_parsed_{c.name}") for c in data.columns)
 
     empty_row = pl.all_horizontal(pl.col(names).is_null())
@@ -112,7 +113,7 @@ def clean(raw: pl.DataFrame, data: DataConfig, policy: CleanConfig) -> CleanResu
         .then(pl.lit("empty_row"))
         .otherwise(pl.concat_str(reasons, separator="; ", ignore_nulls=True))
     )
-    judged = parsed.with_columns(joined.alias(REASON))
+    judged = parsed.with_columns(joined.alias(REASON)).collect()
     bad = pl.col(REASON).is_not_null() & (pl.col(REASON) != "")
     quarantine = judged.filter(bad).select([*names, *LINEAGE, REASON])
     typed = judged.filter(~bad).select([pl.col(f"_parsed_{c.name}").alias(c.name) for c in data.columns])

@@ -41,15 +41,17 @@ def combine(frames: list[pl.DataFrame], key: list[str]) -> IngestResult:
     everything = pl.concat(frames, how="vertical") if frames else pl.DataFrame()
     data_columns = [c for c in everything.columns if c not in LINEAGE]
     has_key = pl.all_horizontal(pl.col(k).is_not_null() for k in key)
-    first_of_key = pl.int_range(pl.len()).over(key) == 0
-    same_as_first = pl.all_horizontal(pl.col(c).eq_missing(pl.col(c).first().over(key)) for c in data_columns)
-    tagged = everything.with_columns(
-        _keep=~has_key | first_of_key,
-        _same=same_as_first,
+    keep = ~has_key | pl.struct(key).is_first_distinct()
+    tagged = everything.with_columns(_keep=keep)
+    raw = tagged.filter("_keep").drop("_keep")
+    later = tagged.filter(~pl.col("_keep")).drop("_keep")
+    # only the few repeated keys are compared with their first arrival (a window over every row was slow)
+    firsts = raw.filter(has_key).join(later.select(key).unique(), on=key, how="semi").select(data_columns)
+    compared = later.join(firsts, on=key, how="left", suffix="_first")
+    differs = pl.any_horizontal(
+        ~pl.col(c).eq_missing(pl.col(f"{c}_first")) for c in data_columns if c not in key
     )
-    raw = tagged.filter("_keep").drop("_keep", "_same")
-    later = tagged.filter(~pl.col("_keep"))
-    conflicts = later.filter(~pl.col("_same")).drop("_keep", "_same")
+    conflicts = compared.filter(differs).select(later.columns) if later.height else later
     return IngestResult(
         raw=raw,
         conflicts=conflicts,

@@ -49,7 +49,9 @@ def _to_pandas(df: pl.DataFrame) -> Any:
     # on any other date dtype it fails with a TypeError per row
     times = [name for name, dtype in df.schema.items() if dtype == pl.Date or isinstance(dtype, pl.Datetime)]
     if times:
-        df = df.with_columns(pl.col(times).cast(pl.Datetime("ns")))
+        # datetime64[ns] ends in 2262: a later date (a 9999-12-31 placeholder) becomes null, so it fails the
+        # column's not-null expectation by name instead of crashing the conversion
+        df = df.with_columns(pl.col(times).cast(pl.Datetime("ns"), strict=False))
     return df.to_pandas(use_pyarrow_extension_array=False)
 
 
