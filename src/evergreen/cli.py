@@ -155,6 +155,51 @@ def models_rollback(params: Path = PARAMS_OPTION):
     typer.echo(f"rolled back: champion is now {version}")
 
 
+@app.command()
+def serve(
+    params: Path = PARAMS_OPTION,
+    host: str = typer.Option(None, "--host", help="address to bind (default serve.host, 127.0.0.1)"),
+    port: int = typer.Option(None, "--port", help="port to listen on (default serve.port)"),
+):
+    """Serve the registry's champion over HTTP (POST /predict, /feedback; GET /health, /model)."""
+    import uvicorn
+
+    from evergreen.serving.app import create_app
+
+    try:
+        config = load_params(params)
+        overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+        config = config.model_copy(update={"serve": config.serve.model_copy(update=overrides)})
+        service = create_app(config)
+    except (ConfigError, EvergreenError) as exc:
+        _fail(str(exc))
+    host, port = config.serve.host, config.serve.port
+    typer.echo(f"serving {config.promote.registry_dir} on http://{host}:{port} (Ctrl+C to stop)")
+    uvicorn.run(service, host=host, port=port, access_log=False, log_level="warning")
+
+
+@app.command()
+def predict(
+    input_file: Path = typer.Option(..., "--input", "-i", help="CSV or Parquet file to score"),
+    output: Path = typer.Option(..., "--output", "-o", help="where the predictions go (.csv or .parquet)"),
+    params: Path = PARAMS_OPTION,
+    version: str = typer.Option(None, "--version", help="a registry version (default: the champion)"),
+):
+    """Score a file in batch with the champion, as the service would; unscorable rows go to a side file."""
+    from evergreen.serving.batch import score_file
+
+    try:
+        done = score_file(load_params(params), input_file, output, model_version=version)
+    except (ConfigError, EvergreenError) as exc:
+        _fail(str(exc))
+    typer.echo(
+        f"scored {done.rows_scored} of {done.rows_in} rows with {done.model_version} "
+        f"({done.rows_per_second:,.0f} rows/s) -> {done.output}"
+    )
+    if done.quarantine is not None:
+        typer.echo(f"{done.rows_quarantined} row(s) could not be scored, with reasons, -> {done.quarantine}")
+
+
 @app.command("check-config")
 def check_config(params: Path = PARAMS_OPTION):
     """Validate the params file and say so."""

@@ -130,6 +130,20 @@ def test_infinite_values_in_the_data_stop_training(tiny):
         _train(tiny, frames=(train, synthetic(200, 2)))
 
 
+def test_infinite_values_in_the_valid_split_stop_training(tiny):
+    valid = synthetic(200, 2).with_columns(temp=pl.lit(float("-inf")))
+    with pytest.raises(TrainingDiverged, match=r"epoch 1: the valid split's score became nan"):
+        _train(tiny, frames=(synthetic(600, 1), valid))
+
+
+def test_an_unreadable_checkpoint_is_ignored(tiny, tmp_path, capsys):
+    checkpoint = tmp_path / "broken.pt"
+    checkpoint.write_bytes(b"half a checkpoint")
+    result = _train(tiny, checkpoint=checkpoint, cfg=SMALL_TRAIN.model_copy(update={"epochs": 2}))
+    assert "cannot be read" in capsys.readouterr().out
+    assert result.metrics["epochs_run"] == 2
+
+
 def test_a_diverged_stage_writes_no_model(tiny_raw, tmp_path, monkeypatch):
     from evergreen.data import paths
     from evergreen.stages import train as train_stage

@@ -91,11 +91,10 @@ def train_model(
     x_valid = torch.from_numpy(feature_matrix(valid_frame, prep.features))
     y_valid = torch.from_numpy(encode_target(valid_frame, prep))
     # valid metrics are in target units (regression) or over class indices (classification)
-    valid_actual = (
-        valid_frame[data.target.name].cast(pl.Float64).to_numpy()
-        if prep.task == "regression"
-        else (y_valid.numpy())
-    )
+    if prep.task == "regression":
+        valid_actual = valid_frame[data.target.name].cast(pl.Float64).to_numpy()
+    else:
+        valid_actual = y_valid.numpy()
     key = fingerprint(
         model_cfg.model_dump(), cfg.model_dump(exclude={"device"}), prep.to_dict(),
         x_train.numpy(), y_train.numpy(), x_valid.numpy(), y_valid.numpy(),
@@ -132,7 +131,11 @@ def train_model(
 
     # ---- resume
     if checkpoint is not None and checkpoint.exists():
-        saved = torch.load(checkpoint, map_location=device, weights_only=True)
+        try:
+            saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        except Exception as exc:  # truncated or foreign: torch raises many kinds; start afresh, don't fail
+            print(f"ignoring {checkpoint}: it cannot be read ({exc})")
+            saved = {}
         if saved.get("fingerprint") == key:
             model.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])
@@ -147,7 +150,7 @@ def train_model(
             for record in history:
                 if on_epoch is not None:
                     on_epoch(record)
-        else:
+        elif saved:
             print(f"ignoring {checkpoint}: it was written for other params or data")
 
     # ---- epochs
@@ -187,6 +190,11 @@ def train_model(
         history.append(record)
         # regression stops on valid RMSE in target units (what evaluation reports); classification on loss
         current = valid_metrics["rmse"] if prep.task == "regression" else valid_loss
+        if not math.isfinite(current):
+            raise TrainingDiverged(
+                f"training diverged at epoch {epoch}: the valid split's score became {current} "
+                "(look for infinite values in the valid split); no model was written"
+            )
         if current < best_score:
             best_score, best_epoch, bad_epochs = current, epoch, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
