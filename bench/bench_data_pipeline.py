@@ -136,17 +136,12 @@ def generate(rows: int, out_dir: Path, files: int, seed: int) -> dict[str, Any]:
     )
     date = pl.col("dteday").str.to_date("%Y-%m-%d")
     noisy = {
-        c: (pl.col(c).cast(pl.Float64) + pl.Series(rng.normal(0, 0.01, rows)))
-        .clip(0, 1)
-        .round(4)
-        .cast(pl.String)
+        c: (pl.col(c).cast(pl.Float64) + pl.Series(rng.normal(0, 0.01, rows))).clip(0, 1).round(4).cast(pl.String)
         for c in ("temp", "atemp", "hum", "windspeed")
     }
     big = big.with_columns(
         instant=pl.int_range(1, rows + 1).cast(pl.String),
-        dteday=pl.date(date.dt.year() + pl.col("_shift"), date.dt.month(), date.dt.day()).dt.strftime(
-            "%Y-%m-%d"
-        ),
+        dteday=pl.date(date.dt.year() + pl.col("_shift"), date.dt.month(), date.dt.day()).dt.strftime("%Y-%m-%d"),
         **noisy,
     ).drop("_shift")
 
@@ -208,8 +203,7 @@ def generate(rows: int, out_dir: Path, files: int, seed: int) -> dict[str, Any]:
         "repetitions": reps,
         "repetitions_per_year_block": per_block,
         "last_year": 2012 + blocks[(reps - 1) // per_block],
-        "dirt": counts
-        | {"resent_rows": len(resent_idx), "corrected_rows": len(corrected_idx), "blank_rows": n_blank},
+        "dirt": counts | {"resent_rows": len(resent_idx), "corrected_rows": len(corrected_idx), "blank_rows": n_blank},
     }
 
 
@@ -238,9 +232,7 @@ def _step_ingest(work: Path, params: Any, clock: _Clock, opts: argparse.Namespac
     }
 
 
-def _validate(
-    stage: str, path: Path, params: Any, clock: _Clock, validate_rows: int | None
-) -> dict[str, Any]:
+def _validate(stage: str, path: Path, params: Any, clock: _Clock, validate_rows: int | None) -> dict[str, Any]:
     import polars as pl
 
     from evergreen.validation.gx_adapter import validate_frame
@@ -683,9 +675,7 @@ def main() -> None:
 
     if args._step == "generate":
         dataset = generate(args.rows, args._work / "csv", args.files, args.seed)
-        (args._work / "generate.json").write_text(
-            json.dumps(dataset | {"peak_rss_mib": round(_peak_rss_mib())})
-        )
+        (args._work / "generate.json").write_text(json.dumps(dataset | {"peak_rss_mib": round(_peak_rss_mib())}))
         return
     if args._step:
         _run_step(args._step, args._work, args)
@@ -736,9 +726,7 @@ def main() -> None:
     print()
     if comparison is not None:
         verdict = (
-            "same clean and quarantined rows"
-            if comparison["same_result"]
-            else f"DIFFER: {comparison['mismatches']}"
+            "same clean and quarantined rows" if comparison["same_result"] else f"DIFFER: {comparison['mismatches']}"
         )
         print(
             f"clean, best of {args.clean_repeats}: polars {comparison['polars_best_s']:.2f} s, pandas "

@@ -239,9 +239,7 @@ class TrainConfig(_Strict):
 class EvaluateConfig(_Strict):
     """Scoring on the test split, and the baselines fitted on the same split."""
 
-    baselines: list[Literal["mean", "linear", "hgb"]] = Field(
-        default_factory=lambda: ["mean", "linear", "hgb"]
-    )
+    baselines: list[Literal["mean", "linear", "hgb"]] = Field(default_factory=lambda: ["mean", "linear", "hgb"])
     hgb_max_iter: int = Field(500, ge=1)
 
 
@@ -397,9 +395,7 @@ def _format_error(err: dict[str, Any]) -> str:
         return f"{where}: {err['input']!r} is not one of: {allowed}"
     msg = err["msg"].removeprefix("Value error, ")
     return (
-        f"{where}: {msg} (got {err['input']!r})"
-        if not isinstance(err["input"], dict | list)
-        else (f"{where}: {msg}")
+        f"{where}: {msg} (got {err['input']!r})" if not isinstance(err["input"], dict | list) else (f"{where}: {msg}")
     )
 
 

@@ -62,9 +62,7 @@ def test_clean_suite_passes_completely(clean_frame: pl.DataFrame, bundled_params
     assert summary.row_count == 17379
 
 
-def test_out_of_range_temp_fails_with_a_readable_message(
-    clean_frame: pl.DataFrame, bundled_params: Params
-) -> None:
+def test_out_of_range_temp_fails_with_a_readable_message(clean_frame: pl.DataFrame, bundled_params: Params) -> None:
     bad = clean_frame.with_columns(
         pl.when(pl.col("instant").is_in([10, 20])).then(5.0).otherwise(pl.col("temp")).alias("temp")
     )

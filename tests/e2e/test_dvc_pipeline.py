@@ -31,9 +31,7 @@ def test_repro_builds_caches_and_reruns_only_what_changed(project, run):
     assert metrics["rows_in"] == 17381
     assert metrics["rows_out"] == 17379  # the two blank lines of the shipped file
     assert metrics["quarantined_by_reason"] == {"empty_row": 2}
-    splits = {
-        p: pl.read_parquet(project / f"data/split/{p}.parquet").height for p in ("train", "valid", "test")
-    }
+    splits = {p: pl.read_parquet(project / f"data/split/{p}.parquet").height for p in ("train", "valid", "test")}
     assert splits == {"train": 14491, "valid": 1428, "test": 1460}
     assert (project / "reports/validation/docs/raw").is_dir()
     assert json.loads((project / "reports/validation/clean.json").read_text())["success"] is True
@@ -78,10 +76,7 @@ def test_bad_landing_file_fails_ingest_and_records_nothing(project, run):
     (project / "data/incoming/bad.csv").write_text("instant,dteday,cnt\n1,2013-01-01,4\n")
     failed = run("dvc", "repro", "split", check=False)
     assert failed.returncode != 0
-    assert (
-        "data/incoming/bad.csv: the columns differ from data.columns: missing declared column(s)"
-        in failed.stdout
-    )
+    assert "data/incoming/bad.csv: the columns differ from data.columns: missing declared column(s)" in failed.stdout
     assert (project / "dvc.lock").read_text() == lock_before
     assert (project / "data/raw/raw.parquet").read_bytes() == raw_before  # raw data untouched
     assert "ingest" in run("dvc", "status").stdout  # not recorded as up to date

@@ -20,9 +20,7 @@ def test_bad_role_names_the_key_path(tiny_raw):
     tiny_raw["data"]["columns"][3]["role"] = "lable"
     with pytest.raises(ConfigError) as err:
         parse_params(tiny_raw)
-    assert "data.columns[3].role: 'lable' is not one of: feature, target, timestamp, id, ignore" in str(
-        err.value
-    )
+    assert "data.columns[3].role: 'lable' is not one of: feature, target, timestamp, id, ignore" in str(err.value)
 
 
 def test_unknown_key_is_rejected(tiny_raw):

@@ -38,9 +38,7 @@ def _params(task: str = "regression") -> Params:
 def model() -> TabularNet:
     params = _params()
     config = SMALL_MODEL.model_copy(update={"ensemble": 2, "additive": ["temp"]})
-    return train_model(
-        synthetic(400, 1), synthetic(100, 2), params.data, config, SMALL_TRAIN, progress=False
-    ).model
+    return train_model(synthetic(400, 1), synthetic(100, 2), params.data, config, SMALL_TRAIN, progress=False).model
 
 
 def _awkward_rows(model: TabularNet) -> np.ndarray:

@@ -107,8 +107,12 @@ def test_champion_comparison_with_bootstrap_interval():
     champion = actual + rng.normal(0, 10, 2000)
     worse = actual + rng.normal(0, 14, 2000)
     comparison = compare(
-        "regression", per_row_loss("regression", actual, worse), per_row_loss("regression", actual, champion),
-        samples=500, confidence=0.95, seed=1,
+        "regression",
+        per_row_loss("regression", actual, worse),
+        per_row_loss("regression", actual, champion),
+        samples=500,
+        confidence=0.95,
+        seed=1,
     )
     assert comparison.relative_difference == pytest.approx(0.4, abs=0.06)
     assert comparison.ci_low < comparison.relative_difference < comparison.ci_high

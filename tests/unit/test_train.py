@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from typing import Any
 
 import numpy as np
@@ -189,9 +190,7 @@ def test_unseen_and_missing_categories_fall_into_the_unknown_bucket(tiny):
     rows = synthetic(5, 3)
     unseen = rows.with_columns(weather=pl.lit(99, dtype=pl.Int64))
     missing = rows.with_columns(weather=pl.lit(None, dtype=pl.Int64))
-    _, codes = model.encode(
-        torch.from_numpy(unseen.select(model.prep.features).to_numpy().astype(np.float32))
-    )
+    _, codes = model.encode(torch.from_numpy(unseen.select(model.prep.features).to_numpy().astype(np.float32)))
     weather_field = model.prep.categorical.index(model.prep.features.index("weather"))
     assert (codes[:, weather_field] == model.offsets[weather_field]).all()  # bucket 0 of that field
     np.testing.assert_array_equal(model.predict(unseen), model.predict(missing))
@@ -207,3 +206,17 @@ def test_missing_numeric_values_are_imputed_with_the_train_median(tiny):
         model.predict(rows.with_columns(hum=pl.lit(median))),
         rtol=1e-6,
     )
+
+
+@pytest.mark.parametrize("tty", [False, True])
+def test_progress_is_a_bar_on_a_terminal_and_one_line_per_epoch_elsewhere(tiny, capsys, monkeypatch, tty):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: tty)  # capsys has replaced stderr: not a terminal
+    train_model(synthetic(600, 1), synthetic(200, 2), tiny.data, SMALL_MODEL,
+                SMALL_TRAIN.model_copy(update={"epochs": 2}))  # fmt: skip
+    out, err = capsys.readouterr()
+    epoch_lines = [line for line in out.splitlines() if line.startswith("epoch ")]
+    if tty:
+        assert epoch_lines == [] and "\r" in err and "epoch 2/2" in err
+    else:
+        assert len(epoch_lines) == 2 and "\r" not in err and "\r" not in out
+        assert epoch_lines[1].startswith("epoch 2/2: train loss ") and ", valid rmse " in epoch_lines[1]

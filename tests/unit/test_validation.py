@@ -198,16 +198,12 @@ def test_stage_writes_report_and_docs_before_failing(
     params = Params(data=data)
     write_suites(data, Path(params.validation.suites_dir))
     _clean().with_columns(pl.lit(2.0).alias("x")).write_parquet(tmp_path / "clean.parquet")
-    with pytest.raises(
-        ValidationFailed, match=r"validate_clean: expect_column_values_to_be_between .*'x'.*20 of 20"
-    ):
+    with pytest.raises(ValidationFailed, match=r"validate_clean: expect_column_values_to_be_between .*'x'.*20 of 20"):
         run_validation(params, "clean", Path("clean.parquet"))
     report = json.loads((Path(params.validation.reports_dir) / "clean.json").read_text())
     assert report["success"] is False and report["critical_success"] is False
     assert Path(report["docs"]).is_file() and report["docs"].startswith(params.validation.reports_dir)
-    assert (
-        "validate_clean: 12/13 expectations passed (1 critical failure) on 20 rows" in capsys.readouterr().out
-    )
+    assert "validate_clean: 12/13 expectations passed (1 critical failure) on 20 rows" in capsys.readouterr().out
 
 
 def test_date_beyond_pandas_range_fails_by_name_not_by_crash(data):

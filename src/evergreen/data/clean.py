@@ -31,9 +31,7 @@ class CleanResult:
     clipped: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> dict[str, object]:
-        reasons = Counter(
-            reason for joined in self.quarantine[REASON].to_list() for reason in joined.split("; ")
-        )
+        reasons = Counter(reason for joined in self.quarantine[REASON].to_list() for reason in joined.split("; "))
         return {
             "rows_in": self.rows_in,
             "rows_out": self.clean.height,
@@ -124,9 +122,7 @@ def clean(raw: pl.DataFrame, data: DataConfig, policy: CleanConfig) -> CleanResu
     return CleanResult(typed, quarantine, raw.height, imputed, clipped)
 
 
-def _impute(
-    frame: pl.DataFrame, data: DataConfig, policy: CleanConfig
-) -> tuple[pl.DataFrame, dict[str, int]]:
+def _impute(frame: pl.DataFrame, data: DataConfig, policy: CleanConfig) -> tuple[pl.DataFrame, dict[str, int]]:
     fills: dict[str, pl.Expr] = {}
     counts: dict[str, int] = {}
     for c in data.columns:

@@ -48,9 +48,7 @@ def combine(frames: list[pl.DataFrame], key: list[str]) -> IngestResult:
     # only the few repeated keys are compared with their first arrival (a window over every row was slow)
     firsts = raw.filter(has_key).join(later.select(key).unique(), on=key, how="semi").select(data_columns)
     compared = later.join(firsts, on=key, how="left", suffix="_first")
-    differs = pl.any_horizontal(
-        ~pl.col(c).eq_missing(pl.col(f"{c}_first")) for c in data_columns if c not in key
-    )
+    differs = pl.any_horizontal(~pl.col(c).eq_missing(pl.col(f"{c}_first")) for c in data_columns if c not in key)
     conflicts = compared.filter(differs).select(later.columns) if later.height else later
     return IngestResult(
         raw=raw,

@@ -96,9 +96,7 @@ def check_leakage(parts: Splits, data: DataConfig, config: SplitConfig) -> None:
             shared = parts[a].join(parts[b], on=name, how="semi")[name]
             if shared.len():
                 examples = ", ".join(map(str, shared.head(5).to_list()))
-                raise DataError(
-                    f"split leaks: {shared.len()} {name} value(s) are in both {a} and {b}: {examples}"
-                )
+                raise DataError(f"split leaks: {shared.len()} {name} value(s) are in both {a} and {b}: {examples}")
 
 
 def summarize(parts: Splits) -> dict[str, object]:

@@ -20,9 +20,7 @@ def regression_metrics(actual: np.ndarray, predicted: np.ndarray) -> dict[str, f
     }
 
 
-def classification_metrics(
-    actual: np.ndarray, probabilities: np.ndarray, classes: list[Any]
-) -> dict[str, Any]:
+def classification_metrics(actual: np.ndarray, probabilities: np.ndarray, classes: list[Any]) -> dict[str, Any]:
     """Accuracy, macro F1, log loss and ROC AUC (one-vs-rest macro when there are more than two classes).
 
     `actual` holds class indices into `classes`; `probabilities` is [N, len(classes)]. ROC AUC is None when
@@ -49,9 +47,7 @@ def classification_metrics(
     }
 
 
-def score(
-    task: str, actual: np.ndarray, output: np.ndarray, classes: list[Any] | None = None
-) -> dict[str, Any]:
+def score(task: str, actual: np.ndarray, output: np.ndarray, classes: list[Any] | None = None) -> dict[str, Any]:
     """The task's metrics for model output (predictions, or class probabilities)."""
     if task == "regression":
         return regression_metrics(actual, output)

@@ -70,9 +70,7 @@ class _Member(nn.Module):
 class TabularNet(nn.Module):
     """Raw feature values in, predictions in target units out; owns its save, load and predict."""
 
-    def __init__(
-        self, prep: Preprocessing, config: ModelConfig, params: dict[str, Any] | None = None
-    ) -> None:
+    def __init__(self, prep: Preprocessing, config: ModelConfig, params: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.prep, self.config, self.params = prep, config, params or {}
         vocab_sizes = [len(v) + 1 for v in prep.vocabularies]  # +1: index 0 is the unknown bucket
@@ -93,9 +91,7 @@ class TabularNet(nn.Module):
         self.register_buffer("offsets", torch.tensor(offsets[: len(field_sizes)], dtype=torch.long))
         n_out = 1 if prep.task == "regression" else len(prep.classes)
         numeric_names = [prep.features[i] for i in prep.numeric]
-        field_names = [prep.features[i] for i in prep.categorical] + [
-            "x".join(map(str, c)) for c in prep.crosses
-        ]
+        field_names = [prep.features[i] for i in prep.categorical] + ["x".join(map(str, c)) for c in prep.crosses]
 
         def positions(names: list[str], additive: bool) -> list[int]:
             return [i for i, name in enumerate(names) if (name in config.additive) == additive]
@@ -174,8 +170,6 @@ class TabularNet(nn.Module):
         if not Path(path).exists():
             raise ModelError(f"{path}: no such model file (run `evergreen stage train` first)")
         saved = torch.load(path, map_location="cpu", weights_only=True)
-        net = cls(
-            Preprocessing.from_dict(saved["preprocessing"]), ModelConfig(**saved["config"]), saved["params"]
-        )
+        net = cls(Preprocessing.from_dict(saved["preprocessing"]), ModelConfig(**saved["config"]), saved["params"])
         net.load_state_dict(saved["state_dict"])
         return net.eval()

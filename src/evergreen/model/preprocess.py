@@ -95,8 +95,7 @@ def fit_preprocessing(frame: pl.DataFrame, data: DataConfig, model: ModelConfig)
 
     stds = [_finite(stats[f"std_{n}"], 1.0) for n in numeric]
     vocabularies = [
-        sorted(float(v) for v in frame[n].drop_nulls().cast(pl.Float32).unique().to_list())
-        for n in categorical
+        sorted(float(v) for v in frame[n].drop_nulls().cast(pl.Float32).unique().to_list()) for n in categorical
     ]
     crosses = []
     for i, cross in enumerate(model.crosses):
@@ -112,17 +111,13 @@ def fit_preprocessing(frame: pl.DataFrame, data: DataConfig, model: ModelConfig)
 
     target = frame[data.target.name]
     if target.null_count():
-        raise ModelError(
-            f"the train split has {target.null_count()} missing value(s) in target {target.name!r}"
-        )
+        raise ModelError(f"the train split has {target.null_count()} missing value(s) in target {target.name!r}")
     kwargs: dict[str, Any] = {}
     if data.task == "regression":
         y = target.cast(pl.Float64).to_numpy()
         transform = model.target_transform
         if transform == "log1p" and y.min() <= -1:
-            raise ModelError(
-                f"model.target_transform log1p needs target values > -1; the minimum is {y.min()}"
-            )
+            raise ModelError(f"model.target_transform log1p needs target values > -1; the minimum is {y.min()}")
         yt = np.log1p(y) if transform == "log1p" else y
         kwargs = {
             "target_transform": transform,

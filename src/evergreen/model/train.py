@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -82,6 +83,8 @@ def train_model(
 
     `checkpoint` is written after every epoch and resumed from when its fingerprint matches; `on_epoch`
     receives each epoch's record (replayed for epochs restored from a checkpoint, so loggers see them all).
+    `progress` shows a per-step bar on a terminal; when stderr is not one (DVC's output captured into
+    Prefect logs) it prints one plain line per epoch instead, as a bar's carriage returns would flood logs.
     """
     started = time.perf_counter()
     check_frame(valid_frame, [c.name for c in data.features] + [data.target.name], "valid")
@@ -154,12 +157,13 @@ def train_model(
             print(f"ignoring {checkpoint}: it was written for other params or data")
 
     # ---- epochs
+    bar = progress and sys.stderr.isatty()
     while epoch < cfg.epochs and bad_epochs < cfg.patience:
         epoch += 1
         model.train()
         order = torch.randperm(n, generator=generator).to(device)
         total = 0.0
-        batches = tqdm(range(0, n, cfg.batch_size), desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress)
+        batches = tqdm(range(0, n, cfg.batch_size), desc=f"epoch {epoch}/{cfg.epochs}", disable=not bar)
         for start in batches:
             index = order[start : start + cfg.batch_size]
             with torch.autocast(**autocast):
@@ -195,6 +199,9 @@ def train_model(
                 f"training diverged at epoch {epoch}: the valid split's score became {current} "
                 "(look for infinite values in the valid split); no model was written"
             )
+        if progress and not bar:
+            valid = f"rmse {current:.4g}" if prep.task == "regression" else f"loss {current:.4f}"
+            print(f"epoch {epoch}/{cfg.epochs}: train loss {total / n:.4f}, valid {valid}", flush=True)
         if current < best_score:
             best_score, best_epoch, bad_epochs = current, epoch, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}

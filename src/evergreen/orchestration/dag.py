@@ -41,9 +41,7 @@ def pipeline_stages(workspace: Path, targets: list[str] | None = None) -> list[s
         if targets:
             unknown = [t for t in targets if t not in by_name]
             if unknown:
-                raise EvergreenError(
-                    f"unknown stage(s) {', '.join(unknown)}; dvc.yaml has: {', '.join(by_name)}"
-                )
+                raise EvergreenError(f"unknown stage(s) {', '.join(unknown)}; dvc.yaml has: {', '.join(by_name)}")
             wanted = set().union(*({by_name[t], *nx.descendants(graph, by_name[t])} for t in targets))
             graph = graph.subgraph(wanted)
         ordered = reversed(list(nx.lexicographical_topological_sort(graph, key=lambda s: s.addressing)))

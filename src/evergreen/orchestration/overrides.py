@@ -20,9 +20,7 @@ def _set(tree: Any, dotted: str, value: Any) -> None:
     node = tree
     for i, key in enumerate(parents):
         if key not in node:
-            raise ConfigError(
-                f"{'.'.join(parents[: i + 1])}: no such section in params.yaml (override {dotted!r})"
-            )
+            raise ConfigError(f"{'.'.join(parents[: i + 1])}: no such section in params.yaml (override {dotted!r})")
         node = node[key]
     node[leaf] = value
 

@@ -45,9 +45,7 @@ def run(params: Params) -> None:
     io.write_json(report, paths.EVAL_METRICS)
 
     # plots for `dvc plots show`, and the full-precision test predictions (serving checks it has no skew)
-    keys = [
-        c for c in (params.data.id_column.name if params.data.id_column else None, EVENT_TIME) if c in test
-    ]
+    keys = [c for c in (params.data.id_column.name if params.data.id_column else None, EVENT_TIME) if c in test]
     predictions = test.select(*keys, *prep.features, prep.target)
     if regression:
         predictions = predictions.with_columns(prediction=pl.Series(output, dtype=pl.Float64))

@@ -18,8 +18,8 @@ from evergreen.config import Params
 from evergreen.data import io, paths
 from evergreen.data.schema import EVENT_TIME
 from evergreen.registry.gate import PRIMARY, compare, decide, per_row_loss
-from evergreen.registry.scoring import PackagedModel, load_packaged
 from evergreen.registry.store import Registry
+from evergreen.serving.model import ServingModel, load_version, predict
 from evergreen.stages.export import code_version
 
 
@@ -27,12 +27,12 @@ def _read(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def reference_sample(train: pl.DataFrame, model: PackagedModel, rows: int, seed: int) -> pl.DataFrame:
+def reference_sample(train: pl.DataFrame, model: ServingModel, rows: int, seed: int) -> pl.DataFrame:
     """A sample of the training rows with the model's predictions: monitoring's reference window."""
     sample = train.sample(n=min(rows, train.height), seed=seed, shuffle=True)
     if EVENT_TIME in sample.columns:
         sample = sample.sort(EVENT_TIME)
-    output = model.predict(sample)
+    output = predict(model, sample)
     prediction = output if model.task == "regression" else output.argmax(axis=1)
     return sample.with_columns(pl.Series("prediction", prediction))
 
@@ -46,25 +46,30 @@ def run(params: Params) -> None:
     target = params.data.target.name
     registry = Registry(cfg.registry_dir)
     test = pl.read_parquet(paths.split_path("test"))
-    challenger = load_packaged(paths.MODEL_DIR)
+    challenger = load_version(paths.MODEL_DIR, "challenger")
     metric, _ = PRIMARY[challenger.task]
     actual = test[target].to_numpy()
-    challenger_loss = per_row_loss(challenger.task, actual, challenger.predict(test), challenger.classes)
+    challenger_loss = per_row_loss(challenger.task, actual, predict(challenger, test), challenger.classes)
 
     champion = registry.champion()
     if champion is not None and _same_graph(paths.ONNX_MODEL, registry.path(champion) / "model.onnx"):
         # rerunning the stage on an unchanged model must not mint a new version of the same graph
         print(f"promote: the challenger is byte-identical to champion {champion}; nothing to do")
         io.write_json(
-            {"promoted": False, "version": None, "champion_before": champion, "champion_after": champion,
-             "reasons": [f"identical to champion {champion}"]},
+            {
+                "promoted": False,
+                "version": None,
+                "champion_before": champion,
+                "champion_after": champion,
+                "reasons": [f"identical to champion {champion}"],
+            },
             paths.PROMOTION_METRICS,
         )
         return
     comparison = None
     if champion is not None:
-        incumbent = load_packaged(registry.path(champion))
-        champion_loss = per_row_loss(incumbent.task, actual, incumbent.predict(test), incumbent.classes)
+        incumbent = load_version(registry.path(champion), champion)
+        champion_loss = per_row_loss(incumbent.task, actual, predict(incumbent, test), incumbent.classes)
         comparison = compare(
             challenger.task, challenger_loss, champion_loss, cfg.bootstrap_samples, cfg.confidence, cfg.seed
         )

@@ -64,9 +64,7 @@ def _time_bounds_as_datetimes(suite: dict[str, Any], df: pl.DataFrame) -> dict[s
         kwargs = exp.get("kwargs") or {}
         if kwargs.get("column") in times:
             fixed = {
-                k: f"{v}T00:00:00"
-                if k in ("min_value", "max_value") and isinstance(v, str) and len(v) == 10
-                else v
+                k: f"{v}T00:00:00" if k in ("min_value", "max_value") and isinstance(v, str) and len(v) == 10 else v
                 for k, v in kwargs.items()
             }
             exp = {**exp, "kwargs": fixed}
@@ -83,9 +81,7 @@ def _build_suite(suite: dict[str, Any]) -> Any:
         try:
             ok = len(gx.ExpectationSuite(name="check", expectations=[exp]).expectations) == 1
         except Exception as exc:  # GX raises its own and pydantic's errors here
-            raise EvergreenError(
-                f"suite {name!r}: expectation {i} ({exp.get('type')}) is not valid: {exc}"
-            ) from None
+            raise EvergreenError(f"suite {name!r}: expectation {i} ({exp.get('type')}) is not valid: {exc}") from None
         if not ok:
             raise EvergreenError(
                 f"suite {name!r}: expectation {i} ({exp.get('type')}) is not valid (check type and kwargs)"

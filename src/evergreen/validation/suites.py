@@ -47,16 +47,12 @@ def _suite(name: str, expectations: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _raw_expectations(data: DataConfig) -> list[dict[str, Any]]:
     out = [
-        _expectation(
-            "expect_table_columns_to_match_set", True, column_set=list(raw_schema(data)), exact_match=True
-        ),
+        _expectation("expect_table_columns_to_match_set", True, column_set=list(raw_schema(data)), exact_match=True),
         _expectation("expect_table_row_count_to_be_between", True, min_value=1, max_value=None),
     ]
     for col in data.columns:
         if not col.nullable:
-            out.append(
-                _expectation("expect_column_values_to_not_be_null", True, column=col.name, mostly=RAW_MOSTLY)
-            )
+            out.append(_expectation("expect_column_values_to_not_be_null", True, column=col.name, mostly=RAW_MOSTLY))
         if col.type in ("int", "float"):
             pattern = INT_PATTERN if col.type == "int" else FLOAT_PATTERN
             out.append(
@@ -76,9 +72,7 @@ def _raw_expectations(data: DataConfig) -> list[dict[str, Any]]:
 
 def _range_expectation(col: Column) -> dict[str, Any] | None:
     if col.allowed is not None:
-        return _expectation(
-            "expect_column_values_to_be_in_set", True, column=col.name, value_set=list(col.allowed)
-        )
+        return _expectation("expect_column_values_to_be_in_set", True, column=col.name, value_set=list(col.allowed))
     if col.min is not None or col.max is not None:
         return _expectation(
             "expect_column_values_to_be_between", True, column=col.name, min_value=col.min, max_value=col.max
@@ -88,9 +82,7 @@ def _range_expectation(col: Column) -> dict[str, Any] | None:
 
 def _clean_expectations(data: DataConfig) -> list[dict[str, Any]]:
     out = [
-        _expectation(
-            "expect_table_columns_to_match_set", True, column_set=list(clean_schema(data)), exact_match=True
-        ),
+        _expectation("expect_table_columns_to_match_set", True, column_set=list(clean_schema(data)), exact_match=True),
         _expectation("expect_table_row_count_to_be_between", True, min_value=1, max_value=None),
     ]
     for col in data.columns:
@@ -149,7 +141,5 @@ def load_suite(path: Path) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise EvergreenError(f"{path}: not valid JSON: {exc}") from None
     if not isinstance(suite, dict) or not isinstance(suite.get("expectations"), list):
-        raise EvergreenError(
-            f"{path}: not an expectation suite (needs a mapping with an 'expectations' list)"
-        )
+        raise EvergreenError(f"{path}: not an expectation suite (needs a mapping with an 'expectations' list)")
     return suite

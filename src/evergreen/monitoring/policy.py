@@ -1,0 +1,158 @@
+"""The retraining policy: a pure function of one monitoring summary and the decisions made before it.
+
+Rules, in order:
+1. too few rows in the window: `insufficient_data` (the window neither counts as drifted nor breaks a streak);
+2. declared columns missing from the log, or unknown ones in it: `alert` (schema drift; retraining on a broken
+   feed would only bake the breakage in);
+3. a window is *drifted* when the share of drifted features reaches `drift_share`, or (with labels) the
+   champion's primary metric is worse than at promotion by more than `performance_degradation`;
+4. `retrain` when the last `consecutive` windows of this champion are drifted (hysteresis), the cooldown since the last
+   retrain has passed, and this drift episode has not already caused a retrain: an episode lasts while
+   windows stay drifted against the same champion, so one episode causes one retrain, and a retrain that failed
+   or was not promoted is not retried on every monitor run;
+5. `retrain` as a fallback after `retrain_every` counted windows without one, cooldown permitting.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from evergreen.config import PolicyConfig
+from evergreen.monitoring.summary import MonitorSummary
+
+Action = Literal["retrain", "none", "alert", "insufficient_data"]
+# primary metric per task and whether a larger value is worse
+_PRIMARY = {"rmse": True, "log_loss": True, "accuracy": False}
+
+
+@dataclass(frozen=True)
+class Decision:
+    time: str  # the window's end on the prediction log's clock (ISO 8601)
+    action: Action
+    drifted: bool
+    reasons: list[str]
+    champion: str | None
+    drift_share: float
+    degradation: float | None = None
+    drifted_features: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "decision", **asdict(self)}
+
+
+def degradation(summary: MonitorSummary) -> tuple[str, float] | None:
+    """(metric, relative worsening) of the champion on the window's labelled rows vs its promotion metrics."""
+    current = summary.champion_performance()
+    if current is None:
+        return None
+    for metric, larger_is_worse in _PRIMARY.items():
+        now, then = current.metrics.get(metric), summary.reference_metrics.get(metric)
+        if now is not None and then:
+            change = now / then - 1
+            return metric, change if larger_is_worse else -change
+    return None
+
+
+def _hours_between(earlier: str, later: str) -> float:
+    return (dt.datetime.fromisoformat(later) - dt.datetime.fromisoformat(earlier)).total_seconds() / 3600
+
+
+def decide(summary: MonitorSummary, history: list[dict[str, Any]], policy: PolicyConfig, now: str) -> Decision:
+    """Decide what to do about one window. `history` is earlier entries of the decisions log, oldest first."""
+    common = {
+        "time": now,
+        "champion": summary.champion,
+        "drift_share": summary.drift_share,
+        "drifted_features": summary.drifted_features,
+    }
+    if summary.rows < policy.min_rows:
+        reason = f"insufficient data: {summary.rows} rows in the window, the policy needs {policy.min_rows}"
+        return Decision(action="insufficient_data", drifted=False, reasons=[reason], **common)
+    if summary.missing_columns or summary.unexpected_columns:
+        reasons = (
+            [f"schema drift: declared column(s) missing from the log: {', '.join(summary.missing_columns)}"]
+            if summary.missing_columns
+            else []
+        )
+        if summary.unexpected_columns:
+            reasons.append(f"schema drift: undeclared column(s) in the log: {', '.join(summary.unexpected_columns)}")
+        return Decision(action="alert", drifted=False, reasons=reasons, **common)
+
+    reasons: list[str] = []
+    data_drift = summary.drift_share >= policy.drift_share
+    if data_drift:
+        reasons.append(
+            f"data drift: {summary.drift_share:.0%} of features drifted (threshold {policy.drift_share:.0%}): "
+            + ", ".join(summary.drifted_features)
+        )
+    if policy.prediction_drift and summary.prediction is not None and summary.prediction.drifted:
+        data_drift = True
+        reasons.append(f"prediction drift: score {summary.prediction.score:.3g} > {summary.prediction.threshold}")
+    worse = degradation(summary)
+    degraded = bool(policy.performance_degradation and worse and worse[1] > policy.performance_degradation)
+    if degraded and worse:
+        reasons.append(
+            f"performance: {worse[0]} {worse[1]:+.0%} vs the champion at promotion "
+            f"(threshold +{policy.performance_degradation:.0%})"
+        )
+    drifted = data_drift or degraded
+    common["degradation"] = worse[1] if worse else None
+
+    counted = [h for h in history if h.get("kind") == "decision" and h["action"] != "insufficient_data"]
+    retrains = [h for h in counted if h["action"] == "retrain"]
+    last_retrain = retrains[-1] if retrains else None
+    cooldown_left = policy.cooldown_hours - _hours_between(last_retrain["time"], now) if last_retrain else 0.0
+    in_cooldown = cooldown_left > 0
+
+    if drifted:
+        streak = 1
+        for entry in reversed(counted):
+            # a new champion is judged on its own windows: a streak does not carry over a promotion
+            if not entry["drifted"] or entry["champion"] != summary.champion:
+                break
+            streak += 1
+        since = counted[counted.index(last_retrain) + 1 :] if last_retrain else []
+        same_episode = (
+            last_retrain is not None
+            and last_retrain["champion"] == summary.champion
+            and all(entry["drifted"] for entry in since)
+        )
+        if streak < policy.consecutive:
+            reasons.append(f"waiting: drifted {streak} of {policy.consecutive} windows in a row")
+        elif same_episode:
+            reasons.append(f"this drift episode already caused a retrain at {last_retrain['time']}")
+        elif in_cooldown:
+            reasons.append(f"cooldown: {cooldown_left:.0f} h left since the retrain at {last_retrain['time']}")
+        else:
+            return Decision(action="retrain", drifted=True, reasons=reasons, **common)
+        return Decision(action="none", drifted=True, reasons=reasons, **common)
+
+    if policy.retrain_every:
+        since_retrain = len(counted) - (counted.index(last_retrain) + 1 if last_retrain else 0)
+        if since_retrain + 1 >= policy.retrain_every and not in_cooldown:
+            reason = (
+                f"fallback: {since_retrain + 1} monitor runs without a retrain (retrain_every {policy.retrain_every})"
+            )
+            return Decision(action="retrain", drifted=False, reasons=[reason], **common)
+    return Decision(action="none", drifted=False, reasons=reasons or ["no drift"], **common)
+
+
+def read_history(path: Path) -> list[dict[str, Any]]:
+    """Every entry of a decisions log (JSON lines), oldest first; a missing file is an empty history."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def append_entry(path: Path, entry: dict[str, Any]) -> None:
+    """Append one entry to the decisions log, durably (a decision must survive the process that made it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        handle.write(json.dumps(entry, default=str) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())

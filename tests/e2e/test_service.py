@@ -1,0 +1,466 @@
+"""The prediction service for real: `evergreen serve` in a subprocess on a free loopback port, a model
+trained, evaluated and exported by the real stages on tiny synthetic data, a real registry and a real log.
+
+Covers: no train/serve skew (served == evaluate stage == `evergreen predict`), the API token, bad input,
+many parallel clients logged exactly once, a promotion under load, `kill -9`, feedback, and batch scoring.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import onnx
+import polars as pl
+import pytest
+import yaml
+from onnx import helper
+
+from evergreen.config import parse_params
+from evergreen.data import paths
+from evergreen.registry.store import Registry
+from evergreen.serving.log import read_log
+from evergreen.stages import evaluate as evaluate_stage
+from evergreen.stages import export as export_stage
+from evergreen.stages import train as train_stage
+from tests.conftest import TINY
+from tests.unit.test_train import synthetic
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+BIN = Path(sys.executable).parent
+TOKEN = "test-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+MAX_BATCH = 50
+COLUMNS = ["id", "day", "hr", "weather", "temp", "hum"]
+
+
+def _params() -> dict[str, Any]:
+    raw = copy.deepcopy(TINY)
+    raw["data"]["columns"][0] = {"name": "id", "type": "str", "role": "id"}  # so there is a string to limit
+    raw["model"] = {"hidden": [16], "embedding_dim": 4}
+    raw["train"] = {"epochs": 3, "batch_size": 64, "device": "cpu"}
+    raw["evaluate"] = {"hgb_max_iter": 20}
+    raw["export"] = {"latency_runs": 10, "throughput_batch": 64}
+    raw["serve"] = {"max_batch": MAX_BATCH, "max_string_length": 32, "reload_interval_s": 0.2}
+    return raw
+
+
+def _doubled(graph: Path, out: Path) -> None:
+    """The same graph with its prediction times two: a second version whose answers are told apart."""
+    model = onnx.load(str(graph))
+    [output] = model.graph.output
+    for node in model.graph.node:
+        node.output[:] = [f"{name}_raw" if name == output.name else name for name in node.output]
+    model.graph.initializer.append(helper.make_tensor("two", onnx.TensorProto.FLOAT, [], [2.0]))
+    model.graph.node.append(helper.make_node("Mul", [f"{output.name}_raw", "two"], [output.name]))
+    onnx.save(model, str(out))
+
+
+@dataclass
+class Project:
+    root: Path
+    registry: Registry
+    test: pl.DataFrame  # the test split
+    evaluated: np.ndarray  # the evaluate stage's test predictions
+    parity_limit: float
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "monitoring" / "predictions.db"
+
+    def records(self, frame: pl.DataFrame | None = None) -> list[dict[str, Any]]:
+        frame = self.test if frame is None else frame
+        return frame.select(COLUMNS).with_columns(pl.col("day").cast(pl.String)).to_dicts()
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
+    root = tmp_path_factory.mktemp("service")
+    raw = _params()
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    params = parse_params(raw)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        paths.SPLIT_DIR.mkdir(parents=True)
+        for name, seed, n in (("train", 1, 500), ("valid", 2, 150), ("test", 3, 150)):
+            synthetic(n, seed).with_columns(pl.col("id").cast(pl.String)).write_parquet(paths.split_path(name))
+        train_stage.run(params)
+        evaluate_stage.run(params)
+        export_stage.run(params)
+    registry = Registry(root / params.promote.registry_dir)
+    card = json.loads((root / paths.MODEL_CARD).read_text())
+    files = {"model.onnx": root / paths.ONNX_MODEL, "signature.json": root / paths.SIGNATURE}
+    registry.promote(registry.add(files, card), "test: first champion")
+    _doubled(root / paths.ONNX_MODEL, root / "doubled.onnx")
+    registry.add({**files, "model.onnx": root / "doubled.onnx"}, {**card, "note": "prediction x 2"})
+    evaluated = pl.read_parquet(root / paths.TEST_PREDICTIONS)
+    yield Project(
+        root=root,
+        registry=registry,
+        test=pl.read_parquet(root / paths.split_path("test")),
+        evaluated=evaluated["prediction"].to_numpy(),
+        parity_limit=json.loads((root / paths.EXPORT_METRICS).read_text())["parity_limit"],
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _env(token: str | None = TOKEN) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "EVERGREEN_API_TOKEN"}
+    return env | ({"EVERGREEN_API_TOKEN": token} if token else {})
+
+
+@contextlib.contextmanager
+def _server(root: Path, *args: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    port = _free_port()
+    output = root / f"server-{port}.log"  # a file, not a pipe: a pipe nobody reads would block the server
+    with output.open("w") as sink:
+        process = subprocess.Popen(
+            [str(BIN / "evergreen"), "serve", "--port", str(port), *args],
+            cwd=root,
+            env=_env(),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(f"the server exited ({process.returncode}):\n{output.read_text()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise AssertionError("the server did not come up within 60 s")
+            time.sleep(0.1)
+        yield url, process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture(scope="module")
+def url(project: Project) -> Iterator[str]:
+    with _server(project.root) as (base, _):
+        yield base
+
+
+@pytest.fixture
+def client(url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=url, headers=AUTH, timeout=30) as client:
+        yield client
+
+
+def _logged(project: Project) -> int:
+    return read_log(project.log_path).height
+
+
+def _predict(client: httpx.Client, records: list[dict[str, Any]]) -> dict[str, Any]:
+    response = client.post("/predict", json={"records": records})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _wait_for_version(client: httpx.Client, version: str) -> None:
+    deadline = time.monotonic() + 10
+    while client.get("/health").json()["model_version"] != version:
+        assert time.monotonic() < deadline, f"the service did not switch to {version}"
+        time.sleep(0.05)
+
+
+# ------------------------------------------------------------------------------------------------- tests
+def test_served_predictions_equal_the_evaluate_stages(project, client):
+    records = project.records()
+    served: list[float] = []
+    for start in range(0, len(records), MAX_BATCH):
+        answer = _predict(client, records[start : start + MAX_BATCH])
+        assert answer["model_version"] == "v1" and len(answer["request_id"]) == 32
+        served += answer["predictions"]
+    # the same rows through torch (evaluate) and through the served graph: equal within the export gate
+    np.testing.assert_allclose(served, project.evaluated, rtol=0, atol=project.parity_limit)
+    assert np.abs(np.array(served) - project.evaluated).max() < 1e-3 * np.abs(project.evaluated).mean()
+
+
+def test_health_is_public_and_model_tells_version_and_card(project, url, client):
+    assert httpx.get(f"{url}/health").json() == {"status": "ok", "model_version": "v1"}
+    info = client.get("/model").json()
+    assert info["version"] == "v1" and info["features"] == ["hr", "weather", "temp", "hum"]
+    assert info["card"]["metrics"]["model"]["rmse"] > 0 and info["card"]["version"] == "v1"
+    assert set(info["request_schema"]["items"]["properties"]) == set(COLUMNS)
+
+
+def test_a_missing_or_wrong_token_is_a_401_and_nothing_is_logged(project, url):
+    before = _logged(project)
+    body = {"records": project.records()[:2]}
+    wrong = ["Bearer wrong", f"Basic {TOKEN}", TOKEN, f"Bearer {TOKEN}x"]
+    for headers in [{}, *({"Authorization": value} for value in wrong)]:
+        response = httpx.post(f"{url}/predict", json=body, headers=headers)
+        assert response.status_code == 401 and "token" in response.json()["error"]
+        assert httpx.get(f"{url}/model", headers=headers).status_code == 401
+    assert httpx.post(f"{url}/feedback", json={"request_id": "x", "labels": [1]}).status_code == 401
+    assert _logged(project) == before
+    assert httpx.post(f"{url}/predict", json=body, headers=AUTH).status_code == 200
+
+
+def test_a_public_address_without_a_token_refuses_to_start(project):
+    done = subprocess.run(
+        [str(BIN / "evergreen"), "serve", "--host", "0.0.0.0", "--port", str(_free_port())],
+        cwd=project.root,
+        env=_env(token=None),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "EVERGREEN_API_TOKEN" in done.stderr and "0.0.0.0" in done.stderr
+
+
+def test_bad_input_gets_a_clear_4xx_and_the_service_keeps_serving(project, client):
+    good = project.records()[0]
+    before = _logged(project)
+    cases: list[tuple[bytes, int, str]] = [
+        (b'{"records": [', 400, "not valid JSON"),
+        (b"\xff\xfe", 400, "not valid JSON"),
+        (b"[1, 2]", 422, "records"),
+        (json.dumps({"records": [good], "extra": 1}).encode(), 422, "extra"),
+        (json.dumps({"records": [{**good, "hr": "7"}]}).encode(), 422, "records[0].hr"),
+        (json.dumps({"records": [{**good, "temp": None}]}).encode(), 422, "records[0].temp"),
+        (json.dumps({"records": [good, {**good, "temp": float("nan")}]}).encode(), 422, "records[1].temp"),
+        (json.dumps({"records": [{**good, "hum": float("inf")}]}).encode(), 422, "records[0].hum"),
+        (json.dumps({"records": [{**good, "id": "x" * 33}]}).encode(), 422, "records[0].id"),
+        (json.dumps({"records": [{**good, "wind": 3}]}).encode(), 422, "records[0].wind"),
+        (
+            json.dumps({"records": [{k: v for k, v in good.items() if k != "hr"}]}).encode(),
+            422,
+            "records[0].hr",
+        ),
+        (json.dumps({"records": []}).encode(), 422, "records"),
+        (json.dumps({"records": [good] * (MAX_BATCH + 1)}).encode(), 413, f"at most {MAX_BATCH}"),
+        (b'{"records": ["' + b"x" * 10_000_000 + b'"]}', 413, "bytes"),
+    ]
+    for body, status, needle in cases:
+        response = client.post("/predict", content=body, headers={"Content-Type": "application/json"})
+        assert response.status_code == status, (body[:80], response.text[:300])
+        assert needle in response.text, (needle, response.text[:300])
+        assert len(response.content) < 5000  # the input is never echoed back
+    assert _logged(project) == before
+    assert client.get("/health").json()["status"] == "ok"
+    assert len(_predict(client, [good])["predictions"]) == 1
+
+
+def _expected(project: Project, records: list[dict[str, Any]], version: str) -> np.ndarray:
+    index = {r["id"]: i for i, r in enumerate(project.records())}
+    base = project.evaluated[[index[r["id"]] for r in records]]
+    return base * (2 if version == "v2" else 1)
+
+
+def _load(
+    url: str,
+    records: list[dict[str, Any]],
+    clients: int,
+    requests: int | None,
+    stop: threading.Event | None = None,
+) -> list[list[tuple]]:
+    """`clients` threads sending 1-3 records per request, until `requests` each or `stop`: per client the
+    (records, answer) pairs acknowledged, then one last list holding ("failures", [...])."""
+    results: list[list[tuple]] = [[] for _ in range(clients)]
+    failures: list[str] = []
+
+    def run(k: int) -> None:
+        rng = random.Random(k)
+        with httpx.Client(base_url=url, headers=AUTH, timeout=30) as client:
+            i = 0
+            while (requests is None or i < requests) and not (stop is not None and stop.is_set()):
+                batch = rng.sample(records, rng.randint(1, 3))
+                try:
+                    response = client.post("/predict", json={"records": batch})
+                except httpx.HTTPError as exc:
+                    failures.append(repr(exc))
+                    return
+                if response.status_code != 200:
+                    failures.append(response.text)
+                    return
+                results[k].append((batch, response.json()))
+                i += 1
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    results.append([("failures", failures)])
+    return results
+
+
+def test_parallel_clients_are_each_logged_exactly_once(project, url):
+    *per_client, [(_, failures)] = _load(url, project.records(), clients=16, requests=25)
+    assert failures == []
+    answers = [answer for client in per_client for _, answer in client]
+    assert len(answers) == 16 * 25
+    log = read_log(project.log_path)
+    counts = dict(log.group_by("request_id").len().iter_rows())
+    assert log.select("request_id", "row").is_unique().all()
+    for batch, answer in (pair for client in per_client for pair in client):
+        assert counts[answer["request_id"]] == len(batch)
+        rows = log.filter(pl.col("request_id") == answer["request_id"]).sort("row")
+        assert rows["prediction"].to_list() == answer["predictions"]
+        assert rows["id"].to_list() == [r["id"] for r in batch]
+
+
+def test_a_promotion_under_load_fails_no_request(project, url, client):
+    stop = threading.Event()
+    outcome: list[list[tuple]] = []
+    loader = threading.Thread(
+        target=lambda: outcome.extend(_load(url, project.records(), clients=8, requests=None, stop=stop))
+    )
+    loader.start()
+    try:
+        time.sleep(1.0)
+        project.registry.promote("v2", "test: promotion under load")
+        _wait_for_version(client, "v2")
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        loader.join()
+        project.registry.promote("v1", "test: back to the first champion")
+    *per_client, [(_, failures)] = outcome
+    assert failures == []
+    seen = set()
+    for pairs in per_client:
+        versions = [answer["model_version"] for _, answer in pairs]
+        assert set(versions) <= {"v1", "v2"}
+        assert versions == sorted(versions)  # a client never goes back to the old version after the switch
+        seen |= set(versions)
+        for batch, answer in pairs:  # a whole request is served by the version it names
+            expected = _expected(project, batch, answer["model_version"])
+            np.testing.assert_allclose(answer["predictions"], expected, rtol=0, atol=2 * project.parity_limit)
+    assert seen == {"v1", "v2"}
+    _wait_for_version(client, "v1")
+
+
+def test_a_champion_that_cannot_load_is_skipped_and_the_old_one_keeps_serving(project, client, tmp_path):
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not an onnx graph")
+    signature = project.root / paths.SIGNATURE
+    version = project.registry.add({"model.onnx": broken, "signature.json": signature}, {"note": "broken"})
+    project.registry.promote(version, "test: a broken champion")
+    try:
+        time.sleep(1.0)  # five reload intervals
+        answer = _predict(client, project.records()[:1])
+        assert answer["model_version"] == "v1"
+        assert client.get("/health").json()["model_version"] == "v1"
+    finally:
+        project.registry.promote("v1", "test: back to the first champion")
+
+
+def test_serve_without_a_champion_refuses_to_start(project, tmp_path):
+    params = yaml.safe_load((project.root / "params.yaml").read_text())
+    params["promote"] = {"registry_dir": str(tmp_path / "empty")}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    done = subprocess.run(
+        [
+            str(BIN / "evergreen"),
+            "serve",
+            "--params",
+            str(tmp_path / "params.yaml"),
+            "--port",
+            str(_free_port()),
+        ],
+        cwd=project.root,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1 and "no champion" in done.stderr
+
+
+def test_feedback_attaches_labels_to_an_earlier_request(project, client):
+    records = project.records()[:3]
+    request_id = _predict(client, records)["request_id"]
+    labels = project.test["y"][:3].to_list()
+    response = client.post("/feedback", json={"request_id": request_id, "labels": labels})
+    assert response.status_code == 200 and response.json() == {"request_id": request_id, "labelled": 3}
+    log = read_log(project.log_path).filter(pl.col("request_id") == request_id).sort("row")
+    assert log["label"].to_list() == labels and log["label_time"].null_count() == 0
+    assert client.post("/feedback", json={"request_id": "unknown", "labels": [1]}).status_code == 404
+    wrong_count = client.post("/feedback", json={"request_id": request_id, "labels": [1]})
+    assert wrong_count.status_code == 422 and "3 record" in wrong_count.text
+    bad_label = client.post("/feedback", json={"request_id": request_id, "labels": [1, "x", 2]})
+    assert bad_label.status_code == 422 and "labels[1]" in bad_label.text
+
+
+def test_kill_9_keeps_every_acknowledged_prediction(project):
+    params = yaml.safe_load((project.root / "params.yaml").read_text())
+    params["serve"]["log_path"] = "monitoring/killed.db"
+    (project.root / "params_kill.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    with _server(project.root, "--params", "params_kill.yaml") as (base, process):
+        stop = threading.Event()
+        outcome: list[list[tuple]] = []
+        loader = threading.Thread(target=lambda: outcome.extend(_load(base, project.records(), 8, None, stop=stop)))
+        loader.start()
+        time.sleep(1.5)
+        os.kill(process.pid, signal.SIGKILL)
+        loader.join(60)
+        stop.set()
+    *per_client, _ = outcome
+    acknowledged = [(batch, answer) for client in per_client for batch, answer in client]
+    assert len(acknowledged) > 20
+    log = read_log(project.root / "monitoring" / "killed.db")
+    counts = dict(log.group_by("request_id").len().iter_rows())
+    for batch, answer in acknowledged:
+        assert counts.get(answer["request_id"]) == len(batch)
+
+
+def test_batch_scoring_matches_the_service(project, client, tmp_path):
+    frame = project.test.with_columns(pl.col("day").cast(pl.String)).select(*COLUMNS, "y")
+    dirty = frame.head(4).with_columns(
+        hr=pl.Series(["x", "30", "5", "6"]).cast(pl.String),
+        temp=pl.Series([0.5, 0.5, None, 0.5]).cast(pl.String),
+    )
+    table = pl.concat([frame.cast(pl.String), dirty.cast(pl.String)])
+    table.write_csv(tmp_path / "in.csv")
+    command = ["predict", "--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "out.parquet")]
+    done = subprocess.run(
+        [str(BIN / "evergreen"), *command], cwd=project.root, env=_env(), capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert "scored 152 of 154 rows with v1" in done.stdout
+    scored = pl.read_parquet(tmp_path / "out.parquet")
+    quarantined = pl.read_parquet(tmp_path / "out.quarantine.parquet")
+    assert quarantined["_source_row"].to_list() == [151, 153]
+    assert quarantined["_reason"].to_list() == ["unparseable:hr", "missing:temp"]
+    assert scored.height + quarantined.height == table.height
+    assert set(scored["model_version"]) == {"v1"}
+    # the same rows, served: the same graph and the same feature matrix, so the same numbers
+    np.testing.assert_allclose(scored["prediction"][:150].to_numpy(), project.evaluated, atol=project.parity_limit)
+    served = _predict(client, project.records()[:MAX_BATCH])["predictions"]
+    np.testing.assert_allclose(scored["prediction"][:MAX_BATCH].to_numpy(), served, rtol=1e-6)
+    out_of_range = scored.filter(pl.col("_source_row") == 152)
+    assert out_of_range["hr"].to_list() == [30]  # scored as it is, like the service does
