@@ -6,6 +6,7 @@ message and exit with status 1, without a traceback.
 
 from __future__ import annotations
 
+import datetime
 import importlib
 import json
 from pathlib import Path
@@ -198,6 +199,45 @@ def predict(
     )
     if done.quarantine is not None:
         typer.echo(f"{done.rows_quarantined} row(s) could not be scored, with reasons, -> {done.quarantine}")
+
+
+@app.command()
+def monitor(params: Path = PARAMS_OPTION):
+    """Compare the latest prediction-log window with the champion's reference; record the policy's decision."""
+    from evergreen.monitoring.monitor import monitor_once
+
+    try:
+        decision = monitor_once(load_params(params), Path("."))
+    except (ConfigError, EvergreenError) as exc:
+        _fail(str(exc))
+    typer.echo(f"decision: {decision.action}")
+    for reason in decision.reasons:
+        typer.echo(f"  {reason}")
+
+
+@app.command()
+def simulate(
+    params: Path = PARAMS_OPTION,
+    output: Path = typer.Option(None, "--output", help="where summary.json and the plot go"),
+    weeks: int = typer.Option(None, "--weeks", help="replay only this many windows (a quick look)"),
+):
+    """Backtest: replay the bundled history as traffic and compare never, periodic and drift retraining."""
+    from evergreen.config import with_overrides
+    from evergreen.monitoring.simulate import backtest
+
+    try:
+        config = load_params(params)
+        if weeks:
+            end = config.simulate.start + datetime.timedelta(days=weeks * config.simulate.window_days)
+            config = with_overrides(config, {"simulate.end": end.isoformat()})
+        summary = backtest(config, output or Path(config.simulate.output_dir))
+    except (ConfigError, EvergreenError) as exc:
+        _fail(str(exc))
+    for name, run in summary["policies"].items():
+        typer.echo(f"{name:>9}: RMSE {run['rmse']:.2f}, {run['retrains']} retrains, {run['promotions']} promotions")
+    if summary.get("drift_recovers") is not None:
+        typer.echo(f"the drift policy recovers {summary['drift_recovers']:.0%} of the periodic policy's improvement")
+    typer.echo(f"plot: {summary['plot']}")
 
 
 @app.command("check-config")

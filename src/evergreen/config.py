@@ -297,7 +297,7 @@ class PolicyConfig(_Strict):
     feature_threshold: float = Field(0.1, gt=0, description="drift score above which a feature has drifted")
     feature_thresholds: dict[str, float] = Field(default_factory=dict, description="per-feature overrides")
     prediction_drift: bool = Field(False, description="count a drifted prediction distribution as drift")
-    min_rows: int = Field(200, ge=1, description="fewer rows in a window: insufficient data, no decision")
+    min_rows: int = Field(100, ge=1, description="fewer rows in a window: insufficient data, no decision")
     consecutive: int = Field(2, ge=1, description="drifted windows in a row before a retrain (hysteresis)")
     cooldown_hours: float = Field(72, ge=0, description="time between retrains, on the prediction log's clock")
     performance_degradation: float | None = Field(
@@ -316,6 +316,22 @@ class MonitorConfig(_Strict):
     decisions: str = "monitoring/decisions.jsonl"
     max_rows: int = Field(100_000, ge=1000, description="larger windows are sampled down for the drift check")
     policy: PolicyConfig = PolicyConfig()
+
+
+class SimulateConfig(_Strict):
+    """`evergreen simulate`: a replay of the bundled history as production traffic, to compare policies."""
+
+    start: dt.datetime = dt.datetime(2012, 1, 1)  # the first model is trained on everything before this
+    end: dt.datetime | None = None  # replay until here (default: the end of the data)
+    window_days: int = Field(7, ge=1)
+    valid_days: int = Field(14, ge=1, description="each retrain validates on the days just before its test days")
+    test_days: int = Field(14, ge=1, description="... and gates on the most recent days it has labels for")
+    policies: list[Literal["never", "periodic", "drift"]] = Field(
+        default_factory=lambda: ["never", "periodic", "drift"]
+    )
+    # lighter training inside the replay, declared here so the backtest stays minutes, not hours
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    output_dir: str = "monitoring/backtest"
 
 
 # ---------------------------------------------------------------------------------------- orchestration
@@ -367,6 +383,7 @@ class Params(_Strict):
     promote: PromoteConfig = PromoteConfig()
     serve: ServeConfig = ServeConfig()
     monitor: MonitorConfig = MonitorConfig()
+    simulate: SimulateConfig = SimulateConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
 
 
@@ -407,6 +424,25 @@ def parse_params(raw: dict[str, Any], source: str = "params.yaml") -> Params:
         # pydantic reports each failing union branch; keep one line per key path
         lines = list(dict.fromkeys(_format_error(e) for e in exc.errors()))
         raise ConfigError(f"{source} is invalid:\n  " + "\n  ".join(lines)) from None
+
+
+def set_dotted(tree: Any, dotted: str, value: Any) -> None:
+    """Set `a.b.c` in nested mappings; a missing section is a `ConfigError` naming it."""
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for i, key in enumerate(parents):
+        if key not in node:
+            raise ConfigError(f"{'.'.join(parents[: i + 1])}: no such section in params.yaml (override {dotted!r})")
+        node = node[key]
+    node[leaf] = value
+
+
+def with_overrides(params: Params, overrides: dict[str, Any]) -> Params:
+    """A copy of `params` with dotted keys replaced, validated like the file itself."""
+    raw = params.model_dump(mode="json")
+    for dotted, value in overrides.items():
+        set_dotted(raw, dotted, value)
+    return parse_params(raw, source=f"params with overrides {overrides}")
 
 
 def load_params(path: Path | str = DEFAULT_PARAMS) -> Params:

@@ -12,10 +12,12 @@ from pathlib import Path
 
 from prefect import serve
 from prefect.deployments.runner import RunnerDeployment
+from prefect.events import DeploymentEventTrigger
 from prefect.flows import load_flow_from_entrypoint
 from prefect.schedules import Cron
 
 from evergreen.config import DeploymentConfig, OrchestrationConfig
+from evergreen.orchestration.promotion import DRIFT_EVENT, workspace_resource
 
 
 def entrypoint(flow_name: str) -> str:
@@ -28,12 +30,21 @@ def _schedule_kwargs(config: DeploymentConfig) -> dict:
     return {"schedules": schedules, "paused": config.paused}
 
 
-def build_deployments(
-    root: Path, orchestration: OrchestrationConfig, triggers: dict[str, list] | None = None
-) -> tuple[list[RunnerDeployment], list[str]]:
+def drift_trigger(root: Path) -> DeploymentEventTrigger:
+    """Run the retrain deployment when this workspace's monitor reports drift."""
+    return DeploymentEventTrigger(
+        name="retrain on drift",
+        expect={DRIFT_EVENT},
+        match={"prefect.resource.id": workspace_resource(root)["prefect.resource.id"]},
+        parameters={"workspace": str(root), "reason": "drift detected by the monitor flow"},
+    )
+
+
+def build_deployments(root: Path, orchestration: OrchestrationConfig) -> tuple[list[RunnerDeployment], list[str]]:
     """Register work-pool deployments now; return the ones to serve, and a line describing each deployment."""
     served: list[RunnerDeployment] = []
     names: list[str] = []
+    triggers = {"retrain": [drift_trigger(root)]}
     for flow_name, config in orchestration.deployments.items():
         flow = load_flow_from_entrypoint(str(root / entrypoint(flow_name)))
         parameters = {"workspace": str(root), **config.parameters}
@@ -41,7 +52,7 @@ def build_deployments(
             "name": flow_name,
             "parameters": parameters,
             "tags": ["evergreen"],
-            "triggers": (triggers or {}).get(flow_name),
+            "triggers": triggers.get(flow_name),
             **_schedule_kwargs(config),
         }
         if config.work_pool:

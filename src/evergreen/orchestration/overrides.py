@@ -12,17 +12,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
-from evergreen.config import ConfigError, parse_params
-
-
-def _set(tree: Any, dotted: str, value: Any) -> None:
-    *parents, leaf = dotted.split(".")
-    node = tree
-    for i, key in enumerate(parents):
-        if key not in node:
-            raise ConfigError(f"{'.'.join(parents[: i + 1])}: no such section in params.yaml (override {dotted!r})")
-        node = node[key]
-    node[leaf] = value
+from evergreen.config import parse_params, set_dotted
 
 
 def apply_overrides(path: Path, overrides: dict[str, Any]) -> None:
@@ -33,7 +23,7 @@ def apply_overrides(path: Path, overrides: dict[str, Any]) -> None:
     yaml.preserve_quotes = True
     tree = yaml.load(path.read_text())
     for dotted, value in overrides.items():
-        _set(tree, dotted, value)
+        set_dotted(tree, dotted, value)
     buffer = io.StringIO()
     yaml.dump(tree, buffer)
     text = buffer.getvalue()

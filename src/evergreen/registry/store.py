@@ -115,6 +115,12 @@ class Registry:
             _write_atomic(self.root / CHAMPION, version + "\n")
             self._record({"event": "promote", "version": version, "previous": previous, "reason": reason})
 
+    def annotate(self, version: str, fields: dict[str, Any]) -> None:
+        """Add fields to a version's model card (replaced atomically, like everything here)."""
+        with self._lock():
+            card = {**self.card(version), **fields}
+            _write_atomic(self.path(version) / CARD, json.dumps(card, indent=2, default=str) + "\n")
+
     def history(self) -> list[dict[str, Any]]:
         path = self.root / HISTORY
         if not path.exists():

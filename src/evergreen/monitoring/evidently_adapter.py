@@ -1,0 +1,339 @@
+"""The one module that imports Evidently: compute a report, parse it into a `MonitorSummary`, persist it.
+
+Compute, then parse, then persist (STYLE.md, Monitoring): `compute_report` runs one Evidently 0.7 `Report`
+over the champion's reference sample and the current window of the prediction log and returns the typed
+summary with the snapshot; `save_report` writes the snapshot's HTML and JSON, `add_to_workspace` adds it to a
+local Evidently workspace so that `evidently ui --workspace DIR` shows the history. Nothing else in Evergreen
+knows Evidently's API (it changed a lot between 0.4 and 0.7).
+
+What the report holds:
+- data drift of every declared feature (`DataDriftPreset`), with the method pinned per column to Evidently's
+  large-data defaults (Wasserstein distance for numeric columns with more than five values, Jensen-Shannon
+  distance otherwise) and the threshold from `monitor.policy` (`feature_threshold`, overridden per feature by
+  `feature_thresholds`; the key `prediction` overrides the prediction's);
+- prediction drift (`ValueDrift` on the `prediction` column);
+- data quality: missing values per column (`MissingValueCount`); the summary's `null_share` is computed with
+  polars on the whole window;
+- when labels have arrived through feedback, Evidently's `RegressionPreset` or `ClassificationPreset` on the
+  labelled rows (current) against the reference rows (in-sample). Performance per model version is computed
+  here with numpy (Evidently's `GroupBy` returned the ungrouped value for legacy-backed metrics such as RMSE).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import warnings
+from pathlib import Path
+from typing import Any
+
+import filelock
+import numpy as np
+import polars as pl
+from evidently import DataDefinition, Dataset, MulticlassClassification, Regression, Report
+from evidently.core.report import Snapshot
+from evidently.metrics import MissingValueCount, ValueDrift
+from evidently.presets import ClassificationPreset, DataDriftPreset, RegressionPreset
+from evidently.sdk.models import PanelMetric
+from evidently.sdk.panels import line_plot_panel
+from evidently.ui.workspace import Workspace
+from sklearn import metrics as skm
+
+from evergreen.config import Column, DataConfig, MonitorConfig
+from evergreen.data.schema import EVENT_TIME
+from evergreen.model.metrics import regression_metrics
+from evergreen.monitoring.summary import ColumnDrift, MonitorSummary, Performance
+
+PREDICTION = "prediction"
+LABEL = "label"
+VERSION = "model_version"
+TIME = "time"
+# columns the prediction log adds to the features (evergreen.serving.log.read_log): never "unexpected"
+LOG_METADATA = frozenset({"request_id", "row", TIME, VERSION, PREDICTION, "probabilities", LABEL, "label_time", "seq"})
+_VALUE_DRIFT = "evidently:metric_v2:ValueDrift"
+_DRIFTED_COUNT = "evidently:metric_v2:DriftedColumnsCount"
+_MAX_CATEGORICAL_NUMERIC = 5  # Evidently treats numeric columns with this many values or fewer as categorical
+
+
+# ------------------------------------------------------------------------------------------------ compute
+def compute_report(
+    reference: pl.DataFrame,
+    current: pl.DataFrame,
+    data: DataConfig,
+    config: MonitorConfig,
+    champion: str | None = None,
+    reference_metrics: dict[str, Any] | None = None,
+    seed: int = 0,
+) -> tuple[MonitorSummary, Snapshot | None]:
+    """Compare the current window of the prediction log with the champion's reference sample.
+
+    `reference` is the registry's `reference.parquet` (clean layout plus `prediction`); `current` is a window
+    of `read_log` (features plus request metadata, `label` null until feedback). Windows (and references)
+    longer than `config.max_rows` are sampled with `seed` before the drift check. Declared features absent
+    from the window, or without a single value in it, are listed in `missing_columns` and not judged.
+    An empty window gives a summary with `rows=0` and no snapshot.
+    """
+    features = [c for c in data.features if _judgeable(c.name, reference, current)]
+    missing = [c.name for c in data.features if c not in features]
+    known = set(data.names) | LOG_METADATA | {EVENT_TIME}
+    summary_base = {
+        "rows": current.height,
+        "reference_rows": reference.height,
+        **_window_bounds(current),
+        "champion": champion,
+        "missing_columns": missing,
+        "unexpected_columns": [c for c in current.columns if c not in known],
+        "null_share": _null_share(current, [c.name for c in data.features if c.name in current.columns]),
+        "performance": _performance(current, data.task),
+        "reference_metrics": _floats(reference_metrics or {}),
+    }
+    if current.height == 0 or not features:
+        return MonitorSummary(**summary_base), None
+
+    ref, cur = _sample(reference, config.max_rows, seed), _sample(current, config.max_rows, seed)
+    target = data.target.name
+    labelled = LABEL in cur.columns and cur[LABEL].null_count() < cur.height and target in ref.columns
+    has_prediction = PREDICTION in ref.columns and PREDICTION in cur.columns
+    cur = cur.rename({LABEL: target}) if labelled else cur
+    columns = [c.name for c in features] + ([PREDICTION] if has_prediction else []) + ([target] if labelled else [])
+    definition = _definition(features, data, has_prediction, labelled)
+    ref_pd = _to_pandas(ref, columns, features, data)
+    cur_pd = _to_pandas(cur, columns, features, data)
+
+    methods = {c.name: _method(c.name, c.kind == "numeric", ref, cur) for c in features}
+    policy = config.policy
+    thresholds = {c.name: policy.feature_thresholds.get(c.name, policy.feature_threshold) for c in features}
+    metrics: list[Any] = [
+        DataDriftPreset(
+            columns=[c.name for c in features],
+            per_column_method=methods,
+            per_column_threshold=thresholds,
+            drift_share=policy.drift_share,
+        )
+    ]
+    if has_prediction:
+        metrics.append(
+            ValueDrift(
+                column=PREDICTION,
+                method=_method(PREDICTION, data.task == "regression", ref, cur),
+                threshold=policy.feature_thresholds.get(PREDICTION, policy.feature_threshold),
+            )
+        )
+    metrics += [MissingValueCount(column=name) for name in columns if name != target]
+    if labelled and has_prediction:
+        metrics.append(RegressionPreset() if data.task == "regression" else ClassificationPreset())
+
+    window = summary_base["window_end"]
+    report = Report(
+        metrics,
+        metadata={"champion": champion or "", "task": data.task, "rows": str(current.height)},
+        tags=[champion] if champion else [],
+        include_tests=True,  # the ValueDrift tests carry Evidently's drift decision per column
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sklearn/scipy chatter on small groups; results are parsed below
+        snapshot = report.run(
+            Dataset.from_pandas(cur_pd, data_definition=definition),
+            Dataset.from_pandas(ref_pd, data_definition=definition),
+            timestamp=_naive_utc(window) if window else None,
+        )
+    drifts = parse_drift(snapshot)
+    summary = MonitorSummary(
+        **summary_base,
+        features=[drifts[c.name] for c in features if c.name in drifts],
+        prediction=drifts.get(PREDICTION) if has_prediction else None,
+    )
+    return summary, snapshot
+
+
+def _judgeable(name: str, reference: pl.DataFrame, current: pl.DataFrame) -> bool:
+    """A feature can be judged when both frames hold it with at least one value."""
+    return all(name in f.columns and f.height > f[name].null_count() for f in (reference, current))
+
+
+def _window_bounds(current: pl.DataFrame) -> dict[str, str | None]:
+    if TIME not in current.columns or current.height == 0:
+        return {"window_start": None, "window_end": None}
+    start, end = current[TIME].min(), current[TIME].max()
+    return {"window_start": _iso(start), "window_end": _iso(end)}
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if isinstance(value, dt.datetime | dt.date) else None
+
+
+def _naive_utc(iso: str) -> dt.datetime:
+    when = dt.datetime.fromisoformat(iso)
+    return when.astimezone(dt.UTC).replace(tzinfo=None) if when.tzinfo else when
+
+
+def _null_share(frame: pl.DataFrame, columns: list[str]) -> dict[str, float]:
+    """Share of missing values (null, or NaN in float columns) per column, over the whole window."""
+    columns = [*columns, *([PREDICTION] if PREDICTION in frame.columns else [])]
+    if frame.height == 0:
+        return {c: 0.0 for c in columns}
+
+    def missing(name: str) -> pl.Expr:
+        col = pl.col(name)
+        return (col.is_null() | col.is_nan()) if frame.schema[name].is_float() else col.is_null()
+
+    row = frame.select(missing(c).mean().alias(c) for c in columns).row(0, named=True)
+    return {c: float(v) for c, v in row.items()}
+
+
+def _floats(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def _sample(frame: pl.DataFrame, max_rows: int, seed: int) -> pl.DataFrame:
+    """At most `max_rows` rows, drawn without replacement (seeded): enough to estimate a distance well."""
+    return frame.sample(n=max_rows, seed=seed) if frame.height > max_rows else frame
+
+
+def _method(name: str, numeric: bool, reference: pl.DataFrame, current: pl.DataFrame) -> str:
+    """Evidently's default on large data, pinned so that small windows keep the same method and threshold.
+
+    (On 1,000 reference rows or fewer Evidently would switch to p-value tests, whose threshold means the
+    opposite: a feature threshold of 0.1 has to mean the same thing in every run.)
+    """
+    if not numeric:
+        return "jensenshannon"
+    values = pl.concat([f[name].cast(pl.Float64) for f in (reference, current)])
+    return "wasserstein" if values.drop_nulls().n_unique() > _MAX_CATEGORICAL_NUMERIC else "jensenshannon"
+
+
+def _definition(features: list[Column], data: DataConfig, prediction: bool, labelled: bool) -> DataDefinition:
+    numeric = [c.name for c in features if c.kind == "numeric"]
+    categorical = [c.name for c in features if c.kind != "numeric"]
+    outcome = ([PREDICTION] if prediction else []) + ([data.target.name] if labelled else [])
+    if data.task == "regression":
+        numeric += outcome
+    else:
+        categorical += outcome
+    tasks: dict[str, Any] = {}
+    if labelled and prediction:
+        target = data.target.name
+        if data.task == "regression":
+            tasks["regression"] = [Regression(target=target, prediction=PREDICTION)]
+        else:
+            tasks["classification"] = [MulticlassClassification(target=target, prediction_labels=PREDICTION)]
+    return DataDefinition(numerical_columns=numeric, categorical_columns=categorical, **tasks)
+
+
+def _to_pandas(frame: pl.DataFrame, columns: list[str], features: list[Column], data: DataConfig) -> Any:
+    """The columns Evidently needs, numeric as float and categorical as text, so both frames agree on types
+    (a categorical int column with nulls would otherwise turn float in one frame and stay int in the other)."""
+    kinds = {c.name: c.kind for c in features}
+    outcome_numeric = data.task == "regression"
+
+    def cast(name: str) -> pl.Expr:
+        numeric = kinds[name] == "numeric" if name in kinds else outcome_numeric
+        return pl.col(name).cast(pl.Float64 if numeric else pl.String)
+
+    return frame.select(cast(c) for c in columns).to_pandas()
+
+
+def _performance(current: pl.DataFrame, task: str) -> list[Performance]:
+    """Quality of each model version on the labelled rows of the whole window (not the drift sample)."""
+    if not {LABEL, PREDICTION, VERSION} <= set(current.columns):
+        return []
+    rows = current.filter(pl.col(LABEL).is_not_null() & pl.col(PREDICTION).is_not_null())
+    out = []
+    for (version,), group in sorted(rows.group_by(VERSION), key=lambda g: str(g[0][0])):
+        if task == "regression":
+            actual, predicted = group[LABEL].cast(pl.Float64), group[PREDICTION].cast(pl.Float64)
+            metrics = regression_metrics(actual.to_numpy(), predicted.to_numpy())
+        else:
+            actual_s, predicted_s = group[LABEL].cast(pl.String), group[PREDICTION].cast(pl.String)
+            metrics = {
+                "accuracy": float(skm.accuracy_score(actual_s, predicted_s)),
+                "f1_macro": float(skm.f1_score(actual_s, predicted_s, average="macro", zero_division=0)),
+            }
+        metrics = {k: v for k, v in metrics.items() if not np.isnan(v)}  # r2 of a single row is undefined
+        out.append(Performance(model_version=str(version), rows=group.height, metrics=metrics))
+    return out
+
+
+# -------------------------------------------------------------------------------------------------- parse
+def parse_drift(snapshot: Snapshot) -> dict[str, ColumnDrift]:
+    """Per-column drift from a snapshot's `ValueDrift` results: method, score, threshold and Evidently's
+    own decision (its drift test failed)."""
+    result = snapshot.dict()
+    failed = {
+        t["metric_config"]["metric_id"]: t["status"] == "FAIL"
+        for t in result["tests"]
+        if t.get("metric_config", {}).get("params", {}).get("type") == _VALUE_DRIFT
+    }
+    drifts = {}
+    for metric in result["metrics"]:
+        config = metric.get("config", {})
+        if config.get("type") != _VALUE_DRIFT:
+            continue
+        score, threshold = float(metric["value"]), float(config["threshold"])
+        drifts[config["column"]] = ColumnDrift(
+            column=config["column"],
+            method=str(config["method"]),
+            score=score,
+            threshold=threshold,
+            drifted=failed.get(metric["id"], score >= threshold),
+        )
+    return drifts
+
+
+# ------------------------------------------------------------------------------------------------ persist
+def save_report(snapshot: Snapshot, html_path: Path | str, json_path: Path | str) -> None:
+    """Write the report as a standalone HTML page and as Evidently's JSON (metrics and tests)."""
+    for path in (Path(html_path), Path(json_path)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    snapshot.save_html(str(html_path))  # Evidently writes only when given a str
+    snapshot.save_json(str(json_path))
+
+
+def add_to_workspace(snapshot: Snapshot, workspace_dir: Path | str, project_name: str) -> str:
+    """Add the snapshot to the project named `project_name` in a local workspace; return the snapshot id.
+
+    The project (with a dashboard of drift and quality over time) is created on first use and found by name
+    afterwards; a file lock keeps two monitor runs from creating it twice.
+    """
+    root = Path(workspace_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    workspace = Workspace.create(str(root))
+    with filelock.FileLock(str(root / ".evergreen.lock")):
+        found = workspace.search_project(project_name)
+        if found:
+            project = found[0]
+        else:
+            project = workspace.create_project(project_name, description="Evergreen: the champion's monitoring")
+            _add_panels(project, snapshot)
+    return str(workspace.add_run(project.id, snapshot).id)
+
+
+def list_snapshots(workspace_dir: Path | str, project_name: str) -> list[str]:
+    """Ids of the snapshots the project holds (empty when the project does not exist)."""
+    workspace = Workspace.create(str(workspace_dir))
+    found = workspace.search_project(project_name)
+    return [str(s) for s in workspace.list_runs(found[0].id)] if found else []
+
+
+def _add_panels(project: Any, snapshot: Snapshot) -> None:
+    columns = [c for c in parse_drift(snapshot) if c != PREDICTION]
+    task = snapshot.report.metadata.get("task", "regression")
+    quality = ("RMSE", "rmse") if task == "regression" else ("Accuracy", "accuracy")
+    panels = [
+        line_plot_panel(
+            "Share of drifted features",
+            [PanelMetric(legend="share", metric=_DRIFTED_COUNT, metric_labels={"value_type": "share"})],
+            size="half",
+        ),
+        line_plot_panel(
+            "Prediction drift",
+            [PanelMetric(legend=PREDICTION, metric=_VALUE_DRIFT, metric_labels={"column": PREDICTION})],
+            size="half",
+        ),
+        line_plot_panel(
+            "Feature drift scores",
+            [PanelMetric(legend=c, metric=_VALUE_DRIFT, metric_labels={"column": c}) for c in columns],
+        ),
+        line_plot_panel(f"{quality[0]} on labelled predictions", [PanelMetric(legend=quality[1], metric=quality[0])]),
+    ]
+    for panel in panels:
+        project.dashboard.add_panel(panel)

@@ -1,0 +1,63 @@
+"""Labelled feedback from the prediction log, landed as a new batch for the next `ingest`.
+
+A labelled prediction is a training row: its logged features, id and timestamp, with the label as the target.
+Rows are landed once: the log's label times after the last landing (kept in a small state file) select them.
+Rows that cannot become training rows (no id, where the data declares one) are counted, never silently lost.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from evergreen.config import DataConfig
+from evergreen.data import io
+
+
+@dataclass(frozen=True)
+class FeedbackBatch:
+    rows: pl.DataFrame  # in the declared layout, ready for the landing folder
+    without_id: int  # labelled rows that could not be landed because their id was not sent
+    landed_until: str | None  # the newest label time in this batch
+
+
+def feedback_batch(log: pl.DataFrame, data: DataConfig, after: str | None) -> FeedbackBatch:
+    """The labelled log rows whose label arrived after `after`, as rows of the declared dataset."""
+    labelled = log.filter(pl.col("label").is_not_null())
+    if after is not None:
+        labelled = labelled.filter(pl.col("label_time") > dt.datetime.fromisoformat(after))
+    without_id = 0
+    if data.id_column is not None:
+        has_id = pl.col(data.id_column.name).is_not_null() if data.id_column.name in labelled.columns else pl.lit(False)
+        without_id = labelled.filter(~has_id).height
+        labelled = labelled.filter(has_id)
+    columns = []
+    for column in data.columns:
+        if column.role == "target":
+            columns.append(pl.col("label").alias(column.name))
+        elif column.name in labelled.columns:
+            columns.append(pl.col(column.name))
+        else:
+            columns.append(pl.lit(None).alias(column.name))  # e.g. ignored columns the service never sees
+    rows = labelled.select(columns).with_columns(pl.all().cast(pl.String))
+    newest = labelled["label_time"].max() if labelled.height else None
+    return FeedbackBatch(rows, without_id, newest.isoformat() if newest is not None else None)
+
+
+def land_feedback(
+    log: pl.DataFrame, data: DataConfig, incoming: Path, state: Path
+) -> tuple[Path | None, FeedbackBatch]:
+    """Write the new labelled rows to `incoming/feedback-<time>.parquet` and remember how far we got."""
+    after = json.loads(state.read_text())["landed_until"] if state.exists() else None
+    batch = feedback_batch(log, data, after)
+    if batch.rows.height == 0:
+        return None, batch
+    stamp = batch.landed_until.replace(":", "").replace("-", "").replace("+", "_")
+    target = incoming / f"feedback-{stamp}.parquet"
+    io.write_parquet(batch.rows, target)
+    io.write_json({"landed_until": batch.landed_until, "file": str(target)}, state)
+    return target, batch

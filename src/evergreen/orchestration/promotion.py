@@ -1,0 +1,68 @@
+"""After a retrain: record the outcome, and make a promoted champion rebuildable from git plus DVC.
+
+When the workspace is a git repository, a promotion commits `dvc.lock`, `data/incoming.dvc` and `params.yaml`
+(only those paths) and pushes the data to the DVC remote, so `git checkout <commit> && dvc pull && dvc repro`
+rebuilds that champion. The commit is written into the version's model card.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from evergreen.errors import EvergreenError
+from evergreen.registry.store import Registry
+
+DRIFT_EVENT = "evergreen.drift.detected"
+COMMITTED_PATHS = ("dvc.lock", "data/incoming.dvc", "params.yaml")
+
+
+def workspace_resource(root: Path) -> dict[str, str]:
+    """The Prefect event resource naming one workspace, so a trigger reacts to its own workspace only."""
+    return {"prefect.resource.id": f"evergreen.workspace.{root.resolve()}", "prefect.resource.name": root.name}
+
+
+def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+
+
+def is_git_repository(root: Path) -> bool:
+    return _git(root, "rev-parse", "--is-inside-work-tree").stdout.strip() == "true"
+
+
+def commit_promotion(root: Path, version: str, reasons: list[str]) -> str | None:
+    """Commit the files that pin this champion's data and params; returns the commit, or None outside git."""
+    if not is_git_repository(root):
+        return None
+    paths = [p for p in COMMITTED_PATHS if (root / p).exists()]
+    _git(root, "add", "--", *paths)
+    message = f"evergreen: promote {version}\n\n" + "\n".join(f"- {reason}" for reason in reasons)
+    done = _git(root, "commit", "-m", message, "--", *paths)
+    if done.returncode != 0 and "nothing to commit" not in done.stdout + done.stderr:
+        raise EvergreenError(f"git commit of the promotion failed: {(done.stderr or done.stdout).strip()}")
+    return _git(root, "rev-parse", "HEAD").stdout.strip()
+
+
+def push_data(root: Path) -> str:
+    """`dvc push` to the default remote, when one is configured; returns what happened."""
+    dvc = str(Path(sys.executable).parent / "dvc")
+    remote = subprocess.run([dvc, "remote", "default"], cwd=root, capture_output=True, text=True)
+    if remote.returncode != 0 or not remote.stdout.strip():
+        return "no DVC remote configured: data not pushed"
+    done = subprocess.run([dvc, "push"], cwd=root, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise EvergreenError(f"dvc push failed: {(done.stderr or done.stdout).strip()}")
+    return f"pushed to DVC remote {remote.stdout.strip()}"
+
+
+def promotion_outcome(root: Path, metrics_path: str = "metrics/promotion.json") -> dict[str, Any]:
+    path = root / metrics_path
+    return json.loads(path.read_text()) if path.exists() else {"promoted": False, "reasons": ["no promotion ran"]}
+
+
+def record_commit(registry: Registry, version: str, commit: str | None, pushed: str) -> None:
+    """Write the commit that pins this champion into its model card."""
+    registry.annotate(version, {"git_commit": commit, "data_push": pushed})
