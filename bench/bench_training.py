@@ -29,6 +29,7 @@ What it does, in one process on the CPU:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -132,6 +133,14 @@ def _fit(params: Params, prep: Any, batches: Batches, steps: int, epochs: int, v
     return {"epoch_seconds": seconds, "train_losses": losses, "valid_rmse": rmse, "rows_per_epoch": rows}
 
 
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def _iterate_only(batches: Batches) -> float:
     started = time.perf_counter()
     for _ in batches():
@@ -191,7 +200,7 @@ def main() -> None:
     results: dict[str, Any] = {
         "machine": {
             "cpus": os.cpu_count(),
-            "cpu": platform.processor() or platform.machine(),
+            "cpu": _cpu_model(),
             "python": platform.python_version(),
             "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(),

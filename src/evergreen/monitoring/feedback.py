@@ -16,6 +16,7 @@ import polars as pl
 
 from evergreen.config import DataConfig
 from evergreen.data import io
+from evergreen.data.schema import polars_type
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,8 @@ def feedback_batch(log: pl.DataFrame, data: DataConfig, after: str | None) -> Fe
     columns = []
     for column in data.columns:
         if column.role == "target":
-            columns.append(pl.col("label").alias(column.name))
+            # the log keeps labels as numbers; land them in the target's declared type ("48", not "48.0")
+            columns.append(pl.col("label").cast(polars_type(column)).alias(column.name))
         elif column.name in labelled.columns:
             columns.append(pl.col(column.name))
         else:

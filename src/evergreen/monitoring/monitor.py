@@ -45,12 +45,12 @@ def monitor_once(params: Params, root: Path, now: dt.datetime | None = None, sav
 
     stamp = now.strftime("%Y%m%dT%H%M%S")
     reports = root / cfg.reports_dir
-    if save_reports:
+    if save_reports and snapshot is not None:  # an empty window has nothing to report
         save_report(snapshot, reports / f"{stamp}.html", reports / f"{stamp}.json")
         add_to_workspace(snapshot, root / cfg.workspace, cfg.project)
 
     decisions = root / cfg.decisions
     decision = decide(summary, read_history(decisions), cfg.policy, now=now.isoformat())
-    report = str(Path(cfg.reports_dir) / f"{stamp}.html") if save_reports else None
+    report = str(Path(cfg.reports_dir) / f"{stamp}.html") if save_reports and snapshot is not None else None
     append_entry(decisions, {**decision.to_dict(), "report": report})
     return decision
