@@ -386,6 +386,17 @@ class Params(_Strict):
     simulate: SimulateConfig = SimulateConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
 
+    @model_validator(mode="after")
+    def _check(self) -> Params:
+        known = {c.name for c in self.data.features} | {"prediction"}
+        typos = sorted(set(self.monitor.policy.feature_thresholds) - known)
+        if typos:
+            raise ValueError(
+                f"monitor.policy.feature_thresholds names {', '.join(typos)}, which is not a feature "
+                f"(features: {', '.join(sorted(known))})"
+            )
+        return self
+
 
 def _format_loc(loc: tuple[Any, ...]) -> str:
     out = ""

@@ -79,3 +79,9 @@ def test_params_file_that_is_not_a_mapping(tmp_path: Path):
 def test_kind_defaults_from_type(tiny):
     kinds = {c.name: c.kind for c in tiny.data.columns}
     assert kinds["temp"] == "numeric" and kinds["day"] == "categorical" and kinds["hr"] == "categorical"
+
+
+def test_feature_threshold_for_an_unknown_feature_is_rejected(tiny_raw):
+    tiny_raw["monitor"] = {"policy": {"feature_thresholds": {"tmep": 0.2}}}
+    with pytest.raises(ConfigError, match="feature_thresholds names tmep, which is not a feature"):
+        parse_params(tiny_raw)

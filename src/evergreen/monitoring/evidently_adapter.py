@@ -29,7 +29,7 @@ from typing import Any
 import filelock
 import numpy as np
 import polars as pl
-from evidently import DataDefinition, Dataset, MulticlassClassification, Regression, Report
+from evidently import BinaryClassification, DataDefinition, Dataset, MulticlassClassification, Regression, Report
 from evidently.core.report import Snapshot
 from evidently.metrics import MissingValueCount, ValueDrift
 from evidently.presets import ClassificationPreset, DataDriftPreset, RegressionPreset
@@ -92,12 +92,13 @@ def compute_report(
     ref, cur = _sample(reference, config.max_rows, seed), _sample(current, config.max_rows, seed)
     target = data.target.name
     labelled = LABEL in cur.columns and cur[LABEL].null_count() < cur.height and target in ref.columns
-    has_prediction = PREDICTION in ref.columns and PREDICTION in cur.columns
+    has_prediction = _judgeable(PREDICTION, ref, cur)
     cur = cur.rename({LABEL: target}) if labelled else cur
     columns = [c.name for c in features] + ([PREDICTION] if has_prediction else []) + ([target] if labelled else [])
-    definition = _definition(features, data, has_prediction, labelled)
     ref_pd = _to_pandas(ref, columns, features, data)
     cur_pd = _to_pandas(cur, columns, features, data)
+    classes = _classes(data, ref_pd, cur_pd) if labelled and data.task == "classification" else []
+    definition = _definition(features, data, has_prediction, labelled, classes)
 
     methods = {c.name: _method(c.name, c.kind == "numeric", ref, cur) for c in features}
     policy = config.policy
@@ -201,7 +202,18 @@ def _method(name: str, numeric: bool, reference: pl.DataFrame, current: pl.DataF
     return "wasserstein" if values.drop_nulls().n_unique() > _MAX_CATEGORICAL_NUMERIC else "jensenshannon"
 
 
-def _definition(features: list[Column], data: DataConfig, prediction: bool, labelled: bool) -> DataDefinition:
+def _classes(data: DataConfig, reference: Any, current: Any) -> list[str]:
+    """The class labels as text (how `_to_pandas` passes them), declared order first."""
+    declared = [str(v).lower() if isinstance(v, bool) else str(v) for v in data.target.allowed or []]
+    target = data.target.name
+    seen = set(reference[target].dropna()) | set(current[target].dropna())
+    seen |= set(reference[PREDICTION].dropna()) | set(current[PREDICTION].dropna())
+    return declared + sorted(seen - set(declared))
+
+
+def _definition(
+    features: list[Column], data: DataConfig, prediction: bool, labelled: bool, classes: list[str]
+) -> DataDefinition:
     numeric = [c.name for c in features if c.kind == "numeric"]
     categorical = [c.name for c in features if c.kind != "numeric"]
     outcome = ([PREDICTION] if prediction else []) + ([data.target.name] if labelled else [])
@@ -215,7 +227,13 @@ def _definition(features: list[Column], data: DataConfig, prediction: bool, labe
         if data.task == "regression":
             tasks["regression"] = [Regression(target=target, prediction=PREDICTION)]
         else:
-            tasks["classification"] = [MulticlassClassification(target=target, prediction_labels=PREDICTION)]
+            # two classes are binary for Evidently, which then needs the positive one: the last declared
+            task = (
+                BinaryClassification(target=target, prediction_labels=PREDICTION, pos_label=classes[-1])
+                if len(classes) == 2
+                else MulticlassClassification(target=target, prediction_labels=PREDICTION)
+            )
+            tasks["classification"] = [task]
     return DataDefinition(numerical_columns=numeric, categorical_columns=categorical, **tasks)
 
 

@@ -39,7 +39,9 @@ def monitor_once(params: Params, root: Path, now: dt.datetime | None = None, sav
     reference = pl.read_parquet(reference_path)
     reference_metrics = registry.card(champion).get("metrics", {}).get("model", {})
 
-    log = read_log(root / params.serve.log_path, data=params.data)
+    # let SQLite narrow the log to the window first; select_window then applies the exact bounds
+    since = now - dt.timedelta(hours=cfg.window.last_hours) if cfg.window.last_hours else None
+    log = read_log(root / params.serve.log_path, last_rows=cfg.window.last_rows, since=since, data=params.data)
     current = select_window(log, cfg.window, now)
     summary, snapshot = compute_report(reference, current, params.data, cfg, champion, reference_metrics)
 

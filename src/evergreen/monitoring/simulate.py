@@ -46,6 +46,7 @@ from evergreen.validation.suites import write_suites
 STAGES = ("ingest", "validate_raw", "clean", "validate_clean", "split", "train", "evaluate", "export", "promote")
 FEEDBACK_STATE = "monitoring/feedback_state.json"
 LOG = "monitoring/predictions.db"
+LOG_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # as `serving.log.utc_now` writes it
 
 
 @dataclass
@@ -163,7 +164,7 @@ def serve_window(workspace: Path, params: Params, rows: pl.DataFrame) -> tuple[s
         for day in days:
             request_id = f"sim-{day[EVENT_TIME][0].isoformat()}"
             records = day.select(annotate).to_dicts()
-            time = day[EVENT_TIME].max().isoformat() + "Z"
+            time = day[EVENT_TIME].max().strftime(LOG_TIME_FORMAT)  # the replayed clock, in the log's format
             log.write(log_rows(request_id, time, model.version, records, predictions[offset : offset + day.height]))
             log.attach_labels(request_id, day[target].to_list())
             offset += day.height

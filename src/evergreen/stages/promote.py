@@ -19,7 +19,7 @@ from evergreen.data import io, paths
 from evergreen.data.schema import EVENT_TIME
 from evergreen.registry.gate import PRIMARY, compare, decide, per_row_loss
 from evergreen.registry.store import Registry
-from evergreen.serving.model import ServingModel, load_version, predict
+from evergreen.serving.model import ServingModel, load_version, predict, predicted_labels
 from evergreen.stages.export import code_version
 
 
@@ -32,9 +32,8 @@ def reference_sample(train: pl.DataFrame, model: ServingModel, rows: int, seed: 
     sample = train.sample(n=min(rows, train.height), seed=seed, shuffle=True)
     if EVENT_TIME in sample.columns:
         sample = sample.sort(EVENT_TIME)
-    output = predict(model, sample)
-    prediction = output if model.task == "regression" else output.argmax(axis=1)
-    return sample.with_columns(pl.Series("prediction", prediction))
+    # the same form the prediction log keeps: values (regression) or class labels (classification)
+    return sample.with_columns(pl.Series("prediction", predicted_labels(model, predict(model, sample))))
 
 
 def _same_graph(a: Path, b: Path) -> bool:
