@@ -13,6 +13,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 
 from evergreen.config import load_params
+from evergreen.errors import EvergreenError
 from evergreen.monitoring.feedback import land_feedback
 from evergreen.monitoring.policy import append_entry
 from evergreen.orchestration.dag import WorkspaceBusy, workspace_lock
@@ -67,8 +68,12 @@ def retrain(workspace: str = ".", reason: str = "scheduled") -> dict[str, str]:
                 "reasons": promotion.get("reasons", []),
             }
             if promotion["promoted"]:
-                commit = commit_promotion(root, promotion["version"], promotion.get("reasons", []))
-                pushed = push_data(root)
+                try:
+                    commit = commit_promotion(root, promotion["version"], promotion.get("reasons", []))
+                    pushed = push_data(root)
+                except EvergreenError as exc:
+                    logger.warning("promoted %s, but it is not pinned in git/DVC: %s", promotion["version"], exc)
+                    commit, pushed = None, f"not pushed: {exc}"
                 record_commit(Registry(root / params.promote.registry_dir), promotion["version"], commit, pushed)
                 result |= {"git_commit": commit, "data_push": pushed}
                 logger.info("promoted %s (commit %s; %s)", promotion["version"], commit, pushed)

@@ -17,6 +17,12 @@ from evergreen.errors import EvergreenError
 from evergreen.registry.store import Registry
 
 DRIFT_EVENT = "evergreen.drift.detected"
+
+
+class PromotionNotCommitted(EvergreenError):
+    """The champion changed, but git could not record it (e.g. no git identity configured)."""
+
+
 COMMITTED_PATHS = ("dvc.lock", "data/incoming.dvc", "params.yaml")
 
 
@@ -42,7 +48,8 @@ def commit_promotion(root: Path, version: str, reasons: list[str]) -> str | None
     message = f"evergreen: promote {version}\n\n" + "\n".join(f"- {reason}" for reason in reasons)
     done = _git(root, "commit", "-m", message, "--", *paths)
     if done.returncode != 0 and "nothing to commit" not in done.stdout + done.stderr:
-        raise EvergreenError(f"git commit of the promotion failed: {(done.stderr or done.stdout).strip()}")
+        # the model is promoted already; a commit that cannot be made is reported, not a reason to fail
+        raise PromotionNotCommitted(f"git commit of the promotion failed: {(done.stderr or done.stdout).strip()}")
     return _git(root, "rev-parse", "HEAD").stdout.strip()
 
 
