@@ -33,7 +33,6 @@ import json
 import math
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -44,6 +43,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests.e2e.workspace import copy_project  # noqa: E402
+
 PARAMS = ROOT / "params.yaml"
 STEPS = ("ingest", "validate_raw", "clean", "validate_clean", "split")
 BIN = str(Path(sys.executable).parent)  # where `evergreen` and `dvc` are installed
@@ -525,35 +527,13 @@ def _spawn(step: str, work: Path, opts: argparse.Namespace) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------ no-op dvc repro
 def _env() -> dict[str, str]:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    return env | {
-        "GIT_AUTHOR_NAME": "bench",
-        "GIT_AUTHOR_EMAIL": "bench@evergreen.invalid",
-        "GIT_COMMITTER_NAME": "bench",
-        "GIT_COMMITTER_EMAIL": "bench@evergreen.invalid",
-    }
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
 def measure_noop_repro(scratch: Path, repeats: int) -> dict[str, Any]:
     """Build `split` once in a throwaway git + DVC copy of the project, then time `dvc repro split` again."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.splitlines()
-    dest = scratch / "project"
-    for name in listed:
-        if not (ROOT / name).is_file() or name.startswith("bench/"):
-            continue
-        target = dest / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / name, target)
-    (dest / "data" / "incoming").mkdir(parents=True, exist_ok=True)
+    dest = copy_project(scratch / "project")
     env = _env()
-    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "copy"]):
-        subprocess.run(["git", *args], cwd=dest, check=True, env=env, capture_output=True)
 
     def repro() -> tuple[float, str]:
         started = time.perf_counter()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -11,48 +10,22 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from .workspace import GIT_IDENTITY, copy_project
+
 BIN = str(Path(sys.executable).parent)  # where `evergreen` and `dvc` are installed
-
-
-def _project_files() -> list[str]:
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.splitlines()
-    return [f for f in listed if (ROOT / f).is_file() and not f.startswith(("tests/", "bench/"))]
 
 
 Runner = Callable[..., subprocess.CompletedProcess]
 
 
 def _env() -> dict[str, str]:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    env.update(
-        GIT_AUTHOR_NAME="evergreen-test",
-        GIT_AUTHOR_EMAIL="test@evergreen.invalid",
-        GIT_COMMITTER_NAME="evergreen-test",
-        GIT_COMMITTER_EMAIL="test@evergreen.invalid",
-    )
-    return env
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **GIT_IDENTITY}
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A fresh copy of the project's tracked files, committed in a new git repository."""
-    dest = tmp_path / "project"
-    for name in _project_files():
-        target = dest / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / name, target)
-        target.chmod(0o644 | (target.stat().st_mode & 0o111))
-    (dest / "data" / "incoming").mkdir(parents=True, exist_ok=True)
-    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "copy"]):
-        subprocess.run(["git", *args], cwd=dest, check=True, env=_env())
-    return dest
+    return copy_project(tmp_path / "project")
 
 
 @pytest.fixture
@@ -73,3 +46,14 @@ def run(project: Path) -> Runner:
 def ran_stages(output: str) -> list[str]:
     """The stages `dvc repro` actually ran, in order, read off its output."""
     return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")]
+
+
+# light training for tests about the lifecycle, not the model: a few epochs, one ensemble member
+FAST_TRAINING = {
+    "train.epochs": 4,
+    "train.patience": 4,
+    "model.ensemble": 1,
+    "model.hidden": [64, 64],
+    # a few epochs do not beat gradient boosting; the baseline check has its own unit tests
+    "promote.baseline": "mean",
+}

@@ -23,23 +23,15 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from evergreen.orchestration.overrides import apply_overrides
 
+from .conftest import FAST_TRAINING
 from .prefect_harness import BIN, background, free_port, prefect_env, prefect_server
 from .test_prefect import _wait_for_deployment, _wait_until_serving
+from .workspace import GIT_IDENTITY
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-GIT_IDENTITY = {
-    "GIT_AUTHOR_NAME": "evergreen-test",
-    "GIT_AUTHOR_EMAIL": "test@evergreen.invalid",
-    "GIT_COMMITTER_NAME": "evergreen-test",
-    "GIT_COMMITTER_EMAIL": "test@evergreen.invalid",
-}
 
 FAST = {
-    "train.epochs": 4,
-    "train.patience": 4,
-    "model.ensemble": 1,
-    "model.hidden": [64, 64],
-    "promote.baseline": "mean",
+    **FAST_TRAINING,
     "promote.champion_margin": 0.5,  # the loop is under test here; the gate's margins have their own tests
     "monitor.policy.drift_share": 0.2,
     "monitor.policy.consecutive": 1,

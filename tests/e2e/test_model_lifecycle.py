@@ -11,18 +11,9 @@ import pytest
 
 from evergreen.orchestration.overrides import apply_overrides
 
-from .conftest import ran_stages
+from .conftest import FAST_TRAINING, ran_stages
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-FAST = {
-    "train.epochs": 4,
-    "train.patience": 4,
-    "model.ensemble": 1,
-    "model.hidden": [64, 64],
-    # a few epochs do not beat gradient boosting; the baseline check is exercised in unit tests
-    "promote.baseline": "mean",
-}
 
 
 def _promotion(project):
@@ -30,7 +21,7 @@ def _promotion(project):
 
 
 def test_gate_registry_and_rollback(project, run):
-    apply_overrides(project / "params.yaml", FAST)
+    apply_overrides(project / "params.yaml", FAST_TRAINING)
     stages = ran_stages(run("dvc", "repro").stdout)
     assert stages[-4:] == ["train", "evaluate", "export", "promote"]
     first = _promotion(project)

@@ -56,14 +56,15 @@ def test_hysteresis_needs_consecutive_drifted_windows():
     assert _run([_summary(2), _summary(0), _summary(2), _summary(2)], POLICY) == ["none", "none", "none", "retrain"]
 
 
-def test_one_drift_episode_causes_one_retrain():
-    # drift persists for many windows against the same champion (the retrain was not promoted)
-    actions = _run([_summary(3)] * 8, POLICY)
-    assert actions.count("retrain") == 1
+def test_one_drift_episode_causes_one_retrain_and_failed_retrains_back_off():
+    # drift persists for months against the same champion: every retrain was not promoted
+    actions = _run([_summary(3)] * 12, POLICY)  # weekly windows, cooldown 10 days
+    # retrain at day 7; the next waits 2 x 10 days (day 28), the next 4 x 10 days (day 70)
+    assert [i for i, a in enumerate(actions) if a == "retrain"] == [1, 4, 10]
     history: list[dict] = []
-    for i in range(4):
+    for i in range(3):
         history.append(decide(_summary(3), history, POLICY, now=_at(i * 7)).to_dict())
-    assert "already caused a retrain" in " ".join(history[-1]["reasons"])
+    assert "1 earlier retrain(s) did not replace v1" in history[-1]["reasons"][-1]
 
 
 def test_a_new_champion_starts_a_new_episode_after_the_cooldown():

@@ -6,10 +6,12 @@ Rules, in order:
    feed would only bake the breakage in);
 3. a window is *drifted* when the share of drifted features reaches `drift_share`, or (with labels) the
    champion's primary metric is worse than at promotion by more than `performance_degradation`;
-4. `retrain` when the last `consecutive` windows of this champion are drifted (hysteresis), the cooldown since the last
-   retrain has passed, and this drift episode has not already caused a retrain: an episode lasts while
-   windows stay drifted against the same champion, so one episode causes one retrain, and a retrain that failed
-   or was not promoted is not retried on every monitor run;
+4. `retrain` when the last `consecutive` windows of this champion are drifted (hysteresis) and the cooldown
+   since the last retrain has passed. One drift episode causes one retrain: the windows after it are judged
+   against the new champion (a streak does not carry over a promotion) and wait out the cooldown. A retrain
+   that failed or was not promoted is not retried on every monitor run either: each retrain already made
+   against the current champion doubles the wait (backoff), so a champion nobody could beat is challenged
+   again after 2, 4, 8, ... cooldowns while its windows stay bad;
 5. `retrain` as a fallback after `retrain_every` counted windows without one, cooldown permitting.
 """
 
@@ -106,7 +108,10 @@ def decide(summary: MonitorSummary, history: list[dict[str, Any]], policy: Polic
     counted = [h for h in history if h.get("kind") == "decision" and h["action"] != "insufficient_data"]
     retrains = [h for h in counted if h["action"] == "retrain"]
     last_retrain = retrains[-1] if retrains else None
-    cooldown_left = policy.cooldown_hours - _hours_between(last_retrain["time"], now) if last_retrain else 0.0
+    # retrains made against the current champion did not replace it: each one doubles the wait
+    unanswered = sum(1 for h in retrains if h["champion"] == summary.champion)
+    wait = policy.cooldown_hours * 2**unanswered
+    cooldown_left = wait - _hours_between(last_retrain["time"], now) if last_retrain else 0.0
     in_cooldown = cooldown_left > 0
 
     if drifted:
@@ -116,18 +121,11 @@ def decide(summary: MonitorSummary, history: list[dict[str, Any]], policy: Polic
             if not entry["drifted"] or entry["champion"] != summary.champion:
                 break
             streak += 1
-        since = counted[counted.index(last_retrain) + 1 :] if last_retrain else []
-        same_episode = (
-            last_retrain is not None
-            and last_retrain["champion"] == summary.champion
-            and all(entry["drifted"] for entry in since)
-        )
         if streak < policy.consecutive:
             reasons.append(f"waiting: drifted {streak} of {policy.consecutive} windows in a row")
-        elif same_episode:
-            reasons.append(f"this drift episode already caused a retrain at {last_retrain['time']}")
         elif in_cooldown:
-            reasons.append(f"cooldown: {cooldown_left:.0f} h left since the retrain at {last_retrain['time']}")
+            backoff = f" ({unanswered} earlier retrain(s) did not replace {summary.champion})" if unanswered else ""
+            reasons.append(f"cooldown: {cooldown_left:.0f} h left since the retrain at {last_retrain['time']}{backoff}")
         else:
             return Decision(action="retrain", drifted=True, reasons=reasons, **common)
         return Decision(action="none", drifted=True, reasons=reasons, **common)

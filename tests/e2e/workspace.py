@@ -1,0 +1,44 @@
+"""A throwaway copy of the project: its tracked (and not ignored) files, in a fresh git repository.
+
+Used by the end-to-end tests and by the benchmarks that run the real pipeline.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "evergreen-test",
+    "GIT_AUTHOR_EMAIL": "test@evergreen.invalid",
+    "GIT_COMMITTER_NAME": "evergreen-test",
+    "GIT_COMMITTER_EMAIL": "test@evergreen.invalid",
+}
+
+
+def project_files() -> list[str]:
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.splitlines()
+    return [f for f in listed if (ROOT / f).is_file() and not f.startswith(("tests/", "bench/"))]
+
+
+def copy_project(dest: Path) -> Path:
+    """Copy the project into `dest` and commit it there; returns `dest`."""
+    for name in project_files():
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, target)
+        target.chmod(0o644 | (target.stat().st_mode & 0o111))  # shared/ copies arrive read-only
+    (dest / "data" / "incoming").mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **GIT_IDENTITY}
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "copy"]):
+        subprocess.run(["git", *args], cwd=dest, check=True, env=env, capture_output=True)
+    return dest
