@@ -213,6 +213,7 @@ def backtest(params: Params, output_dir: Path, progress: bool = True) -> dict[st
     """Run every declared policy; returns (and writes) `summary.json` and the error-over-time plot."""
     from evergreen.monitoring.plots import plot_backtest
 
+    output_dir = output_dir.resolve()  # the stages run inside each policy's workspace (a changed cwd)
     data = history(params)
     work = output_dir / "work"
     if work.exists():
