@@ -59,8 +59,8 @@ def test_hysteresis_needs_consecutive_drifted_windows():
 def test_one_drift_episode_causes_one_retrain_and_failed_retrains_back_off():
     # drift persists for months against the same champion: every retrain was not promoted
     actions = _run([_summary(3)] * 12, POLICY)  # weekly windows, cooldown 10 days
-    # retrain at day 7; the next waits 2 x 10 days (day 28), the next 4 x 10 days (day 70)
-    assert [i for i, a in enumerate(actions) if a == "retrain"] == [1, 4, 10]
+    # retrain at day 7; the next waits 2 x 10 days (day 28), the next 3 x 10 days (day 63)
+    assert [i for i, a in enumerate(actions) if a == "retrain"] == [1, 4, 9]
     history: list[dict] = []
     for i in range(3):
         history.append(decide(_summary(3), history, POLICY, now=_at(i * 7)).to_dict())

@@ -10,8 +10,8 @@ Rules, in order:
    since the last retrain has passed. One drift episode causes one retrain: the windows after it are judged
    against the new champion (a streak does not carry over a promotion) and wait out the cooldown. A retrain
    that failed or was not promoted is not retried on every monitor run either: each retrain already made
-   against the current champion doubles the wait (backoff), so a champion nobody could beat is challenged
-   again after 2, 4, 8, ... cooldowns while its windows stay bad;
+   against the current champion adds a cooldown to the wait (backoff), so a champion nobody could beat is
+   challenged again after 2, 3, 4, ... cooldowns while its windows stay bad;
 5. `retrain` as a fallback after `retrain_every` counted windows without one, cooldown permitting.
 """
 
@@ -108,9 +108,9 @@ def decide(summary: MonitorSummary, history: list[dict[str, Any]], policy: Polic
     counted = [h for h in history if h.get("kind") == "decision" and h["action"] != "insufficient_data"]
     retrains = [h for h in counted if h["action"] == "retrain"]
     last_retrain = retrains[-1] if retrains else None
-    # retrains made against the current champion did not replace it: each one doubles the wait
+    # retrains made against the current champion did not replace it: each one adds a cooldown to the wait
     unanswered = sum(1 for h in retrains if h["champion"] == summary.champion)
-    wait = policy.cooldown_hours * 2**unanswered
+    wait = policy.cooldown_hours * (1 + unanswered)
     cooldown_left = wait - _hours_between(last_retrain["time"], now) if last_retrain else 0.0
     in_cooldown = cooldown_left > 0
 
