@@ -230,14 +230,15 @@ def simulate(
         if weeks:
             end = config.simulate.start + datetime.timedelta(days=weeks * config.simulate.window_days)
             config = with_overrides(config, {"simulate.end": end.isoformat()})
-        summary = backtest(config, output or Path(config.simulate.output_dir))
+        output = output or Path(config.simulate.output_dir)
+        summary = backtest(config, output)
     except (ConfigError, EvergreenError) as exc:
         _fail(str(exc))
     for name, run in summary["policies"].items():
         typer.echo(f"{name:>9}: RMSE {run['rmse']:.2f}, {run['retrains']} retrains, {run['promotions']} promotions")
     if summary.get("drift_recovers") is not None:
         typer.echo(f"the drift policy recovers {summary['drift_recovers']:.0%} of the periodic policy's improvement")
-    typer.echo(f"plot: {summary['plot']}")
+    typer.echo(f"summary: {output / 'summary.json'}; plot: {output / summary['plot']}")
 
 
 @app.command("check-config")

@@ -226,7 +226,7 @@ def backtest(params: Params, output_dir: Path, progress: bool = True) -> dict[st
     if {"never", "periodic", "drift"} <= policies.keys():
         gain = policies["never"]["rmse"] - policies["periodic"]["rmse"]
         summary["drift_recovers"] = (policies["never"]["rmse"] - policies["drift"]["rmse"]) / gain if gain else None
-    summary["plot"] = str(output_dir / "error_over_time.png")
+    summary["plot"] = "error_over_time.png"  # next to summary.json
     io.write_json(summary, output_dir / "summary.json")
     plot_backtest(summary, output_dir / "error_over_time.png")
     return summary
