@@ -7,17 +7,31 @@ import subprocess
 import sys
 from pathlib import Path
 
+from evergreen.data.io import list_landing
 from evergreen.errors import EvergreenError
 
 
+def unversioned_arrivals(folder: Path) -> list[Path]:
+    """Landing files that have no DVC pointer (`<file>.dvc`) yet."""
+    return [Path(f) for f in list_landing(folder) if not Path(f"{f}.dvc").exists()]
+
+
 def version_landing(workspace: Path, incoming: str) -> str:
-    """Record the landing folder's current content with `dvc add`; returns DVC's output."""
-    (workspace / incoming).mkdir(parents=True, exist_ok=True)
+    """`dvc add` each new landing file, so each arrival is versioned and pulled back with its commit.
+
+    Files are tracked one by one (not the folder), so the folder itself stays in git and a fresh clone has it.
+    """
+    folder = workspace / incoming
+    folder.mkdir(parents=True, exist_ok=True)
+    new = unversioned_arrivals(folder)
+    if not new:
+        return "no new arrivals"
     dvc = str(Path(sys.executable).parent / "dvc")
-    done = subprocess.run([dvc, "add", incoming], cwd=workspace, capture_output=True, text=True)
+    targets = [str(p.relative_to(workspace)) if p.is_absolute() else str(p) for p in new]
+    done = subprocess.run([dvc, "add", *targets], cwd=workspace, capture_output=True, text=True)
     if done.returncode != 0:
-        raise EvergreenError(f"dvc add {incoming} failed: {done.stderr.strip() or done.stdout.strip()}")
-    return done.stdout.strip()
+        raise EvergreenError(f"dvc add {' '.join(targets)} failed: {done.stderr.strip() or done.stdout.strip()}")
+    return f"versioned {len(targets)} new arrival(s): {', '.join(p.name for p in new)}"
 
 
 def land_file(source: Path, workspace: Path, incoming: str) -> Path:

@@ -1,8 +1,9 @@
 """After a retrain: record the outcome, and make a promoted champion rebuildable from git plus DVC.
 
-When the workspace is a git repository, a promotion commits `dvc.lock`, `data/incoming.dvc` and `params.yaml`
-(only those paths) and pushes the data to the DVC remote, so `git checkout <commit> && dvc pull && dvc repro`
-rebuilds that champion. The commit is written into the version's model card.
+When the workspace is a git repository, a promotion commits `dvc.lock`, the landing files' DVC pointers and
+`params.yaml` (only those paths) and pushes the data to the DVC remote, so
+`git checkout <commit> && dvc pull && dvc repro` rebuilds that champion. The commit is written into the
+version's model card.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ class PromotionNotCommitted(EvergreenError):
     """The champion changed, but git could not record it (e.g. no git identity configured)."""
 
 
-COMMITTED_PATHS = ("dvc.lock", "data/incoming.dvc", "params.yaml")
+COMMITTED_PATHS = ("dvc.lock", "params.yaml", "data/incoming")  # the folder: its files' .dvc pointers
 
 
 def workspace_resource(root: Path) -> dict[str, str]:
