@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime
 import importlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -30,6 +32,15 @@ STAGES = ("ingest", "validate_raw", "clean", "validate_clean", "split", "train",
 PARAMS_OPTION = typer.Option(Path("params.yaml"), "--params", "-p", help="the params file")
 
 
+@contextmanager
+def _reported() -> Iterator[None]:
+    """Errors a user can cause become one readable line on stderr and exit status 1, not a traceback."""
+    try:
+        yield
+    except (ConfigError, EvergreenError) as exc:
+        _fail(str(exc))
+
+
 def _fail(message: str) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(1)
@@ -40,12 +51,10 @@ def stage(name: str = typer.Argument(..., help=f"one of: {', '.join(STAGES)}"), 
     """Run one DVC stage (this is what `dvc.yaml` calls)."""
     if name not in STAGES:
         _fail(f"unknown stage {name!r}; stages are: {', '.join(STAGES)}")
-    try:
+    with _reported():
         config = load_params(params)
         module = importlib.import_module(f"evergreen.stages.{name}")
         module.run(config)
-    except (ConfigError, EvergreenError) as exc:
-        _fail(str(exc))
 
 
 @expectations_app.command("generate")
@@ -56,12 +65,10 @@ def expectations_generate(
     """Write expectations/raw.json and expectations/clean.json from the declared schema."""
     from evergreen.validation.suites import write_suites
 
-    try:
+    with _reported():
         config = load_params(params)
         for path in write_suites(config.data, Path(config.validation.suites_dir), overwrite=force):
             typer.echo(f"wrote {path}")
-    except (ConfigError, EvergreenError) as exc:
-        _fail(str(exc))
 
 
 @app.command()
@@ -76,13 +83,11 @@ def run(
     from evergreen.orchestration.deploy import entrypoint
     from evergreen.orchestration.summary import parse_overrides, run_summary
 
-    try:
+    with _reported():
         load_params(params)
         overrides = parse_overrides(set_param or [])
         pipeline = load_flow_from_entrypoint(entrypoint("pipeline"))
         outcome = pipeline(workspace=".", targets=target or None, set_params=overrides)
-    except (ConfigError, EvergreenError) as exc:
-        _fail(str(exc))
     typer.echo(run_summary(outcome, Path(".")))
 
 
@@ -91,11 +96,9 @@ def deploy(params: Path = PARAMS_OPTION):
     """Register the deployments declared in `orchestration.deployments` and serve them (runs until stopped)."""
     from evergreen.orchestration.deploy import build_deployments, serve_deployments
 
-    try:
+    with _reported():
         config = load_params(params)
         served, lines = build_deployments(Path(".").resolve(), config.orchestration)
-    except (ConfigError, EvergreenError) as exc:
-        _fail(str(exc))
     for line in lines:
         typer.echo(f"deployment {line}")
     if served:
@@ -112,7 +115,7 @@ def _registry(params: Path):
 @models_app.command("list")
 def models_list(params: Path = PARAMS_OPTION):
     """List registry versions; the champion is marked with *."""
-    try:
+    with _reported():
         registry = _registry(params)
         champion = registry.champion()
         for version in registry.versions():
@@ -123,36 +126,28 @@ def models_list(params: Path = PARAMS_OPTION):
             typer.echo(f"{mark} {version}  {card.get('registered_at', '')[:19]}  {shown}")
         if not registry.versions():
             typer.echo(f"no versions in {registry.root} yet: run `dvc repro` to train and promote one")
-    except (ConfigError, EvergreenError) as exc:
-        _fail(str(exc))
 
 
 @models_app.command("show")
 def models_show(version: str, params: Path = PARAMS_OPTION):
     """Print a version's model card."""
-    try:
+    with _reported():
         typer.echo(json.dumps(_registry(params).card(version), indent=2))
-    except (ConfigError, EvergreenError) as exc:
-        _fail(str(exc))
 
 
 @models_app.command("promote")
 def models_promote(version: str, params: Path = PARAMS_OPTION):
     """Make VERSION the champion by hand (atomic; the service picks it up)."""
-    try:
+    with _reported():
         _registry(params).promote(version, reason="promoted by hand")
-    except (ConfigError, EvergreenError) as exc:
-        _fail(str(exc))
     typer.echo(f"champion is now {version}")
 
 
 @models_app.command("rollback")
 def models_rollback(params: Path = PARAMS_OPTION):
     """Make the previous champion the champion again."""
-    try:
+    with _reported():
         version = _registry(params).rollback()
-    except (ConfigError, EvergreenError) as exc:
-        _fail(str(exc))
     typer.echo(f"rolled back: champion is now {version}")
 
 
@@ -167,13 +162,11 @@ def serve(
 
     from evergreen.serving.app import create_app
 
-    try:
+    with _reported():
         config = load_params(params)
         overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
         config = config.model_copy(update={"serve": config.serve.model_copy(update=overrides)})
         service = create_app(config)
-    except (ConfigError, EvergreenError) as exc:
-        _fail(str(exc))
     host, port = config.serve.host, config.serve.port
     typer.echo(f"serving {config.promote.registry_dir} on http://{host}:{port} (Ctrl+C to stop)")
     uvicorn.run(service, host=host, port=port, access_log=False, log_level="warning")
@@ -189,10 +182,8 @@ def predict(
     """Score a file in batch with the champion, as the service would; unscorable rows go to a side file."""
     from evergreen.serving.batch import score_file
 
-    try:
+    with _reported():
         done = score_file(load_params(params), input_file, output, model_version=version)
-    except (ConfigError, EvergreenError) as exc:
-        _fail(str(exc))
     typer.echo(
         f"scored {done.rows_scored} of {done.rows_in} rows with {done.model_version} "
         f"({done.rows_per_second:,.0f} rows/s) -> {done.output}"
@@ -206,10 +197,8 @@ def monitor(params: Path = PARAMS_OPTION):
     """Compare the latest prediction-log window with the champion's reference; record the policy's decision."""
     from evergreen.monitoring.monitor import monitor_once
 
-    try:
+    with _reported():
         decision = monitor_once(load_params(params), Path("."))
-    except (ConfigError, EvergreenError) as exc:
-        _fail(str(exc))
     typer.echo(f"decision: {decision.action}")
     for reason in decision.reasons:
         typer.echo(f"  {reason}")
@@ -225,15 +214,13 @@ def simulate(
     from evergreen.config import with_overrides
     from evergreen.monitoring.simulate import backtest
 
-    try:
+    with _reported():
         config = load_params(params)
         if weeks:
             end = config.simulate.start + datetime.timedelta(days=weeks * config.simulate.window_days)
             config = with_overrides(config, {"simulate.end": end.isoformat()})
         output = output or Path(config.simulate.output_dir)
         summary = backtest(config, output)
-    except (ConfigError, EvergreenError) as exc:
-        _fail(str(exc))
     for name, run in summary["policies"].items():
         typer.echo(f"{name:>9}: RMSE {run['rmse']:.2f}, {run['retrains']} retrains, {run['promotions']} promotions")
     if summary.get("drift_recovers") is not None:
