@@ -14,15 +14,13 @@ from prefect import flow, get_run_logger, task
 
 from evergreen.config import load_params
 from evergreen.errors import EvergreenError
-from evergreen.monitoring.feedback import land_feedback
+from evergreen.monitoring.feedback import STATE, land_feedback
 from evergreen.monitoring.policy import append_entry
 from evergreen.orchestration.dag import WorkspaceBusy, workspace_lock
 from evergreen.orchestration.promotion import commit_promotion, promotion_outcome, push_data, record_commit
 from evergreen.orchestration.tasks import run_dvc_pipeline, version_arrivals
 from evergreen.registry.store import Registry
 from evergreen.serving.log import read_log
-
-FEEDBACK_STATE = "monitoring/feedback_state.json"
 
 
 @task
@@ -31,7 +29,7 @@ def land_labelled_feedback(workspace: str) -> str | None:
     root = Path(workspace)
     params = load_params(root / "params.yaml")
     log = read_log(root / params.serve.log_path, data=params.data)
-    path, batch = land_feedback(log, params.data, root / params.data.incoming, root / FEEDBACK_STATE)
+    path, batch = land_feedback(log, params.data, root / params.data.incoming, root / STATE)
     logger = get_run_logger()
     logger.info("landed %d labelled row(s) to %s", batch.rows.height, path or "nowhere (nothing new)")
     if batch.without_id:

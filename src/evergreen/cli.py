@@ -231,10 +231,8 @@ def simulate(
 @app.command("check-config")
 def check_config(params: Path = PARAMS_OPTION):
     """Validate the params file and say so."""
-    try:
+    with _reported():
         load_params(params)
-    except ConfigError as exc:
-        _fail(str(exc))
     typer.echo(f"{params}: ok")
 
 

@@ -18,6 +18,8 @@ from evergreen.config import DataConfig
 from evergreen.data import io
 from evergreen.data.schema import polars_type
 
+STATE = Path("monitoring/feedback_state.json")  # how far labelled feedback has been landed
+
 
 @dataclass(frozen=True)
 class FeedbackBatch:

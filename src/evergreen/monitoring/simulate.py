@@ -36,17 +36,14 @@ from evergreen.data.clean import clean
 from evergreen.data.ingest import combine
 from evergreen.data.schema import EVENT_TIME
 from evergreen.errors import EvergreenError
-from evergreen.monitoring.feedback import land_feedback
+from evergreen.monitoring.feedback import STATE, land_feedback
 from evergreen.registry.store import Registry
-from evergreen.serving.log import PredictionLog, log_rows, read_log
+from evergreen.serving.log import TIME_FORMAT, PredictionLog, log_rows, read_log
 from evergreen.serving.model import load_champion, predict
 from evergreen.serving.schema import request_columns
 from evergreen.validation.suites import write_suites
 
 STAGES = ("ingest", "validate_raw", "clean", "validate_clean", "split", "train", "evaluate", "export", "promote")
-FEEDBACK_STATE = "monitoring/feedback_state.json"
-LOG = "monitoring/predictions.db"
-LOG_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # as `serving.log.utc_now` writes it
 
 
 @dataclass
@@ -114,8 +111,8 @@ def _sandbox_params(params: Params, now: dt.datetime) -> Params:
 def retrain(workspace: Path, params: Params, now: dt.datetime) -> str | None:
     """Land the labelled feedback and run every stage in order; returns the promoted version, if any."""
     sandbox = _sandbox_params(params, now)
-    log = read_log(workspace / LOG, data=sandbox.data)
-    land_feedback(log, sandbox.data, workspace / sandbox.data.incoming, workspace / FEEDBACK_STATE)
+    log = read_log(workspace / params.serve.log_path, data=sandbox.data)
+    land_feedback(log, sandbox.data, workspace / sandbox.data.incoming, workspace / STATE)
     registry = Registry(workspace / sandbox.promote.registry_dir)
     before = registry.champion()
     with _inside(workspace, workspace / "stages.log"):
@@ -156,7 +153,7 @@ def serve_window(workspace: Path, params: Params, rows: pl.DataFrame) -> tuple[s
     predictions = [float(v) for v in outputs]
     features, annotations = request_columns(params.data)
     annotate = [c.name for c in [*features, *annotations]]
-    log = PredictionLog(workspace / LOG)
+    log = PredictionLog(workspace / params.serve.log_path)
     try:
         target = params.data.target.name
         days = rows.with_columns(_day=pl.col(EVENT_TIME).dt.date()).partition_by("_day", maintain_order=True)
@@ -164,7 +161,7 @@ def serve_window(workspace: Path, params: Params, rows: pl.DataFrame) -> tuple[s
         for day in days:
             request_id = f"sim-{day[EVENT_TIME][0].isoformat()}"
             records = day.select(annotate).to_dicts()
-            time = day[EVENT_TIME].max().strftime(LOG_TIME_FORMAT)  # the replayed clock, in the log's format
+            time = day[EVENT_TIME].max().strftime(TIME_FORMAT)  # the replayed clock, in the log's format
             log.write(log_rows(request_id, time, model.version, records, predictions[offset : offset + day.height]))
             log.attach_labels(request_id, day[target].to_list())
             offset += day.height

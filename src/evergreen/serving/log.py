@@ -70,9 +70,12 @@ class LabelCountMismatch(EvergreenError):
     """Feedback whose number of labels differs from the number of records the request scored."""
 
 
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # ISO-8601 UTC with microseconds: sorts as text
+
+
 def utc_now() -> str:
     """The log's time format: ISO-8601 UTC, microseconds, sortable as text."""
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return dt.datetime.now(dt.UTC).strftime(TIME_FORMAT)
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -229,7 +232,7 @@ def _query(last_rows: int | None, since: dt.datetime | str | None) -> tuple[str,
     if since is not None:
         if isinstance(since, dt.datetime):
             since = (since if since.tzinfo else since.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
-            since = since.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            since = since.strftime(TIME_FORMAT)
         where, args = " WHERE time >= ?", [since]
     newest = ""
     if last_rows is not None:
