@@ -27,7 +27,6 @@ import multiprocessing as mp
 import os
 import platform
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -44,15 +43,12 @@ import polars as pl
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests.harness import free_port  # noqa: E402
+
 BIN = Path(sys.executable).parent
 TOKEN = "bench-token"
 FEATURES_FROM = ROOT / "data" / "source" / "bike-sharing" / "hour.csv"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _prepare(work: Path) -> Path:
@@ -223,7 +219,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="evergreen-bench-service-"))
     try:
         params = _prepare(work)
-        with _server(params, _free_port()) as url:
+        with _server(params, free_port()) as url:
             warm_up = load(url, 4, 2.0)  # connections, first-call allocations
             levels = [load(url, clients, args.seconds) for clients in args.clients]
         with contextlib.closing(sqlite3.connect(work / "predictions.db")) as conn:

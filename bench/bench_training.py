@@ -55,9 +55,10 @@ from evergreen.config import Params, parse_params  # noqa: E402
 from evergreen.data.clean import clean  # noqa: E402
 from evergreen.data.io import read_text_table, resolve_source  # noqa: E402
 from evergreen.data.split import split  # noqa: E402
+from evergreen.inference import feature_matrix  # noqa: E402
 from evergreen.model.metrics import score  # noqa: E402
 from evergreen.model.network import TabularNet  # noqa: E402
-from evergreen.model.preprocess import encode_target, feature_matrix, fit_preprocessing  # noqa: E402
+from evergreen.model.preprocess import encode_target, fit_preprocessing  # noqa: E402
 from evergreen.model.train import _scheduler, train_model  # noqa: E402
 
 Batches = Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]

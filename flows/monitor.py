@@ -15,24 +15,23 @@ from prefect import flow, get_run_logger, runtime, task
 from prefect.events import emit_event
 from prefect.flows import load_flow_from_entrypoint
 
-from evergreen.config import load_params
+from evergreen.artifacts.decisions import RetrainDecision, RetrainResult, append_entry
 from evergreen.monitoring.monitor import monitor_once
-from evergreen.monitoring.policy import append_entry
 from evergreen.orchestration.dag import WorkspaceBusy, workspace_lock
 from evergreen.orchestration.deploy import entrypoint
 from evergreen.orchestration.promotion import DRIFT_EVENT, workspace_resource
+from evergreen.workspace import Workspace
 
 
 @task(retries=1, retry_delay_seconds=10)
-def check_window(workspace: str) -> dict[str, Any]:
+def check_window(workspace: str) -> RetrainDecision:
     """One monitoring run (reads the prediction log and the registry: outside-world I/O, so one retry)."""
-    root = Path(workspace)
-    return monitor_once(load_params(root / "params.yaml"), root).to_dict()
+    return monitor_once(Workspace.open(workspace))
 
 
-def _retrain_running(root: Path) -> bool:
+def _retrain_running(ws: Workspace) -> bool:
     try:
-        with workspace_lock(root, wait=False):
+        with workspace_lock(ws.run_lock, wait=False):
             return False
     except WorkspaceBusy:
         return True
@@ -40,24 +39,26 @@ def _retrain_running(root: Path) -> bool:
 
 @flow(name="monitor")
 def monitor(workspace: str = ".") -> dict[str, Any]:
-    """Monitor, decide, and trigger a retrain when the policy says so; returns the decision."""
+    """Monitor, decide, and trigger a retrain when the policy says so; returns the decision (as in the log)."""
     root = Path(workspace).resolve()
     logger = get_run_logger()
     decision = check_window(str(root))
-    logger.info("decision: %s (%s)", decision["action"], "; ".join(decision["reasons"]))
-    if decision["action"] != "retrain":
-        return decision
-    decisions = root / load_params(root / "params.yaml").monitor.decisions
-    if _retrain_running(root):
+    reason = "; ".join(decision.reasons)
+    logger.info("decision: %s (%s)", decision.action, reason)
+    if decision.action != "retrain":
+        return decision.to_dict()
+    ws = Workspace.open(root)
+    if _retrain_running(ws):
         logger.warning("a retrain is already running in %s: not starting another", root)
-        append_entry(decisions, {"kind": "retrain_result", "status": "skipped: a retrain was already running"})
+        skipped = RetrainResult(status="skipped", reason=reason, reasons=["a retrain was already running"])
+        append_entry(ws.decisions, skipped)
     elif runtime.deployment.id:
-        emit_event(event=DRIFT_EVENT, resource=workspace_resource(root), payload={"reasons": decision["reasons"]})
+        emit_event(event=DRIFT_EVENT, resource=workspace_resource(root), payload={"reasons": decision.reasons})
         logger.info("emitted %s: the retrain deployment's trigger takes it from here", DRIFT_EVENT)
     else:
         retrain = load_flow_from_entrypoint(str(root / entrypoint("retrain")))  # no server: run it here
-        retrain(workspace=str(root), reason="; ".join(decision["reasons"]))
-    return decision
+        retrain(workspace=str(root), reason=reason)
+    return decision.to_dict()
 
 
 if __name__ == "__main__":

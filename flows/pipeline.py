@@ -13,6 +13,7 @@ from prefect import flow
 
 from evergreen.orchestration.dag import workspace_lock
 from evergreen.orchestration.tasks import run_dvc_pipeline
+from evergreen.workspace import Workspace
 
 
 @flow(name="pipeline")
@@ -22,7 +23,7 @@ def pipeline(
     """Bring the pipeline (or `targets` and what they need) up to date; returns {stage: ran|skipped}."""
     root = Path(workspace).resolve()
     # one orchestrated run per workspace: DVC's repository lock would fail a second concurrent `repro`
-    with workspace_lock(root, wait=True):
+    with workspace_lock(Workspace.open(root).run_lock, wait=True):
         return run_dvc_pipeline(root, targets, set_params)
 
 

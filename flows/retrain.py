@@ -12,24 +12,23 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 
-from evergreen.config import load_params
+from evergreen.artifacts.decisions import RetrainResult, append_entry
 from evergreen.errors import EvergreenError
-from evergreen.monitoring.feedback import STATE, land_feedback
-from evergreen.monitoring.policy import append_entry
+from evergreen.monitoring.feedback import land_feedback
 from evergreen.orchestration.dag import WorkspaceBusy, workspace_lock
 from evergreen.orchestration.promotion import commit_promotion, promotion_outcome, push_data, record_commit
 from evergreen.orchestration.tasks import run_dvc_pipeline, version_arrivals
 from evergreen.registry.store import Registry
 from evergreen.serving.log import read_log
+from evergreen.workspace import Workspace
 
 
 @task
 def land_labelled_feedback(workspace: str) -> str | None:
     """Labelled predictions become a new batch in the landing folder."""
-    root = Path(workspace)
-    params = load_params(root / "params.yaml")
-    log = read_log(root / params.serve.log_path, data=params.data)
-    path, batch = land_feedback(log, params.data, root / params.data.incoming, root / STATE)
+    ws = Workspace.open(workspace)
+    log = read_log(ws.prediction_log, data=ws.params.data)
+    path, batch = land_feedback(log, ws.params.data, ws.incoming, ws.feedback_state)
     logger = get_run_logger()
     logger.info("landed %d labelled row(s) to %s", batch.rows.height, path or "nowhere (nothing new)")
     if batch.without_id:
@@ -42,10 +41,10 @@ def retrain(workspace: str = ".", reason: str = "scheduled") -> dict[str, str]:
     """Retrain from everything that arrived; returns {stage: ran|skipped} or {"retrain": "skipped"}."""
     root = Path(workspace).resolve()
     logger = get_run_logger()
-    params = load_params(root / "params.yaml")
-    decisions = root / params.monitor.decisions
+    ws = Workspace.open(root)
+    params, decisions = ws.params, ws.decisions
     try:
-        with workspace_lock(root, wait=False):
+        with workspace_lock(ws.run_lock, wait=False):
             logger.info("retrain (%s)", reason)
             land_labelled_feedback(str(root))
             version_arrivals(str(root), params.data.incoming)
@@ -53,28 +52,26 @@ def retrain(workspace: str = ".", reason: str = "scheduled") -> dict[str, str]:
                 outcome = run_dvc_pipeline(root)
             except Exception as exc:
                 # the champion keeps serving; the policy sees this entry and does not retry every run
-                append_entry(
-                    decisions,
-                    {"kind": "retrain_result", "status": "failed", "reason": reason, "error": str(exc).splitlines()[0]},
-                )
+                error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                append_entry(decisions, RetrainResult(status="failed", reason=reason, error=error))
                 raise
-            promotion = promotion_outcome(root)
-            result = {
-                "kind": "retrain_result",
-                "status": "promoted" if promotion["promoted"] else "not promoted",
-                "version": promotion.get("version"),
-                "reasons": promotion.get("reasons", []),
-            }
-            if promotion["promoted"]:
+            promotion = promotion_outcome(ws.promotion_metrics)
+            result = RetrainResult(
+                status="promoted" if promotion.promoted else "not promoted",
+                reason=reason,
+                version=promotion.version,
+                reasons=promotion.reasons,
+            )
+            if promotion.promoted and promotion.version:
                 try:
-                    commit = commit_promotion(root, promotion["version"], promotion.get("reasons", []))
+                    commit = commit_promotion(root, promotion.version, promotion.reasons)
                     pushed = push_data(root)
                 except EvergreenError as exc:
-                    logger.warning("promoted %s, but it is not pinned in git/DVC: %s", promotion["version"], exc)
+                    logger.warning("promoted %s, but it is not pinned in git/DVC: %s", promotion.version, exc)
                     commit, pushed = None, f"not pushed: {exc}"
-                record_commit(Registry(root / params.promote.registry_dir), promotion["version"], commit, pushed)
-                result |= {"git_commit": commit, "data_push": pushed}
-                logger.info("promoted %s (commit %s; %s)", promotion["version"], commit, pushed)
+                record_commit(Registry(ws.registry), promotion.version, commit, pushed)
+                result = result.model_copy(update={"git_commit": commit, "data_push": pushed})
+                logger.info("promoted %s (commit %s; %s)", promotion.version, commit, pushed)
             append_entry(decisions, result)
             return outcome
     except WorkspaceBusy as busy:

@@ -1,47 +1,32 @@
-"""Shared fixtures: a tiny declared dataset for unit tests, and the project root for end-to-end tests."""
+"""Shared fixtures: the tiny declared dataset for unit tests, and the bundled params.
+
+Shared constants and helpers live in `tests/harness.py`; import them from there.
+"""
 
 from __future__ import annotations
 
 import copy
-from pathlib import Path
+import sys
 from typing import Any
 
 import pytest
 import yaml
 
 from evergreen.config import Params, parse_params
+from tests.harness import ROOT, TINY
 
-ROOT = Path(__file__).resolve().parents[1]
 
-TINY: dict[str, Any] = {
-    "data": {
-        "source": "in/*.csv",
-        "task": "regression",
-        "timestamp": {"column": "day", "hour_column": "hr"},
-        "columns": [
-            {"name": "id", "type": "int", "role": "id", "min": 1},
-            {"name": "day", "type": "date", "role": "timestamp"},
-            {"name": "hr", "type": "int", "role": "feature", "kind": "categorical", "min": 0, "max": 23},
-            {
-                "name": "weather",
-                "type": "int",
-                "role": "feature",
-                "kind": "categorical",
-                "allowed": [1, 2, 3],
-            },
-            {"name": "temp", "type": "float", "role": "feature", "min": 0, "max": 1, "out_of_range": "clip"},
-            {
-                "name": "hum",
-                "type": "float",
-                "role": "feature",
-                "min": 0,
-                "max": 1,
-                "missing": "impute_median",
-            },
-            {"name": "y", "type": "int", "role": "target", "min": 0},
-        ],
-    },
-}
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread() -> None:
+    """Train the tests' tiny networks on one CPU thread.
+
+    Their matrices are too small to gain from more threads, and on cores that other processes keep busy,
+    torch's threads wait on each other: the training tests ran about four times slower with two threads.
+    Only this process is affected; the pipeline that end-to-end tests run in subprocesses keeps its own.
+    """
+    torch = sys.modules.get("torch")  # imported by the collected tests that train; none of them: no cost
+    if torch is not None:
+        torch.set_num_threads(1)
 
 
 @pytest.fixture

@@ -9,14 +9,17 @@ from __future__ import annotations
 import datetime
 import importlib
 import json
+import os
+import sys
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 
-from evergreen.config import ConfigError, load_params
 from evergreen.errors import EvergreenError
+from evergreen.workspace import PARAMS_FILE, Workspace
 
 app = typer.Typer(
     help="Evergreen: continuous training for deep-learning models.",
@@ -28,8 +31,9 @@ app.add_typer(expectations_app, name="expectations")
 models_app = typer.Typer(help="The model registry: versions and the champion.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
-STAGES = ("ingest", "validate_raw", "clean", "validate_clean", "split", "train", "evaluate", "export", "promote")
-PARAMS_OPTION = typer.Option(Path("params.yaml"), "--params", "-p", help="the params file")
+PARAMS_OPTION = typer.Option(
+    Path(PARAMS_FILE), "--params", "-p", help="the project's params file; its folder is the project root"
+)
 
 
 @contextmanager
@@ -37,7 +41,7 @@ def _reported() -> Iterator[None]:
     """Errors a user can cause become one readable line on stderr and exit status 1, not a traceback."""
     try:
         yield
-    except (ConfigError, EvergreenError) as exc:
+    except EvergreenError as exc:
         _fail(str(exc))
 
 
@@ -46,15 +50,64 @@ def _fail(message: str) -> None:
     raise typer.Exit(1)
 
 
+class _Tee:
+    """A text stream that writes to two: the terminal, and the orchestrator's copy of a stage's output."""
+
+    def __init__(self, first, second):
+        self.first, self.second = first, second
+
+    def write(self, text: str) -> int:
+        self.second.write(text)
+        self.second.flush()  # the orchestrator follows the file while the stage runs
+        return self.first.write(text)
+
+    def flush(self) -> None:
+        self.first.flush()
+
+    def isatty(self) -> bool:
+        return self.first.isatty()
+
+    def __getattr__(self, name: str):
+        return getattr(self.first, name)
+
+
+@contextmanager
+def _copied_output() -> Iterator[None]:
+    """Copy stdout and stderr to the file an orchestrator named in EVERGREEN_STAGE_LOG, when it named one."""
+    from evergreen.orchestration.dvcfile import STAGE_LOG_ENV
+
+    target = os.environ.get(STAGE_LOG_ENV)
+    if not target:
+        yield
+        return
+    with open(target, "a") as copy:
+        out, err = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = _Tee(out, copy), _Tee(err, copy)
+        try:
+            yield
+        except Exception:
+            copy.write(traceback.format_exc())
+            raise
+        finally:
+            sys.stdout, sys.stderr = out, err
+
+
+def _workspace(params: Path) -> Workspace:
+    """The project whose params file is `params` (validated here, once)."""
+    return Workspace.open(params.resolve().parent, params)
+
+
 @app.command()
-def stage(name: str = typer.Argument(..., help=f"one of: {', '.join(STAGES)}"), params: Path = PARAMS_OPTION):
-    """Run one DVC stage (this is what `dvc.yaml` calls)."""
-    if name not in STAGES:
-        _fail(f"unknown stage {name!r}; stages are: {', '.join(STAGES)}")
-    with _reported():
-        config = load_params(params)
-        module = importlib.import_module(f"evergreen.stages.{name}")
-        module.run(config)
+def stage(name: str = typer.Argument(..., help="a stage declared in dvc.yaml")):
+    """Run one DVC stage in the current project (this is what `dvc.yaml` calls; DVC reads params.yaml)."""
+    from evergreen.orchestration.dvcfile import declared_stages
+
+    with _copied_output(), _reported():
+        ws = Workspace.open(".")
+        declared = declared_stages(ws.dvc_yaml)
+        if name not in declared:
+            raise EvergreenError(f"unknown stage {name!r}; dvc.yaml declares: {', '.join(declared)}")
+        importlib.import_module(f"evergreen.stages.{name}").run(ws)
 
 
 @expectations_app.command("generate")
@@ -66,29 +119,45 @@ def expectations_generate(
     from evergreen.validation.suites import write_suites
 
     with _reported():
-        config = load_params(params)
-        for path in write_suites(config.data, Path(config.validation.suites_dir), overwrite=force):
+        ws = _workspace(params)
+        for path in write_suites(ws.params.data, ws.suites_dir, overwrite=force):
             typer.echo(f"wrote {path}")
+
+
+def _wait_for_other_runs(ws: Workspace) -> None:
+    """Say so and wait when another run holds the workspace, before starting Prefect (two at once would race)."""
+    from evergreen.orchestration.dag import WorkspaceBusy, workspace_lock
+
+    try:
+        with workspace_lock(ws.run_lock, wait=False):
+            return
+    except WorkspaceBusy:
+        typer.echo(f"another run holds {ws.root} ({ws.show(ws.run_lock)}): waiting for it to finish")
+    with workspace_lock(ws.run_lock, wait=True):
+        typer.echo("the other run finished; starting")
 
 
 @app.command()
 def run(
-    params: Path = PARAMS_OPTION,
     target: list[str] = typer.Option(None, "--target", "-t", help="a stage to bring up to date (repeatable)"),
     set_param: list[str] = typer.Option(None, "--set", "-S", help="override a params key: key=value"),
 ):
-    """Run the pipeline flow here, without a Prefect server (Prefect's ephemeral mode), and summarise it."""
+    """Run the pipeline flow in the current project without a Prefect server (Prefect's ephemeral mode).
+
+    Like `dvc repro`, it reads the project's params.yaml; `-S` changes it (validated first), like `dvc exp run -S`.
+    """
     from prefect.flows import load_flow_from_entrypoint
 
     from evergreen.orchestration.deploy import entrypoint
     from evergreen.orchestration.summary import parse_overrides, run_summary
 
     with _reported():
-        load_params(params)
+        ws = Workspace.open(".")
         overrides = parse_overrides(set_param or [])
-        pipeline = load_flow_from_entrypoint(entrypoint("pipeline"))
-        outcome = pipeline(workspace=".", targets=target or None, set_params=overrides)
-    typer.echo(run_summary(outcome, Path(".")))
+        _wait_for_other_runs(ws)
+        pipeline = load_flow_from_entrypoint(str(ws.root / entrypoint("pipeline")))
+        outcome = pipeline(workspace=str(ws.root), targets=target or None, set_params=overrides)
+    typer.echo(run_summary(outcome, Workspace.open(".")))
 
 
 @app.command()
@@ -97,8 +166,8 @@ def deploy(params: Path = PARAMS_OPTION):
     from evergreen.orchestration.deploy import build_deployments, serve_deployments
 
     with _reported():
-        config = load_params(params)
-        served, lines = build_deployments(Path(".").resolve(), config.orchestration)
+        ws = _workspace(params)
+        served, lines = build_deployments(ws.root, ws.params.orchestration)
     for line in lines:
         typer.echo(f"deployment {line}")
     if served:
@@ -109,7 +178,22 @@ def deploy(params: Path = PARAMS_OPTION):
 def _registry(params: Path):
     from evergreen.registry.store import Registry
 
-    return Registry(load_params(params).promote.registry_dir)
+    return Registry(_workspace(params).registry)
+
+
+def _servable(params: Path):
+    """The check a version passes before it becomes champion: its graph loads and fits the declaration."""
+    from evergreen.inference import servable
+
+    return servable(_workspace(params).params.data)
+
+
+def _card(registry, version: str):
+    """A version's model card, typed (a mistyped card is an error naming its file)."""
+    from evergreen.artifacts.card import ModelCard
+    from evergreen.registry.store import CARD
+
+    return ModelCard.from_dict(registry.card(version), source=registry.path(version) / CARD)
 
 
 @models_app.command("list")
@@ -119,11 +203,10 @@ def models_list(params: Path = PARAMS_OPTION):
         registry = _registry(params)
         champion = registry.champion()
         for version in registry.versions():
-            card = registry.card(version)
-            metrics = card.get("metrics", {}).get("model", {})
-            shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, int | float))
+            card = _card(registry, version)
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in card.test_metrics.items() if v is not None)
             mark = "*" if version == champion else " "
-            typer.echo(f"{mark} {version}  {card.get('registered_at', '')[:19]}  {shown}")
+            typer.echo(f"{mark} {version}  {(card.registered_at or '')[:19]}  {shown}")
         if not registry.versions():
             typer.echo(f"no versions in {registry.root} yet: run `dvc repro` to train and promote one")
 
@@ -132,22 +215,22 @@ def models_list(params: Path = PARAMS_OPTION):
 def models_show(version: str, params: Path = PARAMS_OPTION):
     """Print a version's model card."""
     with _reported():
-        typer.echo(json.dumps(_registry(params).card(version), indent=2))
+        typer.echo(json.dumps(_card(_registry(params), version).to_dict(), indent=2, default=str))
 
 
 @models_app.command("promote")
 def models_promote(version: str, params: Path = PARAMS_OPTION):
     """Make VERSION the champion by hand (atomic; the service picks it up)."""
     with _reported():
-        _registry(params).promote(version, reason="promoted by hand")
-    typer.echo(f"champion is now {version}")
+        changed = _registry(params).promote(version, reason="promoted by hand", verify=_servable(params))
+    typer.echo(f"champion is now {version}" if changed else f"{version} is already the champion; nothing changed")
 
 
 @models_app.command("rollback")
 def models_rollback(params: Path = PARAMS_OPTION):
     """Make the previous champion the champion again."""
     with _reported():
-        version = _registry(params).rollback()
+        version = _registry(params).rollback(verify=_servable(params))
     typer.echo(f"rolled back: champion is now {version}")
 
 
@@ -160,15 +243,16 @@ def serve(
     """Serve the registry's champion over HTTP (POST /predict, /feedback; GET /health, /model)."""
     import uvicorn
 
+    from evergreen.config import with_overrides
     from evergreen.serving.app import create_app
 
     with _reported():
-        config = load_params(params)
-        overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
-        config = config.model_copy(update={"serve": config.serve.model_copy(update=overrides)})
-        service = create_app(config)
-    host, port = config.serve.host, config.serve.port
-    typer.echo(f"serving {config.promote.registry_dir} on http://{host}:{port} (Ctrl+C to stop)")
+        ws = _workspace(params)
+        overrides = {f"serve.{k}": v for k, v in (("host", host), ("port", port)) if v is not None}
+        ws = Workspace(ws.root, with_overrides(ws.params, overrides))
+        service = create_app(ws)
+    host, port = ws.params.serve.host, ws.params.serve.port
+    typer.echo(f"serving {ws.show(ws.registry)} on http://{host}:{port} (Ctrl+C to stop)")
     uvicorn.run(service, host=host, port=port, access_log=False, log_level="warning")
 
 
@@ -183,7 +267,7 @@ def predict(
     from evergreen.serving.batch import score_file
 
     with _reported():
-        done = score_file(load_params(params), input_file, output, model_version=version)
+        done = score_file(_workspace(params), input_file, output, model_version=version)
     typer.echo(
         f"scored {done.rows_scored} of {done.rows_in} rows with {done.model_version} "
         f"({done.rows_per_second:,.0f} rows/s) -> {done.output}"
@@ -198,7 +282,7 @@ def monitor(params: Path = PARAMS_OPTION):
     from evergreen.monitoring.monitor import monitor_once
 
     with _reported():
-        decision = monitor_once(load_params(params), Path("."))
+        decision = monitor_once(_workspace(params))
     typer.echo(f"decision: {decision.action}")
     for reason in decision.reasons:
         typer.echo(f"  {reason}")
@@ -211,16 +295,17 @@ def simulate(
     weeks: int = typer.Option(None, "--weeks", help="replay only this many windows (a quick look)"),
 ):
     """Backtest: replay the bundled history as traffic and compare never, periodic and drift retraining."""
+    from evergreen.backtest import backtest
     from evergreen.config import with_overrides
-    from evergreen.monitoring.simulate import backtest
 
     with _reported():
-        config = load_params(params)
+        ws = _workspace(params)
         if weeks:
-            end = config.simulate.start + datetime.timedelta(days=weeks * config.simulate.window_days)
-            config = with_overrides(config, {"simulate.end": end.isoformat()})
-        output = output or Path(config.simulate.output_dir)
-        summary = backtest(config, output)
+            sim = ws.params.simulate
+            end = sim.start + datetime.timedelta(days=weeks * sim.window_days)
+            ws = Workspace(ws.root, with_overrides(ws.params, {"simulate.end": end.isoformat()}))
+        output = (output or ws.backtest).resolve()
+        summary = backtest(ws, output)
     for name, run in summary["policies"].items():
         typer.echo(f"{name:>9}: RMSE {run['rmse']:.2f}, {run['retrains']} retrains, {run['promotions']} promotions")
     if summary.get("drift_recovers") is not None:
@@ -232,7 +317,7 @@ def simulate(
 def check_config(params: Path = PARAMS_OPTION):
     """Validate the params file and say so."""
     with _reported():
-        load_params(params)
+        _workspace(params)
     typer.echo(f"{params}: ok")
 
 

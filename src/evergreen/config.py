@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from evergreen.errors import ConfigError
+
 DEFAULT_PARAMS = Path("params.yaml")
 
 ColumnType = Literal["int", "float", "str", "bool", "date", "datetime"]
@@ -22,10 +24,6 @@ Kind = Literal["numeric", "categorical"]
 MissingPolicy = Literal["quarantine", "impute_median", "impute_mode", "impute_constant", "keep"]
 OutOfRangePolicy = Literal["quarantine", "clip"]
 Scalar = int | float | str | bool
-
-
-class ConfigError(ValueError):
-    """A params file that cannot be used; the message names the key path and what is wrong with it."""
 
 
 class _Strict(BaseModel):
@@ -133,6 +131,11 @@ class DataConfig(_Strict):
         return next(c for c in self.columns if c.role == "target")
 
     @property
+    def types(self) -> dict[str, ColumnType]:
+        """Each declared column's type, by name."""
+        return {c.name: c.type for c in self.columns}
+
+    @property
     def id_column(self) -> Column | None:
         return next((c for c in self.columns if c.role == "id"), None)
 
@@ -191,7 +194,6 @@ class ValidationConfig(_Strict):
 
 
 # ------------------------------------------------------------------------------------------------ model
-# (model:, train:, evaluate:, export: sections go here)
 Activation = Literal["relu", "gelu", "silu", "tanh"]
 PositiveInt = Annotated[int, Field(gt=0)]
 
@@ -225,7 +227,7 @@ class TrainConfig(_Strict):
 
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    epochs: int = Field(60, ge=1)
+    epochs: int = Field(40, ge=1)
     batch_size: int = Field(256, ge=1)
     lr: float = Field(3e-3, gt=0, allow_inf_nan=False)
     weight_decay: float = Field(1e-4, ge=0)
@@ -280,6 +282,11 @@ class ServeConfig(_Strict):
     max_string_length: int = Field(256, ge=1)
     log_path: str = "monitoring/predictions.db"
     reload_interval_s: float = Field(1.0, gt=0, description="how often the champion pointer is checked")
+    log_timeout_s: float = Field(
+        5.0, gt=0, description="how long a request waits to commit to the prediction log (locked?) before a 503"
+    )
+    # a champion that cannot load at start-up: serve the newest loadable earlier champion, or refuse to start
+    fallback: Literal["previous", "none"] = "previous"
 
 
 # -------------------------------------------------------------------------------------------- monitoring
@@ -293,13 +300,13 @@ class WindowConfig(_Strict):
 class PolicyConfig(_Strict):
     """When drift or decay is worth a retrain. The decision is a pure function of summaries and history."""
 
-    drift_share: float = Field(0.5, gt=0, le=1, description="share of features drifted to call the window drifted")
+    drift_share: float = Field(0.6, gt=0, le=1, description="share of features drifted to call the window drifted")
     feature_threshold: float = Field(0.1, gt=0, description="drift score above which a feature has drifted")
     feature_thresholds: dict[str, float] = Field(default_factory=dict, description="per-feature overrides")
     prediction_drift: bool = Field(False, description="count a drifted prediction distribution as drift")
     min_rows: int = Field(100, ge=1, description="fewer rows in a window: insufficient data, no decision")
     consecutive: int = Field(2, ge=1, description="drifted windows in a row before a retrain (hysteresis)")
-    cooldown_hours: float = Field(72, ge=0, description="time between retrains, on the prediction log's clock")
+    cooldown_hours: float = Field(336, ge=0, description="time between retrains, on the prediction log's clock")
     performance_degradation: float | None = Field(
         0.25, gt=0, description="relative worsening of the primary metric vs the champion's, when labels exist"
     )
@@ -370,7 +377,7 @@ class OrchestrationConfig(_Strict):
 
 # ------------------------------------------------------------------------------------------------ params
 class Params(_Strict):
-    """The whole `params.yaml`. Later issues add their sections here."""
+    """The whole `params.yaml`: one section per concern; each function takes only the section it needs."""
 
     data: DataConfig
     clean: CleanConfig = CleanConfig()
@@ -456,15 +463,44 @@ def with_overrides(params: Params, overrides: dict[str, Any]) -> Params:
     return parse_params(raw, source=f"params with overrides {overrides}")
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error as one line: what is wrong and where (PyYAML's own message spans several lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or str(exc)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    if mark is None and getattr(exc, "position", None) is not None:  # a ReaderError: a byte YAML refuses
+        where = f"character {exc.position}: "  # type: ignore[attr-defined]
+    return where + " ".join(str(problem).split())
+
+
 def load_params(path: Path | str = DEFAULT_PARAMS) -> Params:
-    """Read and validate a params file."""
+    """Read and validate a params file.
+
+    Every way the file can be unusable is one `ConfigError` line naming it: missing, a directory, unreadable,
+    not UTF-8 text, not YAML, nested too deeply to parse, empty, or not a mapping of sections. A file that is
+    a mapping is then validated key by key (`parse_params`).
+    """
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: no such params file (run from the project root or pass --params)")
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, not a params file")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not a YAML text file (byte {exc.start} is not UTF-8; is it a binary file?)"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a params file (lists or mappings in each other)") from None
+    if raw is None:
+        raise ConfigError(f"{path}: the file is empty; it should be a mapping of sections, starting with data:")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
     return parse_params(raw, source=str(path))

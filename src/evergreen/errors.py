@@ -1,8 +1,13 @@
-"""Errors a user can cause. Their messages are shown as they are, so they say what was wrong and where."""
+"""Errors a user can cause, all under one root. Their messages are shown as they are, so they say what was
+wrong and where; the CLI prints them as one line, without a traceback."""
 
 
 class EvergreenError(Exception):
     """Base of every error the CLI reports without a traceback."""
+
+
+class ConfigError(EvergreenError, ValueError):
+    """A params file that cannot be used; the message names the key path and what is wrong with it."""
 
 
 class DataError(EvergreenError):
@@ -11,6 +16,10 @@ class DataError(EvergreenError):
 
 class ValidationFailed(EvergreenError):
     """A critical expectation failed: names the expectation, column, failing count and examples."""
+
+
+class RegistryError(EvergreenError):
+    """A registry operation that cannot be done: unknown version, nothing to roll back to, a damaged file..."""
 
 
 class ModelError(EvergreenError):

@@ -41,19 +41,3 @@ def run(project: Path) -> Runner:
         return done
 
     return _run
-
-
-def ran_stages(output: str) -> list[str]:
-    """The stages `dvc repro` actually ran, in order, read off its output."""
-    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")]
-
-
-# light training for tests about the lifecycle, not the model: a few epochs, one ensemble member
-FAST_TRAINING = {
-    "train.epochs": 4,
-    "train.patience": 4,
-    "model.ensemble": 1,
-    "model.hidden": [64, 64],
-    # a few epochs do not beat gradient boosting; the baseline check has its own unit tests
-    "promote.baseline": "mean",
-}

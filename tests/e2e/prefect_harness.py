@@ -1,25 +1,26 @@
-"""A real Prefect server on a free loopback port, with its own PREFECT_HOME, for end-to-end tests."""
+"""A real Prefect server on a free loopback port, with its own PREFECT_HOME, for end-to-end tests; and waits
+on what the server has seen: a deployment registered, a flow run's logs complete."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from uuid import UUID
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+from prefect.exceptions import ObjectNotFound
+
+from tests.harness import free_port, wait_until
 
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def prefect_env(home: Path, api_url: str | None = None) -> dict[str, str]:
@@ -37,17 +38,16 @@ def prefect_env(home: Path, api_url: str | None = None) -> dict[str, str]:
 
 
 def _wait_for(url: str, timeout: float, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def up() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"process exited ({process.returncode}):\n{log.read_text()[-3000:]}")
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
+                return response.status == 200
         except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"{url} not up after {timeout}s:\n{log.read_text()[-3000:]}")
+            return False
+
+    wait_until(up, timeout, f"{url} to answer", detail=lambda: log.read_text()[-3000:])
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -93,3 +93,57 @@ def background(command: list[str], cwd: Path, env: dict[str, str], log: Path) ->
         yield process
     finally:
         stop(process)
+
+
+def wait_until_serving(log: Path, timeout: float = 120) -> None:
+    """Wait until `evergreen deploy`, writing to `log`, says it is serving its deployments."""
+    wait_until(
+        lambda: log.exists() and "serving" in log.read_text(),
+        timeout,
+        "`evergreen deploy` to start serving",
+        detail=lambda: log.read_text() if log.exists() else "(no log)",
+    )
+
+
+async def _deployment_exists(name: str) -> bool:
+    async with get_client() as client:
+        try:
+            await client.read_deployment_by_name(name)
+        except ObjectNotFound:
+            return False
+        return True
+
+
+def wait_for_deployment(name: str, timeout: float = 60) -> None:
+    """Wait until the server at PREFECT_API_URL has deployment `name` ("flow/deployment")."""
+    wait_until(lambda: asyncio.run(_deployment_exists(name)), timeout, f"deployment {name} to be registered")
+
+
+_LOG_PAGE = 200  # the server's default (and largest) page
+
+
+async def _read_logs(flow_run_id: UUID) -> list:
+    log_filter = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+    logs: list = []
+    async with get_client() as client:
+        while True:  # the server answers at most a page at a time
+            page = await client.read_logs(log_filter, limit=_LOG_PAGE, offset=len(logs))
+            logs += page
+            if len(page) < _LOG_PAGE:
+                return logs
+
+
+def flow_run_logs(flow_run_id: UUID, timeout: float = 60) -> str:
+    """All log messages of a finished flow run, as the server at PREFECT_API_URL has them, one a line.
+
+    Runs ship their logs in batches, after the fact: this waits for the flow engine's last line ("Finished
+    in state ..." from the flow run itself, not from one of its tasks), so no earlier line is still on its way.
+    """
+
+    def complete() -> list | None:
+        logs = asyncio.run(_read_logs(flow_run_id))
+        finished = any(e.task_run_id is None and e.message.startswith("Finished in state") for e in logs)
+        return logs if finished else None
+
+    logs = wait_until(complete, timeout, f"the final log line of flow run {flow_run_id}")
+    return "\n".join(entry.message for entry in logs)

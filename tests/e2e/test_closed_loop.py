@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 
 import httpx
@@ -22,11 +21,19 @@ from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from evergreen.orchestration.overrides import apply_overrides
+from evergreen.orchestration.promotion import DRIFT_EVENT
+from tests.harness import free_port, wait_until
 
-from .conftest import FAST_TRAINING
-from .prefect_harness import BIN, background, free_port, prefect_env, prefect_server
-from .test_prefect import _wait_for_deployment, _wait_until_serving
-from .workspace import GIT_IDENTITY
+from .prefect_harness import (
+    BIN,
+    background,
+    flow_run_logs,
+    prefect_env,
+    prefect_server,
+    wait_for_deployment,
+    wait_until_serving,
+)
+from .workspace import FAST_TRAINING, GIT_IDENTITY
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -76,16 +83,6 @@ async def _flow_runs(flow_name: str) -> list:
     return [r for r in runs if r.state_type != StateType.SCHEDULED]
 
 
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(2)
-    raise TimeoutError(f"{what} did not happen within {timeout}s")
-
-
 def test_drift_triggers_exactly_one_retrain_which_the_service_then_serves(project, run, tmp_path):
     apply_overrides(project / "params.yaml", FAST)
     run("dvc", "repro")
@@ -99,7 +96,7 @@ def test_drift_triggers_exactly_one_retrain_which_the_service_then_serves(projec
         ),
         httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http,
     ):
-        _wait_for(lambda: _healthy(http), 60, "the service to start")
+        wait_until(lambda: _healthy(http), 60, "the service to start", detail=lambda: _tail(tmp_path / "serve.log"))
         records, labels = _drifted_records(project)
         for start in range(0, len(records), 100):
             answer = http.post("/predict", json={"records": records[start : start + 100]}).json()
@@ -113,9 +110,9 @@ def test_drift_triggers_exactly_one_retrain_which_the_service_then_serves(projec
                 background([str(BIN / "evergreen"), "deploy"], project, env, log),
                 temporary_settings({PREFECT_API_URL: api_url}),
             ):
-                _wait_until_serving(log)
+                wait_until_serving(log)
                 for name in ("monitor/monitor", "retrain/retrain"):
-                    asyncio.run(_wait_for_deployment(name))
+                    wait_for_deployment(name)
                 monitor_run = run_deployment(
                     "monitor/monitor", parameters={"workspace": str(project)}, timeout=300, poll_interval=2
                 )
@@ -127,10 +124,12 @@ def test_drift_triggers_exactly_one_retrain_which_the_service_then_serves(projec
                 assert {"temp", "hum", "windspeed", "weathersit"} <= set(decisions[-1]["drifted_features"])
 
                 # the event reaches the retrain deployment's trigger; the retrain runs to the end
-                retrain_run = _wait_for(
+                retrain_run = wait_until(
                     lambda: next((r for r in asyncio.run(_flow_runs("retrain")) if r.state.is_final()), None),
                     600,
                     "a triggered retrain run to finish",
+                    interval=2,
+                    detail=lambda: _tail(log),
                 )
                 assert retrain_run.state.is_completed(), log.read_text()[-3000:]
 
@@ -139,7 +138,12 @@ def test_drift_triggers_exactly_one_retrain_which_the_service_then_serves(projec
                     "monitor/monitor", parameters={"workspace": str(project)}, timeout=300, poll_interval=2
                 )
                 assert second.state.is_completed()
-                time.sleep(10)  # room for a wrongly triggered second retrain to show up
+                # only the monitor's event starts a retrain: once all of the second run's logs are on the
+                # server, they show whether it emitted one, so no wrongly triggered retrain can still be coming
+                second_logs = flow_run_logs(second.id)
+                assert "decision: " in second_logs and "decision: retrain" not in second_logs, second_logs
+                assert f"emitted {DRIFT_EVENT}" in flow_run_logs(monitor_run.id)  # what the check looks for
+                assert f"emitted {DRIFT_EVENT}" not in second_logs, second_logs
                 assert len(asyncio.run(_flow_runs("retrain"))) == 1
 
         promotion = json.loads((project / "metrics/promotion.json").read_text())
@@ -149,7 +153,12 @@ def test_drift_triggers_exactly_one_retrain_which_the_service_then_serves(projec
         landed = list((project / "data/incoming").glob("feedback-*.parquet"))
         assert len(landed) == 1 and pl.read_parquet(landed[0]).height == len(records)
         # the running service picked the new champion up by itself
-        _wait_for(lambda: http.get("/model").json().get("version") == "v2", 60, "the service to switch to v2")
+        wait_until(
+            lambda: http.get("/model").json().get("version") == "v2",
+            60,
+            "the service to switch to v2",
+            detail=lambda: _tail(tmp_path / "serve.log"),
+        )
         answer = http.post("/predict", json={"records": records[:1]}).json()
         assert answer["model_version"] == "v2"
 
@@ -159,3 +168,7 @@ def _healthy(http: httpx.Client) -> bool:
         return http.get("/health").status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def _tail(log: Path, chars: int = 3000) -> str:
+    return log.read_text()[-chars:] if log.exists() else f"({log} not written)"

@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from .conftest import ran_stages
+from .workspace import ran_stages
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 DATA_STAGES = ["ingest", "validate_raw", "clean", "validate_clean", "split"]

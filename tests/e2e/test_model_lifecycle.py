@@ -11,7 +11,7 @@ import pytest
 
 from evergreen.orchestration.overrides import apply_overrides
 
-from .conftest import FAST_TRAINING, ran_stages
+from .workspace import FAST_TRAINING, ran_stages
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

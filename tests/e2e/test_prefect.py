@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from pathlib import Path
 
 import pytest
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.deployments import run_deployment
-from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from .prefect_harness import BIN, background, prefect_env, prefect_server
+from .prefect_harness import (
+    BIN,
+    background,
+    flow_run_logs,
+    prefect_env,
+    prefect_server,
+    wait_for_deployment,
+    wait_until_serving,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -25,49 +28,21 @@ def api_url(tmp_path_factory) -> str:
         yield url
 
 
-def _wait_until_serving(log: Path, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if log.exists() and "serving" in log.read_text():
-            return
-        time.sleep(0.5)
-    raise TimeoutError(f"`evergreen deploy` did not start serving within {timeout}s:\n{log.read_text()}")
-
-
-async def _wait_for_deployment(name: str, timeout: float = 60) -> None:
-    async with get_client() as client:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                await client.read_deployment_by_name(name)
-                return
-            except ObjectNotFound:
-                await asyncio.sleep(0.5)
-    raise TimeoutError(f"deployment {name} was not registered within {timeout}s")
-
-
-async def _logs(flow_run_id) -> str:
-    async with get_client() as client:
-        logs = await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
-    return "\n".join(entry.message for entry in logs)
-
-
 def _trigger(api_url: str, project: Path, tmp_path: Path, parameters: dict):
     """Serve the project's deployments, trigger `pipeline`, wait; returns (flow run, its logs)."""
     env = prefect_env(tmp_path / "client-home", api_url)
     log = tmp_path / "deploy.log"
     with background([str(BIN / "evergreen"), "deploy"], project, env, log):
-        _wait_until_serving(log)
+        wait_until_serving(log)
         with temporary_settings({PREFECT_API_URL: api_url}):
-            asyncio.run(_wait_for_deployment("pipeline/pipeline"))
+            wait_for_deployment("pipeline/pipeline")
             flow_run = run_deployment(
                 "pipeline/pipeline",
                 parameters={"workspace": str(project), **parameters},
                 timeout=600,
                 poll_interval=2,
             )
-            time.sleep(2)  # logs are shipped to the server in batches
-            return flow_run, asyncio.run(_logs(flow_run.id))
+            return flow_run, flow_run_logs(flow_run.id)
 
 
 def test_deployed_pipeline_runs_through_the_server(api_url, project, tmp_path):
@@ -105,12 +80,12 @@ def test_retrain_while_the_workspace_is_busy_is_skipped_not_failed(api_url, proj
     from retrain import retrain
 
     from evergreen.orchestration.dag import workspace_lock
+    from evergreen.workspace import Workspace
 
     with temporary_settings({PREFECT_API_URL: api_url}):
-        with workspace_lock(project):
+        with workspace_lock(Workspace.open(project).run_lock):
             state = retrain(workspace=str(project), return_state=True)
-        time.sleep(2)  # logs are shipped to the server in batches
-        logs = asyncio.run(_logs(state.state_details.flow_run_id))
+        logs = flow_run_logs(state.state_details.flow_run_id)
     assert state.is_completed()
     assert state.result() == {"retrain": "skipped"}
     assert "retrain skipped: another run holds" in logs

@@ -2,172 +2,51 @@
 trained, evaluated and exported by the real stages on tiny synthetic data, a real registry and a real log.
 
 Covers: no train/serve skew (served == evaluate stage == `evergreen predict`), the API token, bad input,
-many parallel clients logged exactly once, a promotion under load, `kill -9`, feedback, and batch scoring.
+many parallel clients logged exactly once, a promotion under load, feedback, and batch scoring. `kill -9` and
+the other attacks on the service are in `tests/faults/test_service_*.py`, which reuse these helpers.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import json
-import os
-import random
-import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
-import onnx
 import polars as pl
 import pytest
 import yaml
-from onnx import helper
 
-from evergreen.config import parse_params
-from evergreen.data import paths
-from evergreen.registry.store import Registry
 from evergreen.serving.log import read_log
-from evergreen.stages import evaluate as evaluate_stage
-from evergreen.stages import export as export_stage
-from evergreen.stages import train as train_stage
-from tests.conftest import TINY
-from tests.unit.test_train import synthetic
+from tests.harness import free_port
+from tests.service_harness import (
+    AUTH,
+    BIN,
+    COLUMNS,
+    MAX_BATCH,
+    TOKEN,
+    Project,
+    build_project,
+    load_clients,
+    running_server,
+    server_env,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-BIN = Path(sys.executable).parent
-TOKEN = "test-token-0123456789"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-MAX_BATCH = 50
-COLUMNS = ["id", "day", "hr", "weather", "temp", "hum"]
-
-
-def _params() -> dict[str, Any]:
-    raw = copy.deepcopy(TINY)
-    raw["data"]["columns"][0] = {"name": "id", "type": "str", "role": "id"}  # so there is a string to limit
-    raw["model"] = {"hidden": [16], "embedding_dim": 4}
-    raw["train"] = {"epochs": 3, "batch_size": 64, "device": "cpu"}
-    raw["evaluate"] = {"hgb_max_iter": 20}
-    raw["export"] = {"latency_runs": 10, "throughput_batch": 64}
-    raw["serve"] = {"max_batch": MAX_BATCH, "max_string_length": 32, "reload_interval_s": 0.2}
-    return raw
-
-
-def _doubled(graph: Path, out: Path) -> None:
-    """The same graph with its prediction times two: a second version whose answers are told apart."""
-    model = onnx.load(str(graph))
-    [output] = model.graph.output
-    for node in model.graph.node:
-        node.output[:] = [f"{name}_raw" if name == output.name else name for name in node.output]
-    model.graph.initializer.append(helper.make_tensor("two", onnx.TensorProto.FLOAT, [], [2.0]))
-    model.graph.node.append(helper.make_node("Mul", [f"{output.name}_raw", "two"], [output.name]))
-    onnx.save(model, str(out))
-
-
-@dataclass
-class Project:
-    root: Path
-    registry: Registry
-    test: pl.DataFrame  # the test split
-    evaluated: np.ndarray  # the evaluate stage's test predictions
-    parity_limit: float
-
-    @property
-    def log_path(self) -> Path:
-        return self.root / "monitoring" / "predictions.db"
-
-    def records(self, frame: pl.DataFrame | None = None) -> list[dict[str, Any]]:
-        frame = self.test if frame is None else frame
-        return frame.select(COLUMNS).with_columns(pl.col("day").cast(pl.String)).to_dicts()
-
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
-    root = tmp_path_factory.mktemp("service")
-    raw = _params()
-    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    params = parse_params(raw)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(root)
-        paths.SPLIT_DIR.mkdir(parents=True)
-        for name, seed, n in (("train", 1, 500), ("valid", 2, 150), ("test", 3, 150)):
-            synthetic(n, seed).with_columns(pl.col("id").cast(pl.String)).write_parquet(paths.split_path(name))
-        train_stage.run(params)
-        evaluate_stage.run(params)
-        export_stage.run(params)
-    registry = Registry(root / params.promote.registry_dir)
-    card = json.loads((root / paths.MODEL_CARD).read_text())
-    files = {"model.onnx": root / paths.ONNX_MODEL, "signature.json": root / paths.SIGNATURE}
-    registry.promote(registry.add(files, card), "test: first champion")
-    _doubled(root / paths.ONNX_MODEL, root / "doubled.onnx")
-    registry.add({**files, "model.onnx": root / "doubled.onnx"}, {**card, "note": "prediction x 2"})
-    evaluated = pl.read_parquet(root / paths.TEST_PREDICTIONS)
-    yield Project(
-        root=root,
-        registry=registry,
-        test=pl.read_parquet(root / paths.split_path("test")),
-        evaluated=evaluated["prediction"].to_numpy(),
-        parity_limit=json.loads((root / paths.EXPORT_METRICS).read_text())["parity_limit"],
-    )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _env(token: str | None = TOKEN) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "EVERGREEN_API_TOKEN"}
-    return env | ({"EVERGREEN_API_TOKEN": token} if token else {})
-
-
-@contextlib.contextmanager
-def _server(root: Path, *args: str) -> Iterator[tuple[str, subprocess.Popen]]:
-    port = _free_port()
-    output = root / f"server-{port}.log"  # a file, not a pipe: a pipe nobody reads would block the server
-    with output.open("w") as sink:
-        process = subprocess.Popen(
-            [str(BIN / "evergreen"), "serve", "--port", str(port), *args],
-            cwd=root,
-            env=_env(),
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"the server exited ({process.returncode}):\n{output.read_text()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise AssertionError("the server did not come up within 60 s")
-            time.sleep(0.1)
-        yield url, process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
+    return build_project(tmp_path_factory.mktemp("service"))
 
 
 @pytest.fixture(scope="module")
 def url(project: Project) -> Iterator[str]:
-    with _server(project.root) as (base, _):
+    with running_server(project.root) as (base, _):
         yield base
 
 
@@ -208,7 +87,7 @@ def test_served_predictions_equal_the_evaluate_stages(project, client):
 
 
 def test_health_is_public_and_model_tells_version_and_card(project, url, client):
-    assert httpx.get(f"{url}/health").json() == {"status": "ok", "model_version": "v1"}
+    assert httpx.get(f"{url}/health").json() == {"status": "ok", "model_version": "v1", "log": "ok"}
     info = client.get("/model").json()
     assert info["version"] == "v1" and info["features"] == ["hr", "weather", "temp", "hum"]
     assert info["card"]["metrics"]["model"]["rmse"] > 0 and info["card"]["version"] == "v1"
@@ -230,9 +109,9 @@ def test_a_missing_or_wrong_token_is_a_401_and_nothing_is_logged(project, url):
 
 def test_a_public_address_without_a_token_refuses_to_start(project):
     done = subprocess.run(
-        [str(BIN / "evergreen"), "serve", "--host", "0.0.0.0", "--port", str(_free_port())],
+        [str(BIN / "evergreen"), "serve", "--host", "0.0.0.0", "--port", str(free_port())],
         cwd=project.root,
-        env=_env(token=None),
+        env=server_env(token=None),
         capture_output=True,
         text=True,
         timeout=60,
@@ -280,46 +159,8 @@ def _expected(project: Project, records: list[dict[str, Any]], version: str) -> 
     return base * (2 if version == "v2" else 1)
 
 
-def _load(
-    url: str,
-    records: list[dict[str, Any]],
-    clients: int,
-    requests: int | None,
-    stop: threading.Event | None = None,
-) -> list[list[tuple]]:
-    """`clients` threads sending 1-3 records per request, until `requests` each or `stop`: per client the
-    (records, answer) pairs acknowledged, then one last list holding ("failures", [...])."""
-    results: list[list[tuple]] = [[] for _ in range(clients)]
-    failures: list[str] = []
-
-    def run(k: int) -> None:
-        rng = random.Random(k)
-        with httpx.Client(base_url=url, headers=AUTH, timeout=30) as client:
-            i = 0
-            while (requests is None or i < requests) and not (stop is not None and stop.is_set()):
-                batch = rng.sample(records, rng.randint(1, 3))
-                try:
-                    response = client.post("/predict", json={"records": batch})
-                except httpx.HTTPError as exc:
-                    failures.append(repr(exc))
-                    return
-                if response.status_code != 200:
-                    failures.append(response.text)
-                    return
-                results[k].append((batch, response.json()))
-                i += 1
-
-    threads = [threading.Thread(target=run, args=(k,)) for k in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    results.append([("failures", failures)])
-    return results
-
-
 def test_parallel_clients_are_each_logged_exactly_once(project, url):
-    *per_client, [(_, failures)] = _load(url, project.records(), clients=16, requests=25)
+    *per_client, [(_, failures)] = load_clients(url, project.records(), clients=16, requests=25)
     assert failures == []
     answers = [answer for client in per_client for _, answer in client]
     assert len(answers) == 16 * 25
@@ -337,7 +178,7 @@ def test_a_promotion_under_load_fails_no_request(project, url, client):
     stop = threading.Event()
     outcome: list[list[tuple]] = []
     loader = threading.Thread(
-        target=lambda: outcome.extend(_load(url, project.records(), clients=8, requests=None, stop=stop))
+        target=lambda: outcome.extend(load_clients(url, project.records(), clients=8, requests=None, stop=stop))
     )
     loader.start()
     try:
@@ -367,14 +208,18 @@ def test_a_promotion_under_load_fails_no_request(project, url, client):
 def test_a_champion_that_cannot_load_is_skipped_and_the_old_one_keeps_serving(project, client, tmp_path):
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"not an onnx graph")
-    signature = project.root / paths.SIGNATURE
+    signature = project.workspace.signature
     version = project.registry.add({"model.onnx": broken, "signature.json": signature}, {"note": "broken"})
     project.registry.promote(version, "test: a broken champion")
     try:
-        time.sleep(1.0)  # five reload intervals
+        deadline = time.monotonic() + 10
+        while "fallback" not in (health := client.get("/health").json()):  # the watcher tried and gave up
+            assert time.monotonic() < deadline, health
+            time.sleep(0.05)
+        assert health["model_version"] == "v1" and health["status"] == "degraded"
+        assert health["fallback"]["wanted"] == version and health["fallback"]["serving"] == "v1"
         answer = _predict(client, project.records()[:1])
         assert answer["model_version"] == "v1"
-        assert client.get("/health").json()["model_version"] == "v1"
     finally:
         project.registry.promote("v1", "test: back to the first champion")
 
@@ -390,10 +235,10 @@ def test_serve_without_a_champion_refuses_to_start(project, tmp_path):
             "--params",
             str(tmp_path / "params.yaml"),
             "--port",
-            str(_free_port()),
+            str(free_port()),
         ],
         cwd=project.root,
-        env=_env(),
+        env=server_env(),
         capture_output=True,
         text=True,
         timeout=60,
@@ -416,28 +261,6 @@ def test_feedback_attaches_labels_to_an_earlier_request(project, client):
     assert bad_label.status_code == 422 and "labels[1]" in bad_label.text
 
 
-def test_kill_9_keeps_every_acknowledged_prediction(project):
-    params = yaml.safe_load((project.root / "params.yaml").read_text())
-    params["serve"]["log_path"] = "monitoring/killed.db"
-    (project.root / "params_kill.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    with _server(project.root, "--params", "params_kill.yaml") as (base, process):
-        stop = threading.Event()
-        outcome: list[list[tuple]] = []
-        loader = threading.Thread(target=lambda: outcome.extend(_load(base, project.records(), 8, None, stop=stop)))
-        loader.start()
-        time.sleep(1.5)
-        os.kill(process.pid, signal.SIGKILL)
-        loader.join(60)
-        stop.set()
-    *per_client, _ = outcome
-    acknowledged = [(batch, answer) for client in per_client for batch, answer in client]
-    assert len(acknowledged) > 20
-    log = read_log(project.root / "monitoring" / "killed.db")
-    counts = dict(log.group_by("request_id").len().iter_rows())
-    for batch, answer in acknowledged:
-        assert counts.get(answer["request_id"]) == len(batch)
-
-
 def test_batch_scoring_matches_the_service(project, client, tmp_path):
     frame = project.test.with_columns(pl.col("day").cast(pl.String)).select(*COLUMNS, "y")
     dirty = frame.head(4).with_columns(
@@ -448,7 +271,7 @@ def test_batch_scoring_matches_the_service(project, client, tmp_path):
     table.write_csv(tmp_path / "in.csv")
     command = ["predict", "--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "out.parquet")]
     done = subprocess.run(
-        [str(BIN / "evergreen"), *command], cwd=project.root, env=_env(), capture_output=True, text=True
+        [str(BIN / "evergreen"), *command], cwd=project.root, env=server_env(), capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
     assert "scored 152 of 154 rows with v1" in done.stdout

@@ -1,11 +1,13 @@
-"""`evergreen simulate` on a fresh copy: a short replay with light training, every policy, real stages."""
+"""`evergreen simulate` on a fresh copy: a short replay with light training, every policy, real DVC pipelines."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 
+from evergreen.config import load_params
 from evergreen.orchestration.overrides import apply_overrides
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -27,6 +29,7 @@ def test_a_short_backtest_writes_its_summary_and_plot(project, run):
     )
     out = run("evergreen", "simulate", "--weeks", "5", "--output", "backtest").stdout
     assert "the drift policy recovers" in out
+    assert "Running stage" not in out and "epoch 1/" not in out  # the pipelines' chatter went to stages.log
     summary = json.loads((project / "backtest/summary.json").read_text())
     policies = summary["policies"]
     assert set(policies) == {"never", "periodic", "drift"}
@@ -40,3 +43,19 @@ def test_a_short_backtest_writes_its_summary_and_plot(project, run):
     assert (project / "backtest/error_over_time.png").stat().st_size > 10_000
     decisions = (project / "backtest/work/drift/monitoring/decisions.jsonl").read_text().splitlines()
     assert len([d for d in decisions if json.loads(d)["kind"] == "decision"]) == 5
+
+    # every policy's workspace is a project DVC ran: its own pipeline, params and lock file
+    work = project / "backtest/work"
+    for name in ("initial", "never", "periodic", "drift"):
+        assert (work / name / ".dvc").is_dir() and (work / name / "dvc.yaml").read_text() == (
+            project / "dvc.yaml"
+        ).read_text()
+        assert load_params(work / name / "params.yaml").data.source == "data/source/initial.parquet"
+        assert "stage train" in (work / name / "dvc.lock").read_text()
+    assert (work / "periodic/src/evergreen/stages/train.py").exists()  # the code deps dvc.yaml lists
+    periodic_log = (work / "periodic/stages.log").read_text()
+    assert periodic_log.count("--- retrain at") == 2  # the first model's, copied, and February's
+    assert "> evergreen stage train" in periodic_log and "promote:" in periodic_log
+    # the project itself was only read: nothing but the output folder (and the edited params) changed
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=project, capture_output=True, text=True).stdout
+    assert sorted(status.splitlines()) == [" M params.yaml", "?? backtest/"]

@@ -1,6 +1,7 @@
-"""A throwaway copy of the project: its tracked (and not ignored) files, in a fresh git repository.
+"""A throwaway copy of the project: its tracked (and not ignored) files, in a fresh git repository; light
+training params for runs that are about the pipeline, not the model; and what `dvc repro` ran.
 
-Used by the end-to-end tests and by the benchmarks that run the real pipeline.
+Used by the end-to-end and fault tests and by the benchmarks that run the real pipeline.
 """
 
 from __future__ import annotations
@@ -16,6 +17,16 @@ GIT_IDENTITY = {
     "GIT_AUTHOR_EMAIL": "test@evergreen.invalid",
     "GIT_COMMITTER_NAME": "evergreen-test",
     "GIT_COMMITTER_EMAIL": "test@evergreen.invalid",
+}
+
+# light training for tests about the lifecycle, not the model: a few epochs, one ensemble member
+FAST_TRAINING = {
+    "train.epochs": 4,
+    "train.patience": 4,
+    "model.ensemble": 1,
+    "model.hidden": [64, 64],
+    # a few epochs do not beat gradient boosting; the baseline check has its own unit tests
+    "promote.baseline": "mean",
 }
 
 
@@ -42,3 +53,8 @@ def copy_project(dest: Path) -> Path:
     for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "copy"]):
         subprocess.run(["git", *args], cwd=dest, check=True, env=env, capture_output=True)
     return dest
+
+
+def ran_stages(output: str) -> list[str]:
+    """The stages `dvc repro` actually ran, in order, read off its output."""
+    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")]

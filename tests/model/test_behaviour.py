@@ -14,10 +14,11 @@ from evergreen.config import Params
 from evergreen.data.clean import clean
 from evergreen.data.io import read_text_table, resolve_source
 from evergreen.data.split import split
+from evergreen.model.export import signature
 from evergreen.model.metrics import regression_metrics
 from evergreen.model.network import TabularNet
 from evergreen.model.train import train_model
-from tests.conftest import ROOT
+from tests.harness import ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -45,10 +46,22 @@ def test_minimum_quality_on_the_test_split(model, splits):
     assert metrics["r2"] > 0.7, metrics
 
 
-def test_the_id_column_changes_nothing(model, splits):
+def test_the_id_column_changes_nothing(model, splits, bundled_params):
     test = splits["test"]
-    shifted = test.with_columns(instant=pl.col("instant") + 1_000_000)
-    np.testing.assert_array_equal(model.predict(shifted), model.predict(test))
+    assert bundled_params.data.id_column is not None
+    id_column = bundled_params.data.id_column.name  # instant
+    # the id is not an input: not a feature of the network, not a column of the served graph's signature
+    assert id_column not in model.prep.features
+    assert id_column not in [column["name"] for column in signature(model)["input"]["columns"]]
+    base = model.predict(test)
+    np.testing.assert_array_equal(model.predict(test.drop(id_column)), base)  # not even needed
+    shifted = test.with_columns(pl.col(id_column) + 1_000_000)
+    np.testing.assert_array_equal(model.predict(shifted), base)
+    # the control: the same edit to a column the model does read changes its predictions, so the
+    # equalities above would catch an id that leaked into the inputs
+    for feature in ("hr", "yr"):  # integers like the id: one categorical, one numeric
+        moved = model.predict(test.with_columns(pl.col(feature) + 1_000_000))
+        assert not np.allclose(moved, base, rtol=1e-3), feature
 
 
 def test_row_order_changes_nothing(model, splits):

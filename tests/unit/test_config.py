@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from evergreen.config import ConfigError, load_params, parse_params
+from evergreen.config import load_params, parse_params
+from evergreen.errors import ConfigError
 
 
 def test_bundled_params_load(bundled_params):

@@ -14,18 +14,17 @@ import yaml
 from onnx import numpy_helper
 
 from evergreen.config import Params, parse_params
-from evergreen.data import paths
 from evergreen.errors import ParityFailed
-from evergreen.model.export import check_parity, export_onnx, onnx_predict, onnx_session, parity, signature
+from evergreen.inference import feature_matrix, onnx_predict
+from evergreen.model.export import check_parity, export_onnx, onnx_session, parity, signature
 from evergreen.model.network import TabularNet
-from evergreen.model.preprocess import feature_matrix
 from evergreen.model.train import train_model
+from evergreen.provenance import data_hashes
 from evergreen.stages import evaluate as evaluate_stage
 from evergreen.stages import export as export_stage
 from evergreen.stages import train as train_stage
-from evergreen.stages.export import data_hashes
-from tests.conftest import TINY
-from tests.unit.test_train import SMALL_MODEL, SMALL_TRAIN, synthetic
+from evergreen.workspace import Workspace
+from tests.harness import SMALL_MODEL, SMALL_TRAIN, TINY, synthetic
 
 
 def _params(task: str = "regression") -> Params:
@@ -112,40 +111,38 @@ def test_data_hashes_come_from_the_train_stage_in_dvc_lock():
     assert data_hashes({}) == {}
 
 
-@pytest.mark.slow
-def test_train_evaluate_export_stages(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    paths.SPLIT_DIR.mkdir(parents=True)
+def test_train_evaluate_export_stages(tmp_path):
+    tmp_path.joinpath("data/split").mkdir(parents=True)
     for name, seed, n in (("train", 1, 500), ("valid", 2, 150), ("test", 3, 150)):
-        synthetic(n, seed).write_parquet(paths.split_path(name))
-    paths.DVC_LOCK.write_text(yaml.safe_dump({"stages": {"train": {"deps": [
+        synthetic(n, seed).write_parquet(tmp_path / f"data/split/{name}.parquet")
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump({"stages": {"train": {"deps": [
         {"path": "data/split/train.parquet", "md5": "abc"}]}}}))  # fmt: skip
     raw = copy.deepcopy(TINY)
     raw["model"] = {"hidden": [16], "embedding_dim": 4}
     raw["train"] = {"epochs": 3, "batch_size": 64, "device": "cpu"}
     raw["evaluate"] = {"hgb_max_iter": 20}
     raw["export"] = {"latency_runs": 10, "throughput_batch": 64}
-    params = parse_params(raw)
+    ws = Workspace(tmp_path, parse_params(raw))
 
-    train_stage.run(params)
-    assert json.loads(paths.TRAIN_METRICS.read_text())["epochs_run"] == 3
-    assert (paths.DVCLIVE_DIR / "plots/metrics/valid_rmse.tsv").exists()
-    evaluate_stage.run(params)
-    report = json.loads(paths.EVAL_METRICS.read_text())
+    train_stage.run(ws)
+    assert json.loads(ws.train_metrics.read_text())["epochs_run"] == 3
+    assert (ws.dvclive / "plots/metrics/valid_rmse.tsv").exists()
+    evaluate_stage.run(ws)
+    report = json.loads(ws.eval_metrics.read_text())
     assert set(report["model"]) == {"rmse", "mae", "r2"}
     assert set(report["baselines"]) == {"mean", "linear", "hgb"}
-    assert pl.read_csv(paths.PREDICTIONS_CSV).columns == ["actual", "predicted", "abs_error"]
-    predictions = pl.read_parquet(paths.TEST_PREDICTIONS)
+    assert pl.read_csv(ws.predictions_csv).columns == ["actual", "predicted", "abs_error"]
+    predictions = pl.read_parquet(ws.test_predictions)
     assert predictions.height == 150 and {"id", "prediction", "y"} <= set(predictions.columns)
-    export_stage.run(params)
-    exported = json.loads(paths.EXPORT_METRICS.read_text())
+    export_stage.run(ws)
+    exported = json.loads(ws.export_metrics.read_text())
     assert exported["parity_max_abs_diff"] <= exported["parity_limit"]
     assert exported["onnxruntime"]["latency_p50_ms"] > 0 and exported["torch"]["throughput_rows_per_s"] > 0
-    card = json.loads(paths.MODEL_CARD.read_text())
+    card = json.loads(ws.model_card.read_text())
     assert card["data"] == {"data/split/train.parquet": "abc"}
     assert card["metrics"] == report and card["params"]["model"]["hidden"] == [16]
-    session = onnx_session(paths.ONNX_MODEL.read_bytes())
-    test = pl.read_parquet(paths.split_path("test"))
+    session = onnx_session(ws.onnx_model.read_bytes())
+    test = pl.read_parquet(ws.split("test"))
     np.testing.assert_allclose(
         onnx_predict(session, feature_matrix(test, ["hr", "weather", "temp", "hum"])),
         predictions["prediction"].to_numpy(),
@@ -153,23 +150,21 @@ def test_train_evaluate_export_stages(tmp_path, monkeypatch):
     )
 
 
-@pytest.mark.slow
-def test_train_and_evaluate_stages_for_classification(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    paths.SPLIT_DIR.mkdir(parents=True)
+def test_train_and_evaluate_stages_for_classification(tmp_path):
+    tmp_path.joinpath("data/split").mkdir(parents=True)
     for name, seed, n in (("train", 1, 500), ("valid", 2, 150), ("test", 3, 150)):
-        synthetic(n, seed, "classification").write_parquet(paths.split_path(name))
+        synthetic(n, seed, "classification").write_parquet(tmp_path / f"data/split/{name}.parquet")
     raw = copy.deepcopy(TINY)
     raw["data"]["task"] = "classification"
     raw["model"] = {"hidden": [16], "embedding_dim": 4}
     raw["train"] = {"epochs": 3, "batch_size": 64, "device": "cpu"}
     raw["evaluate"] = {"hgb_max_iter": 20}
-    params = parse_params(raw)
-    train_stage.run(params)
-    evaluate_stage.run(params)
-    report = json.loads(paths.EVAL_METRICS.read_text())
+    ws = Workspace(tmp_path, parse_params(raw))
+    train_stage.run(ws)
+    evaluate_stage.run(ws)
+    report = json.loads(ws.eval_metrics.read_text())
     assert set(report["model"]) == {"accuracy", "f1_macro", "log_loss", "roc_auc"}
     assert report["baselines"]["mean"]["roc_auc"] == 0.5  # class priors rank nothing
-    confusion = pl.read_csv(paths.CONFUSION_CSV)
+    confusion = pl.read_csv(ws.confusion_csv)
     assert confusion.columns == ["actual", "predicted"] and confusion.height == 150
-    assert set(pl.read_csv(paths.PREDICTIONS_CSV)["abs_error"].unique()) <= {0.0, 1.0}
+    assert set(pl.read_csv(ws.predictions_csv)["abs_error"].unique()) <= {0.0, 1.0}

@@ -63,10 +63,15 @@ def test_source_that_does_not_exist(tmp_path):
 
 
 def test_source_glob_and_landing_order(tmp_path):
-    for name in ("b.csv", "a.csv", "notes.txt"):
+    """A glob picks what it names, in name order; the landing folder lists its data files in name order,
+    skipping only DVC pointers, .gitignore, hidden files and README.md."""
+    for name in ("b.csv", "a.csv", "c.csv.gz", "notes.txt"):
         _write(tmp_path, name, HEADER)
     assert [Path(p).name for p in resolve_source(str(tmp_path / "*.csv"))] == ["a.csv", "b.csv"]
-    assert [Path(p).name for p in list_landing(tmp_path)] == ["a.csv", "b.csv"]
+    (tmp_path / "notes.txt").unlink()
+    for name in ("b.csv.dvc", ".gitignore", ".DS_Store", "README.md"):
+        _write(tmp_path, name, "not data")
+    assert [Path(p).name for p in list_landing(tmp_path)] == ["a.csv", "b.csv", "c.csv.gz"]
     assert list_landing(tmp_path / "missing") == []
 
 

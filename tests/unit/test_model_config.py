@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from evergreen.config import ConfigError, parse_params
+from evergreen.config import parse_params
+from evergreen.errors import ConfigError
 
 
 def test_defaults_when_the_sections_are_absent(tiny_raw):

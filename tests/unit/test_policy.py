@@ -6,8 +6,9 @@ import datetime as dt
 
 import pytest
 
+from evergreen.artifacts.decisions import RetrainDecision, RetrainResult, append_entry, read_history
 from evergreen.config import PolicyConfig
-from evergreen.monitoring.policy import append_entry, decide, read_history
+from evergreen.monitoring.policy import decide
 from evergreen.monitoring.summary import ColumnDrift, MonitorSummary, Performance
 
 FEATURES = ["temp", "hum", "hr", "weathersit"]
@@ -38,10 +39,10 @@ def _at(day: int) -> str:
 
 def _run(summaries: list[MonitorSummary], policy: PolicyConfig, step_days: int = 7) -> list[str]:
     """Feed windows through the policy the way the monitor does; returns the actions."""
-    history: list[dict] = []
+    history: list[RetrainDecision] = []
     for i, summary in enumerate(summaries):
-        history.append(decide(summary, history, policy, now=_at(i * step_days)).to_dict())
-    return [h["action"] for h in history]
+        history.append(decide(summary, history, policy, now=_at(i * step_days)))
+    return [h.action for h in history]
 
 
 POLICY = PolicyConfig(drift_share=0.5, consecutive=2, cooldown_hours=24 * 10, min_rows=200)
@@ -61,10 +62,10 @@ def test_one_drift_episode_causes_one_retrain_and_failed_retrains_back_off():
     actions = _run([_summary(3)] * 12, POLICY)  # weekly windows, cooldown 10 days
     # retrain at day 7; the next waits 2 x 10 days (day 28), the next 3 x 10 days (day 63)
     assert [i for i, a in enumerate(actions) if a == "retrain"] == [1, 4, 9]
-    history: list[dict] = []
+    history: list[RetrainDecision] = []
     for i in range(3):
-        history.append(decide(_summary(3), history, POLICY, now=_at(i * 7)).to_dict())
-    assert "1 earlier retrain(s) did not replace v1" in history[-1]["reasons"][-1]
+        history.append(decide(_summary(3), history, POLICY, now=_at(i * 7)))
+    assert "1 earlier retrain(s) did not replace v1" in history[-1].reasons[-1]
 
 
 def test_a_new_champion_starts_a_new_episode_after_the_cooldown():
@@ -76,11 +77,11 @@ def test_a_new_champion_starts_a_new_episode_after_the_cooldown():
 def test_cooldown_blocks_a_retrain():
     policy = POLICY.model_copy(update={"cooldown_hours": 24 * 30})
     summaries = [_summary(3)] * 2 + [_summary(0)] + [_summary(3, champion="v2")] * 2
-    history: list[dict] = []
+    history: list[RetrainDecision] = []
     for i, summary in enumerate(summaries):
-        history.append(decide(summary, history, policy, now=_at(i * 7)).to_dict())
-    assert [h["action"] for h in history] == ["none", "retrain", "none", "none", "none"]
-    assert history[-1]["reasons"][-1].startswith("cooldown:")
+        history.append(decide(summary, history, policy, now=_at(i * 7)))
+    assert [h.action for h in history] == ["none", "retrain", "none", "none", "none"]
+    assert history[-1].reasons[-1].startswith("cooldown:")
 
 
 def test_performance_degradation_counts_as_drift():
@@ -116,7 +117,15 @@ def test_retrain_every_fallback():
 def test_decisions_log_round_trip(tmp_path):
     path = tmp_path / "monitoring" / "decisions.jsonl"
     assert read_history(path) == []
-    entry = decide(_summary(3), [], POLICY, now=_at(0)).to_dict()
+    entry = decide(_summary(3), [], POLICY, now=_at(0))
+    failed = RetrainResult(status="failed", error="boom")
     append_entry(path, entry)
-    append_entry(path, {"kind": "retrain_result", "status": "failed"})
-    assert read_history(path) == [entry, {"kind": "retrain_result", "status": "failed"}]
+    append_entry(path, failed)
+    assert read_history(path) == [entry, failed]
+
+
+def test_failed_and_skipped_retrains_do_not_count_as_windows():
+    # results in the log (failed, skipped) are not monitoring windows: they neither break nor extend a streak
+    first = decide(_summary(3), [], POLICY, now=_at(0))
+    noise = [RetrainResult(status="failed", error="boom"), RetrainResult(status="skipped")]
+    assert decide(_summary(3), [first, *noise], POLICY, now=_at(7)).action == "retrain"

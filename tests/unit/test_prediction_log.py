@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 from evergreen.serving.log import (
+    _INSERT,
     LabelCountMismatch,
+    LogUnavailable,
     PredictionLog,
     UnknownRequest,
     log_rows,
@@ -156,3 +158,90 @@ def test_every_acknowledged_write_survives_kill_9(tmp_path):
     logged = set(read_log(path)["request_id"].to_list())
     assert len(acknowledged) >= 50
     assert set(acknowledged) <= logged
+
+
+# ------------------------------------------------------------------------------ nothing waits for ever
+def _hold_write_lock(path: Path) -> sqlite3.Connection:
+    """Another connection holding the log's write lock (as another process would)."""
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    return holder
+
+
+def test_a_held_lock_fails_the_write_within_the_timeout_and_the_log_recovers(tmp_path, caplog):
+    """Promise: a write that cannot commit raises `LogUnavailable` within about the timeout, writes nothing,
+    and the next write after the lock goes commits. Before: the waiting futures were never resolved."""
+    log = PredictionLog(tmp_path / "predictions.db", timeout_s=0.5)
+    holder = _hold_write_lock(log.path)
+    try:
+        start = time.monotonic()
+        with pytest.raises(LogUnavailable):
+            log.write(_rows("refused", 2))
+        assert time.monotonic() - start < 2.0
+        assert log.check(0.5) is not None  # what /health reports
+    finally:
+        holder.rollback()
+        holder.close()
+    log.write(_rows("accepted", 1))
+    assert log.check(0.5) is None
+    log.close()
+    assert read_log(log.path)["request_id"].to_list() == ["accepted"]
+    assert "cannot commit" in caplog.text and "commits again" in caplog.text
+
+
+def test_close_finishes_queued_writes_and_refuses_new_ones(tmp_path):
+    """Promise: every write queued before `close` is committed and answered; one after it raises at once."""
+    log = PredictionLog(tmp_path / "predictions.db")
+    futures = [log.submit(lambda conn, i=i: conn.executemany(_INSERT, _rows(f"q{i}", 1)).close()) for i in range(50)]
+    log.close()
+    assert all(f.done() and f.exception() is None for f in futures)
+    with pytest.raises(LogUnavailable, match="closed"):
+        log.write(_rows("late", 1))
+    assert read_log(log.path).height == 50
+
+
+class _Fatal(BaseException):
+    """An error no `except Exception` catches: it ends the writer thread."""
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_writer_thread_that_dies_answers_every_waiter(tmp_path):
+    """Promise: if the writer thread ends unexpectedly, every queued write fails with `LogUnavailable` and
+    later ones are refused at once; no caller waits for ever. Before: they hung."""
+    log = PredictionLog(tmp_path / "predictions.db")
+    holder = _hold_write_lock(log.path)  # queue the work up behind the lock, then let the writer die on it
+
+    def die(_: sqlite3.Connection) -> None:
+        raise _Fatal()
+
+    fatal = log.submit(die)
+    queued = [log.submit(lambda conn: None) for _ in range(5)]
+    holder.rollback()
+    holder.close()
+    for future in [fatal, *queued]:
+        assert isinstance(future.exception(timeout=10), LogUnavailable)
+    with pytest.raises(LogUnavailable):
+        log.write(_rows("after", 1))
+    log.close()
+    other = PredictionLog(log.path, timeout_s=1)  # the dead writer's transaction did not keep the lock
+    other.write(_rows("other", 1))
+    other.close()
+    assert read_log(log.path)["request_id"].to_list() == ["other"]
+
+
+def test_a_log_written_before_the_out_of_range_column_is_read_and_extended(tmp_path):
+    """A log from an earlier version (no `out_of_range` column) reads with empty flags, and gains the column."""
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE predictions (seq INTEGER PRIMARY KEY, request_id TEXT, row INTEGER, time TEXT, "
+            "model_version TEXT, features TEXT, prediction, probabilities TEXT, label, label_time TEXT)"
+        )
+        conn.execute(
+            "INSERT INTO predictions VALUES (1, 'old', 0, ?, 'v1', '{\"hr\": 1}', 2.0, NULL, NULL, NULL)", (utc_now(),)
+        )
+    assert read_log(path)["out_of_range"].to_list() == [[]]
+    log = PredictionLog(path)
+    log.write(log_rows("new", utc_now(), "v1", [{"hr": 30}], [1.0], out_of_range=[["hr"]]))
+    log.close()
+    assert read_log(path)["out_of_range"].to_list() == [[], ["hr"]]

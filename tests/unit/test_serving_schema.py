@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from evergreen.config import Params, parse_params
 from evergreen.data.clean import clean
 from evergreen.data.schema import LINEAGE
-from evergreen.serving.schema import RequestSchema, build_schema, field_errors, serving_data
+from evergreen.serving.schema import RequestSchema, build_schema, clip, field_errors, serving_data
 
 
 @pytest.fixture
@@ -132,3 +132,34 @@ def test_serving_data_types_batch_rows_with_the_services_rules(tiny):
     assert result.quarantine[LINEAGE[1]].to_list() == [3, 4, 5]
     reasons = result.quarantine["_reason"].to_list()
     assert reasons[:2] == ["unparseable:hr"] * 2 and reasons[2] == "missing:temp"
+
+
+def test_out_of_range_names_the_features_outside_their_declared_range_or_set(schema):
+    records = schema.validate_records(
+        [_record(), _record(temp=1.5), _record(hr=24, weather=4, hum=None), _record(temp=-0.1, hum=1.0)]
+    )
+    # hr [0, 23], weather {1, 2, 3}, temp [0, 1], hum [0, 1]; a missing value and the bounds themselves are in
+    assert schema.out_of_range(records) == [[], ["temp"], ["hr", "weather"], ["temp"]]
+
+
+def test_labels_must_lie_in_the_targets_declared_range(schema, tiny_raw):
+    # y: int, min 0
+    assert schema.labels.validate_python([0, 3.0, None]) == [0, 3.0, None]
+    for bad in (-5, -0.5, 1e308):
+        with pytest.raises(ValidationError):
+            schema.labels.validate_python([bad])
+    tiny_raw["data"]["task"] = "classification"
+    tiny_raw["data"]["columns"][-1] = {"name": "y", "type": "int", "role": "target", "allowed": [0, 1]}
+    params = parse_params(tiny_raw)
+    labels = build_schema(params.data, params.clean, 8).labels
+    assert labels.validate_python([0, 1]) == [0, 1]
+    with pytest.raises(ValidationError) as caught:
+        labels.validate_python([1, 2])
+    assert [e.field for e in field_errors(caught.value, "labels")] == ["labels[1]"]
+
+
+def test_an_unknown_key_is_clipped_in_the_error(schema):
+    key = "z" * 10_000
+    [(field, _)] = _errors(schema, [_record(**{key: 1})]).items()
+    assert field == "records[0]." + "z" * 80 + "…"
+    assert clip("\ud800abc") == "\\ud800abc"  # a lone surrogate cannot be sent in UTF-8

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import sys
 from typing import Any
 
@@ -11,32 +10,11 @@ import polars as pl
 import pytest
 import torch
 
-from evergreen.config import ModelConfig, Params, TrainConfig, parse_params
+from evergreen.config import ModelConfig, Params, parse_params
 from evergreen.errors import ModelError, TrainingDiverged
 from evergreen.model.network import TabularNet
 from evergreen.model.train import train_model
-
-SMALL_MODEL = ModelConfig(hidden=[16], embedding_dim=4, dropout=0.1, crosses=[["hr", "weather"]])
-SMALL_TRAIN = TrainConfig(epochs=6, batch_size=64, lr=0.01, patience=20, device="cpu")
-
-
-def synthetic(n: int, seed: int, task: str = "regression") -> pl.DataFrame:
-    """Rows of the conftest `tiny` dataset whose target depends on hour, weather and temperature."""
-    rng = np.random.default_rng(seed)
-    hr, weather = rng.integers(0, 24, n), rng.integers(1, 4, n)
-    temp, hum = rng.uniform(0, 1, n), rng.uniform(0, 1, n)
-    signal = 20 + 30 * np.sin(hr / 24 * np.pi) + 40 * temp - 8 * weather
-    if task == "regression":
-        y = np.maximum(0, signal + rng.normal(0, 3, n)).round()
-    else:  # imbalanced: about one row in eight is class 1
-        y = (signal + rng.normal(0, 5, n) > np.quantile(signal, 0.87)).astype(float)
-    day = [dt.date(2024, 1, 1) + dt.timedelta(days=int(i) // 24) for i in range(n)]
-    return pl.DataFrame(
-        {"id": np.arange(1, n + 1) + seed * 100_000, "day": day, "hr": hr, "weather": weather,
-         "temp": temp, "hum": hum, "y": y},
-        schema={"id": pl.Int64, "day": pl.Date, "hr": pl.Int64, "weather": pl.Int64, "temp": pl.Float64,
-                "hum": pl.Float64, "y": pl.Int64},
-    )  # fmt: skip
+from tests.harness import SMALL_MODEL, SMALL_TRAIN, synthetic
 
 
 @pytest.fixture
@@ -145,21 +123,21 @@ def test_an_unreadable_checkpoint_is_ignored(tiny, tmp_path, capsys):
     assert result.metrics["epochs_run"] == 2
 
 
-def test_a_diverged_stage_writes_no_model(tiny_raw, tmp_path, monkeypatch):
-    from evergreen.data import paths
+def test_a_diverged_stage_writes_no_model(tiny_raw, tmp_path):
     from evergreen.stages import train as train_stage
+    from evergreen.workspace import Workspace
 
-    monkeypatch.chdir(tmp_path)
-    paths.SPLIT_DIR.mkdir(parents=True)
-    synthetic(300, 1).write_parquet(paths.split_path("train"))
-    synthetic(100, 2).write_parquet(paths.split_path("valid"))
-    paths.MODEL_DIR.mkdir()
-    paths.MODEL.write_text("a model from an earlier run")
     tiny_raw["train"] = {"lr": 1e30, "epochs": 2, "device": "cpu"}
     tiny_raw["model"] = {"hidden": [8]}
+    ws = Workspace(tmp_path, parse_params(tiny_raw))
+    ws.split("train").parent.mkdir(parents=True)
+    synthetic(300, 1).write_parquet(ws.split("train"))
+    synthetic(100, 2).write_parquet(ws.split("valid"))
+    ws.models_dir.mkdir()
+    ws.model.write_text("a model from an earlier run")
     with pytest.raises(TrainingDiverged, match="epoch 1"):
-        train_stage.run(parse_params(tiny_raw))
-    assert not paths.MODEL.exists()
+        train_stage.run(ws)
+    assert not ws.model.exists()
 
 
 def test_an_empty_split_is_a_clear_error(tiny):

@@ -16,6 +16,7 @@ from evergreen.validation.gx_adapter import validate_frame
 from evergreen.validation.stage import run_validation
 from evergreen.validation.suites import generate_suite, load_suite, write_suites
 from evergreen.validation.summary import critical_failures, failure_message, summary_line, warnings
+from evergreen.workspace import Workspace
 
 
 @pytest.fixture
@@ -192,17 +193,17 @@ def test_invalid_hand_edit_is_an_error_not_a_silent_pass(data: DataConfig) -> No
 
 
 def test_stage_writes_report_and_docs_before_failing(
-    data: DataConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    data: DataConfig, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.chdir(tmp_path)
-    params = Params(data=data)
-    write_suites(data, Path(params.validation.suites_dir))
+    ws = Workspace(tmp_path, Params(data=data))
+    write_suites(data, ws.suites_dir)
     _clean().with_columns(pl.lit(2.0).alias("x")).write_parquet(tmp_path / "clean.parquet")
     with pytest.raises(ValidationFailed, match=r"validate_clean: expect_column_values_to_be_between .*'x'.*20 of 20"):
-        run_validation(params, "clean", Path("clean.parquet"))
-    report = json.loads((Path(params.validation.reports_dir) / "clean.json").read_text())
+        run_validation(ws, "clean", tmp_path / "clean.parquet")
+    report = json.loads(ws.validation_report("clean").read_text())
     assert report["success"] is False and report["critical_success"] is False
-    assert Path(report["docs"]).is_file() and report["docs"].startswith(params.validation.reports_dir)
+    # recorded relative to the project root, so the report is the same bytes wherever the project lives
+    assert report["docs"].startswith(ws.params.validation.reports_dir) and (tmp_path / report["docs"]).is_file()
     assert "validate_clean: 12/13 expectations passed (1 critical failure) on 20 rows" in capsys.readouterr().out
 
 

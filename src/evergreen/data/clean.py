@@ -16,10 +16,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from evergreen.config import CleanConfig, Column, DataConfig
-from evergreen.data.schema import EVENT_TIME, LINEAGE, REASON, polars_type
-
-_TRUE = ["true", "t", "yes", "y", "1"]
-_FALSE = ["false", "f", "no", "n", "0"]
+from evergreen.data.schema import EVENT_TIME, LINEAGE, REASON, parse_text, polars_type
 
 
 @dataclass(frozen=True)
@@ -43,21 +40,7 @@ class CleanResult:
 
 
 def _parse(column: Column) -> pl.Expr:
-    text = pl.col(column.name)
-    match column.type:
-        case "date":
-            return text.str.to_date(strict=False)
-        case "datetime":
-            return text.str.to_datetime(time_unit="us", strict=False)
-        case "bool":
-            lower = text.str.to_lowercase()
-            return pl.when(lower.is_in(_TRUE)).then(True).when(lower.is_in(_FALSE)).then(False)
-        case "int":
-            # "3.0" is a valid int cell in many exports; "3.5" is not
-            as_float = text.cast(pl.Float64, strict=False)
-            return pl.when(as_float == as_float.round()).then(as_float).cast(pl.Int64, strict=False)
-        case _:
-            return text.cast(polars_type(column), strict=False)
+    return parse_text(pl.col(column.name), column.type)
 
 
 def _bound(column: Column, value: float | str) -> pl.Expr:

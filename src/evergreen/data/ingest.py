@@ -2,16 +2,22 @@
 
 Raw data stays text, exactly as it arrived: typing and repairs happen in `clean`. When two files carry the
 same key, the first arrival wins; a later row with the same key and *different* content is a conflict and
-is kept in a separate table, so nothing is lost.
+is kept in a separate table, so nothing is lost. "Different" means different values: given the declared
+column types, cells are compared as the typed values they stand for (`"0"` from a CSV and `"0.0"` from a
+Parquet float column, or `"1 "` and `"1"`, are the same value), and as text where a cell does not parse.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import polars as pl
 
-from evergreen.data.schema import LINEAGE
+from evergreen.config import ColumnType
+from evergreen.data.schema import LINEAGE, parse_text
+
+# bool cells as `clean` reads them
 
 
 @dataclass(frozen=True)
@@ -32,11 +38,24 @@ class IngestResult:
         }
 
 
-def combine(frames: list[pl.DataFrame], key: list[str]) -> IngestResult:
+def _same_value(column: str, kind: ColumnType | None) -> pl.Expr:
+    """True where `column` and `column_first` hold the same value (typed where both parse, else text)."""
+    if kind is None:
+        return pl.col(column).eq_missing(pl.col(f"{column}_first"))
+    ours, theirs = (pl.col(c).str.strip_chars().replace("", None) for c in (column, f"{column}_first"))
+    typed_ours, typed_theirs = parse_text(ours, kind), parse_text(theirs, kind)
+    both = typed_ours.is_not_null() & typed_theirs.is_not_null()
+    return pl.when(both).then(typed_ours == typed_theirs).otherwise(ours.eq_missing(theirs))
+
+
+def combine(frames: list[pl.DataFrame], key: list[str], types: Mapping[str, ColumnType] | None = None) -> IngestResult:
     """Concatenate text frames in arrival order and deduplicate them by `key` (first arrival wins).
 
+    `types` (column name -> declared type, e.g. `{c.name: c.type for c in data.columns}`) makes a repeated
+    key a conflict only when some value differs, not its spelling; without it cells are compared as text.
     Rows whose key is null cannot be deduplicated and are kept for `clean` to judge.
     """
+    types = types or {}
     rows_per_file = {f[LINEAGE[0]][0]: f.height for f in frames if f.height}
     everything = pl.concat(frames, how="vertical") if frames else pl.DataFrame()
     data_columns = [c for c in everything.columns if c not in LINEAGE]
@@ -48,7 +67,7 @@ def combine(frames: list[pl.DataFrame], key: list[str]) -> IngestResult:
     # only the few repeated keys are compared with their first arrival (a window over every row was slow)
     firsts = raw.filter(has_key).join(later.select(key).unique(), on=key, how="semi").select(data_columns)
     compared = later.join(firsts, on=key, how="left", suffix="_first")
-    differs = pl.any_horizontal(~pl.col(c).eq_missing(pl.col(f"{c}_first")) for c in data_columns if c not in key)
+    differs = pl.any_horizontal(~_same_value(c, types.get(c)) for c in data_columns if c not in key)
     conflicts = compared.filter(differs).select(later.columns) if later.height else later
     return IngestResult(
         raw=raw,

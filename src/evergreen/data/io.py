@@ -2,14 +2,21 @@
 
 Reading keeps every cell as the text it arrived as (a strict typed reader rejects real dirt such as `"0 "`);
 `clean` does the typing. Every problem with a file is a `DataError` that names the file.
+
+Readable files are CSV (plain, gzip `.csv.gz` or zstd `.csv.zst`) and Parquet (`.parquet`, `.pq`). A data
+file is never skipped in silence: in a source folder or the landing folder, any other file is a `DataError`
+naming it and the accepted suffixes. Only DVC pointer files (`*.dvc`), `.gitignore` and other hidden
+dotfiles (DVC and git put them next to the data), and a `README.md` describing the folder, are ignored there.
 """
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import os
 import tempfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +27,45 @@ from evergreen.config import DataConfig
 from evergreen.data.schema import SOURCE_FILE, SOURCE_ROW
 from evergreen.errors import DataError
 
-READABLE_SUFFIXES = (".csv", ".parquet", ".pq")
+CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.zst")  # polars reads zstd itself; gzip is opened here
+PARQUET_SUFFIXES = (".parquet", ".pq")
+READABLE_SUFFIXES = CSV_SUFFIXES + PARQUET_SUFFIXES
+
+
+def is_ignored(name: str) -> bool:
+    """True for the files kept next to data that are not data: DVC pointers, `.gitignore`, hidden dotfiles,
+    and the folder's `README.md`."""
+    base = name.rstrip("/").rsplit("/", 1)[-1]
+    return base.startswith(".") or base.endswith(".dvc") or base == "README.md"
+
+
+def is_readable(name: str) -> bool:
+    """True when the name ends in a suffix `read_text_table` reads (case-insensitive)."""
+    return name.lower().endswith(READABLE_SUFFIXES)
+
+
+def _refuse_unreadable(names: list[str], where: str) -> None:
+    unreadable = [n for n in names if not is_readable(n)]
+    if unreadable:
+        raise DataError(
+            f"{where}: cannot read {', '.join(unreadable)}: a data file must end in {', '.join(READABLE_SUFFIXES)}"
+            " (rename or compress it so, or move it out; only *.dvc, README.md and hidden files are ignored)"
+        )
 
 
 def resolve_source(source: str) -> list[str]:
-    """Expand a path, glob or fsspec URL into a sorted list of files; an empty match is an error."""
+    """Expand a path, glob or fsspec URL into a sorted list of files; an empty match is an error.
+
+    A folder is read whole: any file in it that is not readable (and not ignored, see `is_ignored`) is a
+    `DataError`, and so is a glob match that is not readable.
+    """
     fs, _, paths = fsspec.get_fs_token_paths(source)
-    files = sorted(p for p in paths if fs.isfile(p))
+    files = sorted(p for p in paths if fs.isfile(p) and not is_ignored(p))
     if not files and fs.isdir(source):
-        files = sorted(p for p in fs.find(source) if p.endswith(READABLE_SUFFIXES))
+        files = sorted(p for p in fs.find(source) if not is_ignored(p))
     if not files:
         raise DataError(f"data.source: no file matches {source!r}")
+    _refuse_unreadable(files, f"data.source {source!r}")
     protocol = fs.protocol[0] if isinstance(fs.protocol, tuple | list) else fs.protocol
     if protocol != "file":
         return [f"{protocol}://{p}" for p in files]
@@ -39,10 +74,19 @@ def resolve_source(source: str) -> list[str]:
 
 
 def list_landing(folder: Path) -> list[str]:
-    """Files waiting in the landing folder, in name order (name files by arrival time to keep order)."""
+    """Files waiting in the landing folder, in name order (name files by arrival time to keep order).
+
+    DVC pointers (`*.dvc`), `.gitignore`, hidden dotfiles and `README.md` are ignored. Anything else that is
+    not a readable file (another suffix, a sub-folder) is a `DataError` naming it: no arrival is skipped.
+    """
     if not folder.exists():
         return []
-    return sorted(str(p) for p in folder.iterdir() if p.is_file() and p.suffix.lower() in READABLE_SUFFIXES)
+    entries = sorted(p for p in folder.iterdir() if not is_ignored(p.name))
+    folders = [p.name for p in entries if not p.is_file()]
+    if folders:
+        raise DataError(f"{folder}: sub-folder(s) {', '.join(folders)} in the landing folder: land files directly")
+    _refuse_unreadable([p.name for p in entries], str(folder))
+    return [str(p) for p in entries]
 
 
 def _first_bad_utf8_line(payload: bytes) -> int | None:
@@ -53,28 +97,39 @@ def _first_bad_utf8_line(payload: bytes) -> int | None:
     return None
 
 
-def read_text_table(path: str, data: DataConfig) -> pl.DataFrame:
-    """Read one CSV or Parquet file with every declared column as text, plus lineage columns.
+def _gunzip(path: str, payload: bytes) -> bytes:
+    try:
+        return gzip.decompress(payload)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{path}: cannot be decompressed as gzip ({exc})") from None
 
-    Raises `DataError` naming the file for: an empty file, a header with no rows, bytes that are not
-    UTF-8 (with the line), and columns missing from or not declared in the file.
+
+def read_text_table(path: str, data: DataConfig) -> pl.DataFrame:
+    """Read one CSV (plain, .gz or .zst) or Parquet file with every declared column as text, plus lineage.
+
+    Raises `DataError` naming the file for: a suffix it does not read, an empty file, a header with no rows,
+    bytes that are not UTF-8 (with the line), and columns missing from or not declared in the file.
     """
+    if not is_readable(path):
+        raise DataError(f"{path}: cannot read this file: a data file must end in {', '.join(READABLE_SUFFIXES)}")
     with fsspec.open(path, "rb") as handle:
         payload = handle.read()
+    if path.lower().endswith(".gz"):
+        payload = _gunzip(path, payload)
     if not payload.strip():
         raise DataError(f"{path}: the file is empty")
-    if path.lower().endswith(".csv"):
-        bad_line = _first_bad_utf8_line(payload)
+    if path.lower().endswith(CSV_SUFFIXES):
+        bad_line = _first_bad_utf8_line(payload) if not path.lower().endswith(".zst") else None
         if bad_line is not None:
             raise DataError(f"{path}: line {bad_line} is not valid UTF-8 text (re-export the file as UTF-8)")
         try:
             frame = pl.read_csv(io.BytesIO(payload), infer_schema=False, truncate_ragged_lines=False)
-        except pl.exceptions.PolarsError as exc:
+        except (pl.exceptions.PolarsError, OSError) as exc:  # a damaged zstd stream is an OSError
             raise DataError(f"{path}: cannot be read as CSV: {exc}") from None
     else:
         try:
             frame = pl.read_parquet(io.BytesIO(payload))
-        except pl.exceptions.PolarsError as exc:
+        except (pl.exceptions.PolarsError, OSError) as exc:
             raise DataError(f"{path}: cannot be read as Parquet: {exc}") from None
         frame = frame.with_columns(pl.all().cast(pl.String))
     _check_columns(path, frame.columns, data.names)

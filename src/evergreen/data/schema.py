@@ -39,3 +39,28 @@ def clean_schema(data: DataConfig) -> dict[str, pl.DataType]:
     if data.timestamp is not None:
         schema[EVENT_TIME] = pl.Datetime("us")
     return schema
+
+
+_TRUE = ["true", "t", "yes", "y", "1"]
+_FALSE = ["false", "f", "no", "n", "0"]
+
+
+def parse_text(text: pl.Expr, column_type: ColumnType) -> pl.Expr:
+    """The typed value a (stripped) text cell stands for, or null where it does not parse as `column_type`.
+
+    The one reading of raw text: `clean` types cells with it, and `ingest` compares repeated rows with it.
+    """
+    match column_type:
+        case "date":
+            return text.str.to_date(strict=False)
+        case "datetime":
+            return text.str.to_datetime(time_unit="us", strict=False)
+        case "bool":
+            lower = text.str.to_lowercase()
+            return pl.when(lower.is_in(_TRUE)).then(True).when(lower.is_in(_FALSE)).then(False)
+        case "int":
+            # "3.0" is a valid int cell in many exports; "3.5" is not
+            as_float = text.cast(pl.Float64, strict=False)
+            return pl.when(as_float == as_float.round()).then(as_float).cast(pl.Int64, strict=False)
+        case _:
+            return text.cast(_POLARS_TYPES[column_type], strict=False)

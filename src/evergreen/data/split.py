@@ -13,6 +13,7 @@ import polars as pl
 from evergreen.config import DataConfig, SplitConfig
 from evergreen.data.schema import EVENT_TIME
 from evergreen.errors import DataError
+from evergreen.workspace import Workspace
 
 Splits = dict[str, pl.DataFrame]
 
@@ -109,3 +110,11 @@ def summarize(parts: Splits) -> dict[str, object]:
             entry["to"] = str(part[EVENT_TIME].max())
         out[name] = entry
     return out
+
+
+def read_split(workspace: Workspace, name: str) -> pl.DataFrame:
+    """One part written by the `split` stage; a missing file names the stage that makes it."""
+    path = workspace.split(name)
+    if not path.exists():
+        raise DataError(f"{workspace.show(path)}: no such split (run `dvc repro split` first)")
+    return pl.read_parquet(path)

@@ -19,9 +19,8 @@ import onnxruntime as ort
 import torch
 
 from evergreen.errors import ParityFailed
+from evergreen.inference import INPUT_NAME, onnx_predict
 from evergreen.model.network import TabularNet
-
-INPUT_NAME = "features"
 
 
 def output_name(model: TabularNet) -> str:
@@ -53,12 +52,6 @@ def export_onnx(model: TabularNet, opset: int) -> bytes:
 
 def onnx_session(graph: bytes) -> ort.InferenceSession:
     return ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
-
-
-def onnx_predict(session: ort.InferenceSession, x: np.ndarray, batch_size: int = 65536) -> np.ndarray:
-    """Run the graph over `x` [N, F] in batches."""
-    parts = [session.run(None, {INPUT_NAME: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)]
-    return np.concatenate(parts) if parts else np.zeros((0,))
 
 
 @torch.no_grad()

@@ -1,11 +1,62 @@
-"""Metric functions shared by training (valid split), evaluation (test split) and the baselines."""
+"""Metric functions shared by training (valid split), evaluation (test split) and the baselines, and the one
+table of every metric Evergreen reports with its direction (the gate, the policy and the summaries read it).
+
+Torch-free: monitoring imports this module.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from sklearn import metrics as skm
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str  # the key in metrics files (`metrics/eval.json`, the model card, monitoring's performance)
+    label: str  # how a person reads it in summaries and dashboards
+    lower_is_better: bool
+
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("rmse", "RMSE", lower_is_better=True),
+        Metric("mae", "MAE", lower_is_better=True),
+        Metric("r2", "R2", lower_is_better=False),
+        Metric("accuracy", "accuracy", lower_is_better=False),
+        Metric("f1_macro", "macro F1", lower_is_better=False),
+        Metric("log_loss", "log loss", lower_is_better=True),
+        Metric("roc_auc", "ROC AUC", lower_is_better=False),
+    )
+}
+# the metric the promotion gate compares, per task (`registry.gate.per_row_loss` aggregates to exactly this)
+GATED: dict[str, str] = {"regression": "rmse", "classification": "log_loss"}
+# the metric monitoring computes on labelled windows, per task (the policy's performance check and dashboards)
+MONITORED: dict[str, str] = {"regression": "rmse", "classification": "accuracy"}
+
+
+def metric(name: str) -> Metric:
+    """The table's entry for `name`; a `KeyError` naming the known metrics otherwise."""
+    try:
+        return METRICS[name]
+    except KeyError:
+        raise KeyError(f"unknown metric {name!r}; known: {', '.join(METRICS)}") from None
+
+
+def worsening(name: str, value: float, reference: float) -> float:
+    """Relative change of `value` against `reference`, signed so that a positive number is worse."""
+    change = value / reference - 1
+    return change if metric(name).lower_is_better else -change
+
+
+def within_margin(name: str, value: float, reference: float, margin: float) -> bool:
+    """True when `value` is not worse than `reference` by more than the relative `margin`."""
+    if metric(name).lower_is_better:
+        return value <= reference * (1 + margin)
+    return value >= reference * (1 - margin)
 
 
 def regression_metrics(actual: np.ndarray, predicted: np.ndarray) -> dict[str, float]:

@@ -17,7 +17,8 @@ from torch import nn
 
 from evergreen.config import ModelConfig
 from evergreen.errors import ModelError
-from evergreen.model.preprocess import Preprocessing, feature_matrix
+from evergreen.inference import feature_matrix
+from evergreen.model.preprocess import Preprocessing
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,

@@ -67,11 +67,6 @@ def check_frame(frame: pl.DataFrame, needed: list[str], split: str) -> None:
         raise ModelError(f"the {split} split lacks declared column(s): {', '.join(missing)}")
 
 
-def feature_matrix(frame: pl.DataFrame, features: list[str]) -> np.ndarray:
-    """The model's input: raw feature values as float32 [N, F] in the given order; missing values are NaN."""
-    return frame.select(pl.col(name).cast(pl.Float32) for name in features).to_numpy().astype(np.float32)
-
-
 def fit_preprocessing(frame: pl.DataFrame, data: DataConfig, model: ModelConfig) -> Preprocessing:
     """Learn normalisation, vocabularies and target transform from the training split."""
     check_frame(frame, [c.name for c in data.features] + [data.target.name], "train")

@@ -2,7 +2,8 @@
 
 Determinism: one seed drives initialisation, dropout and the batch order, and every RNG state goes into the
 checkpoint, so a run that is killed and rerun ends with the same metrics as one that was never interrupted.
-A checkpoint written for other params or other data (its fingerprint differs) is ignored.
+A checkpoint written for other params or other data (its fingerprint differs) is ignored, and so is one of a
+finished run (all epochs done, or stopped early): rerunning a finished run (`dvc repro -f`) trains it again.
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ from tqdm import tqdm
 
 from evergreen.config import DataConfig, ModelConfig, TrainConfig
 from evergreen.errors import ModelError, TrainingDiverged
+from evergreen.inference import feature_matrix
 from evergreen.model.metrics import score
 from evergreen.model.network import TabularNet
 from evergreen.model.preprocess import (
     check_frame,
     encode_target,
-    feature_matrix,
     fingerprint,
     fit_preprocessing,
 )
@@ -139,7 +140,15 @@ def train_model(
         except Exception as exc:  # truncated or foreign: torch raises many kinds; start afresh, don't fail
             print(f"ignoring {checkpoint}: it cannot be read ({exc})")
             saved = {}
-        if saved.get("fingerprint") == key:
+        if not isinstance(saved, dict):
+            print(f"ignoring {checkpoint}: it is not a training checkpoint")
+            saved = {}
+        ours = saved.get("fingerprint") == key
+        if ours and (saved["epoch"] >= cfg.epochs or saved["bad_epochs"] >= cfg.patience):
+            # a finished run is only rerun on purpose (`dvc repro -f`, or its outputs were lost): train it again
+            how = "stopped early" if saved["epoch"] < cfg.epochs else "ran all epochs"
+            print(f"{checkpoint} is a finished run ({how}, epoch {saved['epoch']}): training from scratch")
+        elif ours:
             model.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])
             scheduler.load_state_dict(saved["scheduler"])

@@ -40,17 +40,19 @@ from sklearn import metrics as skm
 
 from evergreen.config import Column, DataConfig, MonitorConfig
 from evergreen.data.schema import EVENT_TIME
-from evergreen.model.metrics import regression_metrics
+from evergreen.model.metrics import METRICS, MONITORED, regression_metrics
 from evergreen.monitoring.summary import ColumnDrift, MonitorSummary, Performance
+from evergreen.serving.log import LogColumns
 
-PREDICTION = "prediction"
-LABEL = "label"
-VERSION = "model_version"
-TIME = "time"
+PREDICTION = LogColumns.PREDICTION
+LABEL = LogColumns.LABEL
+VERSION = LogColumns.MODEL_VERSION
+TIME = LogColumns.TIME
 # columns the prediction log adds to the features (evergreen.serving.log.read_log): never "unexpected"
-LOG_METADATA = frozenset({"request_id", "row", TIME, VERSION, PREDICTION, "probabilities", LABEL, "label_time", "seq"})
+LOG_METADATA = LogColumns.METADATA
 _VALUE_DRIFT = "evidently:metric_v2:ValueDrift"
 _DRIFTED_COUNT = "evidently:metric_v2:DriftedColumnsCount"
+_EVIDENTLY_METRIC = {"rmse": "RMSE", "accuracy": "Accuracy"}  # Evidently's name of each monitored metric
 _MAX_CATEGORICAL_NUMERIC = 5  # Evidently treats numeric columns with this many values or fewer as categorical
 
 
@@ -335,7 +337,7 @@ def list_snapshots(workspace_dir: Path | str, project_name: str) -> list[str]:
 def _add_panels(project: Any, snapshot: Snapshot) -> None:
     columns = [c for c in parse_drift(snapshot) if c != PREDICTION]
     task = snapshot.report.metadata.get("task", "regression")
-    quality = ("RMSE", "rmse") if task == "regression" else ("Accuracy", "accuracy")
+    quality = METRICS[MONITORED[task]]
     panels = [
         line_plot_panel(
             "Share of drifted features",
@@ -351,7 +353,10 @@ def _add_panels(project: Any, snapshot: Snapshot) -> None:
             "Feature drift scores",
             [PanelMetric(legend=c, metric=_VALUE_DRIFT, metric_labels={"column": c}) for c in columns],
         ),
-        line_plot_panel(f"{quality[0]} on labelled predictions", [PanelMetric(legend=quality[1], metric=quality[0])]),
+        line_plot_panel(
+            f"{quality.label} on labelled predictions",
+            [PanelMetric(legend=quality.name, metric=_EVIDENTLY_METRIC[quality.name])],
+        ),
     ]
     for panel in panels:
         project.dashboard.add_panel(panel)

@@ -17,8 +17,7 @@ import polars as pl
 from evergreen.config import DataConfig
 from evergreen.data import io
 from evergreen.data.schema import polars_type
-
-STATE = Path("monitoring/feedback_state.json")  # how far labelled feedback has been landed
+from evergreen.serving.log import LogColumns
 
 
 @dataclass(frozen=True)
@@ -30,9 +29,9 @@ class FeedbackBatch:
 
 def feedback_batch(log: pl.DataFrame, data: DataConfig, after: str | None) -> FeedbackBatch:
     """The labelled log rows whose label arrived after `after`, as rows of the declared dataset."""
-    labelled = log.filter(pl.col("label").is_not_null())
+    labelled = log.filter(pl.col(LogColumns.LABEL).is_not_null())
     if after is not None:
-        labelled = labelled.filter(pl.col("label_time") > dt.datetime.fromisoformat(after))
+        labelled = labelled.filter(pl.col(LogColumns.LABEL_TIME) > dt.datetime.fromisoformat(after))
     without_id = 0
     if data.id_column is not None:
         has_id = pl.col(data.id_column.name).is_not_null() if data.id_column.name in labelled.columns else pl.lit(False)
@@ -42,13 +41,13 @@ def feedback_batch(log: pl.DataFrame, data: DataConfig, after: str | None) -> Fe
     for column in data.columns:
         if column.role == "target":
             # the log keeps labels as numbers; land them in the target's declared type ("48", not "48.0")
-            columns.append(pl.col("label").cast(polars_type(column)).alias(column.name))
+            columns.append(pl.col(LogColumns.LABEL).cast(polars_type(column)).alias(column.name))
         elif column.name in labelled.columns:
             columns.append(pl.col(column.name))
         else:
             columns.append(pl.lit(None).alias(column.name))  # e.g. ignored columns the service never sees
     rows = labelled.select(columns).with_columns(pl.all().cast(pl.String))
-    newest = labelled["label_time"].max() if labelled.height else None
+    newest = labelled[LogColumns.LABEL_TIME].max() if labelled.height else None
     return FeedbackBatch(rows, without_id, newest.isoformat() if newest is not None else None)
 
 

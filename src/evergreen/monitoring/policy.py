@@ -5,7 +5,8 @@ Rules, in order:
 2. declared columns missing from the log, or unknown ones in it: `alert` (schema drift; retraining on a broken
    feed would only bake the breakage in);
 3. a window is *drifted* when the share of drifted features reaches `drift_share`, or (with labels) the
-   champion's primary metric is worse than at promotion by more than `performance_degradation`;
+   champion's monitored metric (`evergreen.model.metrics.MONITORED`) is worse than at promotion by more than
+   `performance_degradation`;
 4. `retrain` when the last `consecutive` windows of this champion are drifted (hysteresis) and the cooldown
    since the last retrain has passed. One drift episode causes one retrain: the windows after it are judged
    against the new champion (a streak does not carry over a promotion) and wait out the cooldown. A retrain
@@ -13,38 +14,21 @@ Rules, in order:
    against the current champion adds a cooldown to the wait (backoff), so a champion nobody could beat is
    challenged again after 2, 3, 4, ... cooldowns while its windows stay bad;
 5. `retrain` as a fallback after `retrain_every` counted windows without one, cooldown permitting.
+
+The history is the decisions log as `evergreen.artifacts.decisions.read_history` returns it: typed entries.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-import os
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from collections.abc import Sequence
 
+from evergreen.artifacts.decisions import Action, DecisionLogEntry, RetrainDecision
 from evergreen.config import PolicyConfig
+from evergreen.model.metrics import MONITORED, worsening
 from evergreen.monitoring.summary import MonitorSummary
 
-Action = Literal["retrain", "none", "alert", "insufficient_data"]
-# primary metric per task and whether a larger value is worse
-_PRIMARY = {"rmse": True, "log_loss": True, "accuracy": False}
-
-
-@dataclass(frozen=True)
-class Decision:
-    time: str  # the window's end on the prediction log's clock (ISO 8601)
-    action: Action
-    drifted: bool
-    reasons: list[str]
-    champion: str | None
-    drift_share: float
-    degradation: float | None = None
-    drifted_features: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": "decision", **asdict(self)}
+__all__ = ["Action", "RetrainDecision", "decide", "degradation"]
 
 
 def degradation(summary: MonitorSummary) -> tuple[str, float] | None:
@@ -52,11 +36,10 @@ def degradation(summary: MonitorSummary) -> tuple[str, float] | None:
     current = summary.champion_performance()
     if current is None:
         return None
-    for metric, larger_is_worse in _PRIMARY.items():
+    for metric in MONITORED.values():  # the task's monitored metric: the one both the window and the card have
         now, then = current.metrics.get(metric), summary.reference_metrics.get(metric)
         if now is not None and then:
-            change = now / then - 1
-            return metric, change if larger_is_worse else -change
+            return metric, worsening(metric, now, then)
     return None
 
 
@@ -64,7 +47,9 @@ def _hours_between(earlier: str, later: str) -> float:
     return (dt.datetime.fromisoformat(later) - dt.datetime.fromisoformat(earlier)).total_seconds() / 3600
 
 
-def decide(summary: MonitorSummary, history: list[dict[str, Any]], policy: PolicyConfig, now: str) -> Decision:
+def decide(
+    summary: MonitorSummary, history: Sequence[DecisionLogEntry], policy: PolicyConfig, now: str
+) -> RetrainDecision:
     """Decide what to do about one window. `history` is earlier entries of the decisions log, oldest first."""
     common = {
         "time": now,
@@ -74,7 +59,7 @@ def decide(summary: MonitorSummary, history: list[dict[str, Any]], policy: Polic
     }
     if summary.rows < policy.min_rows:
         reason = f"insufficient data: {summary.rows} rows in the window, the policy needs {policy.min_rows}"
-        return Decision(action="insufficient_data", drifted=False, reasons=[reason], **common)
+        return RetrainDecision(action="insufficient_data", drifted=False, reasons=[reason], **common)
     if summary.missing_columns or summary.unexpected_columns:
         reasons = (
             [f"schema drift: declared column(s) missing from the log: {', '.join(summary.missing_columns)}"]
@@ -83,7 +68,7 @@ def decide(summary: MonitorSummary, history: list[dict[str, Any]], policy: Polic
         )
         if summary.unexpected_columns:
             reasons.append(f"schema drift: undeclared column(s) in the log: {', '.join(summary.unexpected_columns)}")
-        return Decision(action="alert", drifted=False, reasons=reasons, **common)
+        return RetrainDecision(action="alert", drifted=False, reasons=reasons, **common)
 
     reasons: list[str] = []
     data_drift = summary.drift_share >= policy.drift_share
@@ -105,30 +90,30 @@ def decide(summary: MonitorSummary, history: list[dict[str, Any]], policy: Polic
     drifted = data_drift or degraded
     common["degradation"] = worse[1] if worse else None
 
-    counted = [h for h in history if h.get("kind") == "decision" and h["action"] != "insufficient_data"]
-    retrains = [h for h in counted if h["action"] == "retrain"]
+    counted = [h for h in history if isinstance(h, RetrainDecision) and h.action != "insufficient_data"]
+    retrains = [h for h in counted if h.action == "retrain"]
     last_retrain = retrains[-1] if retrains else None
     # retrains made against the current champion did not replace it: each one adds a cooldown to the wait
-    unanswered = sum(1 for h in retrains if h["champion"] == summary.champion)
+    unanswered = sum(1 for h in retrains if h.champion == summary.champion)
     wait = policy.cooldown_hours * (1 + unanswered)
-    cooldown_left = wait - _hours_between(last_retrain["time"], now) if last_retrain else 0.0
+    cooldown_left = wait - _hours_between(last_retrain.time, now) if last_retrain else 0.0
     in_cooldown = cooldown_left > 0
 
     if drifted:
         streak = 1
         for entry in reversed(counted):
             # a new champion is judged on its own windows: a streak does not carry over a promotion
-            if not entry["drifted"] or entry["champion"] != summary.champion:
+            if not entry.drifted or entry.champion != summary.champion:
                 break
             streak += 1
         if streak < policy.consecutive:
             reasons.append(f"waiting: drifted {streak} of {policy.consecutive} windows in a row")
         elif in_cooldown:
             backoff = f" ({unanswered} earlier retrain(s) did not replace {summary.champion})" if unanswered else ""
-            reasons.append(f"cooldown: {cooldown_left:.0f} h left since the retrain at {last_retrain['time']}{backoff}")
+            reasons.append(f"cooldown: {cooldown_left:.0f} h left since the retrain at {last_retrain.time}{backoff}")
         else:
-            return Decision(action="retrain", drifted=True, reasons=reasons, **common)
-        return Decision(action="none", drifted=True, reasons=reasons, **common)
+            return RetrainDecision(action="retrain", drifted=True, reasons=reasons, **common)
+        return RetrainDecision(action="none", drifted=True, reasons=reasons, **common)
 
     if policy.retrain_every:
         since_retrain = len(counted) - (counted.index(last_retrain) + 1 if last_retrain else 0)
@@ -136,21 +121,5 @@ def decide(summary: MonitorSummary, history: list[dict[str, Any]], policy: Polic
             reason = (
                 f"fallback: {since_retrain + 1} monitor runs without a retrain (retrain_every {policy.retrain_every})"
             )
-            return Decision(action="retrain", drifted=False, reasons=[reason], **common)
-    return Decision(action="none", drifted=False, reasons=reasons or ["no drift"], **common)
-
-
-def read_history(path: Path) -> list[dict[str, Any]]:
-    """Every entry of a decisions log (JSON lines), oldest first; a missing file is an empty history."""
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def append_entry(path: Path, entry: dict[str, Any]) -> None:
-    """Append one entry to the decisions log, durably (a decision must survive the process that made it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        handle.write(json.dumps(entry, default=str) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+            return RetrainDecision(action="retrain", drifted=False, reasons=[reason], **common)
+    return RetrainDecision(action="none", drifted=False, reasons=reasons or ["no drift"], **common)

@@ -13,8 +13,9 @@ from zoneinfo import ZoneInfo
 import polars as pl
 
 from evergreen.config import WindowConfig
+from evergreen.serving.log import LogColumns
 
-TIME = "time"
+TIME = LogColumns.TIME
 
 
 def select_window(

@@ -8,12 +8,12 @@ version's model card.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
+from evergreen.artifacts.card import ModelCard
+from evergreen.artifacts.reports import PromotionReport
 from evergreen.errors import EvergreenError
 from evergreen.registry.store import Registry
 
@@ -66,11 +66,11 @@ def push_data(root: Path) -> str:
     return f"pushed to DVC remote {remote.stdout.strip()}"
 
 
-def promotion_outcome(root: Path, metrics_path: str = "metrics/promotion.json") -> dict[str, Any]:
-    path = root / metrics_path
-    return json.loads(path.read_text()) if path.exists() else {"promoted": False, "reasons": ["no promotion ran"]}
+def promotion_outcome(path: Path) -> PromotionReport:
+    """The promote stage's outcome (`Workspace.promotion_metrics`); "no promotion ran" when it is missing."""
+    return PromotionReport.read_if_exists(path) or PromotionReport(promoted=False, reasons=["no promotion ran"])
 
 
 def record_commit(registry: Registry, version: str, commit: str | None, pushed: str) -> None:
-    """Write the commit that pins this champion into its model card."""
-    registry.annotate(version, {"git_commit": commit, "data_push": pushed})
+    """Write the commit that pins this champion into its model card (the card's last two fields)."""
+    registry.annotate(version, ModelCard(git_commit=commit, data_push=pushed).to_dict())

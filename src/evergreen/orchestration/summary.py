@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-from evergreen.config import ConfigError
-
-# metrics worth a line in the summary: (file, dotted key path, label)
-KEY_METRICS = [
-    ("metrics/data.json", "rows_out", "clean rows"),
-    ("metrics/data.json", "rows_quarantined", "quarantined rows"),
-    ("metrics/eval.json", "model.rmse", "model test RMSE"),
-    ("metrics/eval.json", "baselines.hgb.rmse", "HistGradientBoosting test RMSE"),
-    ("metrics/export.json", "parity_max_abs_diff", "ONNX parity max abs diff"),
-]
+from evergreen.artifacts.reports import EvalReport, ExportReport
+from evergreen.errors import ConfigError
+from evergreen.model.metrics import GATED, metric
+from evergreen.workspace import Workspace
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -31,15 +24,27 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return overrides
 
 
-def _lookup(payload: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        if not isinstance(payload, dict) or part not in payload:
-            return None
-        payload = payload[part]
-    return payload
+def key_metrics(ws: Workspace) -> list[tuple[str, Any]]:
+    """(label, value) of the metrics worth a line: data rows, the gated metric of the model and of the baseline
+    the gate compares it with, ONNX parity."""
+    found: list[tuple[str, Any]] = []
+    if ws.data_metrics.exists():
+        data = json.loads(ws.data_metrics.read_text())
+        found += [(label, data.get(key)) for key, label in (("rows_out", "clean rows"),
+                                                            ("rows_quarantined", "quarantined rows"))]  # fmt: skip
+    evaluation = EvalReport.read_if_exists(ws.eval_metrics)
+    if evaluation is not None:
+        gated, baseline = metric(GATED[ws.params.data.task]), ws.params.promote.baseline
+        found.append((f"model test {gated.label}", evaluation.model.get(gated.name)))
+        baseline_value = evaluation.baselines.get(baseline, {}).get(gated.name)
+        found.append((f"{baseline} baseline test {gated.label}", baseline_value))
+    export = ExportReport.read_if_exists(ws.export_metrics)
+    if export is not None:
+        found.append(("ONNX parity max abs diff", export.parity_max_abs_diff))
+    return [(label, value) for label, value in found if value is not None]
 
 
-def run_summary(outcome: dict[str, str], root: Path) -> str:
+def run_summary(outcome: dict[str, str], ws: Workspace) -> str:
     """A short human summary: which stages ran or were skipped, and the key metrics now on disk."""
     ran = [name for name, what in outcome.items() if what == "ran"]
     skipped = [name for name, what in outcome.items() if what == "skipped"]
@@ -47,10 +52,6 @@ def run_summary(outcome: dict[str, str], root: Path) -> str:
         f"ran: {', '.join(ran) or 'nothing'}",
         f"up to date (skipped): {', '.join(skipped) or 'nothing'}",
     ]
-    for file, key, label in KEY_METRICS:
-        path = root / file
-        if path.exists():
-            value = _lookup(json.loads(path.read_text()), key)
-            if value is not None:
-                lines.append(f"{label}: {round(value, 4) if isinstance(value, float) else value}")
+    for label, value in key_metrics(ws):
+        lines.append(f"{label}: {round(value, 4) if isinstance(value, float) else value}")
     return "\n".join(lines)

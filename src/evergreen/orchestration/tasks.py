@@ -9,22 +9,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from dvc.repo import Repo
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, State
 
-from evergreen.config import load_params
-from evergreen.orchestration.dag import changed_stages, pipeline_stages, run_stage
+from evergreen.orchestration.dag import changed_stages, open_repo, pipeline_stages, run_stage
 from evergreen.orchestration.landing import version_landing
 from evergreen.orchestration.overrides import apply_overrides
+from evergreen.workspace import Workspace
 
 SKIPPED = "Skipped"
 
 
-@task
-def dvc_stage(workspace: str, name: str, known_up_to_date: bool) -> State | str:
+@task(cache_policy=NO_CACHE)  # a stage's inputs are files DVC hashes, not task arguments
+def dvc_stage(repo: Repo, name: str, known_up_to_date: bool) -> State | str:
     """Run one DVC stage unless DVC finds it up to date; then the task ends in a `Skipped` state."""
     logger = get_run_logger()
-    if known_up_to_date or not run_stage(Path(workspace), name, on_line=logger.info):
+    if known_up_to_date or not run_stage(repo, name, on_line=logger.info):
         logger.info("%s is up to date: skipped", name)
         return Completed(name=SKIPPED, message=f"{name} is up to date", data="skipped")
     return "ran"
@@ -46,19 +48,20 @@ def run_dvc_pipeline(
     A failing stage raises with that stage's message, so the flow fails and later stages do not run.
     """
     apply_overrides(root / "params.yaml", set_params or {})
-    config = load_params(root / "params.yaml").orchestration
+    config = Workspace.open(root).params.orchestration
     outcome: dict[str, str] = {}
-    changed = changed_stages(root)
-    for name in pipeline_stages(root, targets):
-        stage_task = dvc_stage.with_options(
-            name=name,
-            task_run_name=name,
-            retries=config.retries.get(name, 0),
-            retry_delay_seconds=config.retry_delay_seconds,
-        )
-        # until a stage runs, the up-front check holds; after that DVC re-checks each stage itself
-        known_up_to_date = name not in changed and "ran" not in outcome.values()
-        state = stage_task(str(root), name, known_up_to_date, return_state=True)
-        state.result()  # raises the stage's error
-        outcome[name] = "skipped" if state.name == SKIPPED else "ran"
+    with open_repo(root) as repo:
+        changed = changed_stages(repo)
+        for name in pipeline_stages(repo, targets):
+            stage_task = dvc_stage.with_options(
+                name=name,
+                task_run_name=name,
+                retries=config.retries.get(name, 0),
+                retry_delay_seconds=config.retry_delay_seconds,
+            )
+            # until a stage runs, the up-front check holds; after that DVC re-checks each stage itself
+            known_up_to_date = name not in changed and "ran" not in outcome.values()
+            state = stage_task(repo, name, known_up_to_date, return_state=True)
+            state.result()  # raises the stage's error
+            outcome[name] = "skipped" if state.name == SKIPPED else "ran"
     return outcome

@@ -3,57 +3,33 @@
 A challenger replaces the champion only when every check passes:
 - the data suites passed (no critical expectation failed on raw or clean data);
 - ONNX parity held (onnxruntime agrees with torch within the declared tolerance);
-- it is not worse than the declared baseline by more than `baseline_margin` on the primary metric;
+- it is not worse than the declared baseline by more than `baseline_margin` on the task's gated metric
+  (`evergreen.model.metrics.GATED`, its direction from the same table);
 - it is not worse than the champion by more than `champion_margin`, scored on the same frozen rows. The
   relative difference comes with a bootstrap confidence interval, so a reader can tell noise from a change.
 The very first model has no champion to beat; the other checks still apply.
+
+The decision's types (`GateDecision`, `Check`, `Comparison`) are artefact types, defined in
+`evergreen.artifacts.reports`: the promotion report and the model card carry them.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
-# the metric each task is gated on, and whether lower is better
-PRIMARY = {"regression": ("rmse", True), "classification": ("log_loss", True)}
+from evergreen.artifacts.reports import Check, Comparison, GateDecision
+from evergreen.model.metrics import GATED, within_margin
 
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    passed: bool
-    detail: str
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """Challenger against champion on the same rows: metric values and the relative difference with its CI."""
-
-    metric: str
-    challenger: float
-    champion: float
-    relative_difference: float  # (challenger - champion) / champion; > 0 means worse for a lower-is-better metric
-    ci_low: float
-    ci_high: float
-    confidence: float
-    rows: int
-
-
-@dataclass(frozen=True)
-class Decision:
-    promote: bool
-    checks: list[Check]
-    comparison: Comparison | None = None
-    reasons: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+__all__ = ["Check", "Comparison", "GateDecision", "compare", "decide", "per_row_loss"]
 
 
 def per_row_loss(task: str, actual: np.ndarray, output: np.ndarray, classes: list[Any] | None = None) -> np.ndarray:
-    """Squared error (regression) or negative log-likelihood of the true class (classification), per row."""
+    """Squared error (regression) or negative log-likelihood of the true class (classification), per row.
+
+    Aggregated (`_aggregate`), these are the task's gated metric: RMSE, or log loss.
+    """
     if task == "regression":
         return (np.asarray(output, dtype=np.float64) - np.asarray(actual, dtype=np.float64)) ** 2
     index = {c: i for i, c in enumerate(classes or [])}
@@ -80,7 +56,7 @@ def compare(
     alpha = (1 - confidence) / 2
     challenger, champion = float(_aggregate(task, challenger_loss)), float(_aggregate(task, champion_loss))
     return Comparison(
-        metric=PRIMARY[task][0],
+        metric=GATED[task],
         challenger=challenger,
         champion=champion,
         relative_difference=challenger / max(champion, 1e-12) - 1,
@@ -103,37 +79,44 @@ def decide(
     baseline_margin: float,
     comparison: Comparison | None,
     champion_margin: float,
-) -> Decision:
-    """Apply every check; promote only when all pass. Lower is better for the gated metrics."""
+) -> GateDecision:
+    """Apply every check; promote only when all pass. `metric`'s direction comes from the metrics table; the
+    champion check compares per-row losses, where lower is always better."""
     failed_suites = [name for name, ok in data_suites_passed.items() if not ok]
     checks = [
         Check(
-            "data_suites",
-            not failed_suites,
-            "all data suites passed" if not failed_suites else f"failed suites: {', '.join(failed_suites)}",
+            name="data_suites",
+            passed=not failed_suites,
+            detail="all data suites passed" if not failed_suites else f"failed suites: {', '.join(failed_suites)}",
         ),
         Check(
-            "onnx_parity",
-            parity_diff <= parity_limit,
-            f"max |onnx - torch| = {parity_diff:.3g} (limit {parity_limit:.3g})",
+            name="onnx_parity",
+            passed=parity_diff <= parity_limit,
+            detail=f"max |onnx - torch| = {parity_diff:.3g} (limit {parity_limit:.3g})",
         ),
         Check(
-            "baseline",
-            model_value <= baseline_value * (1 + baseline_margin),
-            f"{metric} {model_value:.4g} vs {baseline_name} {baseline_value:.4g} (margin {baseline_margin:.0%})",
+            name="baseline",
+            passed=within_margin(metric, model_value, baseline_value, baseline_margin),
+            detail=f"{metric} {model_value:.4g} vs {baseline_name} {baseline_value:.4g} (margin {baseline_margin:.0%})",
         ),
     ]
     if comparison is None:
-        checks.append(Check("champion", True, "no champion yet: the first model is promoted when the rest pass"))
+        first = "no champion yet: the first model is promoted when the rest pass"
+        checks.append(Check(name="champion", passed=True, detail=first))
     else:
         checks.append(
             Check(
-                "champion",
-                comparison.relative_difference <= champion_margin,
-                f"{metric} {comparison.challenger:.4g} vs champion {comparison.champion:.4g}: "
+                name="champion",
+                passed=comparison.relative_difference <= champion_margin,
+                detail=f"{metric} {comparison.challenger:.4g} vs champion {comparison.champion:.4g}: "
                 f"{comparison.relative_difference:+.1%} ({comparison.confidence:.0%} CI "
                 f"{comparison.ci_low:+.1%} .. {comparison.ci_high:+.1%}; margin {champion_margin:.0%})",
             )
         )
     reasons = [f"{c.name}: {c.detail}" for c in checks if not c.passed]
-    return Decision(all(c.passed for c in checks), checks, comparison, reasons or ["every check passed"])
+    return GateDecision(
+        promote=all(c.passed for c in checks),
+        checks=checks,
+        comparison=comparison,
+        reasons=reasons or ["every check passed"],
+    )

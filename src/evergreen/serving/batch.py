@@ -12,6 +12,10 @@ silently: scored rows plus quarantined rows are the rows of the input.
 The output holds `_source_row` (1-based row in the input), the request columns as typed, `prediction` (and a
 `p_<class>` column per class for classification) and `model_version`. Batch scores are not written to the
 prediction log: that log is what the service saw.
+
+The output (and the quarantine file) is written to a temporary file and moved into place, so a reader sees the
+old file or the new one. An output that is the input file (or its quarantine file is) is refused before
+anything is read: scoring a file in place would destroy the rows it scores.
 """
 
 from __future__ import annotations
@@ -24,14 +28,16 @@ from pathlib import Path
 
 import polars as pl
 
-from evergreen.config import Params
 from evergreen.data.clean import clean
 from evergreen.data.io import read_text_table, write_parquet
 from evergreen.data.schema import EVENT_TIME, LINEAGE, SOURCE_ROW
 from evergreen.errors import DataError
+from evergreen.inference import check_compatible, load_champion, predict, predicted_labels
 from evergreen.registry.store import Registry
-from evergreen.serving.model import check_compatible, load_champion, predict, predicted_labels
 from evergreen.serving.schema import request_columns, serving_data
+from evergreen.workspace import Workspace
+
+__all__ = ["BatchResult", "quarantine_path", "score_file", "score_frame"]
 
 _PARQUET = (".parquet", ".pq")
 
@@ -82,15 +88,28 @@ def _write(frame: pl.DataFrame, path: Path) -> None:
             os.unlink(tmp)
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)  # also a hard link, or a path through a symlinked folder
+    return a.resolve() == b.resolve()
+
+
+def _check_paths(source: Path, output: Path) -> None:
+    """`DataError` when writing the output or its quarantine file would overwrite the input."""
+    for written, what in ((output, "the output"), (quarantine_path(output), "the quarantine file of the output")):
+        if _same_file(source, written):
+            raise DataError(
+                f"{what} {written} is the input file {source}: scoring it would overwrite the rows it scores; "
+                "write the predictions to another file"
+            )
+
+
 def score_frame(
-    params: Params,
-    raw: pl.DataFrame,
-    model_version: str | None = None,
-    registry_root: Path | str | None = None,
+    workspace: Workspace, raw: pl.DataFrame, model_version: str | None = None
 ) -> tuple[pl.DataFrame, pl.DataFrame, str]:
     """Score a raw text frame (from `read_text_table`): (scored rows, quarantined rows, model version)."""
-    registry = Registry(registry_root or params.promote.registry_dir)
-    model = load_champion(registry, version=model_version)
+    params = workspace.params
+    model = load_champion(Registry(workspace.registry), version=model_version)
     check_compatible(model, params.data)
     view, policy = serving_data(params.data, params.clean)
     present = [c for c in view.columns if c.name in raw.columns]
@@ -115,17 +134,19 @@ def score_frame(
 
 
 def score_file(
-    params: Params,
+    workspace: Workspace,
     input_path: Path | str,
     output_path: Path | str,
     model_version: str | None = None,
-    registry_root: Path | str | None = None,
 ) -> BatchResult:
-    """Score a CSV or Parquet file with the champion (or `model_version`); write predictions, quarantine."""
+    """Score a CSV or Parquet file with the workspace's champion (or `model_version`); write the predictions
+    and the quarantine file. Relative paths are taken from the current directory, as a command's arguments."""
     start = time.perf_counter()
+    params = workspace.params
     output = Path(output_path)
     if output.suffix.lower() not in (".csv", *_PARQUET):
         raise DataError(f"{output}: the output must be a .csv or .parquet file")
+    _check_paths(Path(input_path), output)
     source = str(input_path)
     features, annotations = request_columns(params.data)
     header = _header(source)
@@ -135,7 +156,7 @@ def score_file(
     readable = [c for c in params.data.columns if c.name in header or c.name in required]
     raw = read_text_table(source, params.data.model_copy(update={"columns": readable}))
     left_out = [c.name for c in readable if c.name not in wanted]  # the target, ignored columns
-    scored, quarantined, version = score_frame(params, raw.drop(left_out), model_version, registry_root)
+    scored, quarantined, version = score_frame(workspace, raw.drop(left_out), model_version)
 
     side = quarantine_path(output)
     _write(scored, output)

@@ -10,6 +10,7 @@ One SQLite file in WAL mode (`serve.log_path`), one row per scored record:
     features       TEXT                  the record as validated, JSON (features, plus id/timestamp if sent)
     prediction     REAL or TEXT          the value (regression) or the predicted class (classification)
     probabilities  TEXT                  class probabilities, JSON (classification only)
+    out_of_range   TEXT                  features outside their declared range or set, JSON list (NULL: none)
     label          (target's type)       ground truth, attached later by POST /feedback
     label_time     TEXT                  when the label arrived
 
@@ -19,12 +20,21 @@ writer thread that commits them together (group commit: one fsync for every requ
 each request in its own savepoint so one failing request cannot fail the others. Other processes (monitoring,
 a second server) can read and write the same file at the same time; SQLite's locks and a busy timeout
 serialise them.
+
+No writer waits for ever: a write that cannot commit within the log's timeout (another process holds a lock,
+the disk is full) raises `LogUnavailable`, and nothing of it is acknowledged; the next commit is tried afresh,
+so the log recovers by itself when the lock goes. Every queued operation is resolved, whatever happens to the
+writer thread, and nothing can be queued once the log is closing.
+
+The column names live in `LogColumns`: monitoring and feedback read them from there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import logging
 import queue
 import sqlite3
 import threading
@@ -39,6 +49,41 @@ from evergreen.config import DataConfig
 from evergreen.data.schema import polars_type
 from evergreen.errors import EvergreenError
 
+__all__ = [
+    "TIME_FORMAT",
+    "LabelCountMismatch",
+    "LogColumns",
+    "LogUnavailable",
+    "PredictionLog",
+    "UnknownRequest",
+    "log_rows",
+    "read_log",
+    "utc_now",
+]
+
+logger = logging.getLogger("evergreen.serve")
+
+
+class LogColumns:
+    """The prediction log's column names, for every module that reads or writes the log."""
+
+    SEQ = "seq"  # insertion order, in the table only
+    REQUEST_ID = "request_id"
+    ROW = "row"
+    TIME = "time"
+    MODEL_VERSION = "model_version"
+    FEATURES = "features"  # in the table: the record as JSON; `read_log` spreads it into one column per field
+    PREDICTION = "prediction"
+    PROBABILITIES = "probabilities"
+    OUT_OF_RANGE = "out_of_range"  # `read_log`: a list of feature names, empty when every value is in range
+    LABEL = "label"
+    LABEL_TIME = "label_time"
+    # what `read_log` puts around the record's fields: never a feature, never an unexpected column
+    METADATA = frozenset(
+        {SEQ, REQUEST_ID, ROW, TIME, MODEL_VERSION, PREDICTION, PROBABILITIES, OUT_OF_RANGE, LABEL, LABEL_TIME}
+    )
+
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS predictions (
     seq INTEGER PRIMARY KEY,
@@ -51,13 +96,15 @@ CREATE TABLE IF NOT EXISTS predictions (
     probabilities TEXT,
     label,
     label_time TEXT,
+    out_of_range TEXT,
     UNIQUE (request_id, row)
 );
 CREATE INDEX IF NOT EXISTS predictions_time ON predictions (time);
 """
 _INSERT = (
-    "INSERT INTO predictions (request_id, row, time, model_version, features, prediction, probabilities) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO predictions "
+    "(request_id, row, time, model_version, features, prediction, probabilities, out_of_range) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _MAX_GROUP = 512  # requests per commit at most
 
@@ -70,6 +117,11 @@ class LabelCountMismatch(EvergreenError):
     """Feedback whose number of labels differs from the number of records the request scored."""
 
 
+class LogUnavailable(EvergreenError):
+    """The log did not take a write in time (locked by another process, disk full, closed): nothing of that
+    write is acknowledged."""
+
+
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # ISO-8601 UTC with microseconds: sorts as text
 
 
@@ -78,13 +130,18 @@ def utc_now() -> str:
     return dt.datetime.now(dt.UTC).strftime(TIME_FORMAT)
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def _connect(path: Path, timeout_s: float) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     # autocommit off by hand (isolation_level=None): transactions and savepoints are explicit below
-    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    conn = sqlite3.connect(path, timeout=timeout_s, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA busy_timeout=30000")
+    conn.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
+    conn.executescript(_SCHEMA)
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(predictions)")}
+    if LogColumns.OUT_OF_RANGE not in columns:  # a log written before the column existed
+        with contextlib.suppress(sqlite3.OperationalError):  # another process may have just added it
+            conn.execute(f"ALTER TABLE predictions ADD COLUMN {LogColumns.OUT_OF_RANGE} TEXT")
     return conn
 
 
@@ -95,6 +152,7 @@ def log_rows(
     records: list[dict[str, Any]],
     predictions: list[Any],
     probabilities: list[list[float]] | None = None,
+    out_of_range: list[list[str]] | None = None,
 ) -> list[tuple[Any, ...]]:
     """The log rows of one request (one per record), ready for `PredictionLog.write`."""
     return [
@@ -106,31 +164,59 @@ def log_rows(
             json.dumps(record, default=str, separators=(",", ":")),
             prediction,
             None if probabilities is None else json.dumps(probabilities[i]),
+            json.dumps(out_of_range[i]) if out_of_range and out_of_range[i] else None,
         )
         for i, (record, prediction) in enumerate(zip(records, predictions, strict=True))
     ]
+
+
+def _noop(_: sqlite3.Connection) -> None:
+    return None
 
 
 _Operation = Callable[[sqlite3.Connection], Any]
 
 
 class PredictionLog:
-    """The writer side of the log: `write` returns once the rows are durable."""
+    """The writer side of the log: `write` returns once the rows are durable, or raises `LogUnavailable`
+    within about `timeout_s` (the SQLite busy timeout, and how long a caller waits for its commit)."""
 
-    def __init__(self, path: Path | str):
+    def __init__(self, path: Path | str, timeout_s: float = 30.0):
         self.path = Path(path)
-        self._conn = _connect(self.path)
-        self._conn.executescript(_SCHEMA)
+        self.timeout_s = timeout_s
+        self._conn = _connect(self.path, timeout_s)
         self._queue: queue.Queue[tuple[_Operation, Future] | None] = queue.Queue()
+        self._lock = threading.Lock()  # `submit` and `close` under it: nothing is queued behind the stop mark
+        self._open = True
+        self._failure: str | None = None  # why the last commit failed; None once one succeeds again
         self._writer = threading.Thread(target=self._run, name="prediction-log-writer", daemon=True)
         self._writer.start()
 
     # ------------------------------------------------------------------------------------------- writing
     def submit(self, operation: _Operation) -> Future:
-        """Queue an operation on the connection; its future resolves after the commit that includes it."""
+        """Queue an operation on the connection; its future resolves after the commit that includes it.
+
+        Cancel the future before it runs and the operation is skipped. Raises `LogUnavailable` once closed."""
         future: Future = Future()
-        self._queue.put((operation, future))
+        with self._lock:
+            if not self._open:
+                raise LogUnavailable(f"{self.path}: the prediction log is closed")
+            self._queue.put((operation, future))
         return future
+
+    def _wait(self, future: Future, timeout_s: float) -> Any:
+        try:
+            return future.result(timeout_s)
+        except TimeoutError:
+            if future.cancel():  # still queued: it will never run, so the refusal is exact
+                raise LogUnavailable(
+                    f"{self.path}: the prediction log took no write within {timeout_s:g} s "
+                    "(another process may hold a lock on it)"
+                ) from None
+        try:  # running: its transaction holds the write lock and its commit follows
+            return future.result(timeout_s)
+        except TimeoutError:
+            raise LogUnavailable(f"{self.path}: a commit to the prediction log took over {timeout_s:g} s") from None
 
     def write(self, rows: list[tuple[Any, ...]]) -> None:
         """Insert the rows of one request (see `log_rows`) and wait until they are committed."""
@@ -140,7 +226,7 @@ class PredictionLog:
             # thread may be running (sqlite3 "bad parameter or other API misuse")
             conn.executemany(_INSERT, rows).close()
 
-        self.submit(insert).result()
+        self._wait(self.submit(insert), self.timeout_s)
 
     def attach_labels(self, request_id: str, labels: list[Any]) -> int:
         """Label the records of an earlier request, in their order (None leaves a row unlabelled).
@@ -165,35 +251,64 @@ class PredictionLog:
             ).close()
             return len(updates)
 
-        return self.submit(label).result()
+        return self._wait(self.submit(label), self.timeout_s)
+
+    def check(self, timeout_s: float) -> str | None:
+        """None when a write transaction commits within `timeout_s` now; otherwise why the log is unavailable."""
+        try:
+            self._wait(self.submit(_noop), timeout_s)
+        except Exception as exc:
+            return str(exc)
+        return None
 
     def close(self) -> None:
         """Finish what is queued, then close the connection."""
-        if self._writer.is_alive():
-            self._queue.put(None)
-            self._writer.join()
+        with self._lock:
+            if self._open:
+                self._open = False
+                self._queue.put(None)
+        self._writer.join()
         self._conn.close()
 
     def _run(self) -> None:
-        stop = False
-        while not stop:
-            group = [self._queue.get()]
-            while len(group) < _MAX_GROUP:
+        group: list[tuple[_Operation, Future] | None] = []
+        try:
+            stop = False
+            while not stop:
+                group = [self._queue.get()]
+                while len(group) < _MAX_GROUP:
+                    try:
+                        group.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                stop = None in group
+                self._commit([item for item in group if item is not None])
+                group = []
+        finally:
+            # whatever ends this thread, nobody may wait for ever: refuse new work, fail what is queued, and
+            # give the write lock back to the other processes
+            with self._lock:
+                self._open = False
+            with contextlib.suppress(Exception):
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+            while True:
                 try:
                     group.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            if None in group:
-                stop = True
-            self._commit([item for item in group if item is not None])
+            stopped = LogUnavailable(f"{self.path}: the prediction log writer has stopped")
+            _fail([item for item in group if item is not None], stopped)
 
     def _commit(self, group: list[tuple[_Operation, Future]]) -> None:
         if not group:
             return
         done: list[tuple[Future, Any]] = []
         try:
-            self._conn.execute("BEGIN IMMEDIATE")
+            self._conn.execute("BEGIN IMMEDIATE")  # waits up to the busy timeout for another writer's lock
             for operation, future in group:
+                if not future.set_running_or_notify_cancel():
+                    continue  # its caller gave up waiting and answered 503: write nothing for it
                 self._conn.execute("SAVEPOINT op")
                 try:
                     result = operation(self._conn)
@@ -205,14 +320,31 @@ class PredictionLog:
                     self._conn.execute("RELEASE op")
                     done.append((future, result))
             self._conn.execute("COMMIT")
-        except Exception as exc:  # the commit failed (disk full, I/O error): nobody is acknowledged
-            if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
-            for future, _ in done:
-                future.set_exception(exc)
+        except Exception as exc:  # locked, disk full, I/O error: nobody in the group is acknowledged
+            with contextlib.suppress(Exception):
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+            failure = f"{self.path}: the prediction log cannot commit: {exc}"
+            if self._failure is None:
+                logger.error("%s; requests get 503 until it can", failure)
+            self._failure = failure
+            _fail(group, LogUnavailable(failure))
             return
+        if self._failure is not None:
+            logger.warning("%s: the prediction log commits again", self.path)
+            self._failure = None
         for future, result in done:
             future.set_result(result)
+
+
+def _fail(group: list[tuple[_Operation, Future]], exc: Exception) -> None:
+    """Resolve every future of `group` not resolved yet with `exc` (a cancelled one stays cancelled)."""
+    for _, future in group:
+        if future.done():
+            continue
+        # a queued future is moved to running first: then its caller can no longer cancel it under our feet
+        if future.running() or future.set_running_or_notify_cancel():
+            future.set_exception(exc)
 
 
 # ----------------------------------------------------------------------------------------------- reading
@@ -223,11 +355,12 @@ def _feature_dtypes(data: DataConfig) -> dict[str, pl.DataType]:
     return {c.name: polars_type(c) for c in [*features, *annotations]}
 
 
-_COLUMNS = ["request_id", "row", "time", "model_version", "features", "prediction", "probabilities"]
-_COLUMNS += ["label", "label_time"]
+C = LogColumns
+_COLUMNS = [C.REQUEST_ID, C.ROW, C.TIME, C.MODEL_VERSION, C.FEATURES, C.PREDICTION, C.PROBABILITIES]
+_COLUMNS += [C.OUT_OF_RANGE, C.LABEL, C.LABEL_TIME]
 
 
-def _query(last_rows: int | None, since: dt.datetime | str | None) -> tuple[str, list[Any]]:
+def _query(last_rows: int | None, since: dt.datetime | str | None, old: bool = False) -> tuple[str, list[Any]]:
     where, args = "", []
     if since is not None:
         if isinstance(since, dt.datetime):
@@ -237,7 +370,8 @@ def _query(last_rows: int | None, since: dt.datetime | str | None) -> tuple[str,
     newest = ""
     if last_rows is not None:
         newest, args = " ORDER BY seq DESC LIMIT ?", [*args, int(last_rows)]
-    inner = f"SELECT seq, {', '.join(_COLUMNS)} FROM predictions{where}{newest}"
+    selected = [f"NULL AS {n}" if old and n == C.OUT_OF_RANGE else n for n in _COLUMNS]  # a log from before
+    inner = f"SELECT seq, {', '.join(selected)} FROM predictions{where}{newest}"
     return f"SELECT {', '.join(_COLUMNS)} FROM ({inner}) ORDER BY seq", args
 
 
@@ -253,9 +387,10 @@ def read_log(
 ) -> pl.DataFrame:
     """The log as a frame with one column per feature (typed as declared when `data` is given).
 
-    Columns: request_id, row, time (UTC), model_version, the features (and id/timestamp columns), prediction,
-    probabilities, label, label_time. `last_rows` keeps the newest rows, `since` the rows scored at or after
-    a time (a naive datetime is taken as UTC). A log that does not exist yet is an empty frame.
+    Columns (see `LogColumns`): request_id, row, time (UTC), model_version, the features (and id/timestamp
+    columns), prediction, probabilities, out_of_range (list of feature names), label, label_time. `last_rows`
+    keeps the newest rows, `since` the rows scored at or after a time (a naive datetime is taken as UTC). A log
+    that does not exist yet is an empty frame.
     """
     path = Path(path)
     rows: list[tuple[Any, ...]] = []
@@ -263,13 +398,14 @@ def read_log(
         conn = sqlite3.connect(path, timeout=30)
         try:
             conn.execute("PRAGMA busy_timeout=30000")
-            rows = conn.execute(*_query(last_rows, since)).fetchall()
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(predictions)")}
+            rows = conn.execute(*_query(last_rows, since, old=C.OUT_OF_RANGE not in columns)).fetchall()
         except sqlite3.OperationalError as exc:
             raise EvergreenError(f"{path}: cannot read the prediction log: {exc}") from None
         finally:
             conn.close()
     frame = pl.DataFrame(rows, schema=_COLUMNS, orient="row", infer_schema_length=None)
-    text = frame["features"].cast(pl.String)
+    text = frame[C.FEATURES].cast(pl.String)
     if data is not None:
         dtypes = _feature_dtypes(data)
         temporal = {n: t for n, t in dtypes.items() if t in (pl.Date(), pl.Datetime("us"))}
@@ -284,12 +420,19 @@ def read_log(
     else:
         features = pl.DataFrame()
     numeric = data is not None and data.task == "regression"
-    outcome = [pl.col(n).cast(pl.Float64) if numeric else pl.col(n) for n in ("prediction", "label")]
+    outcome = [pl.col(n).cast(pl.Float64) if numeric else pl.col(n) for n in (C.PREDICTION, C.LABEL)]
     head = frame.select(
-        pl.col("request_id").cast(pl.String),
-        pl.col("row").cast(pl.Int64),
-        _utc("time"),
-        pl.col("model_version").cast(pl.String),
+        pl.col(C.REQUEST_ID).cast(pl.String),
+        pl.col(C.ROW).cast(pl.Int64),
+        _utc(C.TIME),
+        pl.col(C.MODEL_VERSION).cast(pl.String),
     )
-    tail = frame.select(outcome[0], pl.col("probabilities").cast(pl.String), outcome[1], _utc("label_time"))
+    flagged = pl.col(C.OUT_OF_RANGE).cast(pl.String).str.json_decode(pl.List(pl.String))
+    tail = frame.select(
+        outcome[0],
+        pl.col(C.PROBABILITIES).cast(pl.String),
+        flagged.fill_null(pl.lit([], dtype=pl.List(pl.String))),
+        outcome[1],
+        _utc(C.LABEL_TIME),
+    )
     return pl.concat([head, features, tail], how="horizontal")

@@ -14,10 +14,15 @@ cleaning also accepts), floats are finite numbers (NaN and infinity are rejected
 strings are at most `serve.max_string_length` characters, bools are `true`/`false`, dates and datetimes are
 ISO-8601 strings.
 
-Allowed sets and min/max ranges are deliberately *not* enforced here. A monitored model must see, log and
-score out-of-range inputs (an unseen category, a heat wave): rejecting them would hide exactly the drift that
-monitoring exists to detect, and turn a data change into an outage. The graph handles them (unknown bucket,
-raw value), and the prediction log records them for the drift report.
+Allowed sets and min/max ranges are deliberately *not* enforced on features. A monitored model must see, log
+and score out-of-range inputs (an unseen category, a heat wave): rejecting them would hide exactly the drift
+that monitoring exists to detect, and turn a data change into an outage. The graph handles them (unknown bucket,
+raw value); `RequestSchema.out_of_range` names them, the answer flags them per record and the prediction log
+keeps the flags, so a client can distrust such a prediction and monitoring can count them.
+
+Labels (`POST /feedback`) are held to the declaration of the target: its min/max and allowed set, and its type
+(a regression label is any finite number, within int64 for an int target). A label is ground truth for the next
+training run: one the data contract would quarantine is refused at the door (422) instead.
 
 `evergreen predict` applies the same rules to batch files through the cleaning code (`serving_data`).
 """
@@ -25,15 +30,32 @@ raw value), and the prediction log records them for the drift report.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Annotated, Any, NotRequired
 
-from pydantic import BeforeValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError, with_config
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    TypeAdapter,
+    ValidationError,
+    with_config,
+)
 from typing_extensions import TypedDict  # pydantic needs this one, not typing's, before Python 3.12
 
 from evergreen.config import CleanConfig, Column, DataConfig
 
 _INT64 = 2**63
+ECHO_LIMIT = 80  # characters of a client's own text (a key, a header) that an error message repeats
+
+
+def clip(text: str, limit: int = ECHO_LIMIT) -> str:
+    """A client's text as an error message may repeat it: at most `limit` characters, always encodable."""
+    text = text if len(text) <= limit else text[:limit] + "…"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")  # a lone surrogate cannot be sent
 
 
 def _integral_float_to_int(value: Any) -> Any:
@@ -120,8 +142,8 @@ class FieldError:
 
 def _where(loc: tuple[Any, ...], prefix: str) -> str:
     out = prefix
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    for part in loc:  # a part may be a client's unknown key: clipped
+        out += f"[{part}]" if isinstance(part, int) else f".{clip(str(part))}"
     return out
 
 
@@ -134,8 +156,9 @@ def _message(err: dict[str, Any]) -> str:
 
 
 def field_errors(exc: ValidationError, prefix: str = "records") -> list[FieldError]:
-    """Readable errors; the offending input is never echoed back (it may be megabytes long)."""
-    return [FieldError(_where(e["loc"], prefix), _message(e)) for e in exc.errors(include_input=False)]
+    """Readable errors; the offending input is never echoed back (it may be megabytes long), and a key is
+    repeated clipped to `ECHO_LIMIT` characters."""
+    return [FieldError(_where(e["loc"], prefix), clip(_message(e), 300)) for e in exc.errors(include_input=False)]
 
 
 @dataclass(frozen=True)
@@ -146,6 +169,8 @@ class RequestSchema:
     annotations: list[str]
     records: TypeAdapter[list[dict[str, Any]]]
     labels: TypeAdapter[list[Any]]
+    # per feature with a declared range or set: a test that its (non-null) value lies outside it
+    outside: dict[str, Callable[[Any], bool]] = field(default_factory=dict)
 
     @property
     def json_schema(self) -> dict[str, Any]:
@@ -161,6 +186,52 @@ class RequestSchema:
         """The records, typed; raises `pydantic.ValidationError` (see `field_errors`)."""
         return self.records.validate_python(payload)
 
+    def out_of_range(self, records: list[dict[str, Any]]) -> list[list[str]]:
+        """Per validated record, the features whose value lies outside the declared min/max or allowed set."""
+        checks = self.outside.items()
+        return [[n for n, outside in checks if r[n] is not None and outside(r[n])] for r in records]
+
+
+def _bound(column: Column, value: float | str) -> Any:
+    if column.type == "date" and isinstance(value, str):
+        return dt.date.fromisoformat(value)
+    if column.type == "datetime" and isinstance(value, str):
+        return dt.datetime.fromisoformat(value)
+    return value
+
+
+def _outside(column: Column) -> Callable[[Any], bool] | None:
+    """A test for a value outside the column's declared range or set; None when nothing is declared."""
+    if column.allowed is not None:
+        allowed = frozenset(column.allowed)
+        return lambda value: value not in allowed
+    low = None if column.min is None else _bound(column, column.min)
+    high = None if column.max is None else _bound(column, column.max)
+    if low is None and high is None:
+        return None
+
+    def outside(value: Any) -> bool:
+        try:
+            return (low is not None and value < low) or (high is not None and value > high)
+        except TypeError:  # a naive datetime against an aware bound: not comparable, not flagged
+            return False
+
+    return outside
+
+
+def _in_declaration(column: Column) -> Callable[[Any], Any]:
+    """A validator holding a label to the target's declared range and allowed set."""
+    outside = _outside(column)
+
+    def check(value: Any) -> Any:
+        if outside is not None and outside(value):
+            if column.allowed is not None:
+                raise ValueError(f"not one of the declared values of {column.name}: {column.allowed}")
+            raise ValueError(f"outside the declared range of {column.name}: [{column.min}, {column.max}]")
+        return value
+
+    return check
+
 
 def build_schema(data: DataConfig, clean: CleanConfig, max_string_length: int) -> RequestSchema:
     """The request model from the declaration (see the module docstring for what it accepts and why)."""
@@ -173,12 +244,20 @@ def build_schema(data: DataConfig, clean: CleanConfig, max_string_length: int) -
         fields[column.name] = NotRequired[_value_type(column, max_string_length) | None]
     # functional TypedDict: any column name is a valid key (a class would clash with names such as `copy`)
     record = with_config(ConfigDict(extra="forbid", title="Record"))(TypedDict("Record", fields))
-    # a regression label is any finite number (a count may come as 12.0); a class label has the target's type
-    target = data.target.model_copy(update={"type": "float"}) if data.task == "regression" else data.target
-    label = _value_type(target, max_string_length)
+    # a regression label is any finite number (a count may come as 12.0) that an int target's int64 can hold;
+    # a class label has the target's type; both must lie in the target's declared range or set
+    target = data.target
+    value = _value_type(target, max_string_length)
+    if data.task == "regression":
+        value = _value_type(target.model_copy(update={"type": "float"}), max_string_length)
+        if target.type == "int":
+            value = Annotated[value, Field(ge=-_INT64, lt=_INT64)]
+    label = Annotated[value, AfterValidator(_in_declaration(target))]
+    checks = {c.name: _outside(c) for c in features}
     return RequestSchema(
         features=[c.name for c in features],
         annotations=[c.name for c in annotations],
         records=TypeAdapter(Annotated[list[record], Field(min_length=1)]),  # type: ignore[valid-type]
-        labels=TypeAdapter(Annotated[list[label | None], Field(min_length=1)]),
+        labels=TypeAdapter(Annotated[list[label | None], Field(min_length=1)]),  # type: ignore[valid-type]
+        outside={name: check for name, check in checks.items() if check is not None},
     )

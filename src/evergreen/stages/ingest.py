@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from tqdm import tqdm
 
-from evergreen.config import Params
-from evergreen.data import io, paths
+from evergreen.data import io
 from evergreen.data.ingest import combine
+from evergreen.workspace import Workspace
 
 
-def run(params: Params) -> None:
-    data = params.data
-    files = io.resolve_source(data.source) + io.list_landing(Path(data.incoming))
+def run(ws: Workspace) -> None:
+    data = ws.params.data
+    files = io.resolve_source(ws.source) + io.list_landing(ws.incoming)
     frames = [io.read_text_table(f, data) for f in tqdm(files, desc="ingest", unit="file", leave=False)]
-    result = combine(frames, data.key)
-    io.write_parquet(result.raw, paths.RAW)
-    io.write_parquet(result.conflicts, paths.RAW_CONFLICTS)
-    io.write_json(result.summary(), paths.INGEST_METRICS)
+    result = combine(frames, data.key, types=data.types)
+    io.write_parquet(result.raw, ws.raw)
+    io.write_parquet(result.conflicts, ws.raw_conflicts)
+    io.write_json(result.summary(), ws.ingest_metrics)
     print(
-        f"ingest: {len(files)} file(s), {result.raw.height} rows to {paths.RAW}"
+        f"ingest: {len(files)} file(s), {result.raw.height} rows to {ws.show(ws.raw)}"
         f" ({result.repeated_rows} repeated, {result.conflicts.height} key conflicts set aside)"
     )

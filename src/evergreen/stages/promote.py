@@ -10,21 +10,23 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 
-from evergreen.config import Params
-from evergreen.data import io, paths
+from evergreen.artifacts.card import ModelCard
+from evergreen.artifacts.reports import EvalReport, ExportReport, PromotionReport
 from evergreen.data.schema import EVENT_TIME
-from evergreen.registry.gate import PRIMARY, compare, decide, per_row_loss
+from evergreen.data.split import read_split
+from evergreen.inference import ServingModel, load_version, predict, predicted_labels, servable
+from evergreen.model.metrics import GATED
+from evergreen.provenance import code_version
+from evergreen.registry.gate import compare, decide, per_row_loss
 from evergreen.registry.store import Registry
-from evergreen.serving.model import ServingModel, load_version, predict, predicted_labels
-from evergreen.stages.export import code_version
+from evergreen.workspace import Workspace
 
 
-def _read(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text())
+def _suite_passed(path: Path) -> bool:
+    return json.loads(path.read_text())["critical_success"]  # a validation report (`validation.summary`)
 
 
 def reference_sample(train: pl.DataFrame, model: ServingModel, rows: int, seed: int) -> pl.DataFrame:
@@ -40,30 +42,28 @@ def _same_graph(a: Path, b: Path) -> bool:
     return a.read_bytes() == b.read_bytes()
 
 
-def run(params: Params) -> None:
+def run(ws: Workspace) -> None:
+    params = ws.params
     cfg = params.promote
     target = params.data.target.name
-    registry = Registry(cfg.registry_dir)
-    test = pl.read_parquet(paths.split_path("test"))
-    challenger = load_version(paths.MODEL_DIR, "challenger")
-    metric, _ = PRIMARY[challenger.task]
+    registry = Registry(ws.registry)
+    test = read_split(ws, "test")
+    challenger = load_version(ws.models_dir, "challenger")
+    metric = GATED[challenger.task]
     actual = test[target].to_numpy()
     challenger_loss = per_row_loss(challenger.task, actual, predict(challenger, test), challenger.classes)
 
     champion = registry.champion()
-    if champion is not None and _same_graph(paths.ONNX_MODEL, registry.path(champion) / "model.onnx"):
+    if champion is not None and _same_graph(ws.onnx_model, registry.path(champion) / "model.onnx"):
         # rerunning the stage on an unchanged model must not mint a new version of the same graph
         print(f"promote: the challenger is byte-identical to champion {champion}; nothing to do")
-        io.write_json(
-            {
-                "promoted": False,
-                "version": None,
-                "champion_before": champion,
-                "champion_after": champion,
-                "reasons": [f"identical to champion {champion}"],
-            },
-            paths.PROMOTION_METRICS,
-        )
+        PromotionReport(
+            promoted=False,
+            version=None,
+            champion_before=champion,
+            champion_after=champion,
+            reasons=[f"identical to champion {champion}"],
+        ).write(ws.promotion_metrics)
         return
     comparison = None
     if champion is not None:
@@ -73,16 +73,15 @@ def run(params: Params) -> None:
             challenger.task, challenger_loss, champion_loss, cfg.bootstrap_samples, cfg.confidence, cfg.seed
         )
 
-    evaluation, export = _read(paths.EVAL_METRICS), _read(paths.EXPORT_METRICS)
-    reports = Path(params.validation.reports_dir)
+    evaluation, export = EvalReport.read(ws.eval_metrics), ExportReport.read(ws.export_metrics)
     decision = decide(
-        data_suites_passed={s: _read(reports / f"{s}.json")["critical_success"] for s in ("raw", "clean")},
-        parity_diff=export["parity_max_abs_diff"],
-        parity_limit=export["parity_limit"],
+        data_suites_passed={s: _suite_passed(ws.validation_report(s)) for s in ("raw", "clean")},
+        parity_diff=export.parity_max_abs_diff,
+        parity_limit=export.parity_limit,
         metric=metric,
-        model_value=evaluation["model"][metric],
+        model_value=evaluation.model[metric],
         baseline_name=cfg.baseline,
-        baseline_value=evaluation["baselines"][cfg.baseline][metric],
+        baseline_value=evaluation.baselines[cfg.baseline][metric],
         baseline_margin=cfg.baseline_margin,
         comparison=comparison,
         champion_margin=cfg.champion_margin,
@@ -90,25 +89,16 @@ def run(params: Params) -> None:
 
     version = None
     if decision.promote:
-        train = pl.read_parquet(paths.split_path("train"))
-        card = {**_read(paths.MODEL_CARD), "gate": decision.to_dict(), "code": code_version()}
+        train = read_split(ws, "train")
+        card = ModelCard.read(ws.model_card).model_copy(update={"gate": decision, "code": code_version(ws.root)})
         with tempfile.TemporaryDirectory() as tmp:
             reference = Path(tmp) / "reference.parquet"
             reference_sample(train, challenger, cfg.reference_rows, cfg.seed).write_parquet(reference)
-            files = {"model.onnx": paths.ONNX_MODEL, "signature.json": paths.SIGNATURE, "reference.parquet": reference}
-            version = registry.add(files, card)
-        registry.promote(version, reason="; ".join(decision.reasons))
+            files = {"model.onnx": ws.onnx_model, "signature.json": ws.signature, "reference.parquet": reference}
+            version = registry.add(files, card.to_dict())
+        registry.promote(version, reason="; ".join(decision.reasons), verify=servable(params.data))
 
-    io.write_json(
-        {
-            "promoted": decision.promote,
-            "version": version,
-            "champion_before": champion,
-            "champion_after": registry.champion(),
-            **decision.to_dict(),
-        },
-        paths.PROMOTION_METRICS,
-    )
+    PromotionReport.from_gate(decision, version, champion, registry.champion()).write(ws.promotion_metrics)
     verdict = f"promoted as {version}" if decision.promote else "not promoted"
     print(f"promote: challenger {verdict}; champion is {registry.champion()}")
     for reason in decision.reasons:

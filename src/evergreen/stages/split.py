@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import polars as pl
 
-from evergreen.config import Params
-from evergreen.data import io, paths
+from evergreen.data import io
 from evergreen.data.split import split, summarize
+from evergreen.workspace import Workspace
 
 
-def run(params: Params) -> None:
-    parts = split(pl.read_parquet(paths.CLEAN), params.data, params.split)
+def run(ws: Workspace) -> None:
+    parts = split(pl.read_parquet(ws.clean), ws.params.data, ws.params.split)
     for name, part in parts.items():
-        io.write_parquet(part, paths.split_path(name))
+        io.write_parquet(part, ws.split(name))
     summary = summarize(parts)
-    io.write_json(summary, paths.SPLIT_METRICS)
+    io.write_json(summary, ws.split_metrics)
     print("split: " + ", ".join(f"{name} {entry['rows']} rows" for name, entry in summary.items()))

@@ -2,29 +2,22 @@
 
 from __future__ import annotations
 
-import polars as pl
-
 from dvclive import Live
-from evergreen.config import Params
-from evergreen.data import io, paths
-from evergreen.errors import DataError
+from evergreen.data import io
+from evergreen.data.split import read_split
 from evergreen.model.train import train_model
+from evergreen.workspace import Workspace
 
 
-def read_split(name: str) -> pl.DataFrame:
-    """One split written by the `split` stage; a missing file names the stage that makes it."""
-    path = paths.split_path(name)
-    if not path.exists():
-        raise DataError(f"{path}: no such split (run `evergreen stage split` or `dvc repro split` first)")
-    return pl.read_parquet(path)
-
-
-def run(params: Params) -> None:
-    # DVC removes outs before it runs a stage; do the same so a failed run never leaves an old model behind
-    paths.MODEL.unlink(missing_ok=True)
-    train, valid = read_split("train"), read_split("valid")
+def run(ws: Workspace) -> None:
+    params = ws.params
+    # the outs are `persist` in dvc.yaml so that an invalid params.yaml never costs the model: DVC leaves them,
+    # and they are removed here, with the config known to be valid, so a failed run leaves no stale model
+    ws.model.unlink(missing_ok=True)
+    ws.train_metrics.unlink(missing_ok=True)
+    train, valid = read_split(ws, "train"), read_split(ws, "valid")
     # dvcyaml=None and save_dvc_exp=False: dvc.yaml declares the plots, and `dvc exp` is the user's choice
-    with Live(dir=str(paths.DVCLIVE_DIR), save_dvc_exp=False, dvcyaml=None) as live:
+    with Live(dir=str(ws.dvclive), save_dvc_exp=False, dvcyaml=None) as live:
 
         def log(record: dict[str, float]) -> None:
             for name, value in record.items():
@@ -34,11 +27,11 @@ def run(params: Params) -> None:
 
         result = train_model(
             train, valid, params.data, params.model, params.train,
-            checkpoint=paths.CHECKPOINT, on_epoch=log, params=params.model_dump(mode="json"),
+            checkpoint=ws.checkpoint, on_epoch=log, params=params.model_dump(mode="json"),
         )  # fmt: skip
-    paths.MODEL_DIR.mkdir(parents=True, exist_ok=True)
-    result.model.save(paths.MODEL)
-    io.write_json(result.metrics, paths.TRAIN_METRICS)
+    ws.models_dir.mkdir(parents=True, exist_ok=True)
+    result.model.save(ws.model)
+    io.write_json(result.metrics, ws.train_metrics)
     valid = ", ".join(f"{k} {v:.4g}" for k, v in result.metrics["valid"].items())
     print(
         f"train: best epoch {result.metrics['best_epoch']} of {result.metrics['epochs_run']} "

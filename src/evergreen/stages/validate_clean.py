@@ -1,12 +1,11 @@
-"""DVC stage `validate_clean`: run the clean suite on the cleaned data; stop on a critical failure."""
+"""Stage `validate_clean`: run the clean suite on the cleaned data; stop on a critical failure."""
 
 from __future__ import annotations
 
-from evergreen.config import Params
-from evergreen.data import paths
 from evergreen.validation.stage import run_validation
+from evergreen.workspace import Workspace
 
 
-def run(params: Params) -> None:
+def run(ws: Workspace) -> None:
     """Validate `data/clean/clean.parquet` against `{suites_dir}/clean.json`."""
-    run_validation(params, "clean", paths.CLEAN)
+    run_validation(ws, "clean", ws.clean)

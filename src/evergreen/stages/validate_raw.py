@@ -1,12 +1,11 @@
-"""DVC stage `validate_raw`: run the raw suite on the ingested data; stop on a critical failure."""
+"""Stage `validate_raw`: run the raw suite on the ingested data; stop on a critical failure."""
 
 from __future__ import annotations
 
-from evergreen.config import Params
-from evergreen.data import paths
 from evergreen.validation.stage import run_validation
+from evergreen.workspace import Workspace
 
 
-def run(params: Params) -> None:
+def run(ws: Workspace) -> None:
     """Validate `data/raw/raw.parquet` against `{suites_dir}/raw.json`."""
-    run_validation(params, "raw", paths.RAW)
+    run_validation(ws, "raw", ws.raw)

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import polars as pl
 
-from evergreen.config import Params
 from evergreen.data.io import write_json
 from evergreen.errors import DataError, ValidationFailed
 from evergreen.validation.suites import Stage, load_suite
@@ -18,25 +17,29 @@ from evergreen.validation.summary import (
     summary_line,
     warning_lines,
 )
+from evergreen.workspace import Workspace
 
 
-def run_validation(params: Params, stage: Stage, data_path: Path) -> None:
+def run_validation(ws: Workspace, stage: Stage, data_path: Path) -> None:
     """Validate `data_path` with the `stage` suite; write the JSON report and Data Docs, then raise
     `ValidationFailed` if a critical expectation failed (the report is written either way)."""
     # imported here so `evergreen --help` and the other stages do not pay GX's import time
     from evergreen.validation.gx_adapter import validate_frame
 
     stage_name = f"validate_{stage}"
-    cfg = params.validation
-    suite = load_suite(Path(cfg.suites_dir) / f"{stage}.json")
+    cfg = ws.params.validation
+    suite = load_suite(ws.suite(stage))
     if not data_path.exists():
-        raise DataError(f"{data_path}: no such file (run the stage that writes it first)")
+        raise DataError(f"{ws.show(data_path)}: no such file (run the stage that writes it first)")
     frame = pl.read_parquet(data_path)
-    docs_dir = Path(cfg.reports_dir) / "docs" / stage
+    docs_dir = ws.data_docs(stage)
     # a fresh folder each run, so the docs show this validation and not the pile of earlier ones
     shutil.rmtree(docs_dir, ignore_errors=True)
     summary = validate_frame(frame, suite, example_values=cfg.example_values, docs_dir=docs_dir)
-    write_json(report_dict(summary), Path(cfg.reports_dir) / f"{stage}.json")
+    report = report_dict(summary)
+    if summary.docs_index:  # recorded relative to the project, so a fresh clone writes the same report
+        report["docs"] = ws.show(Path(summary.docs_index))
+    write_json(report, ws.validation_report(stage))
     print(summary_line(summary, stage_name))
     for line in warning_lines(summary, stage_name):
         print(line)

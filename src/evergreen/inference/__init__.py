@@ -1,7 +1,8 @@
-"""A registry version loaded for scoring, and the one scoring function shared by the service and
-`evergreen predict`.
+"""The inference core: an exported graph loaded for scoring, and the one scoring path shared by the service,
+`evergreen predict`, the promotion gate, monitoring and the backtest.
 
-Scoring runs exactly what evaluation checked: the same `feature_matrix` (raw values in signature order,
+It imports onnxruntime, numpy and polars only (never torch), so the service starts without loading a training
+framework. Scoring runs exactly what evaluation checked: the same `feature_matrix` (raw values in signature order,
 float32, NaN for missing) fed to the exported graph, whose parity with the evaluated torch model the export
 stage gated.
 """
@@ -9,22 +10,51 @@ stage gated.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnxruntime as ort
 import polars as pl
 
 from evergreen.config import DataConfig
-from evergreen.errors import ModelError
-from evergreen.model.export import INPUT_NAME, onnx_predict
-from evergreen.model.preprocess import feature_matrix
-from evergreen.registry.store import CARD, Registry, RegistryError
+from evergreen.errors import ModelError, RegistryError
 
+if TYPE_CHECKING:  # the registry is passed in; importing it here would make every model stage depend on it
+    from evergreen.registry.store import Registry
+
+__all__ = [
+    "INPUT_NAME",
+    "ONNX_FILE",
+    "SIGNATURE_FILE",
+    "ServingModel",
+    "check_compatible",
+    "servable",
+    "feature_matrix",
+    "load_champion",
+    "load_version",
+    "onnx_predict",
+    "predict",
+    "predicted_labels",
+]
+
+INPUT_NAME = "features"  # the graph's one input: raw feature values, float32 [N, F], in signature order
 ONNX_FILE = "model.onnx"
 SIGNATURE_FILE = "signature.json"
+CARD_FILE = "model_card.json"  # the registry writes it under the same name
+
+
+def feature_matrix(frame: pl.DataFrame, features: list[str]) -> np.ndarray:
+    """The model's input: raw feature values as float32 [N, F] in the given order; missing values are NaN."""
+    return frame.select(pl.col(name).cast(pl.Float32) for name in features).to_numpy().astype(np.float32)
+
+
+def onnx_predict(session: ort.InferenceSession, x: np.ndarray, batch_size: int = 65536) -> np.ndarray:
+    """Run the graph over `x` [N, F] in batches."""
+    parts = [session.run(None, {INPUT_NAME: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)]
+    return np.concatenate(parts) if parts else np.zeros((0,))
 
 
 @dataclass(frozen=True)
@@ -64,7 +94,7 @@ def load_version(folder: Path, version: str, threads: int | None = None) -> Serv
     if missing:
         raise ModelError(f"model version {version} in {folder} lacks {', '.join(missing)}")
     signature = json.loads((folder / SIGNATURE_FILE).read_text())
-    card = json.loads((folder / CARD).read_text()) if (folder / CARD).is_file() else {}
+    card = json.loads((folder / CARD_FILE).read_text()) if (folder / CARD_FILE).is_file() else {}
     try:
         session = _session(folder / ONNX_FILE, threads)
     except Exception as exc:  # onnxruntime raises its own exception types for a corrupt graph
@@ -95,6 +125,18 @@ def check_compatible(model: ServingModel, data: DataConfig) -> None:
             f"model version {model.version} takes feature(s) {', '.join(unknown)} that params.yaml does not "
             "declare as features: serve it with the params it was trained with"
         )
+
+
+def servable(data: DataConfig) -> Callable[[Path, str], None]:
+    """The registry's check before a version becomes champion: its graph loads and fits the declared features.
+
+    Pass it as `Registry.promote(..., verify=servable(data))`; it raises `ModelError` naming the file.
+    """
+
+    def verify(folder: Path, version: str) -> None:
+        check_compatible(load_version(folder, version), data)
+
+    return verify
 
 
 def predict(model: ServingModel, frame: pl.DataFrame) -> np.ndarray:

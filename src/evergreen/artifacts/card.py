@@ -1,0 +1,50 @@
+"""The model card: where a model came from. One type for its three writers.
+
+1. the `export` stage writes `models/model_card.json`: what the model is, its params, data hashes, metrics and
+   code version;
+2. the `promote` stage adds the gate's decision (and the code version that promoted it), and the registry adds
+   `version`, `registered_at` and `files_sha256` when it stores the card in `vN/model_card.json`;
+3. the retrain flow adds `git_commit` and `data_push`: the commit and DVC push that pin a champion's inputs.
+
+Every field is optional, so a card written by an older Evergreen (or a bare card in a test registry) loads.
+The registry stores cards as plain dicts (`Registry.add`/`card`/`annotate`); convert with `to_dict`/`from_dict`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from evergreen.artifacts.base import Artifact
+from evergreen.artifacts.reports import EvalReport, GateDecision, Scores
+
+__all__ = ["ModelCard"]
+
+
+class ModelCard(Artifact):
+    """A model's provenance, metrics and promotion record (see the module docstring for who sets what)."""
+
+    # set by the export stage
+    task: Literal["regression", "classification"] | None = None
+    target: str | None = None
+    onnx_sha256: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)  # the resolved params.yaml the model was trained with
+    data: dict[str, str] = Field(default_factory=dict)  # data file -> md5, as dvc.lock recorded them
+    metrics: EvalReport | None = None
+    train_metrics: dict[str, Any] | None = None  # `metrics/train.json` as it was
+    code: dict[str, str | None] = Field(default_factory=dict)  # git commit and package version
+    # set by the promote stage
+    gate: GateDecision | None = None
+    # set by the registry when it stores the card
+    version: str | None = None
+    registered_at: str | None = None
+    files_sha256: dict[str, str] = Field(default_factory=dict)
+    # set by the retrain flow after a promotion
+    git_commit: str | None = None
+    data_push: str | None = None
+
+    @property
+    def test_metrics(self) -> Scores:
+        """The model's metrics on the test split at export (empty when the card has none)."""
+        return self.metrics.model if self.metrics else {}

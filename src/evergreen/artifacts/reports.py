@@ -1,0 +1,106 @@
+"""The stages' metrics files that later steps read: `metrics/eval.json`, `metrics/export.json` and
+`metrics/promotion.json`, and the gate's decision that the promotion report and the model card carry."""
+
+from __future__ import annotations
+
+from typing import Self
+
+from pydantic import Field
+
+from evergreen.artifacts.base import Artifact, Record
+
+__all__ = ["Check", "Comparison", "EvalReport", "ExportReport", "GateDecision", "PromotionReport", "Scores", "Timings"]
+
+Scores = dict[str, float | None]
+"""Metric name -> value, the keys of `evergreen.model.metrics.METRICS` (ROC AUC is None on a one-class split)."""
+
+
+class EvalReport(Artifact):
+    """`metrics/eval.json`, written by the `evaluate` stage: the model and each baseline on the test split."""
+
+    model: Scores
+    baselines: dict[str, Scores] = Field(default_factory=dict)
+
+
+class Timings(Record):
+    """Batch-1 latency and batched throughput of one runtime."""
+
+    latency_p50_ms: float
+    latency_p99_ms: float
+    throughput_rows_per_s: float
+
+
+class ExportReport(Artifact):
+    """`metrics/export.json`, written by the `export` stage: ONNX parity with torch, and both runtimes' speed."""
+
+    parity_max_abs_diff: float
+    parity_tolerance: float  # as declared (relative to the target's scale for regression)
+    parity_limit: float  # the tolerance in output units: what `parity_max_abs_diff` was held to
+    parity_rows: int
+    opset: int
+    batch_size: int  # the rows of one throughput batch
+    onnxruntime: Timings
+    torch: Timings
+
+
+class Check(Record):
+    """One check of the promotion gate."""
+
+    name: str
+    passed: bool
+    detail: str
+
+
+class Comparison(Record):
+    """Challenger against champion on the same rows: metric values and the relative difference with its CI."""
+
+    metric: str
+    challenger: float
+    champion: float
+    relative_difference: float  # (challenger - champion) / champion; > 0 means worse for a lower-is-better metric
+    ci_low: float
+    ci_high: float
+    confidence: float
+    rows: int
+
+
+class GateDecision(Record):
+    """The promotion gate's verdict (`evergreen.registry.gate.decide`): every check, and why."""
+
+    promote: bool
+    checks: list[Check]
+    comparison: Comparison | None = None
+    reasons: list[str] = Field(default_factory=list)
+
+
+class PromotionReport(Artifact):
+    """`metrics/promotion.json`, written by the `promote` stage whatever it decided; read by the retrain flow.
+
+    The gate's fields (`promote`, `checks`, `comparison`) are absent when no gate ran (the challenger was
+    byte-identical to the champion).
+    """
+
+    promoted: bool
+    version: str | None = None  # the registry version the challenger became, when promoted
+    champion_before: str | None = None
+    champion_after: str | None = None
+    promote: bool | None = None  # the gate's verdict
+    checks: list[Check] = Field(default_factory=list)
+    comparison: Comparison | None = None
+    reasons: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def from_gate(
+        cls, decision: GateDecision, version: str | None, champion_before: str | None, champion_after: str | None
+    ) -> Self:
+        """The report of a gate that ran."""
+        return cls(
+            promoted=decision.promote,
+            version=version,
+            champion_before=champion_before,
+            champion_after=champion_after,
+            promote=decision.promote,
+            checks=decision.checks,
+            comparison=decision.comparison,
+            reasons=decision.reasons,
+        )

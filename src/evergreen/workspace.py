@@ -1,0 +1,225 @@
+"""The workspace: every path of one Evergreen project, built from its root folder and its typed config.
+
+With `dvc.yaml`'s outs, this is the project's data catalog. Stages, flows, the service and the backtest take a
+`Workspace` and ask it where things live; nothing else joins project paths, and no code changes the working
+directory, so several workspaces (the backtest's copies, a test's temporary project) can live in one process.
+
+Locations the user declares in `params.yaml` (the source, the landing folder, the registry, the prediction log,
+monitoring's outputs) are read from the config; the stages' own outputs are fixed here and listed as outs in
+`dvc.yaml`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from evergreen.config import Params, load_params
+
+__all__ = ["PARAMS_FILE", "SPLITS", "Workspace"]
+
+PARAMS_FILE = "params.yaml"
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """One project root and its config; each property is an absolute path inside (or declared for) it."""
+
+    root: Path
+    params: Params
+
+    @classmethod
+    def open(cls, root: Path | str = ".", params_file: Path | str | None = None) -> Workspace:
+        """The project at `root`, its config read (and validated) from `root/params.yaml` or `params_file`."""
+        root = Path(root).resolve()
+        return cls(root, load_params(Path(params_file) if params_file else root / PARAMS_FILE))
+
+    def at(self, relative: str | Path) -> Path:
+        """A declared location: relative paths are taken from the project root, absolute ones as they are."""
+        return self.root / relative
+
+    def show(self, path: Path) -> str:
+        """A path as a person reads it: relative to the root when inside it."""
+        try:
+            return str(path.relative_to(self.root))
+        except ValueError:
+            return str(path)
+
+    # ------------------------------------------------------------------------------------------ the project
+    @property
+    def params_file(self) -> Path:
+        return self.root / PARAMS_FILE
+
+    @property
+    def dvc_lock(self) -> Path:
+        return self.root / "dvc.lock"
+
+    @property
+    def dvc_yaml(self) -> Path:
+        return self.root / "dvc.yaml"
+
+    @property
+    def run_lock(self) -> Path:
+        """Held by one orchestrated run at a time (DVC allows one `repro` per workspace)."""
+        return self.root / ".dvc" / "tmp" / "evergreen-run.lock"
+
+    # ---------------------------------------------------------------------------------------------- data
+    @property
+    def source(self) -> str:
+        """`data.source`: a URL or absolute path as declared, a relative path or glob taken from the root."""
+        source = self.params.data.source
+        return source if "://" in source else str(self.at(source))
+
+    @property
+    def incoming(self) -> Path:
+        return self.at(self.params.data.incoming)
+
+    @property
+    def raw(self) -> Path:
+        return self.root / "data/raw/raw.parquet"
+
+    @property
+    def raw_conflicts(self) -> Path:
+        return self.root / "data/raw/key_conflicts.parquet"
+
+    @property
+    def clean(self) -> Path:
+        return self.root / "data/clean/clean.parquet"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.root / "data/quarantine/quarantine.parquet"
+
+    def split(self, name: str) -> Path:
+        """One part written by the `split` stage: train, valid or test."""
+        return self.root / "data/split" / f"{name}.parquet"
+
+    # ------------------------------------------------------------------------------------------ metrics
+    @property
+    def metrics_dir(self) -> Path:
+        return self.root / "metrics"
+
+    @property
+    def ingest_metrics(self) -> Path:
+        return self.metrics_dir / "ingest.json"
+
+    @property
+    def data_metrics(self) -> Path:
+        return self.metrics_dir / "data.json"
+
+    @property
+    def split_metrics(self) -> Path:
+        return self.metrics_dir / "split.json"
+
+    @property
+    def train_metrics(self) -> Path:
+        return self.metrics_dir / "train.json"
+
+    @property
+    def eval_metrics(self) -> Path:
+        return self.metrics_dir / "eval.json"
+
+    @property
+    def export_metrics(self) -> Path:
+        return self.metrics_dir / "export.json"
+
+    @property
+    def promotion_metrics(self) -> Path:
+        return self.metrics_dir / "promotion.json"
+
+    # ---------------------------------------------------------------------------------------- validation
+    @property
+    def suites_dir(self) -> Path:
+        return self.at(self.params.validation.suites_dir)
+
+    def suite(self, stage: str) -> Path:
+        return self.suites_dir / f"{stage}.json"
+
+    @property
+    def validation_reports(self) -> Path:
+        return self.at(self.params.validation.reports_dir)
+
+    def validation_report(self, stage: str) -> Path:
+        return self.validation_reports / f"{stage}.json"
+
+    def data_docs(self, stage: str) -> Path:
+        return self.validation_reports / "docs" / stage
+
+    # -------------------------------------------------------------------------------------------- models
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def model(self) -> Path:
+        return self.models_dir / "model.pt"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.models_dir / "checkpoint.pt"
+
+    @property
+    def onnx_model(self) -> Path:
+        return self.models_dir / "model.onnx"
+
+    @property
+    def signature(self) -> Path:
+        return self.models_dir / "signature.json"
+
+    @property
+    def model_card(self) -> Path:
+        return self.models_dir / "model_card.json"
+
+    @property
+    def dvclive(self) -> Path:
+        return self.root / "dvclive"
+
+    @property
+    def eval_reports(self) -> Path:
+        return self.root / "reports/eval"
+
+    @property
+    def predictions_csv(self) -> Path:
+        """Regression plots: actual against predicted, and the error over time."""
+        return self.eval_reports / "predictions.csv"
+
+    @property
+    def confusion_csv(self) -> Path:
+        """The classification plot."""
+        return self.eval_reports / "confusion.csv"
+
+    @property
+    def test_predictions(self) -> Path:
+        """Full-precision test predictions (serving checks itself against them)."""
+        return self.eval_reports / "test_predictions.parquet"
+
+    @property
+    def registry(self) -> Path:
+        return self.at(self.params.promote.registry_dir)
+
+    # ---------------------------------------------------------------------------------------- monitoring
+    @property
+    def prediction_log(self) -> Path:
+        return self.at(self.params.serve.log_path)
+
+    @property
+    def monitor_reports(self) -> Path:
+        return self.at(self.params.monitor.reports_dir)
+
+    @property
+    def evidently_workspace(self) -> Path:
+        return self.at(self.params.monitor.workspace)
+
+    @property
+    def decisions(self) -> Path:
+        return self.at(self.params.monitor.decisions)
+
+    @property
+    def feedback_state(self) -> Path:
+        """How far labelled feedback has been landed (next to the prediction log it reads)."""
+        return self.prediction_log.parent / "feedback_state.json"
+
+    @property
+    def backtest(self) -> Path:
+        return self.at(self.params.simulate.output_dir)

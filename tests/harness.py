@@ -1,0 +1,115 @@
+"""Helpers shared by the tests (and the benchmarks): import them from here, never from another test module.
+
+- `ROOT`, `TINY`: the project root, and a tiny declared dataset (params mapping) for unit tests;
+- `synthetic`, `SMALL_MODEL`, `SMALL_TRAIN`: rows of that dataset with a learnable target, and a network and
+  training config small enough to train in well under a second on one CPU thread;
+- `free_port`: a free loopback TCP port for a server under test;
+- `wait_until`: poll for something to happen, with a deadline and a failure that says what never happened.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import polars as pl
+
+from evergreen.config import ModelConfig, TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY: dict[str, Any] = {
+    "data": {
+        "source": "in/*.csv",
+        "task": "regression",
+        "timestamp": {"column": "day", "hour_column": "hr"},
+        "columns": [
+            {"name": "id", "type": "int", "role": "id", "min": 1},
+            {"name": "day", "type": "date", "role": "timestamp"},
+            {"name": "hr", "type": "int", "role": "feature", "kind": "categorical", "min": 0, "max": 23},
+            {
+                "name": "weather",
+                "type": "int",
+                "role": "feature",
+                "kind": "categorical",
+                "allowed": [1, 2, 3],
+            },
+            {"name": "temp", "type": "float", "role": "feature", "min": 0, "max": 1, "out_of_range": "clip"},
+            {
+                "name": "hum",
+                "type": "float",
+                "role": "feature",
+                "min": 0,
+                "max": 1,
+                "missing": "impute_median",
+            },
+            {"name": "y", "type": "int", "role": "target", "min": 0},
+        ],
+    },
+}
+
+SMALL_MODEL = ModelConfig(hidden=[16], embedding_dim=4, dropout=0.1, crosses=[["hr", "weather"]])
+SMALL_TRAIN = TrainConfig(epochs=6, batch_size=64, lr=0.01, patience=20, device="cpu")
+
+
+def synthetic(n: int, seed: int, task: str = "regression") -> pl.DataFrame:
+    """Rows of the `TINY` dataset whose target depends on hour, weather and temperature (not humidity)."""
+    rng = np.random.default_rng(seed)
+    hr, weather = rng.integers(0, 24, n), rng.integers(1, 4, n)
+    temp, hum = rng.uniform(0, 1, n), rng.uniform(0, 1, n)
+    signal = 20 + 30 * np.sin(hr / 24 * np.pi) + 40 * temp - 8 * weather
+    if task == "regression":
+        y = np.maximum(0, signal + rng.normal(0, 3, n)).round()
+    else:  # imbalanced: about one row in eight is class 1
+        y = (signal + rng.normal(0, 5, n) > np.quantile(signal, 0.87)).astype(float)
+    day = [dt.date(2024, 1, 1) + dt.timedelta(days=int(i) // 24) for i in range(n)]
+    return pl.DataFrame(
+        {"id": np.arange(1, n + 1) + seed * 100_000, "day": day, "hr": hr, "weather": weather,
+         "temp": temp, "hum": hum, "y": y},
+        schema={"id": pl.Int64, "day": pl.Date, "hr": pl.Int64, "weather": pl.Int64, "temp": pl.Float64,
+                "hum": pl.Float64, "y": pl.Int64},
+    )  # fmt: skip
+
+
+def free_port() -> int:
+    """A loopback TCP port that nothing listens on right now (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+T = TypeVar("T")
+
+
+class WaitTimeout(AssertionError):
+    """What a test waited for did not happen in time (an assertion failure, not an error in the harness)."""
+
+
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float,
+    what: str,
+    *,
+    interval: float = 0.5,
+    detail: Callable[[], str] | None = None,
+) -> T:
+    """Call `predicate` until it returns something truthy, and return that.
+
+    Fails with `WaitTimeout` naming `what` (and `detail()`, e.g. the tail of a log) when `timeout` seconds
+    pass first. Use it instead of a fixed sleep: wait for the event that proves the thing happened, or, for
+    "nothing else happened", for the event after which it could no longer happen.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            extra = f":\n{detail()}" if detail is not None else ""
+            raise WaitTimeout(f"timed out after {timeout:g}s waiting for {what}{extra}")
+        time.sleep(interval)

@@ -1,0 +1,197 @@
+"""A small trained project and a real `evergreen serve` process, shared by the service's end-to-end and fault
+tests: `build_project` (a model trained, evaluated and exported by the real stages on tiny synthetic data, as
+registry versions v1 and v2), `running_server`, `load_clients` (concurrent clients) and `wait_for_line`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import onnx
+import polars as pl
+import yaml
+from onnx import helper
+
+from evergreen.registry.store import Registry
+from evergreen.stages import evaluate as evaluate_stage
+from evergreen.stages import export as export_stage
+from evergreen.stages import train as train_stage
+from evergreen.workspace import Workspace
+from tests.harness import TINY, free_port, synthetic
+
+BIN = Path(sys.executable).parent
+TOKEN = "test-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+MAX_BATCH = 50
+COLUMNS = ["id", "day", "hr", "weather", "temp", "hum"]
+
+
+def _params() -> dict[str, Any]:
+    raw = copy.deepcopy(TINY)
+    raw["data"]["columns"][0] = {"name": "id", "type": "str", "role": "id"}  # so there is a string to limit
+    raw["model"] = {"hidden": [16], "embedding_dim": 4}
+    raw["train"] = {"epochs": 3, "batch_size": 64, "device": "cpu"}
+    raw["evaluate"] = {"hgb_max_iter": 20}
+    raw["export"] = {"latency_runs": 10, "throughput_batch": 64}
+    raw["serve"] = {"max_batch": MAX_BATCH, "max_string_length": 32, "reload_interval_s": 0.2}
+    return raw
+
+
+def _doubled(graph: Path, out: Path) -> None:
+    """The same graph with its prediction times two: a second version whose answers are told apart."""
+    model = onnx.load(str(graph))
+    [output] = model.graph.output
+    for node in model.graph.node:
+        node.output[:] = [f"{name}_raw" if name == output.name else name for name in node.output]
+    model.graph.initializer.append(helper.make_tensor("two", onnx.TensorProto.FLOAT, [], [2.0]))
+    model.graph.node.append(helper.make_node("Mul", [f"{output.name}_raw", "two"], [output.name]))
+    onnx.save(model, str(out))
+
+
+@dataclass
+class Project:
+    root: Path
+    registry: Registry
+    test: pl.DataFrame  # the test split
+    evaluated: np.ndarray  # the evaluate stage's test predictions
+    parity_limit: float
+
+    @property
+    def workspace(self) -> Workspace:
+        return Workspace.open(self.root)
+
+    @property
+    def log_path(self) -> Path:
+        return self.workspace.prediction_log
+
+    def records(self, frame: pl.DataFrame | None = None) -> list[dict[str, Any]]:
+        frame = self.test if frame is None else frame
+        return frame.select(COLUMNS).with_columns(pl.col("day").cast(pl.String)).to_dicts()
+
+
+def build_project(root: Path) -> Project:
+    """A model trained, evaluated and exported by the real stages on tiny synthetic data, in a registry as
+    v1 (champion), with v2 = the same graph times two (not promoted)."""
+    (root / "params.yaml").write_text(yaml.safe_dump(_params(), sort_keys=False))
+    ws = Workspace.open(root)
+    ws.split("train").parent.mkdir(parents=True)
+    for name, seed, n in (("train", 1, 500), ("valid", 2, 150), ("test", 3, 150)):
+        synthetic(n, seed).with_columns(pl.col("id").cast(pl.String)).write_parquet(ws.split(name))
+    train_stage.run(ws)
+    evaluate_stage.run(ws)
+    export_stage.run(ws)
+    registry = Registry(ws.registry)
+    card = json.loads(ws.model_card.read_text())
+    files = {"model.onnx": ws.onnx_model, "signature.json": ws.signature}
+    registry.promote(registry.add(files, card), "test: first champion")
+    _doubled(ws.onnx_model, root / "doubled.onnx")
+    registry.add({**files, "model.onnx": root / "doubled.onnx"}, {**card, "note": "prediction x 2"})
+    evaluated = pl.read_parquet(ws.test_predictions)
+    return Project(
+        root=root,
+        registry=registry,
+        test=pl.read_parquet(ws.split("test")),
+        evaluated=evaluated["prediction"].to_numpy(),
+        parity_limit=json.loads(ws.export_metrics.read_text())["parity_limit"],
+    )
+
+
+def server_env(token: str | None = TOKEN) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "EVERGREEN_API_TOKEN"}
+    return env | ({"EVERGREEN_API_TOKEN": token} if token else {})
+
+
+@contextlib.contextmanager
+def running_server(root: Path, *args: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    port = free_port()
+    output = root / f"server-{port}.log"  # a file, not a pipe: a pipe nobody reads would block the server
+    with output.open("w") as sink:
+        process = subprocess.Popen(
+            [str(BIN / "evergreen"), "serve", "--port", str(port), *args],
+            cwd=root,
+            env=server_env(),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(f"the server exited ({process.returncode}):\n{output.read_text()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise AssertionError("the server did not come up within 60 s")
+            time.sleep(0.1)
+        yield url, process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def load_clients(
+    url: str,
+    records: list[dict[str, Any]],
+    clients: int,
+    requests: int | None,
+    stop: threading.Event | None = None,
+) -> list[list[tuple]]:
+    """`clients` threads sending 1-3 records per request, until `requests` each or `stop`: per client the
+    (records, answer) pairs acknowledged, then one last list holding ("failures", [...])."""
+    results: list[list[tuple]] = [[] for _ in range(clients)]
+    failures: list[str] = []
+
+    def run(k: int) -> None:
+        rng = random.Random(k)
+        with httpx.Client(base_url=url, headers=AUTH, timeout=30) as client:
+            i = 0
+            while (requests is None or i < requests) and not (stop is not None and stop.is_set()):
+                batch = rng.sample(records, rng.randint(1, 3))
+                try:
+                    response = client.post("/predict", json={"records": batch})
+                except httpx.HTTPError as exc:
+                    failures.append(repr(exc))
+                    return
+                if response.status_code != 200:
+                    failures.append(response.text)
+                    return
+                results[k].append((batch, response.json()))
+                i += 1
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    results.append([("failures", failures)])
+    return results
+
+
+def wait_for_line(path: Path, needle: str, deadline_s: float = 10) -> str:
+    """The server's output once it holds `needle` (fails after `deadline_s`)."""
+    deadline = time.monotonic() + deadline_s
+    while needle not in (text := path.read_text()):
+        assert time.monotonic() < deadline, f"{needle!r} never appeared in the server's output:\n{text}"
+        time.sleep(0.05)
+    return text
