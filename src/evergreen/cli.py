@@ -294,23 +294,66 @@ def simulate(
     output: Path = typer.Option(None, "--output", help="where summary.json and the plot go"),
     weeks: int = typer.Option(None, "--weeks", help="replay only this many windows (a quick look)"),
 ):
-    """Backtest: replay the bundled history as traffic and compare never, periodic and drift retraining."""
+    """Backtest: replay the history as traffic and compare never, periodic and drift retraining on the declared
+    metric."""
     from evergreen.backtest import backtest
+    from evergreen.backtest.sandbox import replay_start
     from evergreen.config import with_overrides
 
     with _reported():
         ws = _workspace(params)
         if weeks:
-            sim = ws.params.simulate
-            end = sim.start + datetime.timedelta(days=weeks * sim.window_days)
+            end = replay_start(ws.params) + datetime.timedelta(days=weeks * ws.params.simulate.window_days)
             ws = Workspace(ws.root, with_overrides(ws.params, {"simulate.end": end.isoformat()}))
         output = (output or ws.backtest).resolve()
         summary = backtest(ws, output)
+    label = summary.get("metric_label") or summary.get("metric")
     for name, run in summary["policies"].items():
-        typer.echo(f"{name:>9}: RMSE {run['rmse']:.2f}, {run['retrains']} retrains, {run['promotions']} promotions")
+        value = "n/a" if run["value"] is None else f"{run['value']:.4g}"
+        typer.echo(f"{name:>9}: {label} {value}, {run['retrains']} retrains, {run['promotions']} promotions")
     if summary.get("drift_recovers") is not None:
         typer.echo(f"the drift policy recovers {summary['drift_recovers']:.0%} of the periodic policy's improvement")
     typer.echo(f"summary: {output / 'summary.json'}; plot: {output / summary['plot']}")
+
+
+@app.command()
+def init(
+    table: Path = typer.Argument(..., help="a CSV or Parquet file of the dataset"),
+    target: str = typer.Option(..., "--target", "-t", help="the column to predict"),
+    task: str = typer.Option(None, "--task", help="regression or classification (default: from the target)"),
+    timestamp: str = typer.Option(None, "--timestamp", help="the time column (default: the first date column)"),
+    id_column: str = typer.Option(None, "--id", help="the row key (default: a unique integer or string key)"),
+    margin: float = typer.Option(0.1, "--margin", help="ranges are the data's, widened by this share of the span"),
+    force: bool = typer.Option(False, "--force", help="replace the existing declaration (data: and split:)"),
+    params: Path = PARAMS_OPTION,
+):
+    """Declare a dataset from a table: write params.yaml's data: and split: sections and the expectation suites."""
+    from evergreen.declare.infer import infer as infer_declaration
+    from evergreen.declare.write import declare, read_table
+    from evergreen.validation.suites import write_suites
+
+    with _reported():
+        if task not in (None, "regression", "classification"):
+            raise EvergreenError(f"--task must be regression or classification, not {task!r}")
+        root = params.resolve().parent
+        frame = read_table(table)
+        inferred = infer_declaration(frame, target, task=task, timestamp=timestamp, id_column=id_column, margin=margin)
+        done = declare(root, params.resolve(), table, inferred, force)
+        suites = write_suites(done.params.data, Workspace(root, done.params).suites_dir, overwrite=True)
+    width = max(len(c.name) for c in inferred.columns)
+    typer.echo(f"{table}: {frame.height} rows, {frame.width} columns; data.source: {done.source}")
+    typer.echo(f"{'column':<{width}}  {'type':<8}  {'role':<9}  {'kind':<11}  why")
+    for column in inferred.columns:
+        kind, column_type = column.declaration.get("kind", ""), column.declaration["type"]
+        typer.echo(f"{column.name:<{width}}  {column_type:<8}  {column.role:<9}  {kind:<11}  {column.reason}")
+    typer.echo(f"task: {inferred.task} ({inferred.task_reason})")
+    typer.echo(f"split: {inferred.split_reason}")
+    typer.echo(f"derived features: {inferred.derived_reason}")
+    for reset in done.resets:
+        typer.echo(f"reset {reset}")
+    for warning in done.warnings:
+        typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
+    typer.echo(f"wrote {params} and {', '.join(str(p) for p in suites)}; next: dvc repro")
 
 
 @app.command("check-config")

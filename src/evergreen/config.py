@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from evergreen.errors import ConfigError
 
@@ -84,6 +84,40 @@ class TimestampConfig(_Strict):
     hour_column: str | None = None
 
 
+CalendarPart = Literal["year", "month", "day_of_week", "day_of_year", "hour"]
+# what each part is to the model: a month or an hour is a category (no order the network should assume), a
+# year or a day of the year a number (a trend, a season that extrapolates)
+CALENDAR_KINDS: dict[str, Kind] = {
+    "year": "numeric",
+    "month": "categorical",
+    "day_of_week": "categorical",
+    "day_of_year": "numeric",
+    "hour": "categorical",
+}
+
+
+class DerivedFeature(_Strict):
+    """A feature computed from the timestamp column, e.g. ``{name: date_month, from: date, part: month}``.
+
+    It is not a column of the data: the model's input builder computes it (`evergreen.inference`), the same
+    way in training, evaluation, export and serving. `kind` defaults by part (month, day of week and hour
+    categorical; year and day of year numeric).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, serialize_by_alias=True)
+
+    name: str = Field(min_length=1)
+    from_: str = Field(alias="from", min_length=1)
+    part: CalendarPart
+    kind: Kind | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> DerivedFeature:
+        if self.kind is None:
+            object.__setattr__(self, "kind", CALENDAR_KINDS[self.part])
+        return self
+
+
 class DataConfig(_Strict):
     """The dataset, declared once: source, task and columns. Everything else derives from it."""
 
@@ -92,6 +126,8 @@ class DataConfig(_Strict):
     task: Literal["regression", "classification"]
     timestamp: TimestampConfig | None = None
     columns: list[Column] = Field(min_length=1)
+    # calendar features computed from the timestamp column (see DerivedFeature)
+    derived: list[DerivedFeature] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
@@ -104,8 +140,8 @@ class DataConfig(_Strict):
             raise ValueError(f"exactly one column must have role 'target', found {len(targets)}")
         if sum(c.role == "id" for c in self.columns) > 1:
             raise ValueError("at most one column may have role 'id'")
-        if not any(c.role == "feature" for c in self.columns):
-            raise ValueError("at least one column must have role 'feature'")
+        if not any(c.role == "feature" for c in self.columns) and not self.derived:
+            raise ValueError("at least one column must have role 'feature' (or a derived feature)")
         if self.timestamp is not None:
             for key in ("column", "hour_column"):
                 name = getattr(self.timestamp, key)
@@ -114,7 +150,21 @@ class DataConfig(_Strict):
             ts_type = self.column(self.timestamp.column).type
             if ts_type not in ("date", "datetime"):
                 raise ValueError(f"timestamp.column must have type date or datetime, not {ts_type!r}")
+        self._check_derived(set(names))
         return self
+
+    def _check_derived(self, names: set[str]) -> None:
+        seen: set[str] = set()
+        for i, feature in enumerate(self.derived):
+            where = f"derived[{i}] ({feature.name})"
+            if feature.name in names or feature.name in seen:
+                raise ValueError(f"{where}: the name {feature.name!r} is already a column or a derived feature")
+            seen.add(feature.name)
+            if self.timestamp is None or feature.from_ != self.timestamp.column:
+                declared = f"the timestamp column {self.timestamp.column!r}" if self.timestamp else "no timestamp"
+                raise ValueError(f"{where}: from {feature.from_!r} must be the timestamp column ({declared})")
+            if feature.part == "hour" and self.column(feature.from_).type != "datetime":
+                raise ValueError(f"{where}: part 'hour' needs a datetime timestamp; {feature.from_!r} is a date")
 
     def column(self, name: str) -> Column:
         for c in self.columns:
@@ -141,16 +191,32 @@ class DataConfig(_Strict):
 
     @property
     def features(self) -> list[Column]:
+        """The declared feature columns (derived features are not columns: see `model_inputs`)."""
         return [c for c in self.columns if c.role == "feature"]
 
     @property
+    def model_inputs(self) -> list[str]:
+        """The model's input features, in order: the feature columns, then the derived features."""
+        return [c.name for c in self.features] + [d.name for d in self.derived]
+
+    @property
     def key(self) -> list[str]:
-        """Columns that identify a row: the id when declared, else the timestamp columns."""
+        """Columns that identify a row: the id when declared, else every declared column.
+
+        Never the timestamp alone: many rows may share a time (a daily or yearly date), so without an id only
+        exact duplicate rows are duplicates.
+        """
         if self.id_column is not None:
             return [self.id_column.name]
-        if self.timestamp is not None:
-            return [n for n in (self.timestamp.column, self.timestamp.hour_column) if n]
         return self.names
+
+
+class IngestConfig(_Strict):
+    """How much disagreement between arrivals `ingest` tolerates."""
+
+    # a later row with the id of an earlier one and different content is a key conflict (kept aside); above
+    # this share of the rows read, `ingest` fails: the id is probably not an id, or a file was re-exported
+    max_key_conflicts: float = Field(0.01, ge=0, le=1)
 
 
 class CleanConfig(_Strict):
@@ -162,9 +228,12 @@ class CleanConfig(_Strict):
 
 
 class SplitConfig(_Strict):
-    """How the clean data is split: by time (cut dates or fractions) or at random (stratified)."""
+    """How the clean data is split: by time (cut dates or fractions) or at random (stratified).
 
-    method: Literal["time", "random"] = "time"
+    `method` defaults to time when `data.timestamp` is declared, else random (`method_for`).
+    """
+
+    method: Literal["time", "random"] | None = None
     valid_from: dt.datetime | None = None
     test_from: dt.datetime | None = None
     valid_fraction: float = Field(0.1, gt=0, lt=1)
@@ -184,6 +253,12 @@ class SplitConfig(_Strict):
             raise ValueError("valid_fraction + test_fraction must leave rows for training")
         return self
 
+    def method_for(self, data: DataConfig) -> Literal["time", "random"]:
+        """The declared method, or the default for `data`: time when it has a timestamp, else random."""
+        if self.method is not None:
+            return self.method
+        return "time" if data.timestamp is not None or self.valid_from is not None else "random"
+
 
 class ValidationConfig(_Strict):
     """Where the expectation suites live and how many failing examples a message shows."""
@@ -199,20 +274,42 @@ PositiveInt = Annotated[int, Field(gt=0)]
 
 
 class ModelConfig(_Strict):
-    """The network: embeddings for categorical features, normalised numeric features, an MLP on top."""
+    """The network: a family (`type`) over embedded categoricals and normalised numerics, plus its knobs.
 
-    hidden: list[PositiveInt] = Field(default_factory=lambda: [256, 256], min_length=1)
-    activation: Activation = "silu"
-    dropout: float = Field(0.1, ge=0, lt=1)
-    embedding_dim: int = Field(8, ge=1, le=256)
+    Every family gets the same preprocessing, output head, ensemble and additive terms; `crosses` are one more
+    categorical field (an embedding input for mlp and resnet, one more token for ft_transformer).
+    """
+
+    # mlp: an MLP over the concatenated embeddings and numerics; resnet: residual blocks with LayerNorm
+    # (Gorishniy et al. 2021); ft_transformer: one token per feature plus [CLS], a pre-norm transformer
+    type: Literal["mlp", "resnet", "ft_transformer"] = "mlp"
+    hidden: list[PositiveInt] = Field(default_factory=lambda: [256, 256], min_length=1)  # mlp
+    activation: Activation = "silu"  # every family's hidden layers (the transformer's feed-forward too)
+    dropout: float = Field(0.1, ge=0, lt=1)  # hidden dropout: mlp layers, resnet blocks, transformer FFN
+    embedding_dim: int = Field(8, ge=1, le=256)  # mlp and resnet, per categorical field
+    d_main: int = Field(128, ge=1, le=4096)  # resnet: the width of the residual stream
+    n_blocks: int = Field(3, ge=1, le=32)  # resnet blocks, or transformer layers
+    ffn_factor: float = Field(2.0, gt=0, le=16)  # hidden width of a block / FFN, as a multiple of its input
+    residual_dropout: float = Field(0.0, ge=0, lt=1)  # resnet and ft_transformer: on each block's output
+    d_token: int = Field(64, ge=1, le=1024)  # ft_transformer: the width of each feature's token
+    heads: int = Field(4, ge=1, le=64)  # ft_transformer attention heads; must divide d_token
+    attention_dropout: float = Field(0.1, ge=0, lt=1)  # ft_transformer
     # crossed categoricals, e.g. [[hr, workingday]]: one embedding per combination of values
     crosses: list[Annotated[list[str], Field(min_length=2)]] = Field(default_factory=list)
-    # features kept out of the MLP and added to its output (one weight, or one value per category): main
+    # features kept out of the network and added to its output (one weight, or one value per category): main
     # effects that should extrapolate, such as a trend in `yr`, instead of interacting with everything
     additive: list[str] = Field(default_factory=list)
     target_transform: Literal["none", "log1p"] = "log1p"  # regression only; inverted inside the model
     # members trained side by side on the same batches and averaged: still one module, one ONNX graph
     ensemble: int = Field(1, ge=1, le=16)
+
+    @field_validator("heads")
+    @classmethod
+    def _heads_divide_d_token(cls, heads: int, info: ValidationInfo) -> int:
+        d_token = info.data.get("d_token")
+        if d_token is not None and d_token % heads:
+            raise ValueError(f"must divide model.d_token ({d_token}) evenly, one slice of each token per head")
+        return heads
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
@@ -235,14 +332,22 @@ class TrainConfig(_Strict):
     warmup: float = Field(0.1, gt=0, lt=1, description="fraction of steps spent warming up (onecycle)")
     grad_clip: float | None = Field(1.0, gt=0)
     patience: int = Field(10, ge=1, description="epochs without improvement on valid before stopping")
-    class_weight: Literal["none", "balanced"] = "balanced"  # classification only
+    # classification only: "none" keeps the class prior the data has, so probabilities stay calibrated
+    class_weight: Literal["none", "balanced"] = "none"
+    # also write TensorBoard event files (needs the `tensorboard` extra): `tensorboard --logdir tensorboard`
+    tensorboard: bool = False
+
+
+Baseline = Literal["mean", "linear", "hgb"]
 
 
 class EvaluateConfig(_Strict):
     """Scoring on the test split, and the baselines fitted on the same split."""
 
-    baselines: list[Literal["mean", "linear", "hgb"]] = Field(default_factory=lambda: ["mean", "linear", "hgb"])
+    baselines: list[Baseline] = Field(default_factory=lambda: ["mean", "linear", "hgb"], min_length=1)
+    # an upper bound: HistGradientBoosting stops early on the valid split (`hgb_patience` rounds without gain)
     hgb_max_iter: int = Field(500, ge=1)
+    hgb_patience: int = Field(20, ge=1)
 
 
 class ExportConfig(_Strict):
@@ -256,19 +361,39 @@ class ExportConfig(_Strict):
 
 
 # ------------------------------------------------------------------------------------- registry & serving
+MetricName = Literal["rmse", "mae", "r2", "accuracy", "f1_macro", "log_loss", "roc_auc"]
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "regression": ("rmse", "mae", "r2"),
+    "classification": ("accuracy", "f1_macro", "log_loss", "roc_auc"),  # roc_auc: binary targets only
+}
+# what `promote.metric` means when it is not declared (params.yaml says why)
+DEFAULT_METRIC: dict[str, str] = {"regression": "rmse", "classification": "f1_macro"}
+
+
 class PromoteConfig(_Strict):
     """The promotion gate: every check must pass before a challenger replaces the champion."""
 
     registry_dir: str = "models/registry"
-    baseline: Literal["mean", "linear", "hgb"] = "hgb"
-    # the challenger may be at most this much worse (relative, on the primary metric) than the baseline
+    # the metric the gate and monitoring's performance rule judge by; None: the task's default (DEFAULT_METRIC)
+    metric: MetricName | None = None
+    # "best": the best of `evaluate.baselines` on `metric`; naming one compares with that one only
+    baseline: Literal["best", "mean", "linear", "hgb"] = "best"
+    # the challenger may be at most this much worse (relative, on `metric`) than the baseline
     baseline_margin: float = Field(0.05, ge=0)
-    # ... and at most this much worse than the champion, on the same frozen evaluation rows
+    # ... and at most this much worse than the champion, on test rows neither model trained on
     champion_margin: float = Field(0.02, ge=0)
+    min_train_rows: int = Field(100, ge=1, description="a model trained on fewer rows is never promoted")
+    min_compare_rows: int = Field(
+        100, ge=1, description="test rows outside the champion's training rows needed to compare with it"
+    )
     bootstrap_samples: int = Field(1000, ge=100)
     confidence: float = Field(0.95, gt=0.5, lt=1)
     reference_rows: int = Field(5000, ge=100, description="training rows kept with a version for monitoring")
     seed: int = 42
+
+    def metric_for(self, task: str) -> str:
+        """The metric the gate judges by: the declared one, or the task's default."""
+        return self.metric or DEFAULT_METRIC[task]
 
 
 class ServeConfig(_Strict):
@@ -328,7 +453,9 @@ class MonitorConfig(_Strict):
 class SimulateConfig(_Strict):
     """`evergreen simulate`: a replay of the bundled history as production traffic, to compare policies."""
 
-    start: dt.datetime = dt.datetime(2012, 1, 1)  # the first model is trained on everything before this
+    # the first model is trained on everything before this; the rest is replayed. A date of the project's own
+    # data (`evergreen init` sets it to the valid cut), so there is no default: `evergreen simulate` asks for it
+    start: dt.datetime | None = None
     end: dt.datetime | None = None  # replay until here (default: the end of the data)
     window_days: int = Field(7, ge=1)
     valid_days: int = Field(14, ge=1, description="each retrain validates on the days just before its test days")
@@ -380,6 +507,7 @@ class Params(_Strict):
     """The whole `params.yaml`: one section per concern; each function takes only the section it needs."""
 
     data: DataConfig
+    ingest: IngestConfig = IngestConfig()
     clean: CleanConfig = CleanConfig()
     split: SplitConfig = SplitConfig()
     validation: ValidationConfig = ValidationConfig()
@@ -395,14 +523,141 @@ class Params(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> Params:
-        known = {c.name for c in self.data.features} | {"prediction"}
-        typos = sorted(set(self.monitor.policy.feature_thresholds) - known)
-        if typos:
-            raise ValueError(
-                f"monitor.policy.feature_thresholds names {', '.join(typos)}, which is not a feature "
-                f"(features: {', '.join(sorted(known))})"
-            )
+        """Every cross-reference between sections, checked against the data declaration in one pass."""
+        problems = [
+            *self._check_model(),
+            *self._check_metric(),
+            *self._check_split(),
+            *self._check_simulate(),
+            *self._check_thresholds(),
+        ]
+        if problems:
+            raise CrossReferenceErrors(problems)
         return self
+
+    def _feature_kinds(self) -> dict[str, str]:
+        return {c.name: str(c.kind) for c in self.data.features}
+
+    def _not_a_feature(self, name: str) -> str:
+        return f"{name!r} is not a declared feature (features: {', '.join(self._feature_kinds())})"
+
+    def _check_model(self) -> list[Problem]:
+        problems: list[Problem] = []
+        kinds = self._feature_kinds()
+        for i, cross in enumerate(self.model.crosses):
+            for j, name in enumerate(cross):
+                if name not in kinds:
+                    problems.append((f"model.crosses[{i}][{j}]", self._not_a_feature(name)))
+                elif kinds[name] != "categorical":
+                    problems.append((f"model.crosses[{i}][{j}]", f"{name!r} is numeric; a cross takes categoricals"))
+        for i, name in enumerate(self.model.additive):
+            if name not in kinds:
+                problems.append((f"model.additive[{i}]", self._not_a_feature(name)))
+        target = self.data.target
+        explicit = "target_transform" in self.model.model_fields_set
+        if self.model.target_transform == "log1p":
+            if self.data.task != "regression" and explicit:
+                problems.append(("model.target_transform", "log1p applies to regression only; use none"))
+            elif self.data.task == "regression" and isinstance(target.min, int | float) and target.min < 0:
+                problems.append(
+                    ("model.target_transform", f"log1p needs a non-negative target; {target.name!r} has min "
+                     f"{target.min:g} (use none)")
+                )  # fmt: skip
+            elif self.data.task == "regression" and target.min is None and explicit:
+                problems.append(
+                    ("model.target_transform", f"log1p needs a non-negative target: declare min: 0 for "
+                     f"{target.name!r}, or use none")
+                )  # fmt: skip
+        return problems
+
+    def _check_metric(self) -> list[Problem]:
+        task, metric = self.data.task, self.promote.metric
+        problems: list[Problem] = []
+        if metric is not None and metric not in TASK_METRICS[task]:
+            suited = ", ".join(TASK_METRICS[task])
+            problems.append(("promote.metric", f"{metric!r} does not suit {task} (use one of: {suited})"))
+        allowed = self.data.target.allowed
+        if metric == "roc_auc" and allowed is not None and len(allowed) != 2:
+            problems.append(
+                ("promote.metric", f"roc_auc needs a binary target; {self.data.target.name!r} allows "
+                 f"{len(allowed)} classes (use f1_macro or log_loss)")
+            )  # fmt: skip
+        baseline = self.promote.baseline
+        if baseline != "best" and baseline not in self.evaluate.baselines:
+            problems.append(
+                ("promote.baseline", f"{baseline!r} is not evaluated (evaluate.baselines: "
+                 f"{', '.join(self.evaluate.baselines)})")
+            )  # fmt: skip
+        return problems
+
+    def _time_range(self) -> tuple[dt.datetime | None, dt.datetime | None]:
+        """The declared min/max of the timestamp column, as datetimes (None where not declared)."""
+        if self.data.timestamp is None:
+            return None, None
+        column = self.data.column(self.data.timestamp.column)
+        return _as_datetime(column.min), _as_datetime(column.max)
+
+    def _check_split(self) -> list[Problem]:
+        cfg = self.split
+        if cfg.method == "time" and self.data.timestamp is None:
+            return [("split.method", "'time' needs data.timestamp; declare one, or use method: random")]
+        if cfg.valid_from is not None and self.data.timestamp is None:
+            return [("split.valid_from", "cut dates need data.timestamp; declare one, or use fractions")]
+        first, last = self._time_range()
+        problems: list[Problem] = []
+        # the cut points must leave rows before the first (train) and from the second on (test)
+        if cfg.valid_from is not None and first is not None and cfg.valid_from <= first:
+            problems.append(("split.valid_from", f"{cfg.valid_from} leaves no training rows (the data starts {first})"))
+        if cfg.test_from is not None and last is not None and cfg.test_from > last:
+            problems.append(("split.test_from", f"{cfg.test_from} leaves no test rows (the data ends {last})"))
+        return problems
+
+    def _check_simulate(self) -> list[Problem]:
+        sim = self.simulate
+        declared = [k for k in ("start", "end") if k in sim.model_fields_set and getattr(sim, k) is not None]
+        if not declared:
+            return []  # the default dates are the bundled data's; the backtest checks them against the data
+        if self.data.timestamp is None:
+            return [(f"simulate.{declared[0]}", "the backtest replays time: it needs data.timestamp")]
+        first, last = self._time_range()
+        problems: list[Problem] = []
+        for key in declared:
+            when = getattr(sim, key)
+            if first is not None and when <= first:
+                problems.append((f"simulate.{key}", f"{when} is not after the data's start ({first})"))
+            if last is not None and when > last + dt.timedelta(days=1):
+                problems.append((f"simulate.{key}", f"{when} is after the data's end ({last})"))
+        if sim.end is not None and sim.start is not None and sim.end <= sim.start:
+            problems.append(("simulate.end", f"{sim.end} is not after simulate.start ({sim.start})"))
+        return problems
+
+    def _check_thresholds(self) -> list[Problem]:
+        known = [*self._feature_kinds(), "prediction"]
+        return [
+            (f"monitor.policy.feature_thresholds.{name}", f"{name!r} is not a feature (features: {', '.join(known)})")
+            for name in self.monitor.policy.feature_thresholds
+            if name not in known
+        ]
+
+
+def _as_datetime(value: float | str | None) -> dt.datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+Problem = tuple[str, str]  # (key path, what is wrong)
+
+
+class CrossReferenceErrors(ValueError):
+    """Several problems found by one model validator, each with its own key path (`parse_params` lists them)."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("; ".join(f"{where}: {what}" for where, what in problems))
+        self.problems = problems
 
 
 def _format_loc(loc: tuple[Any, ...]) -> str:
@@ -417,7 +672,16 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def _format_error(err: dict[str, Any]) -> str:
+def _format_error(err: dict[str, Any]) -> list[str]:
+    """One line per problem: a cross-reference validator reports several, each at its own key path."""
+    error = err.get("ctx", {}).get("error")
+    if isinstance(error, CrossReferenceErrors):
+        prefix = _format_loc(err["loc"])
+        return [f"{prefix + '.' if prefix else ''}{where}: {what}" for where, what in error.problems]
+    return [_format_one(err)]
+
+
+def _format_one(err: dict[str, Any]) -> str:
     where = _format_loc(err["loc"]) or "<top level>"
     kind = err["type"]
     if kind == "extra_forbidden":
@@ -440,7 +704,7 @@ def parse_params(raw: dict[str, Any], source: str = "params.yaml") -> Params:
         return Params.model_validate(raw)
     except ValidationError as exc:
         # pydantic reports each failing union branch; keep one line per key path
-        lines = list(dict.fromkeys(_format_error(e) for e in exc.errors()))
+        lines = list(dict.fromkeys(line for e in exc.errors() for line in _format_error(e)))
         raise ConfigError(f"{source} is invalid:\n  " + "\n  ".join(lines)) from None
 
 

@@ -176,6 +176,11 @@ class Workspace:
         return self.root / "dvclive"
 
     @property
+    def tensorboard(self) -> Path:
+        """TensorBoard event files, one folder per model family (with `train.tensorboard`)."""
+        return self.root / "tensorboard"
+
+    @property
     def eval_reports(self) -> Path:
         return self.root / "reports/eval"
 
@@ -188,6 +193,16 @@ class Workspace:
     def confusion_csv(self) -> Path:
         """The classification plot."""
         return self.eval_reports / "confusion.csv"
+
+    @property
+    def residuals_csv(self) -> Path:
+        """The regression plot of residuals against predictions (header only for classification)."""
+        return self.eval_reports / "residuals.csv"
+
+    @property
+    def calibration_csv(self) -> Path:
+        """The classification plot: accuracy against confidence (header only for regression)."""
+        return self.eval_reports / "calibration.csv"
 
     @property
     def test_predictions(self) -> Path:

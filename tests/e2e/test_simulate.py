@@ -29,17 +29,19 @@ def test_a_short_backtest_writes_its_summary_and_plot(project, run):
     )
     out = run("evergreen", "simulate", "--weeks", "5", "--output", "backtest").stdout
     assert "the drift policy recovers" in out
+    assert "    never: RMSE " in out  # the declared metric, by name
     assert "Running stage" not in out and "epoch 1/" not in out  # the pipelines' chatter went to stages.log
     summary = json.loads((project / "backtest/summary.json").read_text())
+    assert (summary["metric"], summary["lower_is_better"]) == ("rmse", True)
     policies = summary["policies"]
     assert set(policies) == {"never", "periodic", "drift"}
     assert policies["never"]["retrains"] == 0
     assert policies["periodic"]["retrains"] == 1  # at the first window of February
     for run_ in policies.values():
-        assert len(run_["windows"]) == 5 and run_["rmse"] > 0
+        assert len(run_["windows"]) == 5 and run_["metric"] == "rmse" and run_["value"] > 0
         assert all(w["rows"] > 100 for w in run_["windows"])
     # the same first model served the first window under every policy
-    assert len({run_["windows"][0]["rmse"] for run_ in policies.values()}) == 1
+    assert len({run_["windows"][0]["value"] for run_ in policies.values()}) == 1
     assert (project / "backtest/error_over_time.png").stat().st_size > 10_000
     decisions = (project / "backtest/work/drift/monitoring/decisions.jsonl").read_text().splitlines()
     assert len([d for d in decisions if json.loads(d)["kind"] == "decision"]) == 5

@@ -3,13 +3,23 @@ logs, and the outputs and labels it must refuse (issue 10 b and f)."""
 
 from __future__ import annotations
 
+import copy
 import json
 import sqlite3
+from pathlib import Path
 
+import polars as pl
 import pytest
+import yaml
 
+from evergreen.registry.store import Registry
 from evergreen.serving.log import LogColumns, read_log
 from evergreen.serving.service import PredictionService, Rejected
+from evergreen.stages import evaluate as evaluate_stage
+from evergreen.stages import export as export_stage
+from evergreen.stages import train as train_stage
+from evergreen.workspace import Workspace
+from tests.harness import TINY, synthetic
 
 pytestmark = [pytest.mark.slow]
 
@@ -95,6 +105,55 @@ def test_feedback_refuses_labels_outside_the_declared_range(service, trained):
         "labelled": 2,
     }
     assert read_log(service.log.path)["label"].to_list() == [0, 12, None]
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    """A binary classifier (classes 0 and 1) trained, evaluated and exported by the real stages and promoted.
+    Its target `y` is declared an int with min 0 and no allowed set: only the model knows its classes."""
+    root = tmp_path_factory.mktemp("classifier")
+    raw = copy.deepcopy(TINY)
+    raw["data"]["task"] = "classification"
+    raw |= {"model": {"hidden": [16], "embedding_dim": 4}, "train": {"epochs": 2, "device": "cpu"}}
+    raw |= {"evaluate": {"hgb_max_iter": 10}, "export": {"latency_runs": 10, "throughput_batch": 64}}
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    ws = Workspace.open(root)
+    ws.split("train").parent.mkdir(parents=True)
+    for name, seed, n in (("train", 1, 400), ("valid", 2, 150), ("test", 3, 150)):
+        synthetic(n, seed, task="classification").write_parquet(ws.split(name))
+    for stage in (train_stage, evaluate_stage, export_stage):
+        stage.run(ws)
+    registry = Registry(ws.registry)
+    files = {"model.onnx": ws.onnx_model, "signature.json": ws.signature}
+    registry.promote(registry.add(files, json.loads(ws.model_card.read_text())), "test: the classifier")
+    return ws
+
+
+def test_feedback_refuses_a_label_outside_the_models_classes(classifier: Workspace, tmp_path: Path):
+    """Promise (issue 11): `/feedback` refuses a label the champion has no class for, with a 422 naming it,
+    even where the declaration allows it. Attack: 5 and 2 for a model of classes 0 and 1 (the target is only
+    declared `min: 0`). Before: they were stored as ground truth, and monitoring scored the model on them."""
+    records = pl.read_parquet(classifier.split("test")).head(3)
+    records = records.select("id", "hr", "weather", "temp", "hum", pl.col("day").cast(pl.String)).to_dicts()
+    log_path = tmp_path / "predictions.db"
+    params = classifier.params.model_copy(update={"serve": classifier.params.serve.model_copy(
+        update={"log_path": str(log_path)})})  # fmt: skip
+    with PredictionService(Workspace(classifier.root, params)) as service:
+        answer = service.predict({"records": records})
+        assert answer["classes"] == [0, 1]
+        request_id = answer["request_id"]
+        with pytest.raises(Rejected) as caught:
+            service.feedback({"request_id": request_id, "labels": [1, 5, 2]})
+        assert caught.value.status == 422
+        assert "5, 2" in caught.value.error, caught.value.body()
+        assert [d["field"] for d in caught.value.detail] == ["labels[1]", "labels[2]"]
+        assert "not one of the classes of model v1: [0, 1]" in caught.value.detail[0]["message"]
+        with pytest.raises(Rejected) as caught:
+            service.feedback({"request_id": request_id, "labels": [-1, 0, 1]})  # the declared min still holds
+        assert caught.value.status == 422 and "labels[0]" in caught.value.error
+        assert read_log(log_path)["label"].null_count() == 3  # nothing was labelled
+        assert service.feedback({"request_id": request_id, "labels": [1, None, 0]})["labelled"] == 2
+    assert read_log(log_path)["label"].to_list() == [1, None, 0]
 
 
 def test_feedback_for_an_unknown_request_is_a_404(service):

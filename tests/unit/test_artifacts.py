@@ -12,6 +12,7 @@ from evergreen.artifacts.base import ArtifactError
 from evergreen.artifacts.card import ModelCard
 from evergreen.artifacts.decisions import RetrainDecision, RetrainResult, append_entry, read_history
 from evergreen.artifacts.reports import Check, EvalReport, ExportReport, GateDecision, PromotionReport
+from evergreen.config import with_overrides
 from evergreen.model.metrics import GATED, METRICS, MONITORED, within_margin, worsening
 from evergreen.orchestration.promotion import promotion_outcome, record_commit
 from evergreen.orchestration.summary import run_summary
@@ -37,11 +38,12 @@ EXPORT = {
 }
 
 
-def _gate(champion_loss: np.ndarray | None = None) -> GateDecision:
-    """A gate decision with a real comparison: a challenger with unit squared errors, against `champion_loss`."""
+def _gate(champion_error: float | None = None) -> GateDecision:
+    """A gate decision with a real comparison: a challenger off by 1 on each row, the champion by `champion_error`."""
     comparison = None
-    if champion_loss is not None:
-        comparison = compare("regression", np.ones(50), champion_loss, samples=200, confidence=0.9, seed=0)
+    if champion_error is not None:
+        actual = np.zeros(50)
+        comparison = compare("rmse", actual, actual + 1, actual + champion_error, samples=200, confidence=0.9, seed=0)
     checks = [Check(name="data_suites", passed=True, detail="all data suites passed")]
     return GateDecision(promote=True, checks=checks, comparison=comparison, reasons=["every check passed"])
 
@@ -95,13 +97,14 @@ def test_unreadable_files_are_errors_naming_the_file(tmp_path):
 
 # ------------------------------------------------------------------------------------------- promotion
 def test_promotion_report_carries_the_gate_with_the_keys_it_always_had(tmp_path):
-    gate = _gate(champion_loss=np.full(50, 4.0))
+    gate = _gate(champion_error=2.0)
     report = PromotionReport.from_gate(gate, "v2", "v1", "v2")
     payload = report.to_dict()
     assert list(payload) == [
         "promoted", "version", "champion_before", "champion_after", "promote", "checks", "comparison", "reasons"
     ]  # fmt: skip
     assert payload["comparison"]["metric"] == "rmse" and payload["checks"][0]["name"] == "data_suites"
+    assert payload["comparison"]["relative_difference"] == pytest.approx(-0.5)  # rmse 1 vs 2: half, i.e. better
     report.write(tmp_path / "promotion.json")
     assert promotion_outcome(tmp_path / "promotion.json") == report
 
@@ -212,8 +215,10 @@ def test_a_bad_log_line_is_named_and_a_torn_last_line_is_skipped(tmp_path):
 # ------------------------------------------------------------------------------------------ metrics table
 def test_one_metrics_table_with_directions():
     assert [m for m, info in METRICS.items() if info.lower_is_better] == ["rmse", "mae", "log_loss"]
-    assert all(METRICS[m].lower_is_better for m in GATED.values())  # the gate compares per-row losses
+    assert GATED == {"regression": "rmse", "classification": "f1_macro"}  # the defaults params.yaml explains
     assert set(MONITORED.values()) <= set(METRICS)
+    assert worsening("r2", -0.2, -0.1) == pytest.approx(1.0)  # a negative R2 keeps its direction
+    assert within_margin("r2", -0.1, -0.1, 0.0) and not within_margin("r2", -0.2, -0.1, 0.5)
     assert worsening("rmse", 66.0, 60.0) == pytest.approx(0.1)
     assert worsening("accuracy", 0.72, 0.8) == pytest.approx(0.1)  # lower accuracy is worse
     assert within_margin("rmse", 71.0, 70.0, 0.02) and not within_margin("rmse", 72.0, 70.0, 0.02)
@@ -224,7 +229,7 @@ def test_one_metrics_table_with_directions():
 
 def test_run_summary_reads_metrics_through_the_types(tmp_path):
     (tmp_path / "metrics").mkdir()
-    ws = Workspace(tmp_path, Workspace.open(ROOT).params)
+    ws = Workspace(tmp_path, with_overrides(Workspace.open(ROOT).params, {"promote.baseline": "hgb"}))
     EvalReport.from_dict(EVAL).write(ws.eval_metrics)
     ExportReport.from_dict(EXPORT).write(ws.export_metrics)
     summary = run_summary({"evaluate": "ran"}, ws)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
 import evergreen
-from evergreen.backtest.replay import PolicyRun, Window, summarise, windows
+from evergreen.backtest.plots import plot_backtest
+from evergreen.backtest.replay import PolicyRun, Served, Window, score_rows, summarise, windows
 from evergreen.backtest.sandbox import SOURCE, copy_sandbox, create_sandbox, sandbox_params, write_params
 from evergreen.config import Params, load_params, with_overrides
 from evergreen.data.schema import EVENT_TIME
@@ -88,7 +90,7 @@ def _project(root: Path, params: Params, with_src: bool = True) -> Workspace:
         (root / "src/evergreen/__pycache__").mkdir(parents=True)
         (root / "src/evergreen/__init__.py").write_text("")
         (root / "src/evergreen/__pycache__/__init__.cpython-311.pyc").write_bytes(b"")
-    return Workspace(root, params)
+    return Workspace(root, with_overrides(params, {"simulate.start": "2012-01-01"}))
 
 
 def _first_rows(params: Params) -> pl.DataFrame:
@@ -102,7 +104,7 @@ def test_a_sandbox_is_a_project_folder_dvc_can_run(tiny: Params, tmp_path: Path)
     assert (ws.root / "src/evergreen/__init__.py").exists()
     assert not (ws.root / "src/evergreen/__pycache__").exists()
     assert (ws.root / ".dvc/config").exists()  # its own DVC repository
-    assert Workspace.open(ws.root).params == sandbox_params(tiny, tiny.simulate.start)
+    assert Workspace.open(ws.root).params == sandbox_params(project.params, project.params.simulate.start)
     assert pl.read_parquet(ws.root / SOURCE).height == 1
     assert ws.incoming.is_dir() and ws.suite("raw").exists() and ws.suite("clean").exists()
 
@@ -131,10 +133,11 @@ def test_a_sandbox_needs_the_project_pipeline_and_a_new_folder(tiny: Params, tmp
         create_sandbox(project, tmp_path / "sandbox", _first_rows(tiny))
 
 
-def _run(name: str, rmses: list[float], squared_errors: list[float], retrains: int = 0) -> PolicyRun:
-    run = PolicyRun(name, squared_errors=squared_errors)
-    for i, rmse in enumerate(rmses):
-        run.windows.append(Window(f"2012-01-0{i + 1}", f"2012-01-0{i + 2}", 10, rmse, "v1"))
+def _run(name: str, values: list[float], errors: list[float], retrains: int = 0) -> PolicyRun:
+    """A regression run whose windows have these RMSEs, over rows with these errors (labels 0)."""
+    run = PolicyRun(name, served=[Served([0.0] * len(errors), np.asarray(errors, dtype=float))])
+    for i, value in enumerate(values):
+        run.windows.append(Window(f"2012-01-0{i + 1}", f"2012-01-0{i + 2}", 10, value, "v1"))
     for window in run.windows[:retrains]:
         window.retrain, window.promoted = "a new month", "v2"
     return run
@@ -142,13 +145,15 @@ def _run(name: str, rmses: list[float], squared_errors: list[float], retrains: i
 
 def test_the_summary_says_how_much_of_periodics_gain_the_drift_policy_recovers():
     runs = {
-        "never": _run("never", [10.0, 10.0], [100.0, 100.0]),  # RMSE 10
-        "periodic": _run("periodic", [10.0, 6.0], [64.0, 34.0], retrains=1),  # RMSE 7
-        "drift": _run("drift", [10.0, 8.0], [81.0, 81.0], retrains=1),  # RMSE 9
+        "never": _run("never", [10.0, 10.0], [10.0, -10.0]),  # RMSE 10
+        "periodic": _run("periodic", [10.0, 6.0], [8.0, np.sqrt(34.0)], retrains=1),  # RMSE 7
+        "drift": _run("drift", [10.0, 8.0], [9.0, -9.0], retrains=1),  # RMSE 9
     }
     summary = summarise(runs)
-    assert summary["policies"]["never"]["rmse"] == pytest.approx(10.0)
-    assert summary["policies"]["periodic"]["rmse"] == pytest.approx(7.0)
+    assert (summary["metric"], summary["metric_label"], summary["lower_is_better"]) == ("rmse", "RMSE", True)
+    assert summary["policies"]["never"]["value"] == pytest.approx(10.0)
+    assert summary["policies"]["periodic"]["value"] == pytest.approx(7.0)
+    assert summary["policies"]["periodic"]["metric"] == "rmse"
     assert summary["policies"]["periodic"]["retrains"] == 1 and summary["policies"]["periodic"]["promotions"] == 1
     assert summary["policies"]["never"]["retrains"] == 0
     assert summary["drift_recovers"] == pytest.approx((10 - 9) / (10 - 7))
@@ -156,6 +161,66 @@ def test_the_summary_says_how_much_of_periodics_gain_the_drift_policy_recovers()
 
 
 def test_the_summary_has_no_recovery_share_without_a_gain_or_without_all_policies():
-    same = {name: _run(name, [5.0], [25.0]) for name in ("never", "periodic", "drift")}
+    same = {name: _run(name, [5.0], [5.0]) for name in ("never", "periodic", "drift")}
     assert summarise(same)["drift_recovers"] is None  # periodic gained nothing: no share to speak of
     assert "drift_recovers" not in summarise({"never": same["never"], "drift": same["drift"]})
+
+
+# ------------------------------------------------------------------------------------------ classification
+CLASSES = ["a", "b", "c"]
+
+
+def _served(labels: list[str], probabilities: list[list[float]], classes: list[str] = CLASSES) -> Served:
+    return Served(labels, np.asarray(probabilities, dtype=float), classes)
+
+
+def test_a_classifier_window_is_scored_on_the_declared_metric_from_its_probabilities():
+    window = _served(["a", "b", "c", "a"], [[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.5, 0.2, 0.3], [0.6, 0.3, 0.1]])
+    assert score_rows("classification", "accuracy", [window]) == pytest.approx(0.75)
+    expected = -np.mean(np.log([0.8, 0.7, 0.3, 0.6]))
+    assert score_rows("classification", "log_loss", [window]) == pytest.approx(expected)
+    one_class = _served(["a", "a"], [[0.9, 0.05, 0.05], [0.6, 0.3, 0.1]])
+    assert score_rows("classification", "roc_auc", [one_class]) is None  # undefined, not a crash or a 0
+    assert score_rows("classification", "accuracy", []) is None
+
+
+def test_windows_served_by_models_with_different_classes_are_pooled_on_their_union():
+    first = _served(["a", "b"], [[0.9, 0.1], [0.4, 0.6]], classes=["a", "b"])
+    later = _served(["c", "a"], [[0.1, 0.1, 0.8], [0.7, 0.2, 0.1]], classes=["a", "b", "c"])
+    stray = _served(["d"], [[0.5, 0.3, 0.2]])  # a label no model has: probability zero (clipped)
+    assert score_rows("classification", "accuracy", [first, later]) == pytest.approx(1.0)
+    pooled = score_rows("classification", "log_loss", [first, later])
+    assert pooled == pytest.approx(-np.mean(np.log([0.9, 0.6, 0.8, 0.7])))
+    assert score_rows("classification", "log_loss", [first, later, stray]) > 5
+
+
+def test_a_classification_summary_names_its_metric_and_draws_it(tmp_path: Path):
+    good = _served(["a", "b"], [[0.9, 0.05, 0.05], [0.1, 0.8, 0.1]])
+    bad = _served(["a", "b"], [[0.2, 0.7, 0.1], [0.6, 0.3, 0.1]])
+    runs = {}
+    for name, parts in (("never", [good, bad]), ("periodic", [good, good]), ("drift", [good, good])):
+        run = PolicyRun(name, task="classification", metric="accuracy", served=parts)
+        for i, part in enumerate(parts):
+            value = score_rows("classification", "accuracy", [part])
+            run.windows.append(Window(f"2012-01-0{i + 1}", f"2012-01-0{i + 2}", 2, value, "v1"))
+        runs[name] = run
+    summary = summarise(runs)
+    assert (summary["metric"], summary["metric_label"], summary["lower_is_better"]) == ("accuracy", "accuracy", False)
+    assert [w["value"] for w in summary["policies"]["never"]["windows"]] == [1.0, 0.0]
+    assert summary["policies"]["never"]["value"] == 0.5 and summary["policies"]["drift"]["value"] == 1.0
+    assert summary["drift_recovers"] == pytest.approx(1.0)  # a higher-is-better metric: the same ratio
+    plot_backtest(summary, tmp_path / "plot.png")
+    assert (tmp_path / "plot.png").stat().st_size > 10_000
+
+
+def test_the_backtest_says_how_to_set_its_start(tiny: Params):
+    """A table with no `simulate.start` (or no timestamp) gets a message saying what to set, not a crash."""
+    from evergreen.backtest.sandbox import replay_start
+    from evergreen.errors import EvergreenError
+
+    with pytest.raises(EvergreenError, match="simulate.start is not set"):
+        replay_start(tiny)
+    no_time = with_overrides(tiny, {"data.timestamp": None, "split.method": "random"})
+    with pytest.raises(EvergreenError, match="data.timestamp is not declared"):
+        replay_start(no_time)
+    assert replay_start(with_overrides(tiny, {"simulate.start": "2012-02-01"})).month == 2

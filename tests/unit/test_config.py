@@ -84,5 +84,67 @@ def test_kind_defaults_from_type(tiny):
 
 def test_feature_threshold_for_an_unknown_feature_is_rejected(tiny_raw):
     tiny_raw["monitor"] = {"policy": {"feature_thresholds": {"tmep": 0.2}}}
-    with pytest.raises(ConfigError, match="feature_thresholds names tmep, which is not a feature"):
+    with pytest.raises(ConfigError, match=r"monitor.policy.feature_thresholds.tmep: 'tmep' is not a feature"):
         parse_params(tiny_raw)
+
+
+def test_every_cross_reference_is_checked_in_one_pass_with_its_key_path(tiny_raw):
+    tiny_raw["data"]["columns"][1]["min"] = "2024-01-01"  # the timestamp column `day`
+    tiny_raw["model"] = {"crosses": [["weather", "hour"], ["temp", "hr"]], "additive": ["yr"]}
+    tiny_raw["promote"] = {"metric": "accuracy", "baseline": "hgb"}
+    tiny_raw["evaluate"] = {"baselines": ["mean", "linear"]}
+    tiny_raw["monitor"] = {"policy": {"feature_thresholds": {"season": 0.9}}}
+    tiny_raw["simulate"] = {"start": "2012-01-01"}
+    tiny_raw["split"] = {"valid_from": "2023-06-01", "test_from": "2024-02-01"}
+    with pytest.raises(ConfigError) as err:
+        parse_params(tiny_raw)
+    lines = str(err.value).splitlines()[1:]
+    assert [line.split(":")[0].strip() for line in lines] == [
+        "model.crosses[0][1]",
+        "model.crosses[1][0]",
+        "model.additive[0]",
+        "promote.metric",
+        "promote.baseline",
+        "split.valid_from",
+        "simulate.start",
+        "monitor.policy.feature_thresholds.season",
+    ]
+    assert "model.crosses[0][1]: 'hour' is not a declared feature" in lines[0]
+    assert "'temp' is numeric; a cross takes categoricals" in lines[1]
+    assert "promote.metric: 'accuracy' does not suit regression (use one of: rmse, mae, r2)" in lines[3]
+    assert "<top level>" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"promote": {"metric": "roc_auc"}}, r"promote.metric: roc_auc needs a binary target; 'y' allows 3 classes"),
+        ({"promote": {"metric": "rmse"}}, r"promote.metric: 'rmse' does not suit classification"),
+        ({"model": {"target_transform": "log1p"}}, r"model.target_transform: log1p applies to regression only"),
+        ({"split": {"method": "time", "test_from": "2030-01-01", "valid_from": "2029-01-01"}}, r"split.test_from: "),
+    ],
+)
+def test_task_and_range_cross_references(tiny_raw, change, message):
+    tiny_raw["data"]["task"] = "classification"
+    tiny_raw["data"]["columns"][-1] = {"name": "y", "type": "int", "role": "target", "allowed": [0, 1, 2]}
+    tiny_raw["data"]["columns"][1]["max"] = "2024-12-31"
+    tiny_raw.update(change)
+    with pytest.raises(ConfigError, match=message):
+        parse_params(tiny_raw)
+
+
+def test_the_defaults_follow_the_data(tiny_raw):
+    params = parse_params(tiny_raw)
+    assert params.promote.metric_for("regression") == "rmse" and params.split.method_for(params.data) == "time"
+    tiny_raw["data"]["task"] = "classification"
+    tiny_raw["data"].pop("timestamp")
+    tiny_raw["data"]["columns"].pop(1)  # the date column
+    classification = parse_params(tiny_raw)
+    assert classification.promote.metric_for("classification") == "f1_macro"
+    assert classification.split.method_for(classification.data) == "random"
+    negative = tiny_raw | {"data": {**tiny_raw["data"], "task": "regression"}}
+    negative["data"]["columns"][-1] = {"name": "y", "type": "float", "role": "target", "min": -5}
+    with pytest.raises(ConfigError, match=r"model.target_transform: log1p needs a non-negative target; 'y' has min -5"):
+        parse_params(negative)
+    negative["model"] = {"target_transform": "none"}
+    assert parse_params(negative).model.target_transform == "none"

@@ -45,6 +45,9 @@ def tiny_repo(tmp_path: Path) -> Path:
     Repo.init(str(root), no_scm=True).close()
     (root / "stage.py").write_text(STAGE_SCRIPT)
     (root / "dvc.yaml").write_text(DVC_YAML.format(python=sys.executable))
+    (root / "arrival.csv").write_text("a,b\n1,2\n")
+    with Repo(str(root)) as repo:
+        repo.add(str(root / "arrival.csv"))  # a landing file's pointer: a data-only node in DVC's graph
     return root
 
 

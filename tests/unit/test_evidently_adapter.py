@@ -9,9 +9,11 @@ import json
 import numpy as np
 import polars as pl
 import pytest
+from sklearn import metrics as skm
 
 from evergreen.config import MonitorConfig, WindowConfig, parse_params
 from evergreen.data.schema import EVENT_TIME
+from evergreen.model.metrics import classification_metrics
 from evergreen.monitoring.evidently_adapter import (
     add_to_workspace,
     compute_report,
@@ -189,6 +191,123 @@ def test_classification_labels_give_accuracy_per_version():
     assert all(0.3 < p.metrics["accuracy"] < 0.7 and "f1_macro" in p.metrics for p in summary.performance)
     types = {m["config"]["type"] for m in snapshot.dict()["metrics"]}
     assert "evidently:metric_v2:Accuracy" in types
+
+
+def _classified(classes: list, seed: int, versions=("v1", "v2"), n: int = N, sharp: float = 4.0) -> pl.DataFrame:
+    """A log window of a classifier: probabilities in the model's class order (JSON, as `read_log` gives
+    them), the most probable class as prediction, and labels drawn from the probabilities of the first
+    version (a calibrated model) and at random for later versions (a useless one)."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, sharp, (n, len(classes)))
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    frame = _log(seed=seed, versions=versions, n=n)
+    good = frame["model_version"].to_numpy() == versions[0]
+    drawn = [rng.choice(len(classes), p=p) for p in probabilities]
+    label = np.where(good, drawn, rng.integers(0, len(classes), n))
+    return frame.with_columns(
+        prediction=pl.Series([classes[i] for i in probabilities.argmax(axis=1)]),
+        probabilities=pl.Series([json.dumps(p) for p in probabilities.tolist()]),
+        label=pl.Series([classes[i] for i in label]),
+    )
+
+
+def _classifier_data(classes: list) -> object:
+    data = _data("classification")
+    target = data.target.model_copy(update={"type": "int" if isinstance(classes[0], int) else "str",
+                                            "allowed": classes})  # fmt: skip
+    return data.model_copy(update={"columns": [*data.columns[:-1], target]})
+
+
+@pytest.mark.parametrize("classes", [["low", "high"], [3, 5, 7]], ids=["binary", "multiclass"])
+def test_classification_performance_per_version_uses_the_served_probabilities(classes):
+    data = _classifier_data(classes)
+    reference = _classified(classes, seed=11, versions=("v1",)).rename({"label": "busy"})
+    current = _classified(classes, seed=12)
+    summary, snapshot = compute_report(
+        reference,
+        current,
+        data,
+        _monitor(),
+        champion="v1",
+        reference_metrics={"log_loss": 0.3, "accuracy": 0.8},
+        metric="log_loss",
+        classes={"v1": classes, "v2": classes},
+    )
+    v1, v2 = summary.performance
+    assert (v1.model_version, v2.model_version) == ("v1", "v2")
+    for p in (v1, v2):
+        assert set(p.metrics) == {"accuracy", "f1_macro", "log_loss", "roc_auc"}
+        rows = current.filter(pl.col("model_version") == p.model_version)
+        probabilities = np.array([json.loads(x) for x in rows["probabilities"]])
+        actual = np.array([classes.index(v) for v in rows["label"]])
+        assert p.metrics == pytest.approx(classification_metrics(actual, probabilities, classes))
+    # calibrated labels give a low log loss and a high AUC; random labels do not
+    assert v1.metrics["log_loss"] < 0.6 < 1.5 < v2.metrics["log_loss"]
+    assert v1.metrics["roc_auc"] > 0.85 and v2.metrics["roc_auc"] < 0.6
+    assert summary.metric == "log_loss"
+    assert summary.judged() == ("log_loss", v1.metrics["log_loss"], 0.3)
+    # Evidently's own classification metrics, probabilities included, are in the report
+    values = {m["config"]["type"].rsplit(":", 1)[-1]: m["value"] for m in snapshot.dict()["metrics"]}
+    assert {"Accuracy", "LogLoss", "RocAuc"} <= set(values)
+    labelled = np.array([classes.index(v) for v in current["label"]])
+    everything = np.array([json.loads(x) for x in current["probabilities"]])
+    assert values["LogLoss"] == pytest.approx(skm.log_loss(labelled, everything, labels=range(len(classes))))
+
+
+def test_classification_without_probabilities_or_classes_is_judged_on_labels():
+    classes = ["low", "high"]
+    data = _classifier_data(classes)
+    reference = _classified(classes, seed=11, versions=("v1",)).rename({"label": "busy"})
+    current = _classified(classes, seed=12).with_columns(
+        probabilities=pl.when(pl.col("row") == 0).then(None).otherwise(pl.col("probabilities"))
+    )
+    summary, snapshot = compute_report(
+        reference, current, data, _monitor(), champion="v1", metric="log_loss", classes={"v1": classes}
+    )
+    for p in summary.performance:  # v1 has a row without probabilities, v2 no known classes
+        assert set(p.metrics) == {"accuracy", "f1_macro"}
+    assert summary.judged() is None  # no log loss to judge by: no verdict, rather than a wrong one
+    types = {m["config"]["type"].rsplit(":", 1)[-1] for m in snapshot.dict()["metrics"]}
+    assert "Accuracy" in types and "LogLoss" not in types
+
+
+def test_a_label_outside_the_models_classes_counts_as_a_confident_miss():
+    classes = ["low", "high"]
+    reference = _classified(classes, seed=11, versions=("v1",)).rename({"label": "busy"})
+    current = _classified(classes, seed=12, versions=("v1",), n=200)
+    stray = current.with_columns(label=pl.when(pl.col("row") == 0).then(pl.lit("medium")).otherwise("label"))
+
+    def performance(window: pl.DataFrame):
+        summary, _ = compute_report(
+            reference, window, _classifier_data(classes), _monitor(), champion="v1", classes={"v1": classes}
+        )
+        assert summary.metric == "accuracy"  # no metric given: the task's default
+        [p] = summary.performance
+        return p.metrics
+
+    clean, with_stray = performance(current), performance(stray)
+    assert with_stray["accuracy"] < clean["accuracy"]
+    # 20 of 200 rows at a probability of about zero (clipped at 1e-12): log loss grows by about 2.8
+    assert with_stray["log_loss"] > clean["log_loss"] + 2
+
+
+def test_a_window_evidentlys_classification_preset_cannot_score_still_gets_a_report():
+    """Evidently 0.7.23 raises on a multiclass window that holds two classes only (KeyError: 1): such a
+    window's report leaves the preset out, and the summary still has each version's performance."""
+    classes = [3, 5, 7]
+    reference = _classified(classes, seed=11, versions=("v1",)).rename({"label": "busy"})
+    two = (
+        _classified(classes, seed=12)
+        .filter(pl.col("prediction") != 7)
+        .with_columns(label=pl.when(pl.col("label") == 7).then(3).otherwise("label"))
+    )
+    summary, snapshot = compute_report(
+        reference, two, _classifier_data(classes), _monitor(), champion="v1", classes={"v1": classes, "v2": classes}
+    )
+    assert snapshot is not None and [p.model_version for p in summary.performance] == ["v1", "v2"]
+    assert all("log_loss" in p.metrics for p in summary.performance)
+    types = {m["config"]["type"].rsplit(":", 1)[-1] for m in snapshot.dict()["metrics"]}
+    assert "Accuracy" not in types and "ValueDrift" in types
 
 
 # -------------------------------------------------------------------------------------- schema and size

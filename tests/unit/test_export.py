@@ -168,3 +168,35 @@ def test_train_and_evaluate_stages_for_classification(tmp_path):
     confusion = pl.read_csv(ws.confusion_csv)
     assert confusion.columns == ["actual", "predicted"] and confusion.height == 150
     assert set(pl.read_csv(ws.predictions_csv)["abs_error"].unique()) <= {0.0, 1.0}
+
+
+def test_strings_and_derived_features_score_the_same_in_the_service_path(tmp_path):
+    """The signature carries the string vocabulary and the derived features; the inference core, given the raw
+    request columns only, scores like the torch model (unseen and missing strings included)."""
+    from evergreen.inference import ServingModel, predict
+
+    raw = copy.deepcopy(TINY)
+    raw["data"]["columns"][3] = {"name": "weather", "type": "str", "role": "feature"}
+    raw["data"]["derived"] = [{"name": "day_dow", "from": "day", "part": "day_of_week"}]
+    params = parse_params(raw)
+
+    def words(frame: pl.DataFrame) -> pl.DataFrame:
+        return frame.with_columns(weather=pl.format("w{}", pl.col("weather")))
+
+    torch_model = train_model(words(synthetic(300, 1)), words(synthetic(100, 2)), params.data, SMALL_MODEL,
+                              SMALL_TRAIN, progress=False).model  # fmt: skip
+    sig = signature(torch_model)
+    assert sig["input"]["derived"] == [{"name": "day_dow", "from": "day", "part": "day_of_week"}]
+    weather = next(c for c in sig["input"]["columns"] if c["name"] == "weather")
+    assert weather == {"name": "weather", "type": "str", "kind": "categorical", "vocabulary": ["w1", "w2", "w3"]}
+    serving = ServingModel("v1", onnx_session(export_onnx(torch_model, 17)), json.loads(json.dumps(sig)), {})
+    assert serving.request_columns == ["hr", "weather", "temp", "hum", "day"]
+    rows = (
+        words(synthetic(40, 3))
+        .with_columns(
+            weather=pl.when(pl.col("id") % 3 == 0).then(pl.lit("fog")).otherwise(pl.col("weather")),
+        )
+        .with_columns(weather=pl.when(pl.col("id") % 7 == 0).then(None).otherwise(pl.col("weather")))
+    )
+    request = rows.select(serving.request_columns)  # what the service builds from the records
+    np.testing.assert_allclose(predict(serving, request), torch_model.predict(rows), rtol=1e-5, atol=1e-4)

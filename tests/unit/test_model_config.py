@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from evergreen.config import parse_params
+from evergreen.config import parse_params, with_overrides
 from evergreen.errors import ConfigError
 
 
@@ -35,6 +35,17 @@ def test_bundled_params_declare_the_model_sections(bundled_params):
         ("model", {"crosses": [["hr", "hr"]]}, "crosses[0] names a column twice"),
         ("model", {"target_transform": "log"}, "model.target_transform"),
         ("model", {"hiden": [64]}, "model.hiden: unknown key"),
+        ("model", {"type": "xgboost"}, "model.type: 'xgboost' is not one of: mlp, resnet, ft_transformer"),
+        ("model", {"d_token": 64, "heads": 6}, "model.heads: must divide model.d_token (64) evenly"),
+        ("model", {"heads": 0}, "model.heads"),
+        ("model", {"n_blocks": 0}, "model.n_blocks"),
+        ("model", {"d_token": 0}, "model.d_token"),
+        ("model", {"d_main": 0}, "model.d_main"),
+        ("model", {"ffn_factor": 0}, "model.ffn_factor"),
+        ("model", {"attention_dropout": 1.0}, "model.attention_dropout"),
+        ("model", {"residual_dropout": -0.1}, "model.residual_dropout"),
+        ("train", {"class_weight": "inverse"}, "train.class_weight"),
+        ("train", {"tensorboard": "maybe"}, "train.tensorboard"),
         ("train", {"device": "tpu"}, "train.device: 'tpu' is not one of: auto, cpu, cuda"),
         ("train", {"lr": 0}, "train.lr"),
         ("train", {"lr": float("inf")}, "train.lr"),
@@ -64,3 +75,16 @@ def test_good_values_are_accepted(tiny_raw):
     tiny_raw["train"] = {"device": "cpu", "grad_clip": None, "schedule": "cosine"}
     params = parse_params(tiny_raw)
     assert params.model.hidden == [32, 16] and params.train.grad_clip is None
+
+
+def test_classes_are_not_weighted_by_default(tiny_raw, bundled_params):
+    assert parse_params(tiny_raw).train.class_weight == "none"
+    assert bundled_params.train.class_weight == "none" and bundled_params.train.tensorboard is False
+
+
+def test_the_bundled_params_declare_every_family_knob(bundled_params):
+    """`dvc exp run -S model.type=ft_transformer` needs nothing else: the family's knobs are declared and valid."""
+    declared = bundled_params.model
+    assert declared.type == "mlp" and declared.d_token % declared.heads == 0
+    for family in ("resnet", "ft_transformer"):
+        assert with_overrides(bundled_params, {"model.type": family}).model.type == family

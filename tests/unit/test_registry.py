@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evergreen.registry.gate import compare, decide, per_row_loss
+from evergreen.model.metrics import score
+from evergreen.registry.gate import compare, decide
 from evergreen.registry.store import Registry, RegistryError
 
 
@@ -162,10 +163,11 @@ def _decide(**overrides):
         parity_limit=1e-3,
         metric="rmse",
         model_value=60.0,
-        baseline_name="hgb",
-        baseline_value=70.0,
+        baselines={"mean": 120.0, "linear": 90.0, "hgb": 70.0},
         baseline_margin=0.05,
-        comparison=None,
+        train_rows=5000,
+        min_train_rows=100,
+        champion=None,
         champion_margin=0.02,
     )
     return decide(**{**args, **overrides})
@@ -181,39 +183,71 @@ def test_first_model_is_promoted_when_the_rest_pass():
     [
         ({"data_suites_passed": {"raw": True, "clean": False}}, "data_suites: failed suites: clean"),
         ({"parity_diff": 0.5}, "onnx_parity"),
-        ({"model_value": 80.0}, "baseline: rmse 80 vs hgb 70"),
+        ({"model_value": 80.0}, "baseline: rmse 80 vs best baseline hgb 70"),
+        ({"train_rows": 8}, "training_rows: trained on 8 rows (promote.min_train_rows 100)"),
+        ({"champion": "champion v1 trained on 990 of the 1000 test rows"}, "champion: champion v1 trained on 990"),
+        ({"model_value": None}, "baseline: rmse is undefined for the model"),
     ],
 )
 def test_each_failing_check_blocks_promotion(overrides, failed):
     decision = _decide(**overrides)
     assert not decision.promote
-    assert any(reason.startswith(failed) for reason in decision.reasons)
+    assert any(reason.startswith(failed) for reason in decision.reasons), decision.reasons
+
+
+def test_the_gate_compares_with_the_best_baseline_in_the_metrics_direction():
+    # the case: judged against a bad HistGradientBoosting, a weak model passed; the best baseline stops it
+    scores = {"mean": 0.30, "linear": 0.56, "hgb": 0.20}
+    weak = _decide(metric="f1_macro", model_value=0.47, baselines=scores)
+    assert not weak.promote and "vs best baseline linear 0.56" in weak.reasons[0]
+    assert _decide(metric="f1_macro", model_value=0.55, baselines=scores).promote  # within 5% of 0.56
+    # lower is better for log loss: the best is the smallest, None (undefined) is ignored
+    losses = {"mean": 1.2, "linear": 0.9, "hgb": None}
+    assert not _decide(metric="log_loss", model_value=1.0, baselines=losses).promote
+    assert _decide(metric="log_loss", model_value=0.93, baselines=losses).promote
+    assert _decide(metric="rmse", model_value=80.0, baselines={"mean": 120.0}).promote  # one named baseline
+
+
+def _rows(seed: int, n: int = 2000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    actual = rng.normal(100, 30, n)
+    return actual, actual + rng.normal(0, 10, n), actual + rng.normal(0, 14, n)
 
 
 def test_champion_comparison_with_bootstrap_interval():
-    rng = np.random.default_rng(0)
-    actual = rng.normal(100, 30, 2000)
-    champion = actual + rng.normal(0, 10, 2000)
-    worse = actual + rng.normal(0, 14, 2000)
-    comparison = compare(
-        "regression",
-        per_row_loss("regression", actual, worse),
-        per_row_loss("regression", actual, champion),
-        samples=500,
-        confidence=0.95,
-        seed=1,
-    )
+    actual, champion, worse = _rows(0)
+    comparison = compare("rmse", actual, worse, champion, samples=500, confidence=0.95, seed=1)
     assert comparison.relative_difference == pytest.approx(0.4, abs=0.06)
     assert comparison.ci_low < comparison.relative_difference < comparison.ci_high
     assert comparison.ci_low > 0.2  # clearly worse, not noise
-    decision = _decide(comparison=comparison)
+    decision = _decide(champion=comparison)
     assert not decision.promote and decision.reasons[0].startswith("champion: rmse")
 
-    same = compare("regression", *(per_row_loss("regression", actual, champion),) * 2, 200, 0.95, 1)
-    assert same.relative_difference == 0 and _decide(comparison=same).promote
+    same = compare("rmse", actual, champion, champion, 200, 0.95, 1)
+    assert same.relative_difference == 0 and _decide(champion=same).promote
 
 
-def test_classification_loss_is_the_true_class_log_likelihood():
-    probs = np.array([[0.9, 0.1], [0.2, 0.8]])
-    loss = per_row_loss("classification", np.array(["a", "b"]), probs, classes=["a", "b"])
-    assert loss == pytest.approx(-np.log([0.9, 0.8]))
+def test_comparison_is_signed_worse_for_higher_is_better_metrics():
+    actual, champion, worse = _rows(1)
+    r2 = compare("r2", actual, worse, champion, 200, 0.9, 1)
+    assert r2.challenger < r2.champion and r2.relative_difference > 0 and r2.ci_low > 0
+    better = compare("r2", actual, champion, worse, 200, 0.9, 1)
+    assert better.relative_difference < 0
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "f1_macro", "log_loss", "roc_auc"])
+def test_bootstrap_of_classification_metrics_matches_their_definition(metric):
+    rng = np.random.default_rng(2)
+    actual = rng.integers(0, 3, 600)
+    logits = rng.normal(0, 1, (600, 3)) + 2.0 * np.eye(3)[actual]
+    good = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    noisy = 0.5 * good + 0.5 * rng.dirichlet(np.ones(3), 600)
+    comparison = compare(metric, actual, noisy, good, 100, 0.9, 3)
+    assert comparison.champion == pytest.approx(score("classification", actual, good, ["a", "b", "c"])[metric])
+    assert comparison.relative_difference > 0 and comparison.ci_low > 0  # the noisy model is worse
+
+
+def test_a_refused_champion_comparison_is_reported_and_blocks():
+    decision = _decide(champion="champion v2 trained on 900 of the 1000 test rows; the 100 left are fewer")
+    assert not decision.promote and decision.comparison is None
+    assert [c.name for c in decision.checks if not c.passed] == ["champion"]

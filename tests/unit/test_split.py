@@ -74,3 +74,18 @@ def test_time_overlap_is_caught(tiny):
     }
     with pytest.raises(DataError, match="split leaks: train ends at"):
         check_leakage(parts, tiny.data, SplitConfig())
+
+
+def test_a_class_missing_from_valid_or_test_is_a_warning(tiny_raw):
+    from evergreen.data.split import summarize
+
+    tiny_raw["data"]["columns"][-1] = {"name": "y", "type": "int", "role": "target", "allowed": [0, 1, 2]}
+    data = _classification(tiny_raw)
+    frame = _frame().with_columns(y=pl.when(pl.col("id") <= 3).then(2).otherwise(pl.col("y")))
+    parts = split(frame, data, SplitConfig(method="time", valid_fraction=0.2, test_fraction=0.2))
+    summary = summarize(parts, data)
+    assert summary["warnings"] == [
+        "class(es) 2 of 'y' missing from the valid part",
+        "class(es) 2 of 'y' missing from the test part",
+    ]
+    assert "warnings" not in summarize(parts)  # regression summaries have none

@@ -48,7 +48,9 @@ def test_regression_learns_and_round_trips(tiny, tmp_path):
 
 
 def test_classification_with_imbalance_uses_class_weights(classification):
-    result = _train(classification, "classification", model=SMALL_MODEL.model_copy(update={"ensemble": 2}))
+    balanced = SMALL_TRAIN.model_copy(update={"class_weight": "balanced"})
+    result = _train(classification, "classification", model=SMALL_MODEL.model_copy(update={"ensemble": 2}),
+                    cfg=balanced)  # fmt: skip
     assert result.model.prep.classes == [0, 1]
     valid = result.metrics["valid"]
     assert set(valid) >= {"accuracy", "f1_macro", "log_loss", "roc_auc"}
@@ -198,3 +200,76 @@ def test_progress_is_a_bar_on_a_terminal_and_one_line_per_epoch_elsewhere(tiny, 
     else:
         assert len(epoch_lines) == 2 and "\r" not in err and "\r" not in out
         assert epoch_lines[1].startswith("epoch 2/2: train loss ") and ", valid rmse " in epoch_lines[1]
+
+
+# ----------------------------------------------------------------------- string and derived (calendar) features
+_WEATHER = {1: "sun", 2: "rain", 3: "snow"}
+
+
+def _worded(frame: pl.DataFrame) -> pl.DataFrame:
+    """The tiny rows with `weather` as words, the way a user's table holds categories."""
+    return frame.with_columns(pl.col("weather").replace_strict(_WEATHER, return_dtype=pl.String))
+
+
+@pytest.fixture
+def worded(tiny_raw: dict[str, Any]) -> Params:
+    columns = tiny_raw["data"]["columns"]
+    columns[3] = {"name": "weather", "type": "str", "role": "feature", "allowed": ["sun", "rain", "snow"]}
+    tiny_raw["data"]["derived"] = [{"name": "day_dow", "from": "day", "part": "day_of_week"}]
+    return parse_params(tiny_raw)
+
+
+def test_string_and_calendar_features_train_through_the_shared_input_builder(worded):
+    model_cfg = SMALL_MODEL.model_copy(update={"crosses": [["hr", "weather"]]})
+    frames = (_worded(synthetic(600, 1)), _worded(synthetic(200, 2)))
+    result = _train(worded, model=model_cfg, frames=frames)
+    prep = result.model.prep
+    assert result.metrics["valid"]["r2"] > 0.5  # the string category carries the signal it had as a code
+    assert prep.string_vocabularies == {"weather": ["rain", "snow", "sun"]}
+    assert prep.features[-1] == "day_dow" and prep.kinds[-1] == "categorical"
+    assert prep.input_columns == ["hr", "weather", "temp", "hum", "day"]
+    rows = _worded(synthetic(20, 3))
+    x = prep.matrix(rows)
+    assert x[:, prep.features.index("weather")].tolist() == [
+        ["rain", "snow", "sun"].index(w) for w in rows["weather"].to_list()
+    ]
+    assert x[:, -1].tolist() == [d.isoweekday() for d in rows["day"].to_list()]
+    unseen = result.model.predict(rows.with_columns(weather=pl.lit("hail")))
+    missing = result.model.predict(rows.with_columns(weather=pl.lit(None, dtype=pl.String)))
+    np.testing.assert_array_equal(unseen, missing)  # both the unknown bucket
+    assert not np.array_equal(unseen, result.model.predict(rows))
+    with pytest.raises(ModelError, match="the frame lacks feature column.*day"):
+        result.model.predict(rows.drop("day"))
+
+
+def test_a_date_feature_is_refused_with_the_way_out(tiny_raw):
+    tiny_raw["data"]["columns"].append({"name": "when", "type": "date", "role": "feature"})
+    frames = tuple(f.with_columns(when=pl.col("day")) for f in (synthetic(50, 1), synthetic(20, 2)))
+    with pytest.raises(ModelError, match="feature 'when' has type date.*data.derived"):
+        _train(parse_params(tiny_raw), frames=frames)
+
+
+def test_without_class_weights_probabilities_keep_the_class_prior(classification):
+    """The default (no weighting): the mean probability of the rare class stays near its share of the rows;
+    balanced weights inflate it (they train as if both classes were equally common)."""
+    assert SMALL_TRAIN.class_weight == "none"
+    valid = synthetic(400, 2, "classification")
+    share = valid["y"].mean()
+    plain = _train(classification, "classification", frames=(synthetic(600, 1, "classification"), valid))
+    balanced = _train(classification, "classification", frames=(synthetic(600, 1, "classification"), valid),
+                      cfg=SMALL_TRAIN.model_copy(update={"class_weight": "balanced"}))  # fmt: skip
+    rare_plain = plain.model.predict(valid)[:, 1].mean()
+    rare_balanced = balanced.model.predict(valid)[:, 1].mean()
+    assert abs(rare_plain - share) < 0.05 < rare_balanced - share
+    assert plain.metrics["valid"]["log_loss"] < balanced.metrics["valid"]["log_loss"]
+
+
+def test_a_few_batches_in_all_still_train_with_the_one_cycle_schedule(tiny):
+    """A small table: 2 batches an epoch for 2 epochs used to divide by zero inside OneCycleLR."""
+    result = _train(
+        tiny, frames=(synthetic(100, 1), synthetic(50, 2)), cfg=SMALL_TRAIN.model_copy(update={"epochs": 2})
+    )
+    assert result.metrics["epochs_run"] == 2
+    one_epoch = SMALL_TRAIN.model_copy(update={"epochs": 1})
+    single = _train(tiny, frames=(synthetic(60, 1), synthetic(50, 2)), cfg=one_epoch)
+    assert single.metrics["epochs_run"] == 1

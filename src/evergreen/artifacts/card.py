@@ -2,7 +2,9 @@
 
 1. the `export` stage writes `models/model_card.json`: what the model is, its params, data hashes, metrics and
    code version;
-2. the `promote` stage adds the gate's decision (and the code version that promoted it), and the registry adds
+2. the `promote` stage adds the gate's decision, the rows the model learned from (`training`: counts, time
+   range and a hash of their keys; the keys themselves are the version's `training_keys.parquet`, which later
+   gates use to compare with this model only on rows it never saw) and the code version; the registry adds
    `version`, `registered_at` and `files_sha256` when it stores the card in `vN/model_card.json`;
 3. the retrain flow adds `git_commit` and `data_push`: the commit and DVC push that pin a champion's inputs.
 
@@ -16,10 +18,21 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from evergreen.artifacts.base import Artifact
+from evergreen.artifacts.base import Artifact, Record
 from evergreen.artifacts.reports import EvalReport, GateDecision, Scores
 
-__all__ = ["ModelCard"]
+__all__ = ["ModelCard", "TrainingRows"]
+
+
+class TrainingRows(Record):
+    """The rows a model learned from (train and valid parts): enough to tell whether it has seen a test row."""
+
+    rows: int  # the train part
+    valid_rows: int
+    key: str  # what identifies a row in `keys_sha256` and the version's key file: "id:<column>" or "row content"
+    keys_sha256: str  # of the sorted keys of train and valid: equal hashes, same rows
+    time_from: str | None = None  # event time range of train and valid, when the data has a timestamp
+    time_to: str | None = None
 
 
 class ModelCard(Artifact):
@@ -36,6 +49,7 @@ class ModelCard(Artifact):
     code: dict[str, str | None] = Field(default_factory=dict)  # git commit and package version
     # set by the promote stage
     gate: GateDecision | None = None
+    training: TrainingRows | None = None
     # set by the registry when it stores the card
     version: str | None = None
     registered_at: str | None = None

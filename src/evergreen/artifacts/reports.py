@@ -16,10 +16,16 @@ Scores = dict[str, float | None]
 
 
 class EvalReport(Artifact):
-    """`metrics/eval.json`, written by the `evaluate` stage: the model and each baseline on the test split."""
+    """`metrics/eval.json`, written by the `evaluate` stage: the model and each baseline on the test split,
+    and (classification) the model's precision, recall, F1 and support per class."""
 
     model: Scores
     baselines: dict[str, Scores] = Field(default_factory=dict)
+    per_class: dict[str, dict[str, float]] | None = None  # class label -> precision, recall, f1, support
+
+    def baseline_values(self, metric: str, only: str = "best") -> dict[str, float | None]:
+        """Each baseline's `metric` (or only the one named; "best" keeps them all for the gate to pick from)."""
+        return {name: scores.get(metric) for name, scores in self.baselines.items() if only in ("best", name)}
 
 
 class Timings(Record):
@@ -57,11 +63,14 @@ class Comparison(Record):
     metric: str
     challenger: float
     champion: float
-    relative_difference: float  # (challenger - champion) / champion; > 0 means worse for a lower-is-better metric
+    # the challenger's relative worsening, (challenger - champion) / |champion| signed so that > 0 is worse
+    # whatever the metric's direction (`evergreen.model.metrics.worsening`)
+    relative_difference: float
     ci_low: float
     ci_high: float
     confidence: float
-    rows: int
+    rows: int  # test rows compared: those neither model trained on
+    excluded_rows: int = 0  # test rows left out because the champion had trained on them
 
 
 class GateDecision(Record):

@@ -2,7 +2,13 @@
 
 Every policy starts from a copy of one initial sandbox (the first model already promoted), so they all serve the
 first window with the same model. A window is served the way the service serves it: the champion from the
-registry, the inference core, every prediction written to the prediction log, the labels fed back after.
+registry, the inference core, every prediction (and, for classification, its class probabilities) written to
+the prediction log, the labels fed back after.
+
+Each window, and each policy over the whole replay, is scored on the metric monitoring judges by (the declared
+`promote.metric`, see `monitoring.monitor.judged_metric`) with the functions evaluation uses
+(`evergreen.model.metrics.score`): RMSE per window for the bike data, log loss or accuracy per window from the
+served probabilities for a classifier.
 """
 
 from __future__ import annotations
@@ -19,21 +25,23 @@ import polars as pl
 from tqdm import tqdm
 
 from evergreen.backtest.plots import plot_backtest
-from evergreen.backtest.sandbox import copy_sandbox, create_sandbox, retrain
+from evergreen.backtest.sandbox import copy_sandbox, create_sandbox, replay_start, retrain
 from evergreen.config import SimulateConfig, with_overrides
 from evergreen.data import io
 from evergreen.data.clean import clean
 from evergreen.data.ingest import combine
 from evergreen.data.schema import EVENT_TIME
 from evergreen.errors import EvergreenError
-from evergreen.inference import load_champion, predict
-from evergreen.monitoring.monitor import monitor_once
+from evergreen.inference import load_champion, predict, predicted_labels
+from evergreen.model.metrics import metric as metric_info
+from evergreen.model.metrics import score
+from evergreen.monitoring.monitor import judged_metric, monitor_once
 from evergreen.registry.store import Registry
 from evergreen.serving.log import TIME_FORMAT, PredictionLog, log_rows
 from evergreen.serving.schema import request_columns
 from evergreen.workspace import Workspace
 
-__all__ = ["PolicyRun", "Window", "backtest", "history", "summarise", "windows"]
+__all__ = ["PolicyRun", "Served", "Window", "backtest", "history", "score_rows", "summarise", "windows"]
 
 PLOT = "error_over_time.png"
 
@@ -43,21 +51,62 @@ class Window:
     start: str
     end: str
     rows: int
-    rmse: float
+    value: float | None  # the metric on the window's rows (None where undefined, e.g. ROC AUC of one class)
     champion: str
     retrain: str | None = None  # why a retrain ran after this window (None: no retrain)
     promoted: str | None = None  # the version it promoted, if any
 
 
+@dataclass(frozen=True)
+class Served:
+    """A window as the champion served it: the labels, the model's output (values, or class probabilities
+    [N, C]) and, for classification, the champion's classes in output order."""
+
+    actual: list[Any]
+    output: np.ndarray
+    classes: list[Any] = field(default_factory=list)
+
+
+def score_rows(task: str, metric: str, parts: list[Served]) -> float | None:
+    """`metric` over the rows of `parts` together (the windows of a replay may be served by models with
+    different classes: probabilities are aligned on their union; a label no model has is a column of zeros)."""
+    if not parts:
+        return None
+    actual = [a for p in parts for a in p.actual]
+    if task == "regression":
+        values = score(task, np.asarray(actual, dtype=np.float64), np.concatenate([p.output for p in parts]))
+        return _finite(values.get(metric))
+    order: list[Any] = []
+    for label in [c for p in parts for c in p.classes] + actual:
+        if label not in order:
+            order.append(label)
+    index = {label: i for i, label in enumerate(order)}
+    probabilities = np.zeros((len(actual), len(order)))
+    row = 0
+    for part in parts:
+        columns = [index[c] for c in part.classes]
+        probabilities[row : row + len(part.actual), columns] = part.output
+        row += len(part.actual)
+    values = score(task, np.array([index[a] for a in actual]), probabilities, order)
+    return _finite(values.get(metric))
+
+
+def _finite(value: Any) -> float | None:
+    return float(value) if value is not None and np.isfinite(value) else None
+
+
 @dataclass
 class PolicyRun:
     name: str
+    task: str = "regression"
+    metric: str = "rmse"
     windows: list[Window] = field(default_factory=list)
-    squared_errors: list[float] = field(default_factory=list)
+    served: list[Served] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         return {
-            "rmse": float(np.sqrt(np.mean(self.squared_errors))) if self.squared_errors else None,
+            "metric": self.metric,
+            "value": score_rows(self.task, self.metric, self.served),
             "retrains": sum(w.retrain is not None for w in self.windows),
             "promotions": sum(w.promoted is not None for w in self.windows),
             "windows": [asdict(w) for w in self.windows],
@@ -83,15 +132,16 @@ def windows(data: pl.DataFrame, sim: SimulateConfig) -> Iterator[tuple[dt.dateti
         start = stop
 
 
-def serve_window(ws: Workspace, rows: pl.DataFrame) -> tuple[str, np.ndarray]:
+def serve_window(ws: Workspace, rows: pl.DataFrame) -> tuple[str, Served]:
     """Score a window with the champion as the service does, log it, then feed the labels back (a day per request).
 
-    Returns the champion's version and the errors (prediction minus label) of the window's rows.
+    Returns the champion's version and what it served: the labels, its output and its classes.
     """
     data = ws.params.data
     model = load_champion(Registry(ws.registry))
     outputs = predict(model, rows)
-    predictions = [float(v) for v in outputs]
+    predictions = predicted_labels(model, outputs)
+    probabilities = None if model.task == "regression" else outputs.tolist()
     features, annotations = request_columns(data)
     annotate = [c.name for c in [*features, *annotations]]
     log = PredictionLog(ws.prediction_log)
@@ -102,12 +152,22 @@ def serve_window(ws: Workspace, rows: pl.DataFrame) -> tuple[str, np.ndarray]:
             request_id = f"sim-{day[EVENT_TIME][0].isoformat()}"
             records = day.select(annotate).to_dicts()
             time = day[EVENT_TIME].max().strftime(TIME_FORMAT)  # the replayed clock, in the log's format
-            log.write(log_rows(request_id, time, model.version, records, predictions[offset : offset + day.height]))
+            part = slice(offset, offset + day.height)
+            log.write(
+                log_rows(
+                    request_id,
+                    time,
+                    model.version,
+                    records,
+                    predictions[part],
+                    None if probabilities is None else probabilities[part],
+                )
+            )
             log.attach_labels(request_id, day[data.target.name].to_list())
             offset += day.height
     finally:
         log.close()
-    return model.version, np.asarray(outputs) - rows[data.target.name].to_numpy()
+    return model.version, Served(rows[data.target.name].to_list(), np.asarray(outputs), list(model.classes))
 
 
 def should_retrain(
@@ -130,16 +190,17 @@ def run_policy(
 ) -> PolicyRun:
     """Replay every window under one policy, in its own copy of the initial sandbox."""
     copy_sandbox(base, folder)
-    run = PolicyRun(policy)
+    run = PolicyRun(policy, task=project.params.data.task, metric=judged_metric(project.params))
     previous = None
     replayed = list(windows(data, project.params.simulate))
     for start, stop, rows in tqdm(replayed, desc=f"simulate {policy}", unit="window", disable=not progress):
         if rows.height == 0:
             continue
         ws = Workspace.open(folder)  # its params.yaml: the sandbox params of its latest retrain
-        champion, errors = serve_window(ws, rows)
-        run.squared_errors.extend((errors**2).tolist())
-        window = Window(start.isoformat(), stop.isoformat(), rows.height, float(np.sqrt(np.mean(errors**2))), champion)
+        champion, served = serve_window(ws, rows)
+        run.served.append(served)
+        value = score_rows(run.task, run.metric, [served])
+        window = Window(start.isoformat(), stop.isoformat(), rows.height, value, champion)
         window.retrain = should_retrain(policy, ws, previous, start, stop)
         if window.retrain:
             window.promoted = retrain(ws.root, project.params, stop)
@@ -149,11 +210,17 @@ def run_policy(
 
 
 def summarise(runs: dict[str, PolicyRun]) -> dict[str, Any]:
-    """Each policy's summary; with all three, how much of periodic's gain over never the drift policy recovers."""
+    """Each policy's summary on the judged metric; with all three, how much of periodic's gain over never the
+    drift policy recovers (a ratio of differences: the same for a metric where higher is better)."""
     policies = {name: run.summary() for name, run in runs.items()}
-    summary: dict[str, Any] = {"policies": policies}
+    name = next(iter(runs.values())).metric if runs else None
+    summary: dict[str, Any] = {"metric": name}
+    if name is not None:
+        info = metric_info(name)
+        summary |= {"metric_label": info.label, "lower_is_better": info.lower_is_better}
+    summary["policies"] = policies
     if {"never", "periodic", "drift"} <= policies.keys():
-        never, periodic, drift = (policies[p]["rmse"] for p in ("never", "periodic", "drift"))
+        never, periodic, drift = (policies[p]["value"] for p in ("never", "periodic", "drift"))
         gain = never - periodic if None not in (never, periodic) else None
         summary["drift_recovers"] = (never - drift) / gain if gain and drift is not None else None
     summary["plot"] = PLOT  # next to summary.json
@@ -161,22 +228,22 @@ def summarise(runs: dict[str, PolicyRun]) -> dict[str, Any]:
 
 
 def backtest(project: Workspace, output_dir: Path, progress: bool = True) -> dict[str, Any]:
-    """Run every declared policy; returns (and writes) `summary.json` and the error-over-time plot.
+    """Run every declared policy; returns (and writes) `summary.json` and the metric-over-time plot.
 
     The sandboxes live under `output_dir/work`: `initial` (the first model, trained on the history before
     `simulate.start`) and one copy per policy. The project itself is only read.
     """
     output_dir = output_dir.resolve()
-    sim = project.params.simulate
+    start = replay_start(project.params)
     data = history(project)
     work = output_dir / "work"
     if work.exists():
         shutil.rmtree(work)
     base = work / "initial"
-    create_sandbox(project, base, data.filter(pl.col(EVENT_TIME) < sim.start).select(project.params.data.names))
-    if retrain(base, project.params, sim.start) is None:
-        raise EvergreenError(f"simulate: the first model (data before {sim.start.date()}) was not promoted; see {base}")
-    runs = {p: run_policy(p, project, base, work / p, data, progress) for p in sim.policies}
+    create_sandbox(project, base, data.filter(pl.col(EVENT_TIME) < start).select(project.params.data.names))
+    if retrain(base, project.params, start) is None:
+        raise EvergreenError(f"simulate: the first model (data before {start.date()}) was not promoted; see {base}")
+    runs = {p: run_policy(p, project, base, work / p, data, progress) for p in project.params.simulate.policies}
     summary = summarise(runs)
     io.write_json(summary, output_dir / "summary.json")
     plot_backtest(summary, output_dir / PLOT)

@@ -105,6 +105,18 @@ def _inside(params: Params) -> dict[str, Any]:
     return moved
 
 
+def replay_start(params: Params) -> dt.datetime:
+    """`simulate.start`, or an error saying how to set it: the backtest replays time from there."""
+    if params.data.timestamp is None:
+        raise EvergreenError("simulate: the backtest replays time, and data.timestamp is not declared")
+    if params.simulate.start is None:
+        raise EvergreenError(
+            "simulate.start is not set: give the date the replay starts from (the first model learns the data "
+            "before it), e.g. `evergreen simulate` after setting simulate.start: 2012-01-01 in params.yaml"
+        )
+    return params.simulate.start
+
+
 def sandbox_params(params: Params, now: dt.datetime) -> Params:
     """Params for a retrain at `now`: gate on the latest `test_days`, validate on the days before.
 
@@ -153,7 +165,7 @@ def create_sandbox(project: Workspace, folder: Path, first: pl.DataFrame) -> Wor
         raise EvergreenError(f"{project.dvc_yaml}: missing; the backtest runs the project's pipeline")
     if folder.exists():
         raise EvergreenError(f"{folder}: already exists; the backtest builds its workspaces from scratch")
-    params = sandbox_params(project.params, project.params.simulate.start)
+    params = sandbox_params(project.params, replay_start(project.params))
     ws = Workspace(folder.resolve(), params)
     folder.mkdir(parents=True)
     shutil.copy2(project.dvc_yaml, ws.dvc_yaml)

@@ -16,6 +16,7 @@ import polars as pl
 
 from evergreen.config import ColumnType
 from evergreen.data.schema import LINEAGE, parse_text
+from evergreen.errors import DataError
 
 # bool cells as `clean` reads them
 
@@ -37,6 +38,19 @@ class IngestResult:
             "key_conflicts": self.conflicts.height,
         }
 
+    def check_conflicts(self, key: list[str], max_share: float) -> None:
+        """Raise `DataError` with the count and examples when key conflicts exceed `max_share` of the rows read."""
+        read = sum(self.rows_per_file.values())
+        if not self.conflicts.height or self.conflicts.height <= max_share * read:
+            return
+        examples = self.conflicts.select(*key, *LINEAGE).head(5).iter_rows(named=True)
+        shown = "; ".join(", ".join(f"{k}={v}" for k, v in row.items()) for row in examples)
+        raise DataError(
+            f"ingest: {self.conflicts.height} of {read} rows ({self.conflicts.height / read:.1%}) repeat the key "
+            f"{', '.join(key)} of an earlier row with different values, above ingest.max_key_conflicts "
+            f"({max_share:.1%}); is {', '.join(key)} really an id? Examples: {shown}"
+        )
+
 
 def _same_value(column: str, kind: ColumnType | None) -> pl.Expr:
     """True where `column` and `column_first` hold the same value (typed where both parse, else text)."""
@@ -53,13 +67,17 @@ def combine(frames: list[pl.DataFrame], key: list[str], types: Mapping[str, Colu
 
     `types` (column name -> declared type, e.g. `{c.name: c.type for c in data.columns}`) makes a repeated
     key a conflict only when some value differs, not its spelling; without it cells are compared as text.
-    Rows whose key is null cannot be deduplicated and are kept for `clean` to judge.
+    Rows whose key is null cannot be deduplicated and are kept for `clean` to judge. When the key is every
+    column (a table without an id), a repeated key is an exact duplicate row, nulls included, and never a
+    conflict.
     """
     types = types or {}
     rows_per_file = {f[LINEAGE[0]][0]: f.height for f in frames if f.height}
     everything = pl.concat(frames, how="vertical") if frames else pl.DataFrame()
     data_columns = [c for c in everything.columns if c not in LINEAGE]
-    has_key = pl.all_horizontal(pl.col(k).is_not_null() for k in key)
+    compared_columns = [c for c in data_columns if c not in key]
+    # the whole row is the key: a null cell is part of the row's content, not a missing key
+    has_key = pl.lit(True) if not compared_columns else pl.all_horizontal(pl.col(k).is_not_null() for k in key)
     keep = ~has_key | pl.struct(key).is_first_distinct()
     tagged = everything.with_columns(_keep=keep)
     raw = tagged.filter("_keep").drop("_keep")
@@ -67,8 +85,11 @@ def combine(frames: list[pl.DataFrame], key: list[str], types: Mapping[str, Colu
     # only the few repeated keys are compared with their first arrival (a window over every row was slow)
     firsts = raw.filter(has_key).join(later.select(key).unique(), on=key, how="semi").select(data_columns)
     compared = later.join(firsts, on=key, how="left", suffix="_first")
-    differs = pl.any_horizontal(~_same_value(c, types.get(c)) for c in data_columns if c not in key)
-    conflicts = compared.filter(differs).select(later.columns) if later.height else later
+    if compared_columns and later.height:
+        differs = pl.any_horizontal(~_same_value(c, types.get(c)) for c in compared_columns)
+        conflicts = compared.filter(differs).select(later.columns)
+    else:
+        conflicts = later.clear()
     return IngestResult(
         raw=raw,
         conflicts=conflicts,

@@ -2,11 +2,13 @@
 
 A split must not leak: with a time split every valid row is later than every train row and every test row
 later than every valid row; in any split no id appears in two parts. `check_leakage` enforces both.
+The method defaults to time when the data declares a timestamp, else random (`SplitConfig.method_for`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 
 import polars as pl
 
@@ -20,9 +22,9 @@ Splits = dict[str, pl.DataFrame]
 
 def split(frame: pl.DataFrame, data: DataConfig, config: SplitConfig) -> Splits:
     """Split a clean frame; raises `DataError` when a part would be empty."""
-    if config.method == "time":
+    if config.method_for(data) == "time":
         if EVENT_TIME not in frame.columns:
-            raise DataError("split.method is 'time' but data.timestamp is not declared")
+            raise DataError("split.method is 'time' but data.timestamp is not declared (use method: random)")
         parts = _split_by_time(frame, config)
     else:
         parts = _split_at_random(frame, data, config)
@@ -34,7 +36,7 @@ def split(frame: pl.DataFrame, data: DataConfig, config: SplitConfig) -> Splits:
 
 
 def _describe(frame: pl.DataFrame, config: SplitConfig) -> str:
-    if config.method == "time" and config.valid_from is not None and EVENT_TIME in frame.columns:
+    if config.valid_from is not None and EVENT_TIME in frame.columns:
         first, last = frame[EVENT_TIME].min(), frame[EVENT_TIME].max()
         return (
             f"data runs from {first} to {last}; split.valid_from is {config.valid_from.date()} and "
@@ -86,7 +88,7 @@ def _split_at_random(frame: pl.DataFrame, data: DataConfig, config: SplitConfig)
 
 def check_leakage(parts: Splits, data: DataConfig, config: SplitConfig) -> None:
     """Raise `DataError` when the parts overlap in time (time split) or share an id."""
-    if config.method == "time":
+    if config.method_for(data) == "time":
         for earlier, later in (("train", "valid"), ("valid", "test")):
             last, first = parts[earlier][EVENT_TIME].max(), parts[later][EVENT_TIME].min()
             if last is not None and first is not None and last >= first:
@@ -100,8 +102,12 @@ def check_leakage(parts: Splits, data: DataConfig, config: SplitConfig) -> None:
                 raise DataError(f"split leaks: {shared.len()} {name} value(s) are in both {a} and {b}: {examples}")
 
 
-def summarize(parts: Splits) -> dict[str, object]:
-    """Rows and time range per part, for `metrics/split.json`."""
+_RARE = 5  # fewer rows of a class than this in valid or test: its metrics there are mostly noise
+
+
+def summarize(parts: Splits, data: DataConfig | None = None) -> dict[str, object]:
+    """Rows and time range per part, for `metrics/split.json`; with a classification `data`, rows per class
+    and a `warnings` list naming each class that is missing from (or rare in) the valid or test part."""
     out: dict[str, object] = {}
     for name, part in parts.items():
         entry: dict[str, object] = {"rows": part.height}
@@ -109,7 +115,41 @@ def summarize(parts: Splits) -> dict[str, object]:
             entry["from"] = str(part[EVENT_TIME].min())
             entry["to"] = str(part[EVENT_TIME].max())
         out[name] = entry
+    if data is not None and data.task == "classification":
+        out["warnings"] = class_warnings(parts, data)
     return out
+
+
+def class_warnings(parts: Splits, data: DataConfig) -> list[str]:
+    """A line for each class (declared, or seen in any part) missing from or rare in the valid or test part."""
+    target = data.target.name
+    counts = {name: dict(part[target].value_counts().iter_rows()) for name, part in parts.items()}
+    classes = data.target.allowed or sorted({c for part in counts.values() for c in part if c is not None}, key=str)
+    warnings = []
+    for name in ("valid", "test"):
+        missing = [c for c in classes if not counts.get(name, {}).get(c)]
+        rare = [f"{c} ({counts[name][c]})" for c in classes if 0 < counts.get(name, {}).get(c, 0) < _RARE]
+        if missing:
+            warnings.append(f"class(es) {', '.join(map(str, missing))} of {target!r} missing from the {name} part")
+        if rare:
+            warnings.append(f"class(es) {', '.join(rare)} of {target!r} have fewer than {_RARE} rows in {name}")
+    return warnings
+
+
+def row_keys(frame: pl.DataFrame, data: DataConfig) -> pl.Series:
+    """What identifies each row across runs: its id as text, else a digest of its declared columns' values."""
+    if data.id_column is not None:
+        return frame[data.id_column.name].cast(pl.String).alias("key")
+    columns = [c for c in data.names if c in frame.columns]
+    text = frame.select(
+        pl.concat_str([pl.col(c).cast(pl.String).fill_null("\x00") for c in columns], separator="\x1f")
+    ).to_series()
+    return pl.Series("key", [hashlib.sha1(t.encode()).hexdigest()[:20] for t in text.to_list()], dtype=pl.String)
+
+
+def key_kind(data: DataConfig) -> str:
+    """How `row_keys` identifies a row, recorded with a model so two models' keys are only compared like for like."""
+    return f"id:{data.id_column.name}" if data.id_column is not None else "row content"
 
 
 def read_split(workspace: Workspace, name: str) -> pl.DataFrame:

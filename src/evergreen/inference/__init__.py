@@ -3,14 +3,14 @@
 
 It imports onnxruntime, numpy and polars only (never torch), so the service starts without loading a training
 framework. Scoring runs exactly what evaluation checked: the same `feature_matrix` (raw values in signature order,
-float32, NaN for missing) fed to the exported graph, whose parity with the evaluated torch model the export
-stage gated.
+float32, NaN for missing; string features as codes of their train vocabulary; calendar features derived from the
+timestamp) fed to the exported graph, whose parity with the evaluated torch model the export stage gated.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +19,7 @@ import numpy as np
 import onnxruntime as ort
 import polars as pl
 
-from evergreen.config import DataConfig
+from evergreen.config import DataConfig, DerivedFeature
 from evergreen.errors import ModelError, RegistryError
 
 if TYPE_CHECKING:  # the registry is passed in; importing it here would make every model stage depend on it
@@ -31,6 +31,8 @@ __all__ = [
     "SIGNATURE_FILE",
     "ServingModel",
     "check_compatible",
+    "derive_features",
+    "encode_strings",
     "servable",
     "feature_matrix",
     "load_champion",
@@ -46,8 +48,79 @@ SIGNATURE_FILE = "signature.json"
 CARD_FILE = "model_card.json"  # the registry writes it under the same name
 
 
-def feature_matrix(frame: pl.DataFrame, features: list[str]) -> np.ndarray:
-    """The model's input: raw feature values as float32 [N, F] in the given order; missing values are NaN."""
+_CALENDAR: dict[str, Callable[[pl.Expr], pl.Expr]] = {
+    "year": lambda t: t.dt.year(),
+    "month": lambda t: t.dt.month(),
+    "day_of_week": lambda t: t.dt.weekday(),  # Monday 1 ... Sunday 7
+    "day_of_year": lambda t: t.dt.ordinal_day(),
+    "hour": lambda t: t.dt.hour(),
+}
+
+
+def _spec(feature: DerivedFeature | dict[str, Any]) -> tuple[str, str, str]:
+    if isinstance(feature, DerivedFeature):
+        return feature.name, feature.from_, feature.part
+    return feature["name"], feature["from"], feature["part"]
+
+
+def derive_features(frame: pl.DataFrame, derived: Sequence[DerivedFeature | dict[str, Any]]) -> pl.DataFrame:
+    """`frame` with the declared calendar features added (Int32; null where the timestamp is null).
+
+    The one computation of derived features: training, evaluation, export parity, the service and batch
+    scoring all reach it through `feature_matrix`. `derived` holds `DerivedFeature`s or their signature form
+    (`{"name", "from", "part"}`).
+    """
+    if not derived:
+        return frame
+    specs = [_spec(d) for d in derived]
+    missing = sorted({source for _, source, _ in specs if source not in frame.columns})
+    if missing:
+        raise ModelError(f"derived features need the timestamp column(s) {', '.join(missing)}, which the rows lack")
+    for name, source, part in specs:
+        dtype = frame.schema[source]
+        if not dtype.is_temporal() or (part == "hour" and dtype == pl.Date):
+            raise ModelError(f"derived feature {name!r} ({part} of {source!r}) needs a date or datetime, not {dtype}")
+    return frame.with_columns(_CALENDAR[part](pl.col(src)).cast(pl.Int32).alias(name) for name, src, part in specs)
+
+
+def encode_strings(frame: pl.DataFrame, vocabularies: Mapping[str, Sequence[str]]) -> pl.DataFrame:
+    """String feature columns replaced by their codes: a value's position in its vocabulary (learnt on the
+    train split), as Float32. An unseen value and a missing one become null: NaN in the input matrix, which
+    the network sends to the unknown bucket like any categorical code it did not see in training."""
+    codes = {}
+    for name, vocabulary in vocabularies.items():
+        if name not in frame.columns:
+            continue  # `feature_matrix` names a missing feature column
+        codes[name] = (
+            pl.col(name)
+            .cast(pl.String)
+            .replace_strict(list(vocabulary), list(range(len(vocabulary))), default=None, return_dtype=pl.Float32)
+        )
+    return frame.with_columns(**codes) if codes else frame
+
+
+def feature_matrix(
+    frame: pl.DataFrame,
+    features: list[str],
+    vocabularies: Mapping[str, Sequence[str]] | None = None,
+    derived: Sequence[DerivedFeature | dict[str, Any]] = (),
+) -> np.ndarray:
+    """The model's input: float32 [N, F] in the order of `features`; missing values are NaN.
+
+    The one input builder, shared by training, evaluation, export parity, the service and batch scoring:
+    derived calendar features are computed from the timestamp (`derive_features`), string features become
+    codes through their train vocabularies (`encode_strings`), and every other feature is its raw value.
+    """
+    frame = encode_strings(derive_features(frame, derived), vocabularies or {})
+    missing = [name for name in features if name not in frame.columns]
+    if missing:
+        raise ModelError(f"the rows lack feature column(s): {', '.join(missing)}")
+    unencoded = [name for name in features if frame.schema[name] == pl.String]
+    if unencoded:
+        raise ModelError(
+            f"feature(s) {', '.join(unencoded)} hold strings but the model has no vocabulary for them: "
+            "was the model trained with these columns declared as type str?"
+        )
     return frame.select(pl.col(name).cast(pl.Float32) for name in features).to_numpy().astype(np.float32)
 
 
@@ -69,6 +142,24 @@ class ServingModel:
     @property
     def features(self) -> list[str]:
         return [c["name"] for c in self.signature["input"]["columns"]]
+
+    @property
+    def vocabularies(self) -> dict[str, list[str]]:
+        """The train vocabulary of each string feature: a value's code is its position."""
+        return {c["name"]: c["vocabulary"] for c in self.signature["input"]["columns"] if c.get("type") == "str"}
+
+    @property
+    def derived(self) -> list[dict[str, Any]]:
+        """The derived calendar features the graph takes, as `{"name", "from", "part"}`."""
+        return self.signature["input"].get("derived", [])
+
+    @property
+    def request_columns(self) -> list[str]:
+        """The columns a row must carry to be scored: the non-derived features, then the timestamp(s) that
+        derived features come from."""
+        derived = {d["name"] for d in self.derived}
+        sources = [d["from"] for d in self.derived]
+        return list(dict.fromkeys([n for n in self.features if n not in derived] + sources))
 
     @property
     def task(self) -> str:
@@ -118,7 +209,7 @@ def load_champion(registry: Registry, threads: int | None = None, version: str |
 
 def check_compatible(model: ServingModel, data: DataConfig) -> None:
     """Raise `ModelError` when the graph wants a feature the declaration does not send it."""
-    declared = {c.name for c in data.features}
+    declared = set(data.model_inputs)
     unknown = [name for name in model.features if name not in declared]
     if unknown:
         raise ModelError(
@@ -141,7 +232,7 @@ def servable(data: DataConfig) -> Callable[[Path, str], None]:
 
 def predict(model: ServingModel, frame: pl.DataFrame) -> np.ndarray:
     """Predictions for the rows of `frame`: target units [N] (regression) or class probabilities [N, C]."""
-    return onnx_predict(model.session, feature_matrix(frame, model.features))
+    return onnx_predict(model.session, feature_matrix(frame, model.features, model.vocabularies, model.derived))
 
 
 def predicted_labels(model: ServingModel, output: np.ndarray) -> list[Any]:

@@ -115,6 +115,8 @@ def signature(model: TabularNet) -> dict[str, Any]:
         prep.features[i]: [int(v) if prep.types[i] in ("int", "bool") else v for v in values]
         for i, values in zip(prep.categorical, prep.vocabularies, strict=True)
     }
+    # a string feature's vocabulary is its strings: the service turns each into its position (its code)
+    vocab |= prep.string_vocabularies
     columns = [
         {
             "name": name,
@@ -141,7 +143,10 @@ def signature(model: TabularNet) -> dict[str, Any]:
             "dtype": "float32",
             "shape": ["batch", len(prep.features)],
             "columns": columns,
-            "notes": "raw values in this column order; categoricals as their code values; NaN for missing "
+            # calendar features computed from the timestamp by `inference.derive_features`, never sent
+            "derived": prep.derived,
+            "notes": "raw values in this column order; categoricals as their code values; strings as their "
+            "position in the column's vocabulary; derived columns computed from their timestamp; NaN for missing "
             "(numeric: imputed with the train median; categorical: the unknown bucket, as are unseen values)",
         },
         "output": output,

@@ -12,12 +12,18 @@ from typing import Any
 import numpy as np
 from sklearn import metrics as skm
 
+from evergreen.config import DEFAULT_METRIC
+
 
 @dataclass(frozen=True)
 class Metric:
     name: str  # the key in metrics files (`metrics/eval.json`, the model card, monitoring's performance)
     label: str  # how a person reads it in summaries and dashboards
     lower_is_better: bool
+
+    @property
+    def direction(self) -> str:
+        return "lower is better" if self.lower_is_better else "higher is better"
 
 
 METRICS: dict[str, Metric] = {
@@ -32,9 +38,10 @@ METRICS: dict[str, Metric] = {
         Metric("roc_auc", "ROC AUC", lower_is_better=False),
     )
 }
-# the metric the promotion gate compares, per task (`registry.gate.per_row_loss` aggregates to exactly this)
-GATED: dict[str, str] = {"regression": "rmse", "classification": "log_loss"}
-# the metric monitoring computes on labelled windows, per task (the policy's performance check and dashboards)
+# the metric the promotion gate and the policy's performance rule judge by when `promote.metric` is not declared
+# (`PromoteConfig.metric_for`); params.yaml says why these defaults
+GATED: dict[str, str] = DEFAULT_METRIC
+# the metric monitoring's dashboard panel shows on labelled windows, per task
 MONITORED: dict[str, str] = {"regression": "rmse", "classification": "accuracy"}
 
 
@@ -47,16 +54,28 @@ def metric(name: str) -> Metric:
 
 
 def worsening(name: str, value: float, reference: float) -> float:
-    """Relative change of `value` against `reference`, signed so that a positive number is worse."""
-    change = value / reference - 1
+    """Relative change of `value` against `reference`, signed so that a positive number is worse.
+
+    Relative to |reference|, so a metric that can be negative (R2) keeps its direction."""
+    change = (value - reference) / max(abs(reference), 1e-12)
     return change if metric(name).lower_is_better else -change
 
 
 def within_margin(name: str, value: float, reference: float, margin: float) -> bool:
-    """True when `value` is not worse than `reference` by more than the relative `margin`."""
+    """True when `value` is not worse than `reference` by more than the relative `margin` (of |reference|)."""
     if metric(name).lower_is_better:
-        return value <= reference * (1 + margin)
-    return value >= reference * (1 - margin)
+        return value <= reference + abs(reference) * margin
+    return value >= reference - abs(reference) * margin
+
+
+def best(name: str, values: dict[str, float | None]) -> tuple[str, float] | None:
+    """The (key, value) with the best value of metric `name`, ignoring None; None when there is none."""
+    known = {k: v for k, v in values.items() if v is not None}
+    if not known:
+        return None
+    pick = min if metric(name).lower_is_better else max
+    key = pick(known, key=lambda k: known[k])
+    return key, known[key]
 
 
 def regression_metrics(actual: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
@@ -96,6 +115,60 @@ def classification_metrics(actual: np.ndarray, probabilities: np.ndarray, classe
         "log_loss": float(skm.log_loss(actual, probabilities, labels=labels)),
         "roc_auc": roc_auc,
     }
+
+
+def per_class_metrics(actual: np.ndarray, probabilities: np.ndarray, classes: list[Any]) -> dict[str, dict[str, float]]:
+    """Precision, recall, F1 and support of each class (label as text), predicting the most probable class."""
+    predicted = np.asarray(probabilities).argmax(axis=1)
+    labels = list(range(len(classes)))
+    precision, recall, f1, support = skm.precision_recall_fscore_support(
+        np.asarray(actual), predicted, labels=labels, zero_division=0
+    )
+    return {
+        str(label): {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(n)}
+        for label, p, r, f, n in zip(classes, precision, recall, f1, support, strict=True)
+    }
+
+
+def resampled(name: str, actual: np.ndarray, output: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Metric `name` on each bootstrap resample: `idx` is [samples, n] row indices; one value per resample.
+
+    `actual` holds values (regression) or class indices; `output` predictions or class probabilities. The same
+    definitions as `score`, vectorised where they decompose (ROC AUC is computed resample by resample).
+    """
+    actual, output = np.asarray(actual), np.asarray(output, dtype=np.float64)
+    if name in ("rmse", "mae", "r2"):
+        error = output[idx] - actual[idx]
+        if name == "rmse":
+            return np.sqrt(np.mean(error**2, axis=1))
+        if name == "mae":
+            return np.mean(np.abs(error), axis=1)
+        y = actual[idx].astype(np.float64)
+        return 1 - np.sum(error**2, axis=1) / np.maximum(
+            np.sum((y - y.mean(axis=1, keepdims=True)) ** 2, axis=1), 1e-12
+        )
+    k = output.shape[1]
+    truth, predicted = actual[idx].astype(np.int64), output.argmax(axis=1)[idx]
+    if name == "accuracy":
+        return np.mean(truth == predicted, axis=1)
+    if name == "log_loss":
+        probabilities = np.clip(output, 1e-12, 1.0)
+        probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)
+        return np.mean(-np.log(probabilities[idx, truth]), axis=1)
+    if name == "f1_macro":
+        samples = np.arange(idx.shape[0])[:, None]
+        counts = np.bincount((samples * k * k + truth * k + predicted).ravel(), minlength=idx.shape[0] * k * k)
+        confusion = counts.reshape(idx.shape[0], k, k)  # [sample, actual, predicted]
+        tp = np.diagonal(confusion, axis1=1, axis2=2)
+        fp, fn = confusion.sum(axis=1) - tp, confusion.sum(axis=2) - tp
+        # 0 where a class is neither present nor predicted, as sklearn's zero_division=0 over all labels
+        f1 = np.divide(2 * tp, 2 * tp + fp + fn, out=np.zeros(tp.shape), where=(2 * tp + fp + fn) > 0)
+        return f1.mean(axis=1)
+    if name == "roc_auc":
+        classes = list(range(k))
+        values = [classification_metrics(actual[row], output[row], classes)["roc_auc"] for row in idx]
+        return np.array([np.nan if v is None else v for v in values])
+    raise KeyError(f"unknown metric {name!r}; known: {', '.join(METRICS)}")
 
 
 def score(task: str, actual: np.ndarray, output: np.ndarray, classes: list[Any] | None = None) -> dict[str, Any]:

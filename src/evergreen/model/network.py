@@ -1,8 +1,20 @@
-"""The tabular network: preprocessing buffers, embeddings and an MLP (or a few, averaged), in one module.
+"""The tabular network: preprocessing buffers, a model family (`model.type`) or an ensemble of them, one module.
 
 Input: float32 [N, F] of raw feature values in `prep.features` order (categoricals as their code values,
 missing values as NaN). Output: predictions in target units [N] (regression) or class probabilities
-[N, C] (classification). The same forward runs in training, evaluation and the exported ONNX graph.
+[N, C] (classification, with the temperature fitted on the valid split). The same forward runs in training,
+evaluation and the exported ONNX graph.
+
+Families (each member of an ensemble is one of them, all fed by `TabularNet.encode`):
+- `mlp`: embeddings of the categorical fields, concatenated with the normalised numerics, into an MLP;
+- `resnet`: the same inputs, a linear map to `d_main`, then `n_blocks` residual blocks
+  x + Dropout(Linear(Dropout(act(Linear(LayerNorm(x)))))) and a LayerNorm-act-Linear head (Gorishniy et al.
+  2021, "Revisiting Deep Learning Models for Tabular Data"; LayerNorm, not their BatchNorm, so a row's output
+  does not depend on its batch and a last batch of one row trains);
+- `ft_transformer`: one `d_token` token per numeric feature (value * weight + bias) and per categorical field
+  (an embedding), plus a learnt [CLS] token, through a pre-norm `nn.TransformerEncoder`; the head reads [CLS].
+Crosses are categorical fields like any other (one more embedding input, or one more token). Additive
+features skip the family and are added to its output, in every family.
 """
 
 from __future__ import annotations
@@ -17,7 +29,6 @@ from torch import nn
 
 from evergreen.config import ModelConfig
 from evergreen.errors import ModelError
-from evergreen.inference import feature_matrix
 from evergreen.model.preprocess import Preprocessing
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -27,28 +38,19 @@ _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,
 }
 
+Columns = tuple[list[int], list[int]]  # (positions among the numeric columns, among the embedding fields)
+
 
 class _Member(nn.Module):
-    """One network of the ensemble: its own embeddings and MLP, plus the additive terms (model.additive)."""
+    """One network of the ensemble: a family's `body` over the deep inputs, plus the additive terms."""
 
-    def __init__(self, n_codes: int, deep: tuple[list[int], list[int]], additive: tuple[list[int], list[int]],
-                 config: ModelConfig, n_out: int) -> None:  # fmt: skip
+    def __init__(self, deep: Columns, additive: Columns) -> None:
         super().__init__()
-        # (numeric columns, embedding fields) that go through the MLP, and those added to its output
         self.deep_numeric, self.deep_fields = deep
         self.additive_numeric, self.additive_fields = additive
-        self.embedding = nn.Embedding(max(n_codes, 1), config.embedding_dim)
-        layers: list[nn.Module] = []
-        width = len(self.deep_fields) * config.embedding_dim + len(self.deep_numeric)
-        for hidden in config.hidden:
-            layers += [
-                nn.Linear(width, hidden),
-                _ACTIVATIONS[config.activation](),
-                nn.Dropout(config.dropout),
-            ]
-            width = hidden
-        layers.append(nn.Linear(width, n_out))
-        self.mlp = nn.Sequential(*layers)
+
+    def _init_additive(self, n_codes: int, n_out: int) -> None:
+        # created after the body, so that a family's initialisation draws the same random numbers as before
         if self.additive_numeric:
             self.additive_linear = nn.Linear(len(self.additive_numeric), n_out, bias=False)
             nn.init.zeros_(self.additive_linear.weight)
@@ -56,16 +58,112 @@ class _Member(nn.Module):
             self.additive_embedding = nn.Embedding(max(n_codes, 1), n_out)
             nn.init.zeros_(self.additive_embedding.weight)
 
-    def forward(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    def body(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """The family's output [N, outputs] from all normalised numerics and all embedding row indices."""
+        raise NotImplementedError
+
+    def _concatenated(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """mlp and resnet inputs: the deep numerics and the flattened embeddings of the deep fields."""
         parts = [numeric[:, self.deep_numeric]]
         if self.deep_fields:
             parts.append(self.embedding(codes[:, self.deep_fields]).flatten(1))
-        out = self.mlp(torch.cat(parts, dim=1))
+        return torch.cat(parts, dim=1)
+
+    def forward(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        out = self.body(numeric, codes)
         if self.additive_numeric:
             out = out + self.additive_linear(numeric[:, self.additive_numeric])
         if self.additive_fields:
             out = out + self.additive_embedding(codes[:, self.additive_fields]).sum(dim=1)
         return out
+
+
+class _MLP(_Member):
+    def __init__(self, n_codes: int, deep: Columns, additive: Columns, config: ModelConfig, n_out: int) -> None:
+        super().__init__(deep, additive)
+        self.embedding = nn.Embedding(max(n_codes, 1), config.embedding_dim)
+        layers: list[nn.Module] = []
+        width = len(self.deep_fields) * config.embedding_dim + len(self.deep_numeric)
+        for hidden in config.hidden:
+            layers += [nn.Linear(width, hidden), _ACTIVATIONS[config.activation](), nn.Dropout(config.dropout)]
+            width = hidden
+        layers.append(nn.Linear(width, n_out))
+        self.mlp = nn.Sequential(*layers)
+        self._init_additive(n_codes, n_out)
+
+    def body(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self._concatenated(numeric, codes))
+
+
+class _ResNet(_Member):
+    def __init__(self, n_codes: int, deep: Columns, additive: Columns, config: ModelConfig, n_out: int) -> None:
+        super().__init__(deep, additive)
+        self.embedding = nn.Embedding(max(n_codes, 1), config.embedding_dim)
+        width, hidden = config.d_main, max(1, round(config.d_main * config.ffn_factor))
+        activation = _ACTIVATIONS[config.activation]
+        self.first = nn.Linear(len(self.deep_fields) * config.embedding_dim + len(self.deep_numeric), width)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(
+                nn.LayerNorm(width),
+                nn.Linear(width, hidden),
+                activation(),
+                nn.Dropout(config.dropout),
+                nn.Linear(hidden, width),
+                nn.Dropout(config.residual_dropout),
+            )
+            for _ in range(config.n_blocks)
+        )
+        self.head = nn.Sequential(nn.LayerNorm(width), activation(), nn.Linear(width, n_out))
+        self._init_additive(n_codes, n_out)
+
+    def body(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        x = self.first(self._concatenated(numeric, codes))
+        for block in self.blocks:
+            x = x + block(x)
+        return self.head(x)
+
+
+class _FTTransformer(_Member):
+    def __init__(self, n_codes: int, deep: Columns, additive: Columns, config: ModelConfig, n_out: int) -> None:
+        super().__init__(deep, additive)
+        d = config.d_token
+        bound = d**-0.5  # the feature tokenizer's initialisation in Gorishniy et al.
+        self.numeric_weight = nn.Parameter(torch.empty(len(self.deep_numeric), d).uniform_(-bound, bound))
+        self.numeric_bias = nn.Parameter(torch.empty(len(self.deep_numeric), d).uniform_(-bound, bound))
+        self.embedding = nn.Embedding(max(n_codes, 1), d)
+        nn.init.uniform_(self.embedding.weight, -bound, bound)
+        self.cls = nn.Parameter(torch.empty(d).uniform_(-bound, bound))
+        layer = nn.TransformerEncoderLayer(
+            d,
+            config.heads,
+            dim_feedforward=max(1, round(d * config.ffn_factor)),
+            dropout=config.dropout,
+            activation=_ACTIVATIONS[config.activation](),
+            batch_first=True,
+            norm_first=True,  # pre-norm: stable without warm-up tricks, as the paper recommends
+        )
+        # the layer has one dropout for everything: split it into attention, feed-forward and residual
+        layer.self_attn.dropout = config.attention_dropout
+        layer.dropout1 = nn.Dropout(config.residual_dropout)
+        layer.dropout2 = nn.Dropout(config.residual_dropout)
+        # no nested tensors: every row has every token, and the plain path is what exports to ONNX
+        self.encoder = nn.TransformerEncoder(layer, config.n_blocks, enable_nested_tensor=False)
+        activation = _ACTIVATIONS[config.activation]
+        self.head = nn.Sequential(nn.LayerNorm(d), activation(), nn.Linear(d, n_out))
+        self._init_additive(n_codes, n_out)
+
+    def body(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        tokens = [
+            self.cls.expand(numeric.shape[0], 1, -1),
+            numeric[:, self.deep_numeric].unsqueeze(-1) * self.numeric_weight + self.numeric_bias,
+        ]
+        if self.deep_fields:
+            tokens.append(self.embedding(codes[:, self.deep_fields]))
+        x = self.encoder(torch.cat(tokens, dim=1))
+        return self.head(x[:, 0])  # the [CLS] token
+
+
+_FAMILIES: dict[str, type[_Member]] = {"mlp": _MLP, "resnet": _ResNet, "ft_transformer": _FTTransformer}
 
 
 class TabularNet(nn.Module):
@@ -99,9 +197,12 @@ class TabularNet(nn.Module):
 
         deep = (positions(numeric_names, False), positions(field_names, False))
         additive = (positions(numeric_names, True), positions(field_names, True))
-        self.members = nn.ModuleList(
-            _Member(sum(field_sizes), deep, additive, config, n_out) for _ in range(config.ensemble)
-        )
+        family = _FAMILIES[config.type]
+        self.members = nn.ModuleList(family(sum(field_sizes), deep, additive, config, n_out)
+                                     for _ in range(config.ensemble))  # fmt: skip
+        # classification: logits are divided by this before the softmax; fitted on the valid split after
+        # training (`evergreen.model.train.fit_temperature`), 1 until then and for regression
+        self.register_buffer("temperature", torch.ones(()))
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw [N, F] → normalised numerics [N, Fn] and embedding row indices [N, fields]."""
@@ -130,7 +231,7 @@ class TabularNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.member_outputs(x).float()
         if self.prep.task == "classification":
-            return torch.softmax(out, dim=-1).mean(dim=0)
+            return torch.softmax(out / self.temperature, dim=-1).mean(dim=0)
         y = out[..., 0] * self.prep.target_std + self.prep.target_mean
         if self.prep.target_transform == "log1p":
             y = torch.exp(y) - 1  # not expm1: the TorchScript ONNX exporter has no symbol for it
@@ -139,13 +240,13 @@ class TabularNet(nn.Module):
     @torch.no_grad()
     def predict(self, frame: pl.DataFrame, batch_size: int = 65536) -> np.ndarray:
         """Predictions for a polars frame: target units [N] (regression) or class probabilities [N, C]."""
-        missing = [name for name in self.prep.features if name not in frame.columns]
+        missing = [name for name in self.prep.input_columns if name not in frame.columns]
         if missing:
             raise ModelError(f"the frame lacks feature column(s): {', '.join(missing)}")
         was_training = self.training
         self.eval()
         device = next(self.parameters()).device
-        x = torch.from_numpy(feature_matrix(frame, self.prep.features))
+        x = torch.from_numpy(self.prep.matrix(frame))
         out = [self(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)]
         self.train(was_training)
         if not out:
@@ -172,5 +273,7 @@ class TabularNet(nn.Module):
             raise ModelError(f"{path}: no such model file (run `evergreen stage train` first)")
         saved = torch.load(path, map_location="cpu", weights_only=True)
         net = cls(Preprocessing.from_dict(saved["preprocessing"]), ModelConfig(**saved["config"]), saved["params"])
-        net.load_state_dict(saved["state_dict"])
+        state = saved["state_dict"]
+        state.setdefault("temperature", torch.ones(()))  # a model saved before temperature scaling existed
+        net.load_state_dict(state)
         return net.eval()

@@ -1,9 +1,10 @@
 """Preprocessing fitted on the training split only; the network carries it as buffers (no train/serve skew).
 
-The model's input is one float32 matrix of raw feature values in declared order: numeric columns as they are,
-categorical columns as their code values. `fit_preprocessing` learns what the network needs to turn that
-matrix into model inputs: means, standard deviations and medians of numeric columns, the vocabulary of each
-categorical column (unseen values fall into an unknown bucket), and the target transform.
+The model's input is one float32 matrix of feature values in declared order (`inference.feature_matrix`): numeric
+columns as they are, categorical columns as their code values, string columns as their position in the train
+vocabulary, then the calendar features derived from the timestamp. `fit_preprocessing` learns what the network
+needs to turn that matrix into model inputs: means, standard deviations and medians of numeric columns, the
+vocabulary of each categorical column (unseen values fall into an unknown bucket), and the target transform.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import polars as pl
 
 from evergreen.config import DataConfig, ModelConfig
 from evergreen.errors import ModelError
+from evergreen.inference import derive_features, encode_strings, feature_matrix
 
 Task = Literal["regression", "classification"]
 
@@ -41,6 +43,10 @@ class Preprocessing:
     target_std: float = 1.0  # of the transformed target (regression)
     target_scale: float = 1.0  # std of the raw train target, the unit of the export parity gate
     classes: list[Any] = field(default_factory=list)  # class labels (classification), output order
+    # per string feature, its sorted train values: a value's code is its position (`inference.encode_strings`)
+    string_vocabularies: dict[str, list[str]] = field(default_factory=dict)
+    # calendar features computed from the timestamp, as {"name", "from", "part"} (`inference.derive_features`)
+    derived: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def numeric(self) -> list[int]:
@@ -49,6 +55,18 @@ class Preprocessing:
     @property
     def categorical(self) -> list[int]:
         return [i for i, k in enumerate(self.kinds) if k == "categorical"]
+
+    @property
+    def input_columns(self) -> list[str]:
+        """The columns rows must carry to be scored: non-derived features, then the derived ones' timestamp."""
+        derived = {d["name"] for d in self.derived}
+        sources = [d["from"] for d in self.derived]
+        return list(dict.fromkeys([n for n in self.features if n not in derived] + sources))
+
+    def matrix(self, frame: pl.DataFrame) -> np.ndarray:
+        """The network's input for `frame`: `inference.feature_matrix` with this model's vocabularies and
+        derived features, the same call the service makes with the exported signature."""
+        return feature_matrix(frame, self.features, self.string_vocabularies, self.derived)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,16 +87,24 @@ def check_frame(frame: pl.DataFrame, needed: list[str], split: str) -> None:
 
 def fit_preprocessing(frame: pl.DataFrame, data: DataConfig, model: ModelConfig) -> Preprocessing:
     """Learn normalisation, vocabularies and target transform from the training split."""
-    check_frame(frame, [c.name for c in data.features] + [data.target.name], "train")
-    features = data.features
-    for column in features:
-        if column.type not in ("int", "float", "bool"):
+    derived = [{"name": d.name, "from": d.from_, "part": d.part} for d in data.derived]
+    sources = [d.from_ for d in data.derived]
+    check_frame(frame, list(dict.fromkeys([c.name for c in data.features] + sources + [data.target.name])), "train")
+    for column in data.features:
+        if column.type not in ("int", "float", "bool", "str"):
             raise ModelError(
-                f"feature {column.name!r} has type {column.type}: the model takes numeric codes only "
-                "(int, float, bool); encode it as integers in the data declaration"
+                f"feature {column.name!r} has type {column.type}: the model takes numbers, bools and strings; "
+                "declare a date as the timestamp and derive calendar features from it (data.derived)"
             )
-    numeric = [c.name for c in features if c.kind == "numeric"]
-    categorical = [c.name for c in features if c.kind == "categorical"]
+    string_vocabularies = {
+        c.name: sorted(frame[c.name].drop_nulls().unique().to_list()) for c in data.features if c.type == "str"
+    }
+    # strings as codes and calendar features computed: from here on every input column is a number
+    frame = encode_strings(derive_features(frame, derived), string_vocabularies)
+    features = [(c.name, c.kind or "numeric", c.type) for c in data.features]
+    features += [(d.name, d.kind or "numeric", "int") for d in data.derived]
+    numeric = [name for name, kind, _ in features if kind == "numeric"]
+    categorical = [name for name, kind, _ in features if kind == "categorical"]
     stats = frame.select(
         *(pl.col(n).cast(pl.Float64).mean().alias(f"mean_{n}") for n in numeric),
         *(pl.col(n).cast(pl.Float64).std().alias(f"std_{n}") for n in numeric),
@@ -99,7 +125,7 @@ def fit_preprocessing(frame: pl.DataFrame, data: DataConfig, model: ModelConfig)
             raise ModelError(f"model.crosses[{i}]: {', '.join(unknown)} is not a categorical feature")
         crosses.append([categorical.index(n) for n in cross])
 
-    names = [c.name for c in features]
+    names = [name for name, _, _ in features]
     for i, name in enumerate(model.additive):
         if name not in names:
             raise ModelError(f"model.additive[{i}]: {name!r} is not a feature")
@@ -128,14 +154,16 @@ def fit_preprocessing(frame: pl.DataFrame, data: DataConfig, model: ModelConfig)
     return Preprocessing(
         task=data.task,
         target=data.target.name,
-        features=[c.name for c in features],
-        kinds=[c.kind or "numeric" for c in features],
-        types=[c.type for c in features],
+        features=names,
+        kinds=[kind for _, kind, _ in features],
+        types=[column_type for _, _, column_type in features],
         numeric_mean=[_finite(stats[f"mean_{n}"], 0.0) for n in numeric],
         numeric_std=[s if s > 0 else 1.0 for s in stds],
         numeric_fill=[_finite(stats[f"median_{n}"], 0.0) for n in numeric],
         vocabularies=vocabularies,
         crosses=crosses,
+        string_vocabularies=string_vocabularies,
+        derived=derived,
         **kwargs,
     )
 

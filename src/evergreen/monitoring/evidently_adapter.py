@@ -15,14 +15,22 @@ What the report holds:
 - data quality: missing values per column (`MissingValueCount`); the summary's `null_share` is computed with
   polars on the whole window;
 - when labels have arrived through feedback, Evidently's `RegressionPreset` or `ClassificationPreset` on the
-  labelled rows (current) against the reference rows (in-sample). Performance per model version is computed
-  here with numpy (Evidently's `GroupBy` returned the ungrouped value for legacy-backed metrics such as RMSE).
+  labelled rows (current) against the reference rows (in-sample). For classification the preset gets the
+  class probabilities too (log loss, ROC AUC) when both frames carry them (`probabilities`, a JSON list in the
+  model's class order, as the prediction log keeps it).
+
+Performance per model version (the summary's `performance`) is computed here with the project's own metric
+functions (`evergreen.model.metrics`), the ones evaluation and the gate use, so a window's number means what
+the model card's number means: RMSE, MAE, R2 for regression; accuracy, macro F1 and, where the log kept the
+served probabilities, log loss and ROC AUC for classification. (Evidently's `GroupBy` returns the ungrouped
+value for every regression and classification metric in 0.7.23, checked: it cannot split by version.)
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +48,12 @@ from sklearn import metrics as skm
 
 from evergreen.config import Column, DataConfig, MonitorConfig
 from evergreen.data.schema import EVENT_TIME
-from evergreen.model.metrics import METRICS, MONITORED, regression_metrics
+from evergreen.model.metrics import METRICS, MONITORED, classification_metrics, regression_metrics
 from evergreen.monitoring.summary import ColumnDrift, MonitorSummary, Performance
 from evergreen.serving.log import LogColumns
 
 PREDICTION = LogColumns.PREDICTION
+PROBABILITIES = LogColumns.PROBABILITIES
 LABEL = LogColumns.LABEL
 VERSION = LogColumns.MODEL_VERSION
 TIME = LogColumns.TIME
@@ -52,7 +61,16 @@ TIME = LogColumns.TIME
 LOG_METADATA = LogColumns.METADATA
 _VALUE_DRIFT = "evidently:metric_v2:ValueDrift"
 _DRIFTED_COUNT = "evidently:metric_v2:DriftedColumnsCount"
-_EVIDENTLY_METRIC = {"rmse": "RMSE", "accuracy": "Accuracy"}  # Evidently's name of each monitored metric
+# Evidently's name of each metric Evergreen can judge by (its dashboards plot Evidently's value over the window)
+_EVIDENTLY_METRIC = {
+    "rmse": "RMSE",
+    "mae": "MAE",
+    "r2": "R2Score",
+    "accuracy": "Accuracy",
+    "f1_macro": "F1Score",
+    "log_loss": "LogLoss",
+    "roc_auc": "RocAuc",
+}
 _MAX_CATEGORICAL_NUMERIC = 5  # Evidently treats numeric columns with this many values or fewer as categorical
 
 
@@ -65,14 +83,21 @@ def compute_report(
     champion: str | None = None,
     reference_metrics: dict[str, Any] | None = None,
     seed: int = 0,
+    metric: str | None = None,
+    classes: Mapping[str, Sequence[Any]] | None = None,
 ) -> tuple[MonitorSummary, Snapshot | None]:
     """Compare the current window of the prediction log with the champion's reference sample.
 
-    `reference` is the registry's `reference.parquet` (clean layout plus `prediction`); `current` is a window
-    of `read_log` (features plus request metadata, `label` null until feedback). Windows (and references)
-    longer than `config.max_rows` are sampled with `seed` before the drift check. Declared features absent
-    from the window, or without a single value in it, are listed in `missing_columns` and not judged.
-    An empty window gives a summary with `rows=0` and no snapshot.
+    `reference` is the registry's `reference.parquet` (clean layout plus `prediction`, and for classification
+    `probabilities` when the caller added them); `current` is a window of `read_log` (features plus request
+    metadata, `label` null until feedback). Windows (and references) longer than `config.max_rows` are sampled
+    with `seed` before the drift check. Declared features absent from the window, or without a single value in
+    it, are listed in `missing_columns` and not judged. An empty window gives a summary with `rows=0` and no
+    snapshot.
+
+    `metric` is the metric monitoring judges by (the declared `promote.metric`; the task's default when None).
+    `classes` maps a model version to its class labels in output order (its signature): how the log's
+    probabilities are read. A version without them is judged on its predicted labels only.
     """
     features = [c for c in data.features if _judgeable(c.name, reference, current)]
     missing = [c.name for c in data.features if c not in features]
@@ -85,8 +110,9 @@ def compute_report(
         "missing_columns": missing,
         "unexpected_columns": [c for c in current.columns if c not in known],
         "null_share": _null_share(current, [c.name for c in data.features if c.name in current.columns]),
-        "performance": _performance(current, data.task),
+        "performance": _performance(current, data.task, classes or {}),
         "reference_metrics": _floats(reference_metrics or {}),
+        "metric": metric or MONITORED[data.task],
     }
     if current.height == 0 or not features:
         return MonitorSummary(**summary_base), None
@@ -99,8 +125,11 @@ def compute_report(
     columns = [c.name for c in features] + ([PREDICTION] if has_prediction else []) + ([target] if labelled else [])
     ref_pd = _to_pandas(ref, columns, features, data)
     cur_pd = _to_pandas(cur, columns, features, data)
-    classes = _classes(data, ref_pd, cur_pd) if labelled and data.task == "classification" else []
-    definition = _definition(features, data, has_prediction, labelled, classes)
+    labels = _classes(data, ref_pd, cur_pd) if labelled and data.task == "classification" else []
+    probas = _probability_columns(ref, cur, champion, classes or {}, labels, columns) if labels else []
+    if probas:
+        ref_pd, cur_pd = (_with_probabilities(f, p, probas) for f, p in ((ref, ref_pd), (cur, cur_pd)))
+    definition = _definition(features, data, has_prediction, labelled, labels, probas)
 
     methods = {c.name: _method(c.name, c.kind == "numeric", ref, cur) for c in features}
     policy = config.policy
@@ -123,12 +152,20 @@ def compute_report(
         )
     metrics += [MissingValueCount(column=name) for name in columns if name != target]
     if labelled and has_prediction:
-        metrics.append(RegressionPreset() if data.task == "regression" else ClassificationPreset())
+        if data.task == "regression":
+            metrics.append(RegressionPreset())
+        elif _evidently_can_classify(ref_pd, cur_pd, target, labels):
+            metrics.append(ClassificationPreset())
 
     window = summary_base["window_end"]
     report = Report(
         metrics,
-        metadata={"champion": champion or "", "task": data.task, "rows": str(current.height)},
+        metadata={
+            "champion": champion or "",
+            "task": data.task,
+            "rows": str(current.height),
+            "metric": summary_base["metric"],
+        },
         tags=[champion] if champion else [],
         include_tests=True,  # the ValueDrift tests carry Evidently's drift decision per column
     )
@@ -206,17 +243,88 @@ def _method(name: str, numeric: bool, reference: pl.DataFrame, current: pl.DataF
 
 def _classes(data: DataConfig, reference: Any, current: Any) -> list[str]:
     """The class labels as text (how `_to_pandas` passes them), declared order first."""
-    declared = [str(v).lower() if isinstance(v, bool) else str(v) for v in data.target.allowed or []]
+    declared = [_text(v) for v in data.target.allowed or []]
     target = data.target.name
     seen = set(reference[target].dropna()) | set(current[target].dropna())
     seen |= set(reference[PREDICTION].dropna()) | set(current[PREDICTION].dropna())
     return declared + sorted(seen - set(declared))
 
 
+def _evidently_can_classify(reference: Any, current: Any, target: str, classes: list[str]) -> bool:
+    """Whether Evidently 0.7.23's `ClassificationPreset` can score these frames (checked by hand).
+
+    It raises (`KeyError`, or "Cannot compute TPR") on windows a small or skewed stream produces every day:
+    binary, when a frame's labels hold one class only; multiclass, when the window holds two classes or fewer
+    (labels and predictions together), or when a class appears that the reference's labels lack. Such a
+    window's report leaves the preset out; the per-version performance in the summary is computed anyway.
+    """
+    seen = [set(f[target].dropna()) | set(f[PREDICTION].dropna()) for f in (reference, current)]
+    if len(classes) == 2:
+        return all(set(f[target].dropna()) == set(classes) for f in (reference, current))
+    return len(seen[1]) > 2 and seen[0] | seen[1] <= set(reference[target].dropna())
+
+
+def _probability_columns(
+    reference: pl.DataFrame,
+    current: pl.DataFrame,
+    champion: str | None,
+    classes: Mapping[str, Sequence[Any]],
+    labels: list[str],
+    columns: list[str],
+) -> list[str]:
+    """The class labels (as text) to pass Evidently as probability columns, or [] when it cannot have them.
+
+    Both frames must carry `probabilities` for every row, every labelled row of the window must come from a
+    version with the champion's classes (one column per class means one class order), every label must be
+    one of them, and no class may share its name with a column Evidently already has: Evidently names a
+    multiclass probability column after its class.
+    """
+    order = [_text(c) for c in classes.get(champion or "", [])]
+    if not order or not set(labels) <= set(order) or set(order) & set(columns):
+        return []
+    versions = set(current[VERSION].unique().to_list()) if VERSION in current.columns else set()
+    if any([_text(c) for c in classes.get(str(v), [])] != order for v in versions):
+        return []
+    for frame in (reference, current):
+        if PROBABILITIES not in frame.columns or frame[PROBABILITIES].null_count():
+            return []
+    return order
+
+
+def _with_probabilities(frame: pl.DataFrame, pandas_frame: Any, order: list[str]) -> Any:
+    """`pandas_frame` plus one column per class (named after it) from `frame`'s probabilities."""
+    matrix = _probability_matrix(frame[PROBABILITIES], len(order))
+    out = pandas_frame.copy()
+    for i, name in enumerate(order):
+        out[name] = matrix[:, i]
+    return out
+
+
+def _probability_matrix(column: pl.Series, width: int) -> np.ndarray:
+    """The JSON lists of a `probabilities` column as an [N, width] float array (NaN where a row has none)."""
+    values = column.cast(pl.String).str.json_decode(pl.List(pl.Float64))
+    rows = [v if v is not None and len(v) == width else [np.nan] * width for v in values.to_list()]
+    return np.asarray(rows, dtype=np.float64).reshape(len(rows), width)
+
+
+def _text(value: Any) -> str:
+    """A class label as text, the way `_to_pandas` passes labels to Evidently (and compares them)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # a label logged as 1.0 is the class 1
+    return str(value)
+
+
 def _definition(
-    features: list[Column], data: DataConfig, prediction: bool, labelled: bool, classes: list[str]
+    features: list[Column],
+    data: DataConfig,
+    prediction: bool,
+    labelled: bool,
+    classes: list[str],
+    probas: list[str],
 ) -> DataDefinition:
-    numeric = [c.name for c in features if c.kind == "numeric"]
+    numeric = [c.name for c in features if c.kind == "numeric"] + probas
     categorical = [c.name for c in features if c.kind != "numeric"]
     outcome = ([PREDICTION] if prediction else []) + ([data.target.name] if labelled else [])
     if data.task == "regression":
@@ -230,11 +338,17 @@ def _definition(
             tasks["regression"] = [Regression(target=target, prediction=PREDICTION)]
         else:
             # two classes are binary for Evidently, which then needs the positive one: the last declared
-            task = (
-                BinaryClassification(target=target, prediction_labels=PREDICTION, pos_label=classes[-1])
-                if len(classes) == 2
-                else MulticlassClassification(target=target, prediction_labels=PREDICTION)
-            )
+            # (the model's last class when probabilities come with the labels: its probability column is used)
+            if len(classes) == 2:
+                positive = probas[-1] if probas else classes[-1]
+                probability = positive if probas else None
+                task = BinaryClassification(
+                    target=target, prediction_labels=PREDICTION, pos_label=positive, prediction_probas=probability
+                )
+            else:
+                task = MulticlassClassification(
+                    target=target, prediction_labels=PREDICTION, prediction_probas=probas or None
+                )
             tasks["classification"] = [task]
     return DataDefinition(numerical_columns=numeric, categorical_columns=categorical, **tasks)
 
@@ -252,7 +366,7 @@ def _to_pandas(frame: pl.DataFrame, columns: list[str], features: list[Column], 
     return frame.select(cast(c) for c in columns).to_pandas()
 
 
-def _performance(current: pl.DataFrame, task: str) -> list[Performance]:
+def _performance(current: pl.DataFrame, task: str, classes: Mapping[str, Sequence[Any]]) -> list[Performance]:
     """Quality of each model version on the labelled rows of the whole window (not the drift sample)."""
     if not {LABEL, PREDICTION, VERSION} <= set(current.columns):
         return []
@@ -263,14 +377,33 @@ def _performance(current: pl.DataFrame, task: str) -> list[Performance]:
             actual, predicted = group[LABEL].cast(pl.Float64), group[PREDICTION].cast(pl.Float64)
             metrics = regression_metrics(actual.to_numpy(), predicted.to_numpy())
         else:
-            actual_s, predicted_s = group[LABEL].cast(pl.String), group[PREDICTION].cast(pl.String)
-            metrics = {
-                "accuracy": float(skm.accuracy_score(actual_s, predicted_s)),
-                "f1_macro": float(skm.f1_score(actual_s, predicted_s, average="macro", zero_division=0)),
-            }
-        metrics = {k: v for k, v in metrics.items() if not np.isnan(v)}  # r2 of a single row is undefined
+            metrics = _classification(group, list(classes.get(str(version), [])))
+        metrics = {k: v for k, v in metrics.items() if v is not None and not np.isnan(v)}  # undefined: left out
         out.append(Performance(model_version=str(version), rows=group.height, metrics=metrics))
     return out
+
+
+def _classification(group: pl.DataFrame, classes: list[Any]) -> dict[str, float | None]:
+    """One version's classification metrics: from the served probabilities when the log kept them for every
+    row and the version's classes are known (as evaluation computes them), else from the predicted labels.
+
+    A label the model has no class for counts as a miss with probability zero (clipped, as log loss does).
+    """
+    actual = [_text(v) for v in group[LABEL].to_list()]
+    if classes and PROBABILITIES in group.columns and group[PROBABILITIES].null_count() == 0:
+        probabilities = _probability_matrix(group[PROBABILITIES], len(classes))
+        if not np.isnan(probabilities).any():
+            order = [_text(c) for c in classes]
+            order += sorted(set(actual) - set(order))  # labels outside the model's classes: columns of zeros
+            padded = np.zeros((len(actual), len(order)))
+            padded[:, : len(classes)] = probabilities
+            index = {label: i for i, label in enumerate(order)}
+            return classification_metrics(np.array([index[a] for a in actual]), padded, order)
+    predicted = [_text(v) for v in group[PREDICTION].to_list()]
+    return {
+        "accuracy": float(skm.accuracy_score(actual, predicted)),
+        "f1_macro": float(skm.f1_score(actual, predicted, average="macro", zero_division=0)),
+    }
 
 
 # -------------------------------------------------------------------------------------------------- parse
@@ -337,7 +470,7 @@ def list_snapshots(workspace_dir: Path | str, project_name: str) -> list[str]:
 def _add_panels(project: Any, snapshot: Snapshot) -> None:
     columns = [c for c in parse_drift(snapshot) if c != PREDICTION]
     task = snapshot.report.metadata.get("task", "regression")
-    quality = METRICS[MONITORED[task]]
+    quality = METRICS[snapshot.report.metadata.get("metric") or MONITORED[task]]
     panels = [
         line_plot_panel(
             "Share of drifted features",

@@ -8,17 +8,21 @@ in the Evidently workspace, one line in the decisions log), decide (the pure pol
 from __future__ import annotations
 
 import datetime as dt
+import json
+from typing import Any
 
 import polars as pl
 
 from evergreen.artifacts.card import ModelCard
 from evergreen.artifacts.decisions import RetrainDecision, append_entry, read_history
+from evergreen.config import Params
 from evergreen.errors import EvergreenError
+from evergreen.inference import SIGNATURE_FILE, load_version, predict
 from evergreen.monitoring.evidently_adapter import add_to_workspace, compute_report, save_report
 from evergreen.monitoring.policy import decide
 from evergreen.monitoring.window import select_window
 from evergreen.registry.store import Registry
-from evergreen.serving.log import read_log
+from evergreen.serving.log import LogColumns, read_log
 from evergreen.workspace import Workspace
 
 
@@ -45,7 +49,22 @@ def monitor_once(ws: Workspace, now: dt.datetime | None = None, save_reports: bo
     since = now - dt.timedelta(hours=cfg.window.last_hours) if cfg.window.last_hours else None
     log = read_log(ws.prediction_log, last_rows=cfg.window.last_rows, since=since, data=params.data)
     current = select_window(log, cfg.window, now)
-    summary, snapshot = compute_report(reference, current, params.data, cfg, champion, reference_metrics)
+    classes: dict[str, list[Any]] = {}
+    if params.data.task == "classification":
+        versions = current[LogColumns.MODEL_VERSION].unique().to_list() if current.height else []
+        known = set(registry.versions())
+        classes = {v: _classes(registry, v) for v in {champion, *versions} if v in known}
+        reference = _with_probabilities(reference, registry, champion)
+    summary, snapshot = compute_report(
+        reference,
+        current,
+        params.data,
+        cfg,
+        champion,
+        reference_metrics,
+        metric=judged_metric(params),
+        classes=classes,
+    )
 
     stamp = now.strftime("%Y%m%dT%H%M%S")
     reports = ws.monitor_reports
@@ -59,3 +78,30 @@ def monitor_once(ws: Workspace, now: dt.datetime | None = None, save_reports: bo
     decision = decision.model_copy(update={"report": report})
     append_entry(decisions, decision)
     return decision
+
+
+def judged_metric(params: Params) -> str:
+    """The metric monitoring (and the backtest) judges performance by: the gate's, `promote.metric` (or the
+    task's default when it is not declared)."""
+    return params.promote.metric_for(params.data.task)
+
+
+def _classes(registry: Registry, version: str) -> list[Any]:
+    """A version's class labels in output order (its signature): how its logged probabilities are read."""
+    signature = json.loads((registry.path(version) / SIGNATURE_FILE).read_text())
+    return list(signature.get("output", {}).get("classes", []))
+
+
+def _with_probabilities(reference: pl.DataFrame, registry: Registry, champion: str) -> pl.DataFrame:
+    """The reference sample with the champion's class probabilities, in the prediction log's form.
+
+    The registry keeps predicted labels only; Evidently's log loss and ROC AUC need the probabilities of both
+    the reference and the window, so the champion scores its own reference rows again (a few ms).
+    """
+    if LogColumns.PROBABILITIES in reference.columns or reference.height == 0:
+        return reference
+    model = load_version(registry.path(champion), champion)
+    output = predict(model, reference)
+    return reference.with_columns(
+        pl.Series(LogColumns.PROBABILITIES, [json.dumps(row) for row in output.tolist()], dtype=pl.String)
+    )

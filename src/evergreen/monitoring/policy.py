@@ -5,8 +5,8 @@ Rules, in order:
 2. declared columns missing from the log, or unknown ones in it: `alert` (schema drift; retraining on a broken
    feed would only bake the breakage in);
 3. a window is *drifted* when the share of drifted features reaches `drift_share`, or (with labels) the
-   champion's monitored metric (`evergreen.model.metrics.MONITORED`) is worse than at promotion by more than
-   `performance_degradation`;
+   champion's metric (the declared `promote.metric`, which the summary carries as `metric`; the gate judges by
+   the same one) is worse than at promotion by more than `performance_degradation`;
 4. `retrain` when the last `consecutive` windows of this champion are drifted (hysteresis) and the cooldown
    since the last retrain has passed. One drift episode causes one retrain: the windows after it are judged
    against the new champion (a streak does not carry over a promotion) and wait out the cooldown. A retrain
@@ -32,11 +32,17 @@ __all__ = ["Action", "RetrainDecision", "decide", "degradation"]
 
 
 def degradation(summary: MonitorSummary) -> tuple[str, float] | None:
-    """(metric, relative worsening) of the champion on the window's labelled rows vs its promotion metrics."""
+    """(metric, relative worsening) of the champion on the window's labelled rows vs its promotion metrics.
+
+    The metric is the summary's (`promote.metric`): one metric, the gate's, judges both promotion and decay.
+    """
+    if summary.metric is not None:
+        judged = summary.judged()
+        return None if judged is None else (judged[0], worsening(judged[0], judged[1], judged[2]))
     current = summary.champion_performance()
     if current is None:
         return None
-    for metric in MONITORED.values():  # the task's monitored metric: the one both the window and the card have
+    for metric in MONITORED.values():  # a summary without a declared metric: the task's dashboard metric
         now, then = current.metrics.get(metric), summary.reference_metrics.get(metric)
         if now is not None and then:
             return metric, worsening(metric, now, then)

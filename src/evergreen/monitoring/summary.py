@@ -27,7 +27,9 @@ class Performance:
 
     model_version: str
     rows: int
-    metrics: dict[str, float]  # rmse/mae/r2 (regression) or accuracy/f1_macro (classification)
+    # rmse/mae/r2 (regression); accuracy/f1_macro, and log_loss/roc_auc where the log kept the probabilities
+    # (classification). A metric undefined on these rows (r2 of one row, roc_auc of one class) is left out.
+    metrics: dict[str, float]
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,9 @@ class MonitorSummary:
     null_share: dict[str, float] = field(default_factory=dict)  # data quality: share of missing values
     performance: list[Performance] = field(default_factory=list)
     reference_metrics: dict[str, float] = field(default_factory=dict)  # the champion's metrics at promotion
+    # the metric monitoring judges performance by: the declared `promote.metric` (`evergreen.model.metrics`
+    # knows its direction); None only in summaries built without one
+    metric: str | None = None
     report_html: str | None = None
     report_json: str | None = None
 
@@ -60,6 +65,16 @@ class MonitorSummary:
 
     def champion_performance(self) -> Performance | None:
         return next((p for p in self.performance if p.model_version == self.champion), None)
+
+    def judged(self) -> tuple[str, float, float] | None:
+        """(metric, the champion's value on the window's labelled rows, its value at promotion) for the metric
+        monitoring judges by; None when there is no such metric, no labelled row of the champion, or either
+        value is missing (e.g. ROC AUC of a window holding one class)."""
+        current = self.champion_performance()
+        if self.metric is None or current is None:
+            return None
+        now, then = current.metrics.get(self.metric), self.reference_metrics.get(self.metric)
+        return None if now is None or then is None else (self.metric, now, then)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "drift_share": self.drift_share, "drifted_features": self.drifted_features}

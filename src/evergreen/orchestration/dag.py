@@ -66,7 +66,10 @@ def open_repo(workspace: Path) -> Iterator[Repo]:
 def _address(repo: Repo, stage) -> str:
     """A stage's name as `dvc.yaml` declares it: the same wherever this process's working directory is."""
     where = os.path.relpath(stage.path, repo.root_dir)
-    return stage.name if where == "dvc.yaml" else f"{where}:{stage.name}"
+    name = getattr(stage, "name", None)
+    if name is None:  # a `.dvc` file (a landing file's pointer): data, not a command to run
+        return where
+    return name if where == "dvc.yaml" else f"{where}:{name}"
 
 
 def _target(repo: Repo, name: str) -> str:

@@ -9,7 +9,7 @@ import yaml
 
 from evergreen.artifacts.reports import EvalReport, ExportReport
 from evergreen.errors import ConfigError
-from evergreen.model.metrics import GATED, metric
+from evergreen.model.metrics import best, metric
 from evergreen.workspace import Workspace
 
 
@@ -34,10 +34,12 @@ def key_metrics(ws: Workspace) -> list[tuple[str, Any]]:
                                                             ("rows_quarantined", "quarantined rows"))]  # fmt: skip
     evaluation = EvalReport.read_if_exists(ws.eval_metrics)
     if evaluation is not None:
-        gated, baseline = metric(GATED[ws.params.data.task]), ws.params.promote.baseline
+        promote = ws.params.promote
+        gated = metric(promote.metric_for(ws.params.data.task))
         found.append((f"model test {gated.label}", evaluation.model.get(gated.name)))
-        baseline_value = evaluation.baselines.get(baseline, {}).get(gated.name)
-        found.append((f"{baseline} baseline test {gated.label}", baseline_value))
+        picked = best(gated.name, evaluation.baseline_values(gated.name, promote.baseline))
+        if picked is not None:  # the baseline the gate compares with: the best one, or the one declared
+            found.append((f"{picked[0]} baseline test {gated.label}", picked[1]))
     export = ExportReport.read_if_exists(ws.export_metrics)
     if export is not None:
         found.append(("ONNX parity max abs diff", export.parity_max_abs_diff))

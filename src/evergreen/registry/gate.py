@@ -3,10 +3,13 @@
 A challenger replaces the champion only when every check passes:
 - the data suites passed (no critical expectation failed on raw or clean data);
 - ONNX parity held (onnxruntime agrees with torch within the declared tolerance);
-- it is not worse than the declared baseline by more than `baseline_margin` on the task's gated metric
-  (`evergreen.model.metrics.GATED`, its direction from the same table);
-- it is not worse than the champion by more than `champion_margin`, scored on the same frozen rows. The
-  relative difference comes with a bootstrap confidence interval, so a reader can tell noise from a change.
+- it trained on at least `promote.min_train_rows` rows (a model of 8 rows beats nothing worth beating);
+- it is not worse than the best baseline (or the one `promote.baseline` names) by more than `baseline_margin`
+  on the declared metric (`promote.metric`; its direction from `evergreen.model.metrics.METRICS`);
+- it is not worse than the champion by more than `champion_margin` on test rows that neither model trained on.
+  The relative difference comes with a paired bootstrap confidence interval, so a reader can tell noise from a
+  change. When too few test rows lie outside the champion's training rows (`promote.min_compare_rows`, e.g.
+  after a change of split), the comparison cannot be fair and the challenger is not promoted: the reason says so.
 The very first model has no champion to beat; the other checks still apply.
 
 The decision's types (`GateDecision`, `Check`, `Comparison`) are artefact types, defined in
@@ -15,55 +18,93 @@ The decision's types (`GateDecision`, `Check`, `Comparison`) are artefact types,
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from evergreen.artifacts.reports import Check, Comparison, GateDecision
-from evergreen.model.metrics import GATED, within_margin
+from evergreen.model.metrics import best, resampled, within_margin, worsening
+from evergreen.model.metrics import metric as metric_of
 
-__all__ = ["Check", "Comparison", "GateDecision", "compare", "decide", "per_row_loss"]
+__all__ = ["Check", "Comparison", "GateDecision", "compare", "decide"]
 
-
-def per_row_loss(task: str, actual: np.ndarray, output: np.ndarray, classes: list[Any] | None = None) -> np.ndarray:
-    """Squared error (regression) or negative log-likelihood of the true class (classification), per row.
-
-    Aggregated (`_aggregate`), these are the task's gated metric: RMSE, or log loss.
-    """
-    if task == "regression":
-        return (np.asarray(output, dtype=np.float64) - np.asarray(actual, dtype=np.float64)) ** 2
-    index = {c: i for i, c in enumerate(classes or [])}
-    rows = np.array([index.get(a, -1) for a in actual])
-    probs = np.clip(np.asarray(output, dtype=np.float64), 1e-15, 1)
-    picked = np.where(rows >= 0, probs[np.arange(len(rows)), np.clip(rows, 0, None)], 1e-15)
-    return -np.log(picked)
-
-
-def _aggregate(task: str, losses: np.ndarray, axis: int = -1) -> np.ndarray:
-    mean = losses.mean(axis=axis)
-    return np.sqrt(mean) if task == "regression" else mean
+_CELLS_PER_CHUNK = 4_000_000  # resampled rows held at once: bounds the bootstrap's memory on a large test split
 
 
 def compare(
-    task: str, challenger_loss: np.ndarray, champion_loss: np.ndarray, samples: int, confidence: float, seed: int
+    metric: str,
+    actual: np.ndarray,
+    challenger_output: np.ndarray,
+    champion_output: np.ndarray,
+    samples: int,
+    confidence: float,
+    seed: int,
+    excluded_rows: int = 0,
 ) -> Comparison:
-    """Relative difference of the primary metric on the same rows, with a paired bootstrap interval."""
-    n = len(challenger_loss)
+    """Challenger against champion on the same rows: `metric` for both, and the relative worsening of the
+    challenger (positive is worse, whatever the metric's direction) with a paired bootstrap interval.
+
+    `actual` holds target values (regression) or class indices; the outputs are predictions or probabilities.
+    """
+    n = len(actual)
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(samples, n))
-    ours, theirs = _aggregate(task, challenger_loss[idx]), _aggregate(task, champion_loss[idx])
-    relative = ours / np.maximum(theirs, 1e-12) - 1
+    chunk = max(1, _CELLS_PER_CHUNK // max(n, 1))
+    relative: list[np.ndarray] = []
+    for start in range(0, samples, chunk):
+        idx = rng.integers(0, n, size=(min(chunk, samples - start), n))
+        ours = resampled(metric, actual, challenger_output, idx)
+        theirs = resampled(metric, actual, champion_output, idx)
+        relative.append(np.array([worsening(metric, a, b) for a, b in zip(ours, theirs, strict=True)]))
+    spread = np.concatenate(relative)
+    spread = spread[np.isfinite(spread)]  # ROC AUC is undefined on a resample holding one class
+    every = np.arange(n)[None, :]
+    challenger = float(resampled(metric, actual, challenger_output, every)[0])
+    champion = float(resampled(metric, actual, champion_output, every)[0])
     alpha = (1 - confidence) / 2
-    challenger, champion = float(_aggregate(task, challenger_loss)), float(_aggregate(task, champion_loss))
     return Comparison(
-        metric=GATED[task],
+        metric=metric,
         challenger=challenger,
         champion=champion,
-        relative_difference=challenger / max(champion, 1e-12) - 1,
-        ci_low=float(np.quantile(relative, alpha)),
-        ci_high=float(np.quantile(relative, 1 - alpha)),
+        relative_difference=worsening(metric, challenger, champion),
+        ci_low=float(np.quantile(spread, alpha)) if spread.size else float("nan"),
+        ci_high=float(np.quantile(spread, 1 - alpha)) if spread.size else float("nan"),
         confidence=confidence,
         rows=n,
+        excluded_rows=excluded_rows,
+    )
+
+
+def _baseline_check(metric: str, model_value: float | None, baselines: dict[str, float | None], margin: float) -> Check:
+    chosen = best(metric, baselines)
+    if model_value is None:
+        return Check(name="baseline", passed=False, detail=f"{metric} is undefined for the model on the test split")
+    if chosen is None:
+        detail = f"no baseline has a {metric} on the test split (evaluate.baselines: {', '.join(baselines)})"
+        return Check(name="baseline", passed=False, detail=detail)
+    name, value = chosen
+    label = "best baseline " + name if len(baselines) > 1 else name
+    return Check(
+        name="baseline",
+        passed=within_margin(metric, model_value, value, margin),
+        detail=f"{metric} {model_value:.4g} vs {label} {value:.4g} (margin {margin:.0%}, "
+        f"{metric_of(metric).direction})",
+    )
+
+
+def _champion_check(metric: str, champion: Comparison | str | None, margin: float) -> Check:
+    if champion is None:
+        return Check(
+            name="champion", passed=True, detail="no champion yet: the first model is promoted when the rest pass"
+        )
+    if isinstance(champion, str):  # the comparison could not be made fairly: say why, and do not promote
+        return Check(name="champion", passed=False, detail=champion)
+    rows = f"{champion.rows} test rows"
+    if champion.excluded_rows:
+        rows += f" ({champion.excluded_rows} the champion trained on left out)"
+    return Check(
+        name="champion",
+        passed=champion.relative_difference <= margin,
+        detail=f"{metric} {champion.challenger:.4g} vs champion {champion.champion:.4g} on {rows}: "
+        f"{champion.relative_difference:+.1%} worse ({champion.confidence:.0%} CI "
+        f"{champion.ci_low:+.1%} .. {champion.ci_high:+.1%}; margin {margin:.0%})",
     )
 
 
@@ -73,15 +114,20 @@ def decide(
     parity_diff: float,
     parity_limit: float,
     metric: str,
-    model_value: float,
-    baseline_name: str,
-    baseline_value: float,
+    model_value: float | None,
+    baselines: dict[str, float | None],
     baseline_margin: float,
-    comparison: Comparison | None,
+    train_rows: int,
+    min_train_rows: int,
+    champion: Comparison | str | None,
     champion_margin: float,
 ) -> GateDecision:
-    """Apply every check; promote only when all pass. `metric`'s direction comes from the metrics table; the
-    champion check compares per-row losses, where lower is always better."""
+    """Apply every check; promote only when all pass.
+
+    `baselines` maps each baseline the gate may compare with to its `metric` (the best one is used);
+    `champion` is the comparison with the champion, None when there is none yet, or the reason it could not
+    be compared fairly (which blocks promotion).
+    """
     failed_suites = [name for name, ok in data_suites_passed.items() if not ok]
     checks = [
         Check(
@@ -95,28 +141,17 @@ def decide(
             detail=f"max |onnx - torch| = {parity_diff:.3g} (limit {parity_limit:.3g})",
         ),
         Check(
-            name="baseline",
-            passed=within_margin(metric, model_value, baseline_value, baseline_margin),
-            detail=f"{metric} {model_value:.4g} vs {baseline_name} {baseline_value:.4g} (margin {baseline_margin:.0%})",
+            name="training_rows",
+            passed=train_rows >= min_train_rows,
+            detail=f"trained on {train_rows} rows (promote.min_train_rows {min_train_rows})",
         ),
+        _baseline_check(metric, model_value, baselines, baseline_margin),
+        _champion_check(metric, champion, champion_margin),
     ]
-    if comparison is None:
-        first = "no champion yet: the first model is promoted when the rest pass"
-        checks.append(Check(name="champion", passed=True, detail=first))
-    else:
-        checks.append(
-            Check(
-                name="champion",
-                passed=comparison.relative_difference <= champion_margin,
-                detail=f"{metric} {comparison.challenger:.4g} vs champion {comparison.champion:.4g}: "
-                f"{comparison.relative_difference:+.1%} ({comparison.confidence:.0%} CI "
-                f"{comparison.ci_low:+.1%} .. {comparison.ci_high:+.1%}; margin {champion_margin:.0%})",
-            )
-        )
     reasons = [f"{c.name}: {c.detail}" for c in checks if not c.passed]
     return GateDecision(
         promote=all(c.passed for c in checks),
         checks=checks,
-        comparison=comparison,
+        comparison=champion if isinstance(champion, Comparison) else None,
         reasons=reasons or ["every check passed"],
     )

@@ -3,10 +3,12 @@
 A file to score is raw data, like an ingest input: every cell is read as text and typed by the cleaning code
 (`data.clean.clean`), under the service's rules (`serving.schema.serving_data`): the feature columns are
 required, the id and timestamp columns optional, other declared columns (the target, ignored columns) are
-allowed and left out, undeclared columns are an error. Ranges and allowed sets are not enforced (the graph
-scores an unseen category or an out-of-range value, as the service does), missing values are scored where
-the service accepts them, and a row that cannot be scored (an unparseable cell, a refused missing value) goes
-to a quarantine file next to the output, with its reason and its row in the input. Nothing is dropped
+allowed and left out, undeclared columns are an error. Evergreen's own columns (names starting with `_`, such
+as the `_event_time` of `data/split/test.parquet`) are ignored, so the project's split files score as they
+are. Ranges and allowed sets are not enforced (the graph scores an unseen category or an out-of-range value,
+as the service does), missing values are scored where the service accepts them, and a row that cannot be
+scored (an unparseable cell, a refused missing value) goes to a quarantine file next to the output, with its
+reason and its row in the input. Nothing is dropped
 silently: scored rows plus quarantined rows are the rows of the input.
 
 The output holds `_source_row` (1-based row in the input), the request columns as typed, `prediction` (and a
@@ -28,9 +30,10 @@ from pathlib import Path
 
 import polars as pl
 
+from evergreen.config import Column
 from evergreen.data.clean import clean
 from evergreen.data.io import read_text_table, write_parquet
-from evergreen.data.schema import EVENT_TIME, LINEAGE, SOURCE_ROW
+from evergreen.data.schema import EVENT_TIME, LINEAGE, SOURCE_FILE, SOURCE_ROW
 from evergreen.errors import DataError
 from evergreen.inference import check_compatible, load_champion, predict, predicted_labels
 from evergreen.registry.store import Registry
@@ -62,6 +65,11 @@ class BatchResult:
 def quarantine_path(output: Path) -> Path:
     """Where the rows that could not be scored go: `scored.csv` -> `scored.quarantine.csv`."""
     return output.with_name(f"{output.stem}.quarantine{output.suffix}")
+
+
+def is_internal(name: str) -> bool:
+    """A column Evergreen adds (`_event_time`, `_source_file`, `_source_row`, `_reason`): never a data column."""
+    return name.startswith("_")
 
 
 def _header(path: str) -> list[str]:
@@ -152,9 +160,13 @@ def score_file(
     header = _header(source)
     required = {c.name for c in features}
     wanted = required | {c.name for c in annotations if c.name in header}
-    # read every declared column the file has (and fail, naming them, on missing features or undeclared ones)
+    # read every declared column the file has (and fail, naming them, on missing features or undeclared ones);
+    # Evergreen's own columns (`_event_time`, lineage, `_reason`: a split or quarantine file) are read and dropped
     readable = [c for c in params.data.columns if c.name in header or c.name in required]
-    raw = read_text_table(source, params.data.model_copy(update={"columns": readable}))
+    declared = set(params.data.names)
+    internal = [Column(name=n, type="str", role="ignore") for n in header if is_internal(n) and n not in declared]
+    raw = read_text_table(source, params.data.model_copy(update={"columns": readable + internal}))
+    raw = raw.drop(c.name for c in internal if c.name not in (SOURCE_FILE, SOURCE_ROW))  # ours replace the file's
     left_out = [c.name for c in readable if c.name not in wanted]  # the target, ignored columns
     scored, quarantined, version = score_frame(workspace, raw.drop(left_out), model_version)
 

@@ -6,7 +6,9 @@ What a record holds:
   does what training taught it (the train median for numbers, the unknown bucket for categories). A feature
   whose missing values cleaning quarantines rejects `null`: the model never saw a missing value there;
 - optionally the id column and the timestamp column(s) when declared. They are not model inputs; they let the
-  prediction log (and monitoring) join predictions to late labels and order them in time;
+  prediction log (and monitoring) join predictions to late labels and order them in time. The exception: when
+  calendar features are derived from the timestamp (`data.derived`), the timestamp is a required field and the
+  derived features are not fields at all (the model computes them, as in training);
 - nothing else: an unknown key is a 422 naming it (a typo must not silently become a missing value).
 
 Types are checked strictly, without coercion: ints are JSON integers (or integral numbers such as `3.0`, which
@@ -95,11 +97,15 @@ def accepts_missing(column: Column, clean: CleanConfig) -> bool:
 
 
 def request_columns(data: DataConfig) -> tuple[list[Column], list[Column]]:
-    """(features, annotations): the columns a record must hold, and the optional id/timestamp columns."""
+    """(features, annotations): the columns a record must hold, and the optional id/timestamp columns.
+
+    Derived calendar features are never request fields: the model computes them from the timestamp, which is
+    then a required field like a feature."""
     extra = [data.id_column.name] if data.id_column else []
     if data.timestamp is not None:
         extra += [n for n in (data.timestamp.column, data.timestamp.hour_column) if n]
-    features = data.features
+    sources = [data.column(n) for n in dict.fromkeys(d.from_ for d in data.derived)]
+    features = data.features + [c for c in sources if c.role != "feature"]
     feature_names = {c.name for c in features}
     annotations = [data.column(n) for n in dict.fromkeys(extra) if n not in feature_names]
     return features, annotations

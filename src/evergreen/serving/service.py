@@ -91,6 +91,11 @@ def _invalid(exc: ValidationError, prefix: str) -> Rejected:
     return Rejected(422, f"{len(errors)} invalid field(s): " + ", ".join(e.field for e in errors[:5]), detail)
 
 
+def _same(label: Any, cls: Any) -> bool:
+    """A label equals a class: by value, but a bool is never the number 1 or 0 (True == 1 in Python)."""
+    return label == cls and isinstance(label, bool) == isinstance(cls, bool)
+
+
 def _non_finite(output: np.ndarray) -> list[int]:
     """Rows whose output (a value, or a row of class probabilities) holds NaN or infinity."""
     finite = np.isfinite(output.reshape(len(output), -1)).all(axis=1)
@@ -114,7 +119,7 @@ class PredictionService:
         )
         self.log = PredictionLog(workspace.prediction_log, timeout_s=self.serve.log_timeout_s)
         self.body_limit = max_body_bytes(self.schema, self.data, self.serve)
-        self._dtypes = {c.name: polars_type(c) for c in self.data.features}
+        self._dtypes = {n: polars_type(self.data.column(n)) for n in self.schema.features}
         self._feedback = TypeAdapter(_Feedback)
 
     def start(self) -> None:
@@ -151,7 +156,7 @@ class PredictionService:
             records = self.schema.validate_records(payload["records"])
         except ValidationError as exc:
             raise _invalid(exc, "records") from None
-        names = model.features
+        names = model.request_columns  # the features sent, and the timestamp derived features come from
         # row orientation: four times faster than per-column lists for the one-record requests that dominate
         rows = [tuple(r[n] for n in names) for r in records]
         frame = pl.DataFrame(rows, schema={n: self._dtypes[n] for n in names}, orient="row")
@@ -199,6 +204,7 @@ class PredictionService:
             labels = self.schema.labels.validate_python(feedback["labels"])
         except ValidationError as exc:
             raise _invalid(exc, "labels") from None
+        self._check_classes(labels)
         try:
             count = self.log.attach_labels(feedback["request_id"], labels)
         except UnknownRequest as exc:
@@ -209,6 +215,20 @@ class PredictionService:
             logger.error("feedback not recorded: %s", exc)
             raise Rejected(503, "the prediction log is unavailable; the labels were not recorded") from None
         return {"request_id": feedback["request_id"], "labelled": count}
+
+    def _check_classes(self, labels: list[Any]) -> None:
+        """A 422 naming each label that is none of the champion's classes (its signature): a label the model
+        cannot output would poison monitoring's metrics and, landed as feedback, the next training set."""
+        model = self.champion.model
+        if model.task != "classification":
+            return
+        classes = model.classes
+        stray = [(i, v) for i, v in enumerate(labels) if v is not None and not any(_same(v, c) for c in classes)]
+        if stray:
+            shown = ", ".join(clip(repr(v)) for _, v in stray[:5])
+            message = f"not one of the classes of model {model.version}: {clip(repr(classes), 300)}"
+            detail = [{"field": f"labels[{i}]", "message": message} for i, _ in stray[:MAX_DETAIL]]
+            raise Rejected(422, f"{len(stray)} label(s) outside the model's classes: {shown}", detail)
 
     # ------------------------------------------------------------------------------------------- reports
     def health(self) -> dict[str, Any]:

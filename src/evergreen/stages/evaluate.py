@@ -1,4 +1,9 @@
-"""Stage `evaluate`: the model and the baselines scored on the test split; metrics, plots, predictions."""
+"""Stage `evaluate`: the model and the baselines scored on the test split; metrics, plots, predictions.
+
+Plots for `dvc plots show`, all in `reports/eval/`: predicted against actual and the error over time
+(`predictions.csv`), residuals against prediction (`residuals.csv`, regression), the confusion matrix
+(`confusion.csv`) and the calibration curve of the predicted class (`calibration.csv`, classification).
+"""
 
 from __future__ import annotations
 
@@ -11,9 +16,8 @@ from evergreen.artifacts.reports import EvalReport
 from evergreen.data import io
 from evergreen.data.schema import EVENT_TIME
 from evergreen.data.split import read_split
-from evergreen.inference import feature_matrix
 from evergreen.model.baselines import fit_baselines, predict_baseline
-from evergreen.model.metrics import score
+from evergreen.model.metrics import per_class_metrics, score
 from evergreen.model.network import TabularNet
 from evergreen.model.preprocess import check_frame, encode_target
 from evergreen.workspace import Workspace
@@ -27,28 +31,34 @@ def run(ws: Workspace) -> None:
     params = ws.params
     model = TabularNet.load(ws.model)
     prep = model.prep
-    train, test = read_split(ws, "train"), read_split(ws, "test")
-    check_frame(test, [*prep.features, prep.target], "test")
+    train, valid, test = read_split(ws, "train"), read_split(ws, "valid"), read_split(ws, "test")
+    check_frame(test, [*prep.input_columns, prep.target], "test")
     regression = prep.task == "regression"
     # actual values: target units (regression), or indices into the model's classes (classification)
     actual = test[prep.target].cast(pl.Float64).to_numpy() if regression else encode_target(test, prep)
     output = model.predict(test)
     model_scores = _rounded(score(prep.task, actual, output, prep.classes))
 
-    y_train = train[prep.target].cast(pl.Float64).to_numpy() if regression else encode_target(train, prep)
-    x_train, x_test = feature_matrix(train, prep.features), feature_matrix(test, prep.features)
-    cfg = params.evaluate
-    baseline_scores = {}
-    for name, baseline in fit_baselines(prep, x_train, y_train, cfg.baselines, cfg.hgb_max_iter,
-                                        params.train.seed).items():  # fmt: skip
-        baseline_output = predict_baseline(baseline, prep.task, x_test)
-        baseline_scores[name] = _rounded(score(prep.task, actual, baseline_output, prep.classes))
-    report = EvalReport(model=model_scores, baselines=baseline_scores)
+    def xy(part: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        y = part[prep.target].cast(pl.Float64).to_numpy() if regression else encode_target(part, prep)
+        return prep.matrix(part), y
+
+    cfg, classes = params.evaluate, len(prep.classes or [])
+    x_test = prep.matrix(test)
+    # valid chooses the linear penalty and the number of boosted trees, as it stops the network's training
+    fitted = fit_baselines(prep, xy(train), xy(valid), cfg.baselines, cfg.hgb_max_iter, cfg.hgb_patience,
+                           params.train.seed)  # fmt: skip
+    baseline_scores = {
+        name: _rounded(score(prep.task, actual, predict_baseline(fit, prep.task, x_test, classes), prep.classes))
+        for name, fit in fitted.items()
+    }
+    per_class = None if regression else per_class_metrics(actual, output, prep.classes or [])
+    report = EvalReport(model=model_scores, baselines=baseline_scores, per_class=per_class)
     report.write(ws.eval_metrics)
 
     # plots for `dvc plots show`, and the full-precision test predictions (serving checks it has no skew)
     keys = [c for c in (params.data.id_column.name if params.data.id_column else None, EVENT_TIME) if c in test]
-    predictions = test.select(*keys, *prep.features, prep.target)
+    predictions = test.select(*keys, *(c for c in prep.input_columns if c not in keys), prep.target)
     if regression:
         predictions = predictions.with_columns(prediction=pl.Series(output, dtype=pl.Float64))
         plot = pl.DataFrame({"actual": actual, "predicted": output.round(3)})
@@ -61,13 +71,51 @@ def run(ws: Workspace) -> None:
         plot = pl.DataFrame({"actual": [str(v) for v in labels[actual]], "predicted": predicted})
         error = (output.argmax(axis=1) != actual).astype(float)  # 0/1: the error rate over time
     ws.eval_reports.mkdir(parents=True, exist_ok=True)
-    if not regression:
+    # every plot file is written for either task (empty, with its header, where it does not apply): dvc.yaml
+    # declares them all, and a declared output must exist
+    if regression:
+        residuals(actual, output).write_csv(ws.residuals_csv)
+        pl.DataFrame(schema={"actual": pl.String, "predicted": pl.String}).write_csv(ws.confusion_csv)
+        calibration(np.zeros(0, dtype=int), np.zeros((0, 1))).write_csv(ws.calibration_csv)
+    else:
+        residuals(np.zeros(0), np.zeros(0)).write_csv(ws.residuals_csv)
         plot.write_csv(ws.confusion_csv)
+        calibration(actual, output).write_csv(ws.calibration_csv)
     if EVENT_TIME in test.columns:
         plot = plot.with_columns(test[EVENT_TIME])
     plot.with_columns(abs_error=pl.Series(error)).write_csv(ws.predictions_csv)
     io.write_parquet(predictions, ws.test_predictions)
 
-    main = "rmse" if regression else "accuracy"
+    main = params.promote.metric_for(prep.task)
     scores = {"model": report.model[main]} | {k: v[main] for k, v in report.baselines.items()}
-    print("evaluate: test " + main + " " + ", ".join(f"{k} {v:.4g}" for k, v in scores.items()))
+    print("evaluate: test " + main + " " + ", ".join(f"{k} {_show(v)}" for k, v in scores.items()))
+
+
+def _show(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:.4g}"
+
+
+def residuals(actual: np.ndarray, predicted: np.ndarray) -> pl.DataFrame:
+    """Residual (actual - predicted) against prediction: a pattern here is bias the metrics average away."""
+    return pl.DataFrame({"predicted": predicted.round(3), "residual": (actual - predicted).round(3)})
+
+
+def calibration(actual: np.ndarray, probabilities: np.ndarray, bins: int = 10) -> pl.DataFrame:
+    """Reliability of the predicted class: per confidence bin, mean confidence against observed accuracy.
+
+    A calibrated model lies on the diagonal; above it is underconfident, below it overconfident.
+    """
+    confidence = probabilities.max(axis=1)
+    correct = (probabilities.argmax(axis=1) == actual).astype(float)
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    frame = pl.DataFrame({"bin": which, "confidence": confidence, "correct": correct})
+    return (
+        frame.group_by("bin")
+        .agg(
+            confidence=pl.col("confidence").mean().round(4),
+            accuracy=pl.col("correct").mean().round(4),
+            rows=pl.len(),
+        )
+        .sort("bin")
+        .drop("bin")
+    )

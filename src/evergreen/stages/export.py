@@ -13,7 +13,6 @@ from evergreen.artifacts.card import ModelCard
 from evergreen.artifacts.reports import EvalReport, ExportReport
 from evergreen.data import io
 from evergreen.data.split import read_split
-from evergreen.inference import feature_matrix
 from evergreen.model.export import benchmark, check_parity, export_onnx, onnx_session, parity, signature
 from evergreen.model.network import TabularNet
 from evergreen.model.preprocess import check_frame
@@ -25,10 +24,10 @@ def run(ws: Workspace) -> None:
     cfg = ws.params.export
     model = TabularNet.load(ws.model)
     test = read_split(ws, "test")
-    check_frame(test, model.prep.features, "test")
+    check_frame(test, model.prep.input_columns, "test")
     graph = export_onnx(model, cfg.opset)
     session = onnx_session(graph)
-    x = feature_matrix(test, model.prep.features)
+    x = model.prep.matrix(test)
     scale = model.prep.target_scale if model.prep.task == "regression" else 1.0
     max_abs_diff = parity(session, model, x)
     check_parity(max_abs_diff, cfg.parity_tolerance, scale)  # raises before anything is written

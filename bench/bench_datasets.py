@@ -1,0 +1,220 @@
+"""Benchmark the model families against the baselines on four tables (issue 11).
+
+    python bench/bench_datasets.py                              # every dataset and family, to bench/results/
+    python bench/bench_datasets.py --datasets wine diabetes --families mlp resnet    # a subset
+
+What it does, in one process on the CPU (no DVC), with the project's own functions:
+1. Builds each dataset's train, valid and test parts:
+   - `bike`: the bundled data with params.yaml (read, clean, split by time as declared);
+   - `breast_cancer` (binary), `wine` (multiclass), `diabetes` (regression): scikit-learn's bundled tables,
+     declared as numeric features and a target, split at random by `evergreen.data.split` (20% valid, 20% test,
+     stratified for classification, seed 42).
+2. Trains each family (`model.type` = mlp, resnet, ft_transformer) with `train_model`: params.yaml's `model:`
+   and `train:` sections, with the bike's `crosses` and `additive` kept on the bike only (they name its columns)
+   and the per-family overrides below (a budget on a 2-core CPU; say so when quoting the figures).
+3. Fits the baselines of `evaluate.baselines` with `fit_baselines`, as the `evaluate` stage does.
+4. Scores every model on the same test rows with `score`, on the declared metric (`promote.metric_for(task)`),
+   and says what the gate would do: the best family by valid metric is the challenger; it passes when its test
+   metric is within `promote.baseline_margin` of the best baseline's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from evergreen.config import Params, SplitConfig, parse_params  # noqa: E402
+from evergreen.data.clean import clean  # noqa: E402
+from evergreen.data.io import read_text_table, resolve_source  # noqa: E402
+from evergreen.data.split import split  # noqa: E402
+from evergreen.model.baselines import fit_baselines, predict_baseline  # noqa: E402
+from evergreen.model.metrics import best, metric, score, within_margin  # noqa: E402
+from evergreen.model.preprocess import encode_target, fit_preprocessing  # noqa: E402
+from evergreen.model.train import train_model  # noqa: E402
+
+DATASETS = ("bike", "breast_cancer", "wine", "diabetes")
+FAMILIES = ("mlp", "resnet", "ft_transformer")
+# the per-family budget: what changes from params.yaml for each family (model.*, train.*), on every dataset
+FAMILY_OVERRIDES: dict[str, dict[str, Any]] = {
+    "mlp": {},
+    "resnet": {},
+    "ft_transformer": {"train.lr": 1e-3},
+}
+# ... and on the bike data only (14.5k train rows: the transformer's ensemble of 3 and 40 epochs would not fit
+# the budget on a 2-core CPU; one member, 20 epochs, the one-cycle schedule compressed into them)
+BIKE_OVERRIDES: dict[str, dict[str, Any]] = {"ft_transformer": {"model.ensemble": 1, "train.epochs": 20}}
+SKLEARN = {"breast_cancer": "classification", "wine": "classification", "diabetes": "regression"}
+
+
+def _bundled() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def _bike() -> tuple[dict[str, Any], dict[str, pl.DataFrame]]:
+    raw = _bundled()
+    raw["data"]["source"] = str(ROOT / raw["data"]["source"])
+    params = parse_params(raw)
+    data = params.data
+    frame = pl.concat([read_text_table(path, data) for path in resolve_source(data.source)])
+    return raw, dict(split(clean(frame, data, params.clean).clean, data, params.split))
+
+
+def _sklearn(name: str) -> tuple[dict[str, Any], dict[str, pl.DataFrame]]:
+    from sklearn import datasets
+
+    bunch = getattr(datasets, f"load_{name}")(as_frame=True)
+    task = SKLEARN[name]
+    frame = pl.from_pandas(bunch.frame).rename(lambda c: c.replace(" ", "_"))
+    features = [c for c in frame.columns if c != "target"]
+    if task == "classification":
+        frame = frame.with_columns(pl.col("target").cast(pl.Int64))
+        target = {"name": "target", "type": "int", "role": "target", "kind": "categorical",
+                  "allowed": sorted(frame["target"].unique().to_list())}  # fmt: skip
+    else:
+        target = {"name": "target", "type": "float", "role": "target"}
+    raw = _bundled()
+    raw["data"] = {
+        "source": f"{name}.csv",
+        "task": task,
+        "columns": [{"name": c, "type": "float", "role": "feature", "kind": "numeric"} for c in features] + [target],
+    }
+    # the bike's knobs name its columns and log1p is for its counts (init resets them); a random split
+    raw["model"] |= {"crosses": [], "additive": [], "target_transform": "none"}
+    raw["split"] = {"method": "random", "valid_fraction": 0.2, "test_fraction": 0.2, "seed": 42}
+    raw.pop("simulate", None)
+    raw.get("monitor", {}).get("policy", {}).pop("feature_thresholds", None)
+    params = parse_params(raw)
+    return raw, dict(split(frame, params.data, SplitConfig(**raw["split"])))
+
+
+def _with(raw: dict[str, Any], overrides: dict[str, Any]) -> Params:
+    raw = copy.deepcopy(raw)
+    for dotted, value in overrides.items():
+        section, key = dotted.split(".")
+        raw[section][key] = value
+    return parse_params(raw)
+
+
+def _actual(part: pl.DataFrame, prep: Any) -> np.ndarray:
+    if prep.task == "regression":
+        return part[prep.target].cast(pl.Float64).to_numpy()
+    return encode_target(part, prep)
+
+
+def _family(raw: dict[str, Any], parts: dict[str, pl.DataFrame], family: str, overrides: dict[str, Any]) -> dict:
+    params = _with(raw, {"model.type": family, **overrides})
+    result = train_model(parts["train"], parts["valid"], params.data, params.model, params.train, progress=False)
+    model, prep = result.model, result.model.prep
+    test = score(prep.task, _actual(parts["test"], prep), model.predict(parts["test"]), prep.classes)
+    return {
+        "kind": "family",
+        "test": test,
+        "valid": result.metrics["valid"],
+        "overrides": overrides,
+        "epochs_run": result.metrics["epochs_run"],
+        "best_epoch": result.metrics["best_epoch"],
+        "n_parameters": result.metrics["n_parameters"],
+        "calibration": result.metrics.get("calibration"),
+        "seconds": result.metrics["seconds"],
+    }
+
+
+def _baselines(params: Params, parts: dict[str, pl.DataFrame]) -> dict[str, dict]:
+    prep = fit_preprocessing(parts["train"], params.data, params.model)
+    train, valid = ((prep.matrix(parts[k]), _actual(parts[k], prep)) for k in ("train", "valid"))
+    x_test, actual = prep.matrix(parts["test"]), _actual(parts["test"], prep)
+    cfg, out = params.evaluate, {}
+    started = time.perf_counter()
+    fitted = fit_baselines(prep, train, valid, cfg.baselines, cfg.hgb_max_iter, cfg.hgb_patience, params.train.seed)
+    seconds = round(time.perf_counter() - started, 2)
+    for name, baseline in fitted.items():
+        output = predict_baseline(baseline, prep.task, x_test, len(prep.classes))
+        test = score(prep.task, actual, output, prep.classes)
+        out[name] = {"kind": "baseline", "test": test, "seconds": seconds}
+    return out
+
+
+def _gate(params: Params, rows: dict[str, dict]) -> dict[str, Any]:
+    """What the gate would do with the best family (by valid metric) as the challenger."""
+    name = params.promote.metric_for(params.data.task)
+    families = {k: v for k, v in rows.items() if v["kind"] == "family"}
+    baselines = {k: v["test"][name] for k, v in rows.items() if v["kind"] == "baseline"}
+    challenger, _ = best(name, {k: v["valid"].get(name) for k, v in families.items()})
+    reference, value = best(name, baselines)
+    test = families[challenger]["test"][name]
+    passes = within_margin(name, test, value, params.promote.baseline_margin)
+    return {"metric": name, "challenger": challenger, "challenger_test": test, "best_baseline": reference,
+            "best_baseline_test": value, "margin": params.promote.baseline_margin, "promoted": passes,
+            "best_family_on_test": best(name, {k: v["test"][name] for k, v in families.items()})[0]}  # fmt: skip
+
+
+def _table(results: dict[str, dict]) -> str:
+    lines = ["| dataset | metric | " + " | ".join([*FAMILIES, "mean", "linear", "hgb"]) + " | gate |",
+             "|---|---|" + "---:|" * (len(FAMILIES) + 3) + "---|"]  # fmt: skip
+    for dataset, result in results.items():
+        gate, rows = result["gate"], result["rows"]
+        name = gate["metric"]
+        cells = [f"{rows[k]['test'][name]:.4g}" if k in rows else "-" for k in (*FAMILIES, "mean", "linear", "hgb")]
+        verdict = "promoted" if gate["promoted"] else "refused"
+        lines.append(f"| {dataset} | {metric(name).label} | " + " | ".join(cells)
+                     + f" | {gate['challenger']} {verdict} (vs {gate['best_baseline']}) |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
+    parser.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench/results/datasets.json")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    started, results = time.perf_counter(), {}
+    for dataset in args.datasets:
+        raw, parts = _bike() if dataset == "bike" else _sklearn(dataset)
+        params = parse_params(raw)
+        sizes = {k: v.height for k, v in parts.items()}
+        print(f"{dataset}: {params.data.task}, rows {sizes}", flush=True)
+        rows = _baselines(params, parts)
+        for family in args.families:
+            overrides = FAMILY_OVERRIDES[family] | (BIKE_OVERRIDES.get(family, {}) if dataset == "bike" else {})
+            rows[family] = _family(raw, parts, family, overrides)
+        for name, row in rows.items():
+            shown = {k: round(v, 4) for k, v in row["test"].items() if v is not None}
+            print(f"  {name:15s} test {shown} ({row['seconds']:.1f} s)", flush=True)
+        results[dataset] = {"task": params.data.task, "sizes": sizes, "rows": rows, "gate": _gate(params, rows)}
+        print(f"  gate: {results[dataset]['gate']}", flush=True)
+    report = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "threads": args.threads,
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "platform": platform.platform(),
+        },  # fmt: skip
+        "seconds": round(time.perf_counter() - started, 1),
+        "results": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print(_table(results))
+    print(f"total {report['seconds']:.0f} s; written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
