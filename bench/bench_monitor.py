@@ -1,7 +1,17 @@
-"""Benchmark the drift check of `evergreen monitor` (issue 6): time and peak memory per window size.
+"""Benchmark the drift check of `evergreen monitor` (issues 6 and 12): time and peak memory per window size.
 
-    python bench/bench_monitor.py              # 10k, 100k and 1M-row windows; results to bench/results/
-    python bench/bench_monitor.py --quick      # 10k and 100k only
+    python bench/bench_monitor.py                  # before and after, 10k, 100k and 1M rows; bench/results/
+    python bench/bench_monitor.py --quick          # 10k and 100k only
+    python bench/bench_monitor.py --paths after    # the current path only
+
+Two paths of `compute_report`, in one run:
+- `before`: `evidently_drift=True`, the decisions taken from Evidently's report (`DataDriftPreset`) on every row
+  of the (sampled) window, as before issue 12;
+- `after`: the default, each column's distance computed once with numpy (`evergreen.monitoring.drift`) on
+  every row, Evidently's report run on a sample of at most `REPORT_ROWS` for the UI.
+Each window is checked whole (`max_rows` = its rows) and, at 1M rows, also sampled to the configured
+`monitor.max_rows` (100,000) with three seeds. The run fails (exit 1, after writing the results) unless, on
+every window, both paths flag the same features with scores within `SCORE_TOLERANCE`.
 
 Data: bike-like rows built from the bundled hour.csv (`data.source` in params.yaml), in the layouts monitoring
 reads. The reference is 100,000 rows drawn with replacement from 2011 (`yr` = 0), with small noise on
@@ -35,6 +45,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "monitor.json"
 REFERENCE_ROWS = 100_000
+# both paths compute the same distance on the same rows: they may differ only by floating-point rounding
+SCORE_TOLERANCE = 1e-9
 NOISY = ("temp", "atemp", "hum", "windspeed")
 
 
@@ -103,10 +115,10 @@ def _window(rows: int, kind: str, data: Any) -> Any:
 
 
 # -------------------------------------------------------------------------------------------- one check
-def child(rows: int, kind: str, max_rows: int, seeds: list[int]) -> dict[str, Any]:
+def child(rows: int, kind: str, max_rows: int, seeds: list[int], path: str) -> dict[str, Any]:
     """One measurement, in this (fresh) process."""
     from evergreen.config import load_params
-    from evergreen.monitoring.evidently_adapter import compute_report, save_report
+    from evergreen.monitoring.evidently_adapter import compute_report, parse_drift, save_report
 
     params = load_params(ROOT / "params.yaml")
     config = params.monitor.model_copy(update={"max_rows": max_rows})
@@ -114,16 +126,24 @@ def child(rows: int, kind: str, max_rows: int, seeds: list[int]) -> dict[str, An
     rss_data = _peak_rss_mib()
     runs = []
     for seed in seeds:
-        started = time.perf_counter()
-        summary, snapshot = compute_report(reference, current, params.data, config, champion="v1", seed=seed)
-        seconds = time.perf_counter() - started
+        started, cpu = time.perf_counter(), time.process_time()
+        summary, snapshot = compute_report(
+            reference, current, params.data, config, champion="v1", seed=seed, evidently_drift=path == "before"
+        )
+        seconds, cpu_s = time.perf_counter() - started, time.process_time() - cpu
+        shown = parse_drift(snapshot)  # what the report (the UI) shows: a sample's scores on the `after` path
+        judged = [*summary.features, *([summary.prediction] if summary.prediction else [])]
         runs.append(
             {
                 "seed": seed,
                 "seconds": round(seconds, 3),
+                "cpu_s": round(cpu_s, 3),  # all threads: steadier than seconds on a shared machine
                 "drifted": summary.drifted_features,
-                "scores": {f.column: round(f.score, 5) for f in summary.features},
-                "prediction_score": round(summary.prediction.score, 5) if summary.prediction else None,
+                "scores": {f.column: f.score for f in summary.features},
+                "prediction_score": summary.prediction.score if summary.prediction else None,
+                "prediction_drifted": summary.prediction.drifted if summary.prediction else None,
+                "report_rows": int(snapshot.report.metadata.get("report_rows", min(rows, max_rows))),
+                "report_max_abs_difference": max(abs(shown[f.column].score - f.score) for f in judged),
             }
         )
     peak_check = _peak_rss_mib()
@@ -133,6 +153,7 @@ def child(rows: int, kind: str, max_rows: int, seeds: list[int]) -> dict[str, An
         save_s = time.perf_counter() - started
         html_mb = (Path(tmp) / "r.html").stat().st_size / 1e6
     return {
+        "path": path,
         "rows": rows,
         "kind": kind,
         "max_rows": max_rows,
@@ -145,13 +166,15 @@ def child(rows: int, kind: str, max_rows: int, seeds: list[int]) -> dict[str, An
     }
 
 
-def _run_child(rows: int, kind: str, max_rows: int, seeds: list[int]) -> dict[str, Any]:
-    args = [sys.executable, __file__, "--child", str(rows), kind, str(max_rows), ",".join(map(str, seeds))]
+def _run_child(rows: int, kind: str, max_rows: int, seeds: list[int], path: str) -> dict[str, Any]:
+    seeds_arg = ",".join(map(str, seeds))
+    args = [sys.executable, __file__, "--child", str(rows), kind, str(max_rows), seeds_arg, path]
     out = subprocess.run(args, check=True, capture_output=True, text=True, cwd=ROOT).stdout
     result = json.loads(out.strip().splitlines()[-1])
     first = result["runs"][0]
+    seconds = " / ".join(f"{run['seconds']:.2f} ({run['cpu_s']:.2f} CPU)" for run in result["runs"])
     print(
-        f"{rows:>9,} {kind:<8} max_rows={max_rows:>9,}: {first['seconds']:6.2f} s, "
+        f"{path:<6} {rows:>9,} {kind:<8} max_rows={max_rows:>9,}: {seconds} s, "
         f"peak {result['peak_rss_mib']:,} MiB, drifted {first['drifted']}",
         flush=True,
     )
@@ -161,11 +184,12 @@ def _run_child(rows: int, kind: str, max_rows: int, seeds: list[int]) -> dict[st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="10k and 100k windows only")
-    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--paths", nargs="+", choices=["before", "after"], default=["before", "after"])
+    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        rows, kind, max_rows, seeds = args.child
-        result = child(int(rows), kind, int(max_rows), [int(s) for s in seeds.split(",")])
+        rows, kind, max_rows, seeds, path = args.child
+        result = child(int(rows), kind, int(max_rows), [int(s) for s in seeds.split(",")], path)
         print(json.dumps(result))
         return
 
@@ -179,18 +203,21 @@ def main() -> None:
         return monitor.policy.feature_thresholds.get(column, monitor.policy.feature_threshold)
 
     sizes = [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]
-    results = [_run_child(n, "same", default_max, [0]) for n in sizes]
-    results += [_run_child(n, "drifted", default_max, [0]) for n in sizes[:-1]]
-    if not args.quick:
-        big = sizes[-1]
+    results = []
+    for rows in sizes:  # the two paths side by side, so that a change in the machine's load hits both
         for kind in ("same", "drifted"):
-            results.append(_run_child(big, kind, big, [0]))  # the whole window
-            results.append(_run_child(big, kind, default_max, [0, 1, 2]))  # sampled, three seeds
+            for path in args.paths:
+                results.append(_run_child(rows, kind, rows, [0], path))  # the whole window
+                if rows > default_max:
+                    results.append(_run_child(rows, kind, default_max, [0, 1, 2], path))  # sampled, three seeds
 
+    paths = _compare_paths(results) if len(args.paths) == 2 else []
     agreement = {}
+    last = args.paths[-1]
     for kind in ("same", "drifted"):
-        whole = [r for r in results if r["kind"] == kind and r["rows"] == sizes[-1] and not r["sampled"]]
-        sampled = [r for r in results if r["kind"] == kind and r["rows"] == sizes[-1] and r["sampled"]]
+        big = [r for r in results if r["kind"] == kind and r["rows"] == sizes[-1] and r["path"] == last]
+        whole = [r for r in big if not r["sampled"]]
+        sampled = [r for r in big if r["sampled"]]
         if whole and sampled:
             reference, runs = whole[0]["runs"][0], sampled[-1]["runs"]  # the three-seed run
             agreement[kind] = {
@@ -223,13 +250,50 @@ def main() -> None:
 
     machine |= {"evidently": evidently.__version__, "polars": polars.__version__}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
-        json.dumps(
-            {"machine": machine, "reference_rows": REFERENCE_ROWS, "results": results, "agreement": agreement}, indent=2
-        )
-    )
+    out = {
+        "machine": machine,
+        "reference_rows": REFERENCE_ROWS,
+        "score_tolerance": SCORE_TOLERANCE,
+        "results": results,
+        "agreement": agreement,
+        "paths": paths,
+    }
+    RESULTS.write_text(json.dumps(out, indent=2))
     print(json.dumps(agreement, indent=2))
     print(f"results in {RESULTS.relative_to(ROOT)}")
+    broken = [p for p in paths if not p["same_decisions"] or p["max_abs_score_difference"] > SCORE_TOLERANCE]
+    if broken:
+        sys.exit(f"the two paths disagree: {json.dumps(broken)}")
+    if paths:
+        worst = max(p["max_abs_score_difference"] for p in paths)
+        print(f"before and after: the same drifted features on {len(paths)} checks, scores within {worst:.1e}")
+
+
+def _compare_paths(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """For each window and seed, whether `before` and `after` flag the same features with the same scores."""
+    runs: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for result in results:
+        for run in result["runs"]:
+            runs[(result["rows"], result["kind"], result["max_rows"], run["seed"], result["path"])] = run
+    out = []
+    for (rows, kind, max_rows, seed, path), after in runs.items():
+        before = runs.get((rows, kind, max_rows, seed, "before"))
+        if path != "after" or before is None:
+            continue
+        columns = [*after["scores"], "prediction"]
+        scores = [(r["scores"] | {"prediction": r["prediction_score"]}) for r in (before, after)]
+        out.append(
+            {
+                "rows": rows,
+                "kind": kind,
+                "max_rows": max_rows,
+                "seed": seed,
+                "same_decisions": all(before[k] == after[k] for k in ("drifted", "prediction_drifted")),
+                "max_abs_score_difference": max(abs(scores[0][c] - scores[1][c]) for c in columns),
+                "speedup": round(before["seconds"] / after["seconds"], 2),
+            }
+        )
+    return out
 
 
 if __name__ == "__main__":

@@ -1,21 +1,24 @@
-"""Benchmark the prediction service and batch scoring (issue 5).
+"""Benchmark the prediction service against its bare ceiling, and batch scoring (issues 5 and 12).
 
-    python bench/bench_service.py                    # 10 s per concurrency level, 200k rows batch
-    python bench/bench_service.py --seconds 3 --rows 100000
+    python bench/bench_service.py                         # 10 s per level, 200k rows batch
+    python bench/bench_service.py --seconds 5 --rows 0    # the service only
 
-What it does:
+What it does, in one run:
 1. Copies the exported model (`models/model.onnx`, `models/signature.json`, `models/model_card.json`, from
    `dvc repro`) into a fresh registry in a temporary folder and promotes it; the params are the project's,
    with the prediction log in the temporary folder.
-2. Starts the real service (`evergreen serve`, uvicorn, one process) on a free loopback port, with an API
-   token set, and drives it from load-generator processes on the same machine: single-record `POST /predict`
-   requests over keep-alive connections, closed loop, at 1, 8 and 32 concurrent clients. Latency is the
-   client's wall time per request (p50, p99); throughput is acknowledged requests per second. Every request
-   is committed to the prediction log (SQLite WAL, synchronous=FULL) before its answer is sent.
+2. For 1 and 2 server processes (`--workers`), starts the real service (`evergreen serve --workers N`, API
+   token on) and then the bare ceiling (`bench/bare_service.py`: FastAPI + onnxruntime on the same graph, no
+   request model, no log) on a free loopback port, and drives each with `wrk` (one client thread, keep-alive
+   connections, closed loop; a Lua script cycles single-record `POST /predict` bodies from the bike data) at
+   1, 8 and 32 connections: requests/s, p50 and p99 as wrk reports them, non-2xx answers, and the load
+   average. Every Evergreen answer is committed to the prediction log (SQLite WAL, synchronous=FULL) before
+   it is sent; afterwards the log must hold at least every acknowledged request (wrk does not count the
+   answers still in flight when it stops).
 3. Scales the bundled bike data to `--rows` rows (CSV) and times `evergreen predict` on it end to end (the
    command, including Python start-up) and the library call alone (`rows/s` as the command reports it).
 
-The load generator shares the CPUs with the server: on a small machine it costs the server cores.
+wrk shares the CPUs with the servers: on a small machine it costs the servers a core's share.
 """
 
 from __future__ import annotations
@@ -23,22 +26,20 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import multiprocessing as mp
 import os
 import platform
+import re
 import shutil
 import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import polars as pl
 import yaml
 
@@ -51,12 +52,11 @@ TOKEN = "bench-token"
 FEATURES_FROM = ROOT / "data" / "source" / "bike-sharing" / "hour.csv"
 
 
-def _prepare(work: Path) -> Path:
+def _prepare(work: Path, models: Path) -> Path:
     """A registry holding the exported model as champion, and params pointing at it; returns the params."""
     sys.path.insert(0, str(ROOT / "src"))
     from evergreen.registry.store import Registry
 
-    models = ROOT / "models"
     missing = [n for n in ("model.onnx", "signature.json", "model_card.json") if not (models / n).exists()]
     if missing:
         raise SystemExit(f"models/ lacks {', '.join(missing)}: run `dvc repro export` first")
@@ -73,26 +73,35 @@ def _prepare(work: Path) -> Path:
 
 
 @contextlib.contextmanager
-def _server(params: Path, port: int) -> Iterator[str]:
-    env = {**os.environ, "EVERGREEN_API_TOKEN": TOKEN}
-    process = subprocess.Popen(
-        [str(BIN / "evergreen"), "serve", "--params", str(params), "--port", str(port)],
-        cwd=params.parent,
-        env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
+def _running(command: list[str], cwd: Path, env: dict[str, str], url: str, ready: str) -> Iterator[str]:
+    process = subprocess.Popen(command, cwd=cwd, env=env)
     try:
         for _ in range(600):
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                if httpx.get(f"{url}{ready}", timeout=1).status_code in (200, 405):
                     break
             if process.poll() is not None:
-                raise SystemExit(f"the server exited with {process.returncode}")
+                raise SystemExit(f"{command[0]} exited with {process.returncode}")
             time.sleep(0.1)
         yield url
     finally:
         process.terminate()
         process.wait(30)
+
+
+def _server(params: Path, port: int, workers: int) -> contextlib.AbstractContextManager[str]:
+    """`evergreen serve` with `workers` processes."""
+    command = [str(BIN / "evergreen"), "serve", "--params", str(params), "--port", str(port)]
+    env = {**os.environ, "EVERGREEN_API_TOKEN": TOKEN}
+    return _running([*command, "--workers", str(workers)], params.parent, env, f"http://127.0.0.1:{port}", "/health")
+
+
+def _bare(model: Path, port: int, workers: int) -> contextlib.AbstractContextManager[str]:
+    """The bare ceiling (`bench/bare_service.py`) with `workers` processes."""
+    command = [str(BIN / "uvicorn"), "bare_service:app", "--factory", "--port", str(port), "--log-level", "warning"]
+    command += ["--no-access-log", "--workers", str(workers)]
+    env = {**os.environ, "BARE_MODEL": str(model)}
+    return _running(command, ROOT / "bench", env, f"http://127.0.0.1:{port}", "/predict")
 
 
 def _records(n: int) -> list[dict[str, Any]]:
@@ -108,65 +117,44 @@ def _records(n: int) -> list[dict[str, Any]]:
     return typed.drop_nulls().head(n).to_dicts()
 
 
-def _client_process(url: str, threads: int, seconds: float, start_at: float, out: Any) -> None:
-    """One load-generator process: `threads` closed-loop clients; sends back its latencies in seconds."""
-    records = _records(2000)
-    latencies: list[float] = []
-    errors = [0]
-    lock = threading.Lock()
-
-    def run(k: int) -> None:
-        mine: list[float] = []
-        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60) as client:
-            i = k * 97
-            while time.time() < start_at:
-                time.sleep(0.001)
-            stop = start_at + seconds
-            while time.time() < stop:
-                body = {"records": [records[i % len(records)]]}
-                t0 = time.perf_counter()
-                response = client.post("/predict", json=body)
-                mine.append(time.perf_counter() - t0)
-                if response.status_code != 200:
-                    with lock:
-                        errors[0] += 1
-                i += 1
-        with lock:
-            latencies.extend(mine)
-
-    pool = [threading.Thread(target=run, args=(k,)) for k in range(threads)]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join()
-    out.put((latencies, errors[0]))
+def _lua_script(path: Path, records: list[dict[str, Any]]) -> Path:
+    """A wrk script cycling single-record `POST /predict` bodies, with the token (the bare app ignores it)."""
+    bodies = ",\n".join(json.dumps(json.dumps({"records": [r]})) for r in records)
+    path.write_text(
+        f"local bodies = {{{bodies}}}\nlocal i = 0\n"
+        'wrk.method = "POST"\n'
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        f'wrk.headers["Authorization"] = "Bearer {TOKEN}"\n'
+        "request = function()\n  i = i % #bodies + 1\n"
+        "  return wrk.format(nil, nil, nil, bodies[i])\nend\n"
+    )
+    return path
 
 
-def load(url: str, clients: int, seconds: float) -> dict[str, Any]:
-    """Closed-loop single-record requests from `clients` concurrent clients for `seconds`."""
-    processes = 1 if clients == 1 else 2
-    queue: mp.Queue = mp.Queue()
-    start_at = time.time() + 2.0  # every process starts sending at once, after its imports
-    shares = [clients // processes + (1 if i < clients % processes else 0) for i in range(processes)]
-    workers = [mp.Process(target=_client_process, args=(url, n, seconds, start_at, queue)) for n in shares]
-    for worker in workers:
-        worker.start()
-    latencies: list[float] = []
-    errors = 0
-    for _ in workers:
-        part, failed = queue.get()
-        latencies += part
-        errors += failed
-    for worker in workers:
-        worker.join()
-    ms = np.array(latencies) * 1000
+def _ms(text: str) -> float:
+    """A wrk latency ("812.00us", "3.21ms", "1.02s") in milliseconds."""
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def load(url: str, script: Path, connections: int, seconds: float) -> dict[str, Any]:
+    """wrk, one thread, `connections` keep-alive connections in a closed loop, for `seconds`."""
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", str(script), f"{url}/predict"]
+    before = os.getloadavg()[0]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.MULTILINE))
+    done = int(re.search(r"(\d+) requests in", out).group(1))
+    refused = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)$", out, re.MULTILINE)
     return {
-        "clients": clients,
-        "requests": len(latencies),
-        "errors": errors,
-        "requests_per_s": round(len(latencies) / seconds, 1),
-        "p50_ms": round(float(np.percentile(ms, 50)), 2),
-        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+        "connections": connections,
+        "requests": done,
+        "non_2xx": int(refused.group(1)) if refused else 0,
+        "socket_errors": errors.group(1) if errors else None,
+        "requests_per_s": round(float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), 1),
+        "p50_ms": round(_ms(percentiles["50"]), 2),
+        "p99_ms": round(_ms(percentiles["99"]), 2),
+        "load_average": [round(before, 2), round(os.getloadavg()[0], 2)],
     }
 
 
@@ -208,51 +196,88 @@ def batch(params: Path, work: Path, rows: int) -> dict[str, Any]:
     }
 
 
+def _logged(path: Path) -> int:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return conn.execute("SELECT count(*) FROM predictions").fetchone()[0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10.0, help="load per concurrency level")
-    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--rows", type=int, default=200_000, help="rows for batch scoring")
+    parser.add_argument("--seconds", type=float, default=10.0, help="load per level")
+    parser.add_argument("--connections", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--rows", type=int, default=200_000, help="rows for batch scoring (0: skip)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "service.json")
+    parser.add_argument("--models", type=Path, default=ROOT / "models", help="the exported bike model's folder")
     args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (Debian: apt-get install -y wrk)")
 
     work = Path(tempfile.mkdtemp(prefix="evergreen-bench-service-"))
+    levels: list[dict[str, Any]] = []
+    checks: list[dict[str, Any]] = []
     try:
-        params = _prepare(work)
-        with _server(params, free_port()) as url:
-            warm_up = load(url, 4, 2.0)  # connections, first-call allocations
-            levels = [load(url, clients, args.seconds) for clients in args.clients]
-        with contextlib.closing(sqlite3.connect(work / "predictions.db")) as conn:
-            logged = conn.execute("SELECT count(*) FROM predictions").fetchone()[0]
-        scoring = batch(params, work, args.rows)
+        params = _prepare(work, args.models)
+        script = _lua_script(work / "post.lua", _records(500))
+        for workers in args.workers:
+            log = work / "predictions.db"
+            with _server(params, free_port(), workers) as url:
+                load(url, script, 4, 2.0)  # warm-up: connections, first-call allocations
+                start = _logged(log)
+                runs = [load(url, script, c, args.seconds) for c in args.connections]
+            acknowledged = sum(r["requests"] - r["non_2xx"] for r in runs)
+            checks.append({"workers": workers, "acknowledged": acknowledged, "logged": _logged(log) - start})
+            levels += [{"service": "evergreen", "workers": workers, **r} for r in runs]
+            with _bare(args.models.resolve() / "model.onnx", free_port(), workers) as url:
+                load(url, script, 4, 2.0)
+                levels += [
+                    {"service": "bare", "workers": workers, **load(url, script, c, args.seconds)}
+                    for c in args.connections
+                ]
+        scoring = batch(params, work, args.rows) if args.rows else None
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "load_generator": "wrk -t1 (one thread), single-record POST /predict, keep-alive, closed loop",
         "seconds_per_level": args.seconds,
         "service": levels,
-        # every acknowledged single-record request, warm-up included, is one row of the log
-        "acknowledged": warm_up["requests"] - warm_up["errors"] + sum(r["requests"] - r["errors"] for r in levels),
-        "rows_logged": logged,
+        # every answer wrk counted as 2xx must be in the log; the log may hold more (answers in flight at the end)
+        "log_check": checks,
         "batch": scoring,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print("| clients | requests/s | p50 ms | p99 ms | requests | errors |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
-    for r in levels:
-        cells = [r[k] for k in ("clients", "requests_per_s", "p50_ms", "p99_ms", "requests", "errors")]
-        print("| " + " | ".join(str(c) for c in cells) + " |")
-    print(
-        f"batch: {scoring['rows']} rows, {scoring['library_rows_per_s']:,} rows/s (library), "
-        f"{scoring['command_rows_per_s']:,} rows/s (command, {scoring['command_s']} s)"
-    )
-    print(f"acknowledged requests {results['acknowledged']}, rows in the prediction log {logged}")
+    print(_table(levels))
+    for check in checks:
+        verdict = "ok" if check["logged"] >= check["acknowledged"] else "MISSING ROWS"
+        counts = f"{check['acknowledged']} acknowledged, {check['logged']} logged"
+        print(f"{check['workers']} worker(s): {counts}: {verdict}")
+    if scoring:
+        print(
+            f"batch: {scoring['rows']} rows, {scoring['library_rows_per_s']:,} rows/s (library), "
+            f"{scoring['command_rows_per_s']:,} rows/s (command, {scoring['command_s']} s)"
+        )
     print(f"results: {args.out}")
+
+
+def _table(levels: list[dict[str, Any]]) -> str:
+    """Evergreen beside the bare ceiling, per worker count and connection count."""
+    lines = [
+        "| workers | connections | Evergreen req/s | bare req/s | share | Evergreen p50 / p99 ms | bare p50 / p99 ms "
+        "| load average |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    bare = {(r["workers"], r["connections"]): r for r in levels if r["service"] == "bare"}
+    for r in (r for r in levels if r["service"] == "evergreen"):
+        b = bare[(r["workers"], r["connections"])]
+        share = r["requests_per_s"] / b["requests_per_s"]
+        lines.append(
+            f"| {r['workers']} | {r['connections']} | {r['requests_per_s']:,.0f} | {b['requests_per_s']:,.0f} "
+            f"| {share:.0%} | {r['p50_ms']} / {r['p99_ms']} | {b['p50_ms']} / {b['p99_ms']} "
+            f"| {r['load_average'][1]} |"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

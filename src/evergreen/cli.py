@@ -7,6 +7,7 @@ message and exit with status 1, without a traceback.
 from __future__ import annotations
 
 import datetime
+import gc
 import importlib
 import json
 import os
@@ -239,21 +240,36 @@ def serve(
     params: Path = PARAMS_OPTION,
     host: str = typer.Option(None, "--host", help="address to bind (default serve.host, 127.0.0.1)"),
     port: int = typer.Option(None, "--port", help="port to listen on (default serve.port)"),
+    workers: int = typer.Option(None, "--workers", help="server processes (default serve.workers, 1)"),
 ):
     """Serve the registry's champion over HTTP (POST /predict, /feedback; GET /health, /model)."""
     import uvicorn
 
     from evergreen.config import with_overrides
-    from evergreen.serving.app import create_app
+    from evergreen.serving.app import SERVE_HOST_ENV, SERVE_PARAMS_ENV, create_app
 
     with _reported():
         ws = _workspace(params)
-        overrides = {f"serve.{k}": v for k, v in (("host", host), ("port", port)) if v is not None}
-        ws = Workspace(ws.root, with_overrides(ws.params, overrides))
-        service = create_app(ws)
-    host, port = ws.params.serve.host, ws.params.serve.port
-    typer.echo(f"serving {ws.show(ws.registry)} on http://{host}:{port} (Ctrl+C to stop)")
-    uvicorn.run(service, host=host, port=port, access_log=False, log_level="warning")
+        chosen = (("host", host), ("port", port), ("workers", workers))
+        ws = Workspace(ws.root, with_overrides(ws.params, {f"serve.{k}": v for k, v in chosen if v is not None}))
+        service = create_app(ws)  # every check (token, champion, log) before anything is bound
+    host, port, workers = ws.params.serve.host, ws.params.serve.port, ws.params.serve.workers
+    typer.echo(f"serving {ws.show(ws.registry)} on http://{host}:{port} with {workers} process(es) (Ctrl+C to stop)")
+    if workers == 1:
+        gc.freeze()  # see `app_from_env`
+        uvicorn.run(service, host=host, port=port, access_log=False, log_level="warning")
+        return
+    service.state.service.close()  # each worker opens its own; this one only proved that they can
+    os.environ[SERVE_PARAMS_ENV], os.environ[SERVE_HOST_ENV] = str(params.resolve()), host
+    uvicorn.run(
+        "evergreen.serving.app:app_from_env",
+        factory=True,
+        workers=workers,
+        host=host,
+        port=port,
+        access_log=False,
+        log_level="warning",
+    )
 
 
 @app.command()

@@ -412,6 +412,9 @@ class ServeConfig(_Strict):
     )
     # a champion that cannot load at start-up: serve the newest loadable earlier champion, or refuse to start
     fallback: Literal["previous", "none"] = "previous"
+    workers: int = Field(
+        1, ge=1, le=64, description="server processes on the one port; they share the prediction log (SQLite WAL)"
+    )
 
 
 # -------------------------------------------------------------------------------------------- monitoring
@@ -446,7 +449,7 @@ class MonitorConfig(_Strict):
     workspace: str = "monitoring/workspace"
     project: str = "evergreen"
     decisions: str = "monitoring/decisions.jsonl"
-    max_rows: int = Field(100_000, ge=1000, description="larger windows are sampled down for the drift check")
+    max_rows: int = Field(1_000_000, ge=1000, description="larger windows are sampled down for the drift check")
     policy: PolicyConfig = PolicyConfig()
 
 

@@ -14,10 +14,13 @@ from sklearn import metrics as skm
 from evergreen.config import MonitorConfig, WindowConfig, parse_params
 from evergreen.data.schema import EVENT_TIME
 from evergreen.model.metrics import classification_metrics
+from evergreen.monitoring import evidently_adapter as adapter
+from evergreen.monitoring.drift import column_drift
 from evergreen.monitoring.evidently_adapter import (
     add_to_workspace,
     compute_report,
     list_snapshots,
+    parse_drift,
     save_report,
 )
 from evergreen.monitoring.window import select_window
@@ -350,6 +353,75 @@ def test_large_window_is_sampled_with_a_seed(reference):
     assert [f.score for f in first.features] != [f.score for f in other.features]
     assert [f.score for f in first.features] != [f.score for f in full.features]
     assert first.drifted_features == full.drifted_features == []
+
+
+def _judged(summary) -> list:
+    return [*summary.features, *([summary.prediction] if summary.prediction else [])]
+
+
+def _scores(summary) -> dict[str, float]:
+    return {f.column: f.score for f in _judged(summary)}
+
+
+def _flags(summary) -> dict[str, bool]:
+    return {f.column: f.drifted for f in _judged(summary)}
+
+
+@pytest.mark.parametrize("shift", [{}, {"temp_shift": 0.1, "season_p": [0.55, 0.15, 0.15, 0.15]}])
+def test_drift_is_computed_as_evidently_computes_it(reference, shift):
+    current = _log(**shift).with_columns(  # missing and infinite values, which both drop
+        pl.when(pl.int_range(N) % 7 == 0).then(None).otherwise(pl.col("hum")).alias("hum"),
+        pl.when(pl.int_range(N) % 11 == 0).then(float("inf")).otherwise(pl.col("temp")).alias("temp"),
+        pl.when(pl.int_range(N) % 13 == 0).then(None).otherwise(pl.col("weather")).alias("weather"),
+    )
+    ours, _ = compute_report(reference, current, _data(), _monitor())
+    theirs, _ = compute_report(reference, current, _data(), _monitor(), evidently_drift=True)
+    assert ours.drifted_features == theirs.drifted_features == (["temp", "season"] if shift else [])
+    assert _flags(ours) == _flags(theirs)
+    assert _scores(ours) == pytest.approx(_scores(theirs), abs=1e-12)
+
+
+def test_a_numeric_column_with_few_values_is_judged_by_its_frequencies(reference):
+    """A numeric column with five values or fewer gets Jensen-Shannon on its values, as in Evidently."""
+    ref = reference.with_columns(pl.col("hum").round(0))
+    current = _log().with_columns((pl.col("hum") + 0.3).round(0))
+    ours, _ = compute_report(ref, current, _data(), _monitor())
+    theirs, _ = compute_report(ref, current, _data(), _monitor(), evidently_drift=True)
+    hum = next(f for f in ours.features if f.column == "hum")
+    assert hum.method == "jensenshannon" and hum.drifted
+    assert hum.score == pytest.approx(_scores(theirs)["hum"], abs=1e-12)
+
+
+def test_a_varied_numeric_column_is_binned_for_jensen_shannon_as_in_evidently():
+    from evidently.legacy.calculations.stattests.jensenshannon import _jensenshannon
+    from evidently.legacy.core import ColumnType
+
+    rng = np.random.default_rng(0)
+    ref, cur = pl.Series("x", rng.normal(0, 1, 3000)), pl.Series("x", rng.normal(0.3, 1.2, 5000))
+    ours = column_drift("x", "jensenshannon", ref, cur, 0.1, numeric=True)
+    theirs, _ = _jensenshannon(ref.to_pandas(), cur.to_pandas(), ColumnType.Numerical, 0.1)
+    assert ours.score == pytest.approx(theirs, abs=1e-12) and ours.drifted == (theirs >= 0.1)
+
+
+def test_a_column_drift_cannot_be_computed_without_values_or_with_an_unknown_method():
+    values = pl.Series("x", [0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match="no finite value"):
+        column_drift("x", "wasserstein", values, pl.Series("x", [None, float("nan")]), 0.1, numeric=True)
+    with pytest.raises(ValueError, match="'psi' is not computed here"):
+        column_drift("x", "psi", values, values, 0.1, numeric=True)
+
+
+def test_the_whole_window_is_judged_while_the_report_gets_a_sample(reference, monkeypatch):
+    monkeypatch.setattr(adapter, "REPORT_ROWS", 500)
+    current = _log(temp_shift=0.05)
+    summary, snapshot = compute_report(reference, current, _data(), _monitor())
+    whole, _ = compute_report(reference, current, _data(), _monitor(), evidently_drift=True)  # all 2,000 rows
+    metadata = snapshot.report.metadata
+    assert (metadata["rows"], metadata["drift_rows"], metadata["report_rows"]) == (str(N), str(N), "500")
+    assert _flags(summary) == _flags(whole)
+    assert _scores(summary) == pytest.approx(_scores(whole), abs=1e-12)
+    shown = {c: d.score for c, d in parse_drift(snapshot).items()}  # the report shows the sample's scores
+    assert shown.keys() == _scores(summary).keys() and shown != pytest.approx(_scores(summary), abs=1e-6)
 
 
 def test_empty_window_gives_a_summary_without_a_report(reference):

@@ -245,3 +245,109 @@ def test_a_log_written_before_the_out_of_range_column_is_read_and_extended(tmp_p
     log.write(log_rows("new", utc_now(), "v1", [{"hr": 30}], [1.0], out_of_range=[["hr"]]))
     log.close()
     assert read_log(path)["out_of_range"].to_list() == [[], ["hr"]]
+
+
+def test_concurrent_awaited_writes_share_commits_and_each_is_logged(tmp_path):
+    """Group commit groups: 64 requests awaiting their commit on one event loop take far fewer commits than
+    64 (each commit is one fsync), and every one of them is in the log afterwards."""
+    import asyncio
+
+    commits: list[int] = []
+    log = PredictionLog(tmp_path / "predictions.db", on_commit=lambda _, n: commits.append(n))
+
+    async def many() -> None:
+        await asyncio.gather(*(log.write_async(_rows(f"r{i}", 1)) for i in range(64)))
+
+    try:
+        asyncio.run(many())
+    finally:
+        log.close()
+    assert sum(commits) == 64
+    assert len(commits) < 16, commits
+    assert read_log(log.path)["request_id"].n_unique() == 64
+
+
+def test_an_awaited_write_behind_a_held_lock_is_refused_within_the_timeout_and_never_committed(tmp_path):
+    import asyncio
+
+    log = PredictionLog(tmp_path / "predictions.db", timeout_s=0.5)
+    holder = sqlite3.connect(tmp_path / "predictions.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        started = time.monotonic()
+        with pytest.raises(LogUnavailable):
+            asyncio.run(log.write_async(_rows("blocked", 1)))
+        assert time.monotonic() - started < 2.0
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    asyncio.run(log.write_async(_rows("after", 1)))  # the lock gone, the log takes writes again
+    log.close()
+    assert read_log(log.path)["request_id"].to_list() == ["after"]
+
+
+def test_a_lock_held_briefly_by_another_writer_delays_a_write_but_does_not_fail_it(tmp_path):
+    """Two server processes take turns on the write lock: a write waits for the other's commit (retrying
+    within the timeout), it is not refused."""
+    log = PredictionLog(tmp_path / "predictions.db", timeout_s=5.0)
+    holder = sqlite3.connect(tmp_path / "predictions.db", isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute(_INSERT, _rows("other", 1)[0])
+    release = threading.Timer(0.3, lambda: holder.execute("COMMIT"))
+    release.start()
+    started = time.monotonic()
+    log.write(_rows("mine", 1))
+    waited = time.monotonic() - started
+    release.join()
+    holder.close()
+    log.close()
+    assert 0.25 < waited < 1.0  # it waited for the lock, and took it soon after it went
+    assert sorted(read_log(log.path)["request_id"].to_list()) == ["mine", "other"]
+
+
+def test_a_duplicate_inside_a_group_inserted_together_fails_alone(tmp_path):
+    """The writer inserts a group's rows in one statement; when one request of the group fails (its id is
+    already logged), that statement is undone and each request is tried alone: only the duplicate fails."""
+    import asyncio
+
+    commits: list[int] = []
+    log = PredictionLog(tmp_path / "predictions.db", timeout_s=5.0, on_commit=lambda _, n: commits.append(n))
+    log.write(_rows("dup", 2))
+    holder = sqlite3.connect(tmp_path / "predictions.db", isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")  # everything below queues up behind it, then commits as one group
+    threading.Timer(0.3, lambda: holder.execute("COMMIT")).start()
+
+    async def many() -> list:
+        ids = ["a", "b", "dup", "c", "d"]
+        return await asyncio.gather(*(log.write_async(_rows(i, 2)) for i in ids), return_exceptions=True)
+
+    outcomes = asyncio.run(many())
+    log.close()
+    holder.close()
+    assert [type(o).__name__ for o in outcomes] == ["NoneType", "NoneType", "IntegrityError", "NoneType", "NoneType"]
+    assert commits[-1] == 4  # one commit for the four that succeeded
+    counts = dict(read_log(log.path).group_by("request_id").len().iter_rows())
+    assert counts == {"dup": 2, "a": 2, "b": 2, "c": 2, "d": 2}
+
+
+def test_a_duplicate_in_a_group_of_over_a_thousand_rows_fails_alone(tmp_path):
+    """Over `_ROWS_PER_STATEMENT` rows, a group is inserted in several statements under a savepoint: when
+    the last one fails, the earlier ones are undone too, and each request is then tried alone."""
+    import asyncio
+
+    log = PredictionLog(tmp_path / "predictions.db", timeout_s=5.0)
+    log.write(_rows("dup", 1))
+    holder = sqlite3.connect(tmp_path / "predictions.db", isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    threading.Timer(0.3, lambda: holder.execute("COMMIT")).start()
+
+    async def many() -> list:
+        writes = [log.write_async(_rows(f"big{i}", 300)) for i in range(4)] + [log.write_async(_rows("dup", 1))]
+        return await asyncio.gather(*writes, return_exceptions=True)
+
+    outcomes = asyncio.run(many())
+    log.close()
+    holder.close()
+    assert [o is None for o in outcomes] == [True] * 4 + [False]
+    counts = dict(read_log(log.path).group_by("request_id").len().iter_rows())
+    assert counts == {"dup": 1, **{f"big{i}": 300 for i in range(4)}}

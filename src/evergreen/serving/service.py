@@ -17,6 +17,11 @@ How a request is scored:
 5. the rows are committed to the prediction log before the answer is returned: no commit, no claim. A log that
    cannot commit within `serve.log_timeout_s` (another process holds its lock) is a 503.
 
+Speed (issue 12): the app calls `predict_async`, which scores a small request on the event loop (no thread
+hand-off) and awaits its commit, so concurrent requests share the log's commits. The graph's input is built by
+`fast_matrix` in plain Python when the model has no derived calendar features: the same float32 matrix as
+`inference.feature_matrix` (a unit test holds them equal), without a polars frame per request.
+
 Health: `health()` reports `status` "ok" or "degraded", the version served, `log` "ok" or "unavailable" (a
 write transaction could not be taken within a second) and, when the champion could not be served, `fallback`.
 The app answers `/health` with 503 while the log is unavailable (no prediction can be acknowledged), else 200.
@@ -24,9 +29,13 @@ The app answers `/health` with 503 while the log is unavailable (no prediction c
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import math
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import numpy as np
@@ -37,18 +46,19 @@ from typing_extensions import TypedDict
 from evergreen.config import DataConfig, ServeConfig
 from evergreen.data.schema import polars_type
 from evergreen.errors import EvergreenError
-from evergreen.inference import predict, predicted_labels
+from evergreen.inference import INPUT_NAME, ServingModel, feature_matrix, predicted_labels
 from evergreen.registry.store import Registry
 from evergreen.serving.champion import Champion
 from evergreen.serving.log import LabelCountMismatch, LogUnavailable, PredictionLog, UnknownRequest, log_rows, utc_now
 from evergreen.serving.schema import RequestSchema, build_schema, clip, field_errors
 from evergreen.workspace import Workspace
 
-__all__ = ["MAX_DETAIL", "PredictionService", "Rejected", "max_body_bytes"]
+__all__ = ["MAX_DETAIL", "PredictionService", "Rejected", "fast_matrix", "fast_plan", "max_body_bytes"]
 
 logger = logging.getLogger("evergreen.serve")
 MAX_DETAIL = 20  # problems listed in one error body
 _HEALTH_TIMEOUT_S = 1.0
+_INLINE_BODY_BYTES = 16_384  # `predict_async` scores a body up to this size on the event loop
 
 
 class Rejected(EvergreenError):
@@ -98,18 +108,90 @@ def _same(label: Any, cls: Any) -> bool:
 
 def _non_finite(output: np.ndarray) -> list[int]:
     """Rows whose output (a value, or a row of class probabilities) holds NaN or infinity."""
+    if np.isfinite(output).all():  # the common case, in a third of the time
+        return []
     finite = np.isfinite(output.reshape(len(output), -1)).all(axis=1)
     return np.flatnonzero(~finite).tolist()
+
+
+def _unlogged(exc: Exception) -> Rejected:
+    logger.error("prediction log write failed: %s", exc)
+    return Rejected(503, "the prediction log is unavailable; the request was not served")
+
+
+@dataclass(frozen=True)
+class _Scored:
+    """A request scored but not yet acknowledged: its answer, its log rows, and what the metrics are told."""
+
+    answer: dict[str, Any]
+    rows: list[tuple[Any, ...]]
+    version: str
+    flagged: list[list[str]]
+
+
+# A plan for `fast_matrix`: per graph input in order, (request field, its train vocabulary or None, int field)
+_Plan = list[tuple[str, dict[str, int] | None, bool]]
+_NUMERIC = (pl.Int64(), pl.Float64(), pl.Boolean())
+_EXACT_INT = 2**53  # an int beyond this is not exact as a float64: float32 of it could round twice
+
+
+def fast_plan(model: ServingModel, dtypes: dict[str, pl.DataType]) -> _Plan | None:
+    """How `fast_matrix` builds this model's input, or None when it cannot (derived calendar features, dates)."""
+    if model.derived:
+        return None
+    plan: _Plan = []
+    vocabularies = model.vocabularies
+    for name in model.features:
+        dtype = dtypes.get(name)
+        if name in vocabularies and dtype == pl.String():
+            plan.append((name, {value: code for code, value in enumerate(vocabularies[name])}, False))
+        elif dtype in _NUMERIC and name not in vocabularies:
+            plan.append((name, None, dtype == pl.Int64()))
+        else:
+            return None
+    return plan
+
+
+def fast_matrix(plan: _Plan, records: list[dict[str, Any]]) -> np.ndarray | None:
+    """`inference.feature_matrix` of validated records, in plain Python: float32 [N, F], NaN for a missing value
+    or an unseen category. It skips building a polars frame, which costs ten times the graph's run for one
+    record. None for a value it cannot convert exactly (an int beyond 2**53): the caller takes the polars path.
+    """
+    nan = math.nan
+    matrix = []
+    for record in records:
+        row = []
+        for name, vocabulary, integer in plan:
+            value = record[name]
+            if value is None:
+                row.append(nan)
+            elif vocabulary is not None:
+                code = vocabulary.get(value)
+                row.append(nan if code is None else code)
+            elif integer and not -_EXACT_INT <= value <= _EXACT_INT:
+                return None
+            else:
+                row.append(value)
+        matrix.append(row)
+    with np.errstate(over="ignore"):  # a value beyond float32 becomes infinity, as in the polars cast
+        return np.array(matrix, dtype=np.float64).astype(np.float32)
 
 
 class PredictionService:
     """Scoring, logging and feedback for one workspace, callable without HTTP.
 
     Raises `ServeError` or `RegistryError` when it could not serve: no champion, none that loads (see
-    `serving.champion` for the fallback), a champion that does not fit the declared features.
+    `serving.champion` for the fallback), a champion that does not fit the declared features. The hooks feed
+    the metrics (`serving.metrics`): `on_scored(version, out_of_range)` once a request's rows are committed,
+    `on_commit(seconds, operations)` after each commit of the prediction log.
     """
 
-    def __init__(self, workspace: Workspace):
+    def __init__(
+        self,
+        workspace: Workspace,
+        on_scored: Callable[[str, list[list[str]]], None] | None = None,
+        on_commit: Callable[[float, int], None] | None = None,
+    ):
         params = workspace.params
         self.serve, self.data = params.serve, params.data
         self.schema = build_schema(self.data, params.clean, self.serve.max_string_length)
@@ -117,10 +199,12 @@ class PredictionService:
         self.champion = Champion(
             Registry(workspace.registry), self.data, self.serve.reload_interval_s, self.serve.fallback
         )
-        self.log = PredictionLog(workspace.prediction_log, timeout_s=self.serve.log_timeout_s)
+        self.log = PredictionLog(workspace.prediction_log, timeout_s=self.serve.log_timeout_s, on_commit=on_commit)
+        self._on_scored = on_scored
         self.body_limit = max_body_bytes(self.schema, self.data, self.serve)
         self._dtypes = {n: polars_type(self.data.column(n)) for n in self.schema.features}
         self._feedback = TypeAdapter(_Feedback)
+        self._plans: dict[str, _Plan | None] = {}  # per model version: how `fast_matrix` builds its input
 
     def start(self) -> None:
         """Start watching the registry for a new champion."""
@@ -141,6 +225,29 @@ class PredictionService:
     # ------------------------------------------------------------------------------------------ requests
     def predict(self, body: bytes | str | Any) -> dict[str, Any]:
         """Score `{"records": [...]}` (JSON text, or already parsed); the answer once the rows are logged."""
+        scored = self._score(body)
+        try:
+            self.log.write(scored.rows)
+        except Exception as exc:  # not logged means not acknowledged
+            raise _unlogged(exc) from None
+        return self._acknowledge(scored)
+
+    async def predict_async(self, body: bytes) -> dict[str, Any]:
+        """`predict` for the event loop. A small body (the one-record request that dominates) is scored inline:
+        it costs tens of microseconds, less than a hand-off to a thread; a large one is scored on a thread so
+        it does not stall the other requests. The commit is awaited: no thread is parked while it runs."""
+        if len(body) <= _INLINE_BODY_BYTES:
+            scored = self._score(body)
+        else:
+            scored = await asyncio.to_thread(self._score, body)
+        try:
+            await self.log.write_async(scored.rows)
+        except Exception as exc:  # not logged means not acknowledged
+            raise _unlogged(exc) from None
+        return self._acknowledge(scored)
+
+    def _score(self, body: bytes | str | Any) -> _Scored:
+        """Parse, validate and score a request (see the module docstring); its answer and its log rows."""
         model = self.champion.model  # taken once: this request is served by this version only
         payload = _parse(body) if isinstance(body, bytes | bytearray | str) else body
         if not isinstance(payload, dict) or not isinstance(payload.get("records"), list):
@@ -156,11 +263,9 @@ class PredictionService:
             records = self.schema.validate_records(payload["records"])
         except ValidationError as exc:
             raise _invalid(exc, "records") from None
-        names = model.request_columns  # the features sent, and the timestamp derived features come from
-        # row orientation: four times faster than per-column lists for the one-record requests that dominate
-        rows = [tuple(r[n] for n in names) for r in records]
-        frame = pl.DataFrame(rows, schema={n: self._dtypes[n] for n in names}, orient="row")
-        output = predict(model, frame)
+        matrix = self._matrix(model, records)
+        # one run for a request (max_batch rows): onnx_predict's slicing and concatenation cost more than the run
+        output = model.session.run(None, {INPUT_NAME: matrix})[0]
         flagged = self.schema.out_of_range(records)
         broken = _non_finite(output)
         if broken:
@@ -168,15 +273,32 @@ class PredictionService:
         predictions = predicted_labels(model, output)
         probabilities = None if model.task == "regression" else output.tolist()
         request_id = uuid.uuid4().hex
-        try:
-            self.log.write(log_rows(request_id, utc_now(), model.version, records, predictions, probabilities, flagged))
-        except Exception as exc:  # not logged means not acknowledged
-            logger.error("prediction log write failed: %s", exc)
-            raise Rejected(503, "the prediction log is unavailable; the request was not served") from None
         answer = {"request_id": request_id, "model_version": model.version, "predictions": predictions}
         if probabilities is not None:
             answer |= {"classes": model.classes, "probabilities": probabilities}
-        return answer | {"out_of_range": flagged}
+        answer["out_of_range"] = flagged
+        rows = log_rows(request_id, utc_now(), model.version, records, predictions, probabilities, flagged)
+        return _Scored(answer, rows, model.version, flagged)
+
+    def _matrix(self, model: ServingModel, records: list[dict[str, Any]]) -> np.ndarray:
+        """The graph's input for validated records: `fast_matrix` where it applies, else the shared polars path
+        (`inference.feature_matrix`), which derives calendar features and is the reference for the fast one."""
+        plan = self._plans.get(model.version)
+        if plan is None:
+            plan = self._plans[model.version] = fast_plan(model, self._dtypes)
+        matrix = fast_matrix(plan, records) if plan else None
+        if matrix is not None:
+            return matrix
+        names = model.request_columns  # the features sent, and the timestamp derived features come from
+        # row orientation: four times faster than per-column lists for the one-record requests that dominate
+        rows = [tuple(r[n] for n in names) for r in records]
+        frame = pl.DataFrame(rows, schema={n: self._dtypes[n] for n in names}, orient="row")
+        return feature_matrix(frame, model.features, model.vocabularies, model.derived)
+
+    def _acknowledge(self, scored: _Scored) -> dict[str, Any]:
+        if self._on_scored is not None:
+            self._on_scored(scored.version, scored.flagged)
+        return scored.answer
 
     def _not_finite(self, rows: list[int], flagged: list[list[str]], version: str) -> Rejected:
         def why(i: int) -> str:

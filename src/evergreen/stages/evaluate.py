@@ -52,8 +52,9 @@ def run(ws: Workspace) -> None:
         name: _rounded(score(prep.task, actual, predict_baseline(fit, prep.task, x_test, classes), prep.classes))
         for name, fit in fitted.items()
     }
-    per_class = None if regression else per_class_metrics(actual, output, prep.classes or [])
-    report = EvalReport(model=model_scores, baselines=baseline_scores, per_class=per_class)
+    # per-class figures only where there are classes: a null in metrics/eval.json is dropped by `dvc exp show`
+    extra = {} if regression else {"per_class": per_class_metrics(actual, output, prep.classes or [])}
+    report = EvalReport(model=model_scores, baselines=baseline_scores, **extra)
     report.write(ws.eval_metrics)
 
     # plots for `dvc plots show`, and the full-precision test predictions (serving checks it has no skew)
