@@ -349,7 +349,9 @@ def test_large_window_is_sampled_with_a_seed(reference):
     other, _ = compute_report(reference, current, _data(), config, seed=4)
     full, _ = compute_report(reference, current, _data(), _monitor())
     assert first.rows == 5000 and first.reference_rows == N  # the summary counts the whole window
-    assert [f.score for f in first.features] == [f.score for f in again.features]
+    # the same seed samples the same rows; the scores may differ in the last bits, because numpy's dot product
+    # sums in an order that depends on the arrays' memory alignment (seen: 7e-18 apart in a fresh venv)
+    assert [f.score for f in first.features] == pytest.approx([f.score for f in again.features], rel=1e-12, abs=1e-15)
     assert [f.score for f in first.features] != [f.score for f in other.features]
     assert [f.score for f in first.features] != [f.score for f in full.features]
     assert first.drifted_features == full.drifted_features == []
