@@ -7,7 +7,6 @@ it does know must hold the declared type, or reading fails with an `ArtifactErro
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Self
 
@@ -56,12 +55,7 @@ class Artifact(Record):
     @classmethod
     def read(cls, path: Path) -> Self:
         """Read and validate `path`; a missing, unparseable or mistyped file is an `ArtifactError`."""
-        try:
-            payload = json.loads(path.read_bytes())
-        except FileNotFoundError:
-            raise ArtifactError(f"{path}: missing (the stage that writes it has not run)") from None
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ArtifactError(f"{path}: not valid JSON ({' '.join(str(exc).split())})") from None
+        payload = io.read_json(path, ArtifactError, missing="missing (the stage that writes it has not run)")
         return cls.from_dict(payload, path)
 
     @classmethod

@@ -25,7 +25,7 @@ import polars as pl
 
 from evergreen.config import DataConfig
 from evergreen.data.schema import SOURCE_FILE, SOURCE_ROW
-from evergreen.errors import DataError
+from evergreen.errors import DataError, EvergreenError
 
 CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.zst")  # polars reads zstd itself; gzip is opened here
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -168,6 +168,19 @@ def write_parquet(frame: pl.DataFrame, path: Path) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def read_json(path: Path, error: type[EvergreenError], *, subject: str = "", missing: str = "missing") -> Any:
+    """A parsed JSON file; a missing or unparseable one is `error`, one line naming the file.
+
+    `subject` ("the model card is ") and `missing` word the messages for the caller's kind of file.
+    """
+    try:
+        return json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise error(f"{path}: {missing}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(f"{path}: {subject}not valid JSON ({' '.join(str(exc).split())})") from None
 
 
 def write_json(payload: dict[str, Any], path: Path) -> None:

@@ -32,6 +32,7 @@ from typing import Any
 
 import filelock
 
+from evergreen.data.io import read_json
 from evergreen.errors import RegistryError
 
 __all__ = ["CARD", "CHAMPION", "FILES_SHA256", "HISTORY", "MODEL_FILE", "Registry", "RegistryError", "Verify"]
@@ -137,12 +138,7 @@ class Registry:
     def card(self, version: str) -> dict[str, Any]:
         """A version's model card; a damaged card is a `RegistryError` naming the file."""
         path = self.path(version) / CARD
-        try:
-            card = json.loads(path.read_bytes())
-        except FileNotFoundError:
-            raise RegistryError(f"{path}: the model card is missing") from None
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise RegistryError(f"{path}: the model card is not valid JSON ({_one_line(exc)})") from None
+        card = read_json(path, RegistryError, subject="the model card is ", missing="the model card is missing")
         if not isinstance(card, dict):
             raise RegistryError(f"{path}: the model card should be a JSON object, found {type(card).__name__}")
         return card
