@@ -43,3 +43,12 @@ def tiny(tiny_raw: dict[str, Any]) -> Params:
 @pytest.fixture(scope="session")
 def bundled_params() -> Params:
     return parse_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One throwaway PostgreSQL cluster for the whole run (each test creates its own database in it)."""
+    from tests.postgres_harness import postgres_cluster
+
+    with postgres_cluster() as cluster:
+        yield cluster

@@ -50,6 +50,36 @@ def test_promote_and_rollback(tmp_path):
     assert [e["event"] for e in registry.history()] == ["promote"] * 3 + ["rollback"] * 2
 
 
+def test_shadow_pointer_is_set_ended_and_kept_out_of_rollback(tmp_path):
+    registry = Registry(tmp_path / "reg")
+    for name in "ab":
+        registry.add(_files(tmp_path, name), {})
+    registry.promote("v1", reason="first")
+    assert registry.shadow() is None
+    with pytest.raises(RegistryError, match="v1 is the champion"):
+        registry.set_shadow("v1", reason="x")
+    registry.set_shadow("v2", reason="passed the offline gate")
+    assert registry.shadow() == "v2" and registry.champion() == "v1"
+    registry.end_shadow("v2", outcome="discarded", reason="worse on live labels")
+    assert registry.shadow() is None and registry.champion() == "v1"
+    (registry.root / "SHADOW").write_bytes(b"\x00junk")
+    with pytest.raises(RegistryError, match="SHADOW is damaged"):
+        registry.shadow()
+    registry.set_shadow("v2", reason="again")  # replacing a damaged pointer repairs it
+    assert registry.shadow() == "v2"
+    registry.promote("v2", reason="won in the shadow")
+    registry.end_shadow("v2", outcome="promoted", reason="won in the shadow")
+    assert [e["event"] for e in registry.history()] == [
+        "promote",
+        "shadow",
+        "end_shadow",
+        "shadow",
+        "promote",
+        "end_shadow",
+    ]
+    assert registry.rollback() == "v1"  # shadow events are not champions
+
+
 def test_unknown_version_names_the_known_ones(tmp_path):
     registry = Registry(tmp_path / "reg")
     registry.add(_files(tmp_path, "a"), {})

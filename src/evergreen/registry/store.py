@@ -5,6 +5,8 @@ Atomicity is the point of this module:
   reader never sees half a version; its card records the SHA-256 of each file, so damage done later is seen;
 - the champion pointer (`CHAMPION`, a one-line file) is replaced with `os.replace`, so it always names a
   complete version; a crash mid-promotion leaves the old champion serving;
+- a challenger that passed the offline gate may first serve in the shadow (`SHADOW`, a pointer like
+  `CHAMPION`, absent when there is none): scored on live traffic beside the champion, never answering;
 - a version becomes the champion (by hand, by the gate or by a rollback) only after its files match their
   recorded hashes and the caller's `verify` (e.g. loading the ONNX graph and checking its signature) passed;
 - every write first removes what a killed writer left behind (hidden staging folders, `.*.tmp` files, a torn
@@ -35,15 +37,17 @@ import filelock
 from evergreen.data.io import read_json
 from evergreen.errors import RegistryError
 
-__all__ = ["CARD", "CHAMPION", "FILES_SHA256", "HISTORY", "MODEL_FILE", "Registry", "RegistryError", "Verify"]
+__all__ = ["CARD", "CHAMPION", "SHADOW", "FILES_SHA256", "HISTORY", "MODEL_FILE", "Registry", "RegistryError", "Verify"]
 
 CHAMPION = "CHAMPION"
+SHADOW = "SHADOW"
 HISTORY = "history.jsonl"
 CARD = "model_card.json"
 MODEL_FILE = "model.onnx"  # the file whose bytes identify a version (two versions never share them)
 FILES_SHA256 = "files_sha256"  # card key: {file name: SHA-256 hex} recorded when the version was registered
 _VERSION = re.compile(r"^v(\d+)$")
 _STAGING = ".staging-"
+_EVENTS = ("promote", "rollback", "shadow", "end_shadow")
 
 Verify = Callable[[Path, str], object]
 """Called as `verify(version_folder, version)` before a version becomes the champion; raises when unusable."""
@@ -109,7 +113,14 @@ class Registry:
 
         A pointer that does not hold one version name (random bytes, an empty file) is a `RegistryError`.
         """
-        pointer = self.root / CHAMPION
+        return self._pointer(CHAMPION, "make a version the champion again with `evergreen models promote VERSION`")
+
+    def shadow(self) -> str | None:
+        """The version scored in the shadow of the champion, or None when there is none."""
+        return self._pointer(SHADOW, f"remove {self.root / SHADOW} to serve without a shadow")
+
+    def _pointer(self, name: str, repair: str) -> str | None:
+        pointer = self.root / name
         try:
             payload = pointer.read_bytes()
         except FileNotFoundError:
@@ -117,15 +128,14 @@ class Registry:
         except OSError as exc:
             raise RegistryError(f"{pointer}: cannot be read ({exc.strerror or exc})") from None
         try:
-            name = payload.decode("utf-8").strip()
+            version = payload.decode("utf-8").strip()
         except UnicodeDecodeError:
-            name = ""
-        if not _VERSION.match(name):
+            version = ""
+        if not _VERSION.match(version):
             raise RegistryError(
-                f"{pointer} is damaged: it should hold one version name such as 'v3', found {payload[:40]!r}; "
-                "make a version the champion again with `evergreen models promote VERSION`"
+                f"{pointer} is damaged: it should hold one version name such as 'v3', found {payload[:40]!r}; " + repair
             )
-        return name
+        return version
 
     def path(self, version: str) -> Path:
         """The folder of a complete version; `RegistryError` when there is no such version."""
@@ -225,6 +235,35 @@ class Registry:
             self._record({"event": "promote", "version": version, "previous": previous, "reason": reason})
         return True
 
+    def set_shadow(self, version: str, reason: str, verify: Verify | None = None) -> None:
+        """Put `version` in the shadow (verified like `promote`), replacing any shadow there; recorded."""
+        with self._writing():
+            folder = self.path(version)
+            if version == self.champion():
+                raise RegistryError(f"{version} is the champion: it cannot also be its own shadow")
+            self._verify(version, folder, verify, f"cannot put {version} in the shadow")
+            try:
+                previous = self.shadow()
+            except RegistryError:
+                previous = None  # a damaged pointer is repaired by replacing it
+            _write_atomic(self.root / SHADOW, version + "\n")
+            self._record({"event": "shadow", "version": version, "previous": previous, "reason": reason})
+
+    def end_shadow(self, version: str, outcome: str, reason: str) -> None:
+        """Take `version` out of the shadow: `outcome` is "promoted" or "discarded" (recorded with `reason`).
+
+        A shadow that is no longer `version` (replaced meanwhile) is left alone; the event is still recorded.
+        """
+        with self._writing():
+            try:
+                current = self.shadow()
+            except RegistryError:
+                current = version  # a damaged pointer names no shadow worth keeping
+            if current == version:
+                (self.root / SHADOW).unlink()
+                _fsync_dir(self.root)
+            self._record({"event": "end_shadow", "version": version, "outcome": outcome, "reason": reason})
+
     def rollback(self, verify: Verify | None = None) -> str:
         """Make the previous *different* champion the champion again (verified like `promote`); returns it."""
         with self._writing():
@@ -322,8 +361,8 @@ def _parse_event(path: Path, number: int, line: bytes) -> dict[str, Any]:
         event = json.loads(line)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RegistryError(f"{path}: line {number} is not a JSON event ({_one_line(exc)})") from None
-    if not isinstance(event, dict) or event.get("event") not in ("promote", "rollback") or "version" not in event:
-        raise RegistryError(f"{path}: line {number} is not a promote or rollback event with a version: {line[:60]!r}")
+    if not isinstance(event, dict) or event.get("event") not in _EVENTS or "version" not in event:
+        raise RegistryError(f"{path}: line {number} is not a registry event with a version: {line[:60]!r}")
     return event
 
 
@@ -336,6 +375,8 @@ def _champion_stack(history: list[dict[str, Any]], current: str) -> list[str]:
     stack: list[str] = []
     for event in history:
         version = event["version"]
+        if event["event"] in ("shadow", "end_shadow"):
+            continue
         if event["event"] == "promote":
             if not stack or stack[-1] != version:
                 stack.append(version)
