@@ -15,6 +15,13 @@ What it does, in one run:
    evergreen's polars `clean` (rows, reasons, imputed and clipped counts, column sums), and reports
    the speedup.
 4. Times a no-op `dvc repro split` in a throwaway git + DVC copy of the project, on the bundled data.
+5. Partitions (issue 13): runs the real stages (`evergreen.stages.<name>.run`, what `dvc repro` runs), each in
+   a fresh process, on a scratch project whose source is the generated files (one partition per file):
+   a full build in one process (`EVERGREEN_DASK_SCHEDULER=synchronous`: peak RSS is all the work's), the same
+   build on a local Dask cluster of 2 worker processes, then an arrival of `--arrival-rows` new rows into that
+   history, processed incrementally and then rebuilt from scratch. Steps 1-3 above are "today's"
+   implementation (the whole history in one frame: `read_text_table` + `combine`, `validate_frame`, `clean`),
+   the library calls the stages made before partitions.
 
 Dates: pandas, and Great Expectations through it, hold datetimes as datetime64[ns], which ends in 2262, so
 every repetition cannot get its own two years at 10 million rows (that would run to the year ~3160). Instead
@@ -468,9 +475,13 @@ def _run_step(step: str, work: Path, opts: argparse.Namespace) -> None:
     """Body of a step's own process: measure, then write `<work>/<step>.json`."""
     from evergreen.config import load_params
 
-    params = load_params(PARAMS)
     clock = _Clock()
     rss_after_import = _rss_mib()
+    if step.startswith("stage:"):
+        out = _step_stage(step.split(":", 1)[1], work, clock)
+        _record(step, work, out, clock, rss_after_import)
+        return
+    params = load_params(PARAMS)
     body = {
         "ingest": _step_ingest,
         "validate_raw": _step_validate_raw,
@@ -479,7 +490,10 @@ def _run_step(step: str, work: Path, opts: argparse.Namespace) -> None:
         "split": _step_split,
         "pandas_clean": _step_pandas_clean,
     }[step]
-    out = body(work, params, clock, opts)
+    _record(step, work, body(work, params, clock, opts), clock, rss_after_import)
+
+
+def _record(step: str, work: Path, out: dict[str, Any], clock: _Clock, rss_after_import: float) -> None:
     seconds = clock.laps["seconds"]
     out |= {
         "step": step,
@@ -488,10 +502,10 @@ def _run_step(step: str, work: Path, opts: argparse.Namespace) -> None:
         "peak_rss_mib": round(_peak_rss_mib()),
         "rss_at_start_mib": round(rss_after_import),
     }
-    (work / f"{step}.json").write_text(json.dumps(out, indent=2, default=str))
+    (work / f"{step.replace(':', '-')}.json").write_text(json.dumps(out, indent=2, default=str))
 
 
-def _spawn(step: str, work: Path, opts: argparse.Namespace) -> dict[str, Any]:
+def _spawn(step: str, work: Path, opts: argparse.Namespace, scheduler: str | None = None) -> dict[str, Any]:
     """Run one step in its own process. The later steps need ingest, clean and split, so those stop the
     run when they fail; a failed or timed-out validation or pandas run is recorded and the run goes on."""
     cmd = [sys.executable, __file__, "--_step", step, "--_work", str(work)]
@@ -502,7 +516,10 @@ def _spawn(step: str, work: Path, opts: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     timeout = opts.validate_timeout if step.startswith("validate") else None
     try:
-        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        env = {k: v for k, v in os.environ.items() if k != "EVERGREEN_DASK_SCHEDULER"}
+        if scheduler is not None:
+            env["EVERGREEN_DASK_SCHEDULER"] = scheduler
+        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
         error = (
             None
             if done.returncode == 0
@@ -515,11 +532,11 @@ def _spawn(step: str, work: Path, opts: argparse.Namespace) -> dict[str, Any]:
     except subprocess.TimeoutExpired:
         error = f"stopped after {timeout} s (--validate-timeout)"
     if error is not None:
-        if step not in ("validate_raw", "validate_clean", "pandas_clean"):
+        if step not in ("validate_raw", "validate_clean", "pandas_clean") and not step.startswith("stage:validate"):
             raise SystemExit(f"step {step} failed: {error}")
         print(f"  {step}: FAILED, {error}", flush=True)
         return {"step": step, "error": error, "process_s": round(time.perf_counter() - started, 3)}
-    result = json.loads((work / f"{step}.json").read_text())
+    result = json.loads((work / f"{step.replace(':', '-')}.json").read_text())
     result["process_s"] = round(time.perf_counter() - started, 3)
     print(f"  {step}: {result['seconds']:.2f} s, peak {result['peak_rss_mib']} MiB", flush=True)
     return result
@@ -565,6 +582,112 @@ def measure_noop_repro(scratch: Path, repeats: int) -> dict[str, Any]:
         "noop_median_s": round(statistics.median(times), 3),
         "stages_rerun_on_noop": ran,  # must be empty
     }
+
+
+# ------------------------------------------------------------------------------------------ partitions
+STAGE_STEPS = tuple(f"stage:{s}" for s in STEPS)
+
+
+def _scratch_project(work: Path) -> Path:
+    """A project whose source is the generated CSV files, with the bundled declaration and fresh suites."""
+    import yaml
+
+    from evergreen.validation.suites import write_suites
+    from evergreen.workspace import Workspace
+
+    project = work / "project"
+    (project / "incoming").mkdir(parents=True, exist_ok=True)
+    raw = yaml.safe_load(PARAMS.read_text())
+    raw["data"] |= {"source": str(work / "csv" / "*.csv"), "incoming": "incoming"}
+    raw["split"] = {"method": "time"}  # fractions, not the 2012 cut dates: see the module docstring
+    (project / "params.yaml").write_text(yaml.safe_dump(raw))
+    write_suites(Workspace.open(project).params.data, project / "expectations", overwrite=True)
+    return project
+
+
+def _step_stage(stage: str, project: Path, clock: _Clock) -> dict[str, Any]:
+    import importlib
+
+    from evergreen.workspace import Workspace
+
+    ws = Workspace.open(project)
+    module = importlib.import_module(f"evergreen.stages.{stage}")
+    with contextlib.redirect_stdout(None), clock("seconds"):
+        module.run(ws)
+    if stage == "ingest":
+        rows = json.loads(ws.ingest_metrics.read_text())["rows_read"]
+    elif stage == "clean":
+        rows = json.loads(ws.data_metrics.read_text())["rows_in"]
+    elif stage.startswith("validate"):
+        rows = json.loads(ws.validation_report(stage.split("_")[1]).read_text())["row_count"]
+    else:
+        rows = sum(v["rows"] for v in json.loads(ws.split_metrics.read_text()).values() if isinstance(v, dict))
+    return {"rows_in": rows, "rows_out": rows}
+
+
+def _land_arrival(work: Path, project: Path, rows: int) -> int:
+    """`rows` new rows (new ids, a later year) as one landing file, cut from the generated data."""
+    import polars as pl
+
+    first = sorted((work / "csv").glob("*.csv"))[0]
+    batch = pl.read_csv(first, infer_schema=False, n_rows=rows)
+    batch = batch.with_columns(
+        pl.col("instant").cast(pl.Int64, strict=False).add(10**12).cast(pl.String),
+        pl.lit("2259-06-01").alias("dteday"),
+    )
+    batch.write_csv(project / "incoming" / "arrival.csv")
+    return batch.height
+
+
+def _stage_build(project: Path, opts: argparse.Namespace, scheduler: str | None, label: str) -> dict[str, Any]:
+    print(f"{label}:", flush=True)
+    started = time.perf_counter()
+    steps = {step: _spawn(step, project, opts, scheduler=scheduler) for step in STAGE_STEPS}
+    return {"steps": steps, "wall_s": round(time.perf_counter() - started, 2)}
+
+
+def _forget_outputs(project: Path) -> None:
+    import shutil
+
+    for name in ("data", "reports", "metrics"):
+        shutil.rmtree(project / name, ignore_errors=True)
+
+
+def _on_local_cluster(project: Path, opts: argparse.Namespace) -> dict[str, Any]:
+    """The full build with every stage sending its partitions to one local Dask cluster of 2 worker processes
+    (started here, once, and timed apart), as a user's own cluster would be used."""
+    import logging
+
+    from distributed import Client, LocalCluster
+
+    started = time.perf_counter()
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None, silence_logs=logging.ERROR) as cluster,
+        Client(cluster) as client,
+    ):
+        client.wait_for_workers(2)
+        start_s = round(time.perf_counter() - started, 2)
+        build = _stage_build(project, opts, cluster.scheduler_address, "partitions, local Dask cluster of 2 workers")
+    return build | {"cluster_start_s": start_s}
+
+
+def measure_partitions(work: Path, opts: argparse.Namespace) -> dict[str, Any]:
+    """Full builds (one process; a local Dask cluster of 2), then an arrival: incremental against a rebuild."""
+    project = _scratch_project(work)
+    out: dict[str, Any] = {"full_one_process": _stage_build(project, opts, "synchronous", "partitioned, one process")}
+    if not opts.skip_dask:
+        _forget_outputs(project)
+        out["full_local_cluster"] = _on_local_cluster(project, opts)
+    if opts.skip_arrival:
+        return out
+    arrived = _land_arrival(work, project, opts.arrival_rows)
+    out["arrival_rows"] = arrived
+    out["arrival_incremental"] = _stage_build(project, opts, "synchronous", f"an arrival of {arrived:,} rows")
+    _forget_outputs(project)
+    out["arrival_full_rebuild"] = _stage_build(project, opts, "synchronous", "the same history rebuilt")
+    inc, full = out["arrival_incremental"]["wall_s"], out["arrival_full_rebuild"]["wall_s"]
+    out["incremental_share_of_rebuild"] = round(inc / full, 4) if full else None
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -625,6 +748,43 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def partition_table(results: dict[str, Any]) -> str:
+    """Today's whole-history steps beside the partitioned stages, and the arrival's cost."""
+    parts = results["partitions"]
+    old = results["steps"]
+    builds = {"full_one_process": "partitions, 1 process", "full_local_cluster": "partitions, Dask 2 workers"}
+    lines = [
+        "| step | today: rows/s | today: peak RSS (MiB) | "
+        + " | ".join(f"{label}: rows/s | {label}: s" for key, label in builds.items() if key in parts)
+        + " | partitions, 1 process: peak RSS (MiB) |",
+        "|---|---:|---:|" + "---:|---:|" * sum(k in parts for k in builds) + "---:|",
+    ]
+    for stage in STEPS:
+        today = old.get(stage, {})
+        cells = [f"{today['rows_per_s']:,}" if today.get("rows_per_s") else "", f"{today.get('peak_rss_mib', ''):,}"
+                 if today.get("peak_rss_mib") else ""]  # fmt: skip
+        for key in builds:
+            if key in parts:
+                r = parts[key]["steps"][f"stage:{stage}"]
+                cells += [f"{r['rows_per_s']:,}", f"{r['seconds']:.2f}"] if "error" not in r else ["failed", ""]
+        one = parts["full_one_process"]["steps"][f"stage:{stage}"]
+        cells.append(f"{one.get('peak_rss_mib', ''):,}" if one.get("peak_rss_mib") else "")
+        lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+    walls = ", ".join(f"{builds[k]} {parts[k]['wall_s']:.1f} s" for k in builds if k in parts)
+    lines.append("")
+    lines.append(f"full build, five stages, wall: {walls}")
+    if "full_local_cluster" in parts:
+        lines.append(f"(starting the local cluster took {parts['full_local_cluster']['cluster_start_s']:.1f} s, apart)")
+    if "arrival_rows" not in parts:
+        return "\n".join(lines)
+    lines.append(
+        f"an arrival of {parts['arrival_rows']:,} rows: incremental {parts['arrival_incremental']['wall_s']:.1f} s, "
+        f"full rebuild {parts['arrival_full_rebuild']['wall_s']:.1f} s "
+        f"({parts['incremental_share_of_rebuild']:.1%} of the rebuild)"
+    )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=10_000_000, help="rows to generate (default 10 million)")
@@ -649,6 +809,12 @@ def main() -> None:
     parser.add_argument("--repro-repeats", type=int, default=5, help="no-op `dvc repro` runs (median kept)")
     parser.add_argument("--skip-repro", action="store_true", help="skip the no-op `dvc repro` measurement")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-old", action="store_true", help="skip today's whole-history steps (and pandas)")
+    parser.add_argument("--skip-pandas", action="store_true", help="skip the pandas `clean` comparison")
+    parser.add_argument("--skip-partitions", action="store_true", help="skip the partitioned stages (issue 13)")
+    parser.add_argument("--skip-dask", action="store_true", help="skip the build on a local Dask cluster")
+    parser.add_argument("--arrival-rows", type=int, default=100_000, help="rows of the arrival (issue 13)")
+    parser.add_argument("--skip-arrival", action="store_true", help="skip the arrival (incremental vs rebuild)")
     parser.add_argument("--_step", help=argparse.SUPPRESS)
     parser.add_argument("--_work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -676,11 +842,17 @@ def main() -> None:
         print(f"  {dataset['rows_written']:,} rows, {dataset['bytes'] / 2**20:,.0f} MiB of CSV", flush=True)
 
         steps = [s for s in STEPS if not (args.skip_validate and s.startswith("validate"))]
+        steps += [] if args.skip_pandas else ["pandas_clean"]
         results: dict[str, Any] = {}
-        for step in [*steps, "pandas_clean"]:
+        for step in [] if args.skip_old else steps:
             results[step] = _spawn(step, work, args)
+        partitioned = None if args.skip_partitions else measure_partitions(work, args)
 
-        comparison = compare_cleans(results["clean"], results["pandas_clean"], args.clean_repeats)
+        comparison = (
+            compare_cleans(results["clean"], results["pandas_clean"], args.clean_repeats)
+            if "pandas_clean" in results
+            else None
+        )
         repro = None
         if not args.skip_repro:
             print("no-op dvc repro (bundled data) ...", flush=True)
@@ -695,6 +867,7 @@ def main() -> None:
         "dataset": dataset,
         "steps": results,
         "pandas_vs_polars_clean": comparison,
+        "partitions": partitioned,
         "noop_dvc_repro": repro,
         "total_s": round(time.perf_counter() - started, 1),
     }
@@ -703,6 +876,9 @@ def main() -> None:
 
     print()
     print(table(report))
+    if partitioned is not None:
+        print()
+        print(partition_table(report))
     print()
     if comparison is not None:
         verdict = (

@@ -2,6 +2,7 @@
 
     python bench/bench_service.py                         # 10 s per level, 200k rows batch
     python bench/bench_service.py --seconds 5 --rows 0    # the service only
+    python bench/bench_service.py --logs sqlite postgresql --connections 32 --rows 0   # both log backends
 
 What it does, in one run:
 1. Copies the exported model (`models/model.onnx`, `models/signature.json`, `models/model_card.json`, from
@@ -12,9 +13,11 @@ What it does, in one run:
    request model, no log) on a free loopback port, and drives each with `wrk` (one client thread, keep-alive
    connections, closed loop; a Lua script cycles single-record `POST /predict` bodies from the bike data) at
    1, 8 and 32 connections: requests/s, p50 and p99 as wrk reports them, non-2xx answers, and the load
-   average. Every Evergreen answer is committed to the prediction log (SQLite WAL, synchronous=FULL) before
-   it is sent; afterwards the log must hold at least every acknowledged request (wrk does not count the
-   answers still in flight when it stops).
+   average. Every Evergreen answer is committed to the prediction log before it is sent: SQLite WAL,
+   synchronous=FULL, or (`--logs postgresql`) a throwaway PostgreSQL cluster on loopback (`serve.log_url`,
+   `tests/postgres_harness.py`); afterwards the log must hold at least every acknowledged request (wrk does
+   not count the answers still in flight when it stops). Then it times 200 sequential `GET /metrics` scrapes
+   (p50 and p99 ms), the counters full from the load.
 3. Scales the bundled bike data to `--rows` rows (CSV) and times `evergreen predict` on it end to end (the
    command, including Python start-up) and the library call alone (`rows/s` as the command reports it).
 
@@ -52,8 +55,9 @@ TOKEN = "bench-token"
 FEATURES_FROM = ROOT / "data" / "source" / "bike-sharing" / "hour.csv"
 
 
-def _prepare(work: Path, models: Path) -> Path:
-    """A registry holding the exported model as champion, and params pointing at it; returns the params."""
+def _prepare(work: Path, models: Path, log_url: str | None = None) -> Path:
+    """A registry holding the exported model as champion, and params pointing at it (and at the log: a SQLite
+    file in `work`, or `log_url`); returns the params file."""
     sys.path.insert(0, str(ROOT / "src"))
     from evergreen.registry.store import Registry
 
@@ -61,13 +65,15 @@ def _prepare(work: Path, models: Path) -> Path:
     if missing:
         raise SystemExit(f"models/ lacks {', '.join(missing)}: run `dvc repro export` first")
     registry = Registry(work / "registry")
-    files = {n: models / n for n in ("model.onnx", "signature.json")}
-    version = registry.add(files, json.loads((models / "model_card.json").read_text()))
-    registry.promote(version, "benchmark")
+    if registry.champion() is None:
+        files = {n: models / n for n in ("model.onnx", "signature.json")}
+        version = registry.add(files, json.loads((models / "model_card.json").read_text()))
+        registry.promote(version, "benchmark")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params.setdefault("promote", {})["registry_dir"] = str(work / "registry")
     params.setdefault("serve", {})["log_path"] = str(work / "predictions.db")
-    path = work / "params.yaml"
+    params["serve"]["log_url"] = log_url
+    path = work / f"params-{'postgresql' if log_url else 'sqlite'}.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path
 
@@ -196,9 +202,30 @@ def batch(params: Path, work: Path, rows: int) -> dict[str, Any]:
     }
 
 
-def _logged(path: Path) -> int:
-    with contextlib.closing(sqlite3.connect(path)) as conn:
+def _logged(location: Path | str) -> int:
+    if isinstance(location, str):
+        import psycopg
+
+        with psycopg.connect(location) as conn:
+            return conn.execute("SELECT count(*) FROM predictions").fetchone()[0]
+    if not location.exists():
+        return 0
+    with contextlib.closing(sqlite3.connect(location)) as conn:
         return conn.execute("SELECT count(*) FROM predictions").fetchone()[0]
+
+
+def scrapes(url: str, n: int = 200) -> dict[str, Any]:
+    """`n` sequential `GET /metrics` on one keep-alive connection: p50 and p99 in ms, and the body's size."""
+    times = []
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10) as client:
+        for _ in range(n):
+            start = time.perf_counter()
+            response = client.get("/metrics")
+            times.append((time.perf_counter() - start) * 1000)
+            response.raise_for_status()
+    times.sort()
+    return {"scrapes": n, "p50_ms": round(times[n // 2], 2), "p99_ms": round(times[int(n * 0.99)], 2),
+            "bytes": len(response.content)}  # fmt: skip
 
 
 def main() -> None:
@@ -206,6 +233,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="load per level")
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--logs", nargs="+", choices=["sqlite", "postgresql"], default=["sqlite"])
     parser.add_argument("--rows", type=int, default=200_000, help="rows for batch scoring (0: skip)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "service.json")
     parser.add_argument("--models", type=Path, default=ROOT / "models", help="the exported bike model's folder")
@@ -216,26 +244,39 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="evergreen-bench-service-"))
     levels: list[dict[str, Any]] = []
     checks: list[dict[str, Any]] = []
+    scraped: list[dict[str, Any]] = []
+    cluster = None
     try:
-        params = _prepare(work, args.models)
         script = _lua_script(work / "post.lua", _records(500))
+        if "postgresql" in args.logs:
+            from tests.postgres_harness import start_cluster
+
+            cluster = start_cluster()
         for workers in args.workers:
-            log = work / "predictions.db"
-            with _server(params, free_port(), workers) as url:
-                load(url, script, 4, 2.0)  # warm-up: connections, first-call allocations
-                start = _logged(log)
-                runs = [load(url, script, c, args.seconds) for c in args.connections]
-            acknowledged = sum(r["requests"] - r["non_2xx"] for r in runs)
-            checks.append({"workers": workers, "acknowledged": acknowledged, "logged": _logged(log) - start})
-            levels += [{"service": "evergreen", "workers": workers, **r} for r in runs]
+            for kind in args.logs:
+                log: Path | str = work / "predictions.db"
+                if kind == "postgresql":
+                    log = cluster.create_database(f"bench_{workers}")
+                params = _prepare(work, args.models, log if kind == "postgresql" else None)
+                with _server(params, free_port(), workers) as url:
+                    load(url, script, 4, 2.0)  # warm-up: connections, first-call allocations
+                    start = _logged(log)
+                    runs = [load(url, script, c, args.seconds) for c in args.connections]
+                    scraped.append({"log": kind, "workers": workers, **scrapes(url)})
+                acknowledged = sum(r["requests"] - r["non_2xx"] for r in runs)
+                logged = _logged(log) - start
+                checks.append({"log": kind, "workers": workers, "acknowledged": acknowledged, "logged": logged})
+                levels += [{"service": "evergreen", "log": kind, "workers": workers, **r} for r in runs]
             with _bare(args.models.resolve() / "model.onnx", free_port(), workers) as url:
                 load(url, script, 4, 2.0)
                 levels += [
                     {"service": "bare", "workers": workers, **load(url, script, c, args.seconds)}
                     for c in args.connections
                 ]
-        scoring = batch(params, work, args.rows) if args.rows else None
+        scoring = batch(_prepare(work, args.models), work, args.rows) if args.rows else None
     finally:
+        if cluster is not None:
+            cluster.stop()
         shutil.rmtree(work, ignore_errors=True)
     results = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
@@ -244,6 +285,7 @@ def main() -> None:
         "service": levels,
         # every answer wrk counted as 2xx must be in the log; the log may hold more (answers in flight at the end)
         "log_check": checks,
+        "metrics_scrape": scraped,
         "batch": scoring,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -252,7 +294,12 @@ def main() -> None:
     for check in checks:
         verdict = "ok" if check["logged"] >= check["acknowledged"] else "MISSING ROWS"
         counts = f"{check['acknowledged']} acknowledged, {check['logged']} logged"
-        print(f"{check['workers']} worker(s): {counts}: {verdict}")
+        print(f"{check['log']} log, {check['workers']} worker(s): {counts}: {verdict}")
+    for scrape in scraped:
+        print(
+            f"/metrics, {scrape['log']} log, {scrape['workers']} worker(s): p50 {scrape['p50_ms']} ms, "
+            f"p99 {scrape['p99_ms']} ms, {scrape['bytes']:,} bytes"
+        )
     if scoring:
         print(
             f"batch: {scoring['rows']} rows, {scoring['library_rows_per_s']:,} rows/s (library), "
@@ -264,16 +311,17 @@ def main() -> None:
 def _table(levels: list[dict[str, Any]]) -> str:
     """Evergreen beside the bare ceiling, per worker count and connection count."""
     lines = [
-        "| workers | connections | Evergreen req/s | bare req/s | share | Evergreen p50 / p99 ms | bare p50 / p99 ms "
-        "| load average |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| log | workers | connections | Evergreen req/s | bare req/s | share | Evergreen p50 / p99 ms "
+        "| bare p50 / p99 ms | load average |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     bare = {(r["workers"], r["connections"]): r for r in levels if r["service"] == "bare"}
     for r in (r for r in levels if r["service"] == "evergreen"):
         b = bare[(r["workers"], r["connections"])]
         share = r["requests_per_s"] / b["requests_per_s"]
         lines.append(
-            f"| {r['workers']} | {r['connections']} | {r['requests_per_s']:,.0f} | {b['requests_per_s']:,.0f} "
+            f"| {r['log']} | {r['workers']} | {r['connections']} | {r['requests_per_s']:,.0f} "
+            f"| {b['requests_per_s']:,.0f} "
             f"| {share:.0%} | {r['p50_ms']} / {r['p99_ms']} | {b['p50_ms']} / {b['p99_ms']} "
             f"| {r['load_average'][1]} |"
         )

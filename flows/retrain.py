@@ -27,7 +27,7 @@ from evergreen.workspace import Workspace
 def land_labelled_feedback(workspace: str) -> str | None:
     """Labelled predictions become a new batch in the landing folder."""
     ws = Workspace.open(workspace)
-    log = read_log(ws.prediction_log, data=ws.params.data)
+    log = read_log(ws.prediction_log_location, data=ws.params.data)
     path, batch = land_feedback(log, ws.params.data, ws.incoming, ws.feedback_state)
     logger = get_run_logger()
     logger.info("landed %d labelled row(s) to %s", batch.rows.height, path or "nowhere (nothing new)")
@@ -57,7 +57,7 @@ def retrain(workspace: str = ".", reason: str = "scheduled") -> dict[str, str]:
                 raise
             promotion = promotion_outcome(ws.promotion_metrics)
             result = RetrainResult(
-                status="promoted" if promotion.promoted else "not promoted",
+                status="promoted" if promotion.promoted else "shadow" if promotion.shadow else "not promoted",
                 reason=reason,
                 version=promotion.version,
                 reasons=promotion.reasons,

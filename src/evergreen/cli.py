@@ -199,14 +199,14 @@ def _card(registry, version: str):
 
 @models_app.command("list")
 def models_list(params: Path = PARAMS_OPTION):
-    """List registry versions; the champion is marked with *."""
+    """List registry versions; the champion is marked with *, a shadow challenger with ~."""
     with _reported():
         registry = _registry(params)
-        champion = registry.champion()
+        champion, shadow = registry.champion(), registry.shadow()
         for version in registry.versions():
             card = _card(registry, version)
             shown = ", ".join(f"{k} {v:.4g}" for k, v in card.test_metrics.items() if v is not None)
-            mark = "*" if version == champion else " "
+            mark = "*" if version == champion else "~" if version == shadow else " "
             typer.echo(f"{mark} {version}  {(card.registered_at or '')[:19]}  {shown}")
         if not registry.versions():
             typer.echo(f"no versions in {registry.root} yet: run `dvc repro` to train and promote one")
@@ -246,7 +246,7 @@ def serve(
     import uvicorn
 
     from evergreen.config import with_overrides
-    from evergreen.serving.app import SERVE_HOST_ENV, SERVE_PARAMS_ENV, create_app
+    from evergreen.serving.app import create_app, worker_environment
 
     with _reported():
         ws = _workspace(params)
@@ -260,16 +260,16 @@ def serve(
         uvicorn.run(service, host=host, port=port, access_log=False, log_level="warning")
         return
     service.state.service.close()  # each worker opens its own; this one only proved that they can
-    os.environ[SERVE_PARAMS_ENV], os.environ[SERVE_HOST_ENV] = str(params.resolve()), host
-    uvicorn.run(
-        "evergreen.serving.app:app_from_env",
-        factory=True,
-        workers=workers,
-        host=host,
-        port=port,
-        access_log=False,
-        log_level="warning",
-    )
+    with worker_environment(params.resolve(), host):  # what the workers read, and where they count together
+        uvicorn.run(
+            "evergreen.serving.app:app_from_env",
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            access_log=False,
+            log_level="warning",
+        )
 
 
 @app.command()
@@ -302,6 +302,30 @@ def monitor(params: Path = PARAMS_OPTION):
     typer.echo(f"decision: {decision.action}")
     for reason in decision.reasons:
         typer.echo(f"  {reason}")
+
+
+@app.command()
+def shadow(
+    params: Path = PARAMS_OPTION,
+    check: bool = typer.Option(False, "--check", help="decide now: promote or discard the shadow when it is due"),
+):
+    """The shadow challenger's standing against the champion on labelled live traffic (`promote.shadow`)."""
+    from evergreen.registry.shadow import check_shadow
+
+    with _reported():
+        verdict = check_shadow(_workspace(params), act=check)
+    if verdict is None:
+        typer.echo("no shadow model: the champion serves alone")
+        return
+    typer.echo(
+        f"shadow {verdict.version} vs champion {verdict.champion}: {verdict.outcome} "
+        f"({verdict.labelled_rows} of {verdict.min_labels} labelled records, "
+        f"{verdict.waited_hours:.1f} of {verdict.max_wait_hours:g} h)"
+    )
+    for reason in verdict.reasons:
+        typer.echo(f"  {reason}")
+    if not check and verdict.outcome != "waiting":
+        typer.echo("  (not carried out: run `evergreen shadow --check` to decide now)")
 
 
 @app.command()
@@ -370,6 +394,53 @@ def init(
     for warning in done.warnings:
         typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
     typer.echo(f"wrote {params} and {', '.join(str(p) for p in suites)}; next: dvc repro")
+
+
+@app.command()
+def tune(
+    params: Path = PARAMS_OPTION,
+    workers: int = typer.Option(None, "--workers", min=1, help="worker processes here (default tune.workers)"),
+    trials: int = typer.Option(None, "--trials", min=1, help="trials in all workers together (tune.n_trials)"),
+    storage: str = typer.Option(None, "--storage", help="a database URL, or an env var holding one (tune.storage)"),
+    study: str = typer.Option(None, "--study", help="the study's name (default tune.study); a rerun resumes it"),
+    worker: bool = typer.Option(False, "--worker", help="run one worker on the shared study, then exit"),
+    apply: bool = typer.Option(False, "--apply", help="write the best trial's params into params.yaml, then exit"),
+    experiment: bool = typer.Option(True, "--exp/--no-exp", help="run the best trial as a DVC experiment"),
+):
+    """Search train.* and model.* (tune.space) with Optuna on the valid split; the study resumes when rerun."""
+    from evergreen.config import with_overrides
+
+    chosen = {"tune.workers": workers, "tune.n_trials": trials, "tune.storage": storage, "tune.study": study}
+    overrides = {k: v for k, v in chosen.items() if v is not None}
+    with _reported():
+        ws = _workspace(params)
+        ws = Workspace(ws.root, with_overrides(ws.params, overrides))  # validated before anything runs
+        if apply:
+            from evergreen.tuning.apply import apply_best
+
+            values = apply_best(ws)
+            shown = " ".join(f"{k}={json.dumps(v)}" for k, v in values.items())
+            typer.echo(f"wrote {shown} into {ws.show(ws.params_file)}; next: dvc repro" if values else
+                       "the current params are the study's best: params.yaml unchanged")  # fmt: skip
+            return
+        from evergreen.tuning.run import finish
+        from evergreen.tuning.run import tune as run_tune
+        from evergreen.tuning.study import run_worker
+
+        if worker:
+            done = run_worker(str(ws.root), overrides)
+            typer.echo(f"worker {done['host']}:{done['pid']} ran {done['trials']} trial(s)")
+            outcome = finish(str(ws.root), overrides)
+        else:
+            outcome = run_tune(str(ws.root), overrides)
+        for line in outcome.lines:
+            typer.echo(line)
+        if experiment and not worker:
+            from evergreen.tuning.apply import record_best
+
+            name = record_best(ws)
+            if name is not None:
+                typer.echo(f"experiment {name}: the best trial's params, trained and evaluated; see `dvc exp show`")
 
 
 @app.command("check-config")

@@ -123,6 +123,9 @@ class DataConfig(_Strict):
 
     source: str = Field(min_length=1, description="path, glob or fsspec URL of CSV or Parquet files")
     incoming: str = "data/incoming"
+    # a Dask scheduler (tcp://host:8786) for per-partition work; None: local processes (env
+    # EVERGREEN_DASK_SCHEDULER wins). Not an input of any stage: where work runs never changes what it makes
+    scheduler: str | None = Field(None, exclude=True)  # excluded: saved configs stay as they were
     task: Literal["regression", "classification"]
     timestamp: TimestampConfig | None = None
     columns: list[Column] = Field(min_length=1)
@@ -319,6 +322,23 @@ class ModelConfig(_Strict):
         return self
 
 
+class DistributedConfig(_Strict):
+    """Data-parallel training: the `train` stage relaunches itself through torchrun with this many processes."""
+
+    nproc_per_node: int = Field(ge=1, description="processes per node: one per GPU, or a few on CPU")
+    nnodes: int = Field(1, ge=1)
+    # auto: NCCL when CUDA is present, gloo on CPU; nccl without CUDA is refused when the stage starts
+    backend: Literal["auto", "gloo", "nccl"] = "auto"
+    # host:port of the rendezvous (c10d) for more than one node; None on one node (torchrun --standalone)
+    rdzv_endpoint: str | None = None
+
+    @model_validator(mode="after")
+    def _endpoint_for_many_nodes(self) -> DistributedConfig:
+        if self.nnodes > 1 and not self.rdzv_endpoint:
+            raise ValueError(f"nnodes is {self.nnodes}: give rdzv_endpoint (host:port) for the nodes to meet at")
+        return self
+
+
 class TrainConfig(_Strict):
     """The training loop: optimiser, schedule, early stopping, device and seed."""
 
@@ -336,6 +356,13 @@ class TrainConfig(_Strict):
     class_weight: Literal["none", "balanced"] = "none"
     # also write TensorBoard event files (needs the `tensorboard` extra): `tensorboard --logdir tensorboard`
     tensorboard: bool = False
+    # None: one process (the default). Else data-parallel over torchrun; batch_size stays the global batch
+    distributed: DistributedConfig | None = None
+    # scratch: random weights; champion: start from the registry champion's weights (and preprocessing, when
+    # the schema is unchanged) and fine-tune for warm_epochs at lr * warm_lr_factor
+    init: Literal["scratch", "champion"] = "scratch"
+    warm_epochs: int = Field(10, ge=1)
+    warm_lr_factor: float = Field(0.3, gt=0, le=1)
 
 
 Baseline = Literal["mean", "linear", "hgb"]
@@ -370,6 +397,16 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
 DEFAULT_METRIC: dict[str, str] = {"regression": "rmse", "classification": "f1_macro"}
 
 
+class ShadowConfig(_Strict):
+    """A challenger that passed the offline gate first serves in the shadow (scored beside the champion on live
+    traffic, never answering) until `min_labels` of the records it scored are labelled through /feedback; then
+    the gate compares the two on those records and promotes or discards it. Discarded after `max_wait_hours`
+    without enough labels."""
+
+    min_labels: int = Field(ge=1, description="labelled live records the shadow must have scored to be judged")
+    max_wait_hours: float = Field(gt=0, description="discard a shadow still short of labels after this long")
+
+
 class PromoteConfig(_Strict):
     """The promotion gate: every check must pass before a challenger replaces the champion."""
 
@@ -390,6 +427,8 @@ class PromoteConfig(_Strict):
     confidence: float = Field(0.95, gt=0.5, lt=1)
     reference_rows: int = Field(5000, ge=100, description="training rows kept with a version for monitoring")
     seed: int = 42
+    # None: a challenger that passes becomes the champion at once; else it serves in the shadow first
+    shadow: ShadowConfig | None = None
 
     def metric_for(self, task: str) -> str:
         """The metric the gate judges by: the declared one, or the task's default."""
@@ -415,6 +454,24 @@ class ServeConfig(_Strict):
     workers: int = Field(
         1, ge=1, le=64, description="server processes on the one port; they share the prediction log (SQLite WAL)"
     )
+    # the prediction log in PostgreSQL instead of `log_path` (replicas on several machines): a URL
+    # postgresql://user@host:port/database, or the name of an environment variable holding one (keeps a
+    # password out of this file); at most one of the two
+    log_url: str | None = None
+    log_url_env: str | None = None
+
+    @field_validator("log_url")
+    @classmethod
+    def _postgres_url(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("postgresql://", "postgres://")):
+            raise ValueError("not a PostgreSQL URL: postgresql://user@host:port/database")
+        return url
+
+    @model_validator(mode="after")
+    def _one_log_url(self) -> ServeConfig:
+        if self.log_url is not None and self.log_url_env is not None:
+            raise ValueError("set log_url or log_url_env, not both")
+        return self
 
 
 # -------------------------------------------------------------------------------------------- monitoring
@@ -463,7 +520,8 @@ class SimulateConfig(_Strict):
     window_days: int = Field(7, ge=1)
     valid_days: int = Field(14, ge=1, description="each retrain validates on the days just before its test days")
     test_days: int = Field(14, ge=1, description="... and gates on the most recent days it has labels for")
-    policies: list[Literal["never", "periodic", "drift"]] = Field(
+    # a `_warm` variant makes the same decisions and warm-starts its retrains (train.init: champion)
+    policies: list[Literal["never", "periodic", "drift", "periodic_warm", "drift_warm"]] = Field(
         default_factory=lambda: ["never", "periodic", "drift"]
     )
     # lighter training inside the replay, declared here so the backtest stays minutes, not hours
@@ -472,7 +530,7 @@ class SimulateConfig(_Strict):
 
 
 # ---------------------------------------------------------------------------------------- orchestration
-FlowName = Literal["pipeline", "retrain", "monitor"]
+FlowName = Literal["pipeline", "retrain", "monitor", "tune"]
 
 
 class DeploymentConfig(_Strict):
@@ -505,6 +563,97 @@ class OrchestrationConfig(_Strict):
     deployments: dict[FlowName, DeploymentConfig] = Field(default_factory=dict)
 
 
+# ------------------------------------------------------------------------------------------------- tune
+TUNABLE = {"train": TrainConfig, "model": ModelConfig}  # the sections a search space may range over
+
+
+class SearchDimension(_Strict):
+    """One key of the search space: a range (`low`, `high`, optionally `log` or `step`) or a list of `choices`."""
+
+    low: int | float | None = None
+    high: int | float | None = None
+    log: bool = False
+    step: int | float | None = Field(None, gt=0)
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> SearchDimension:
+        ranged = self.low is not None or self.high is not None
+        if self.choices is not None:
+            if ranged or self.log or self.step is not None:
+                raise ValueError("give either choices or a range (low, high), not both")
+            if not self.choices:
+                raise ValueError("choices is empty: list at least one value")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("give a range (low and high) or a list of choices")
+        if self.low >= self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0 (got {self.low})")
+        if self.log and self.step is not None:
+            raise ValueError("a log range cannot have a step")
+        return self
+
+
+def _check_search_key(key: str, dimension: SearchDimension) -> str | None:
+    """What is wrong with one space entry (an unknown key, a value its field refuses), or None."""
+    section, _, name = key.partition(".")
+    if section not in TUNABLE or not name:
+        return "a searchable key is train.<key> or model.<key>"
+    field = TUNABLE[section].model_fields.get(name)
+    if field is None:
+        return f"{section} has no key {name!r} (keys: {', '.join(TUNABLE[section].model_fields)})"
+    from pydantic import TypeAdapter
+
+    # the field's type and bounds (ge, lt, ...), as pydantic checks them in the section itself
+    adapter = TypeAdapter(Annotated[field.annotation, *field.metadata] if field.metadata else field.annotation)
+    values = dimension.choices if dimension.choices is not None else [dimension.low, dimension.high]
+    for value in values:
+        try:
+            adapter.validate_python(value)
+        except ValidationError as exc:
+            return f"{value!r} is not a valid {key}: {exc.errors()[0]['msg']}"
+    return None
+
+
+# the levers that decide a deep tabular model's quality; the ranges bracket the shipped values
+DEFAULT_SPACE = {
+    "train.lr": SearchDimension(low=3e-4, high=1e-2, log=True),
+    "train.weight_decay": SearchDimension(low=1e-6, high=1e-2, log=True),
+    "train.batch_size": SearchDimension(choices=[128, 256, 512]),
+    "model.type": SearchDimension(choices=["mlp", "resnet"]),
+    "model.hidden": SearchDimension(choices=[[128, 128], [256, 256], [512, 256], [256, 256, 256]]),
+    "model.dropout": SearchDimension(low=0.0, high=0.3),
+    "model.embedding_dim": SearchDimension(choices=[4, 8, 16]),
+    "model.d_main": SearchDimension(choices=[64, 128, 256]),
+    "model.n_blocks": SearchDimension(low=1, high=4),
+}
+
+
+class TuneConfig(_Strict):
+    """`evergreen tune`: an Optuna study (TPE, median pruning on the valid metric) over `train.*` and `model.*`."""
+
+    # None: sqlite:///tune/study.db in the project; else a SQLAlchemy URL, or the name of an environment
+    # variable holding one (keeps a PostgreSQL password out of params.yaml)
+    storage: str | None = None
+    study: str = Field("evergreen", min_length=1)
+    n_trials: int = Field(30, ge=1, description="trials in the study, all workers together (a rerun resumes)")
+    workers: int = Field(1, ge=1, description="worker processes on this machine sharing the study")
+    timeout_s: float | None = Field(None, gt=0, description="a worker starts no trial after this many seconds")
+    prune_warmup_epochs: int = Field(5, ge=0, description="epochs a trial runs before it can be pruned")
+    prune_startup_trials: int = Field(5, ge=0, description="finished trials before pruning starts")
+    output_dir: str = "tune"
+    space: dict[str, SearchDimension] = Field(default_factory=lambda: dict(DEFAULT_SPACE))
+
+    @model_validator(mode="after")
+    def _check(self) -> TuneConfig:
+        problems = [(f"space.{k}", p) for k, d in self.space.items() if (p := _check_search_key(k, d)) is not None]
+        if problems:
+            raise CrossReferenceErrors(problems)
+        return self
+
+
 # ------------------------------------------------------------------------------------------------ params
 class Params(_Strict):
     """The whole `params.yaml`: one section per concern; each function takes only the section it needs."""
@@ -523,6 +672,7 @@ class Params(_Strict):
     monitor: MonitorConfig = MonitorConfig()
     simulate: SimulateConfig = SimulateConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
+    tune: TuneConfig = TuneConfig()
 
     @model_validator(mode="after")
     def _check(self) -> Params:

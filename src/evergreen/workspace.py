@@ -11,10 +11,12 @@ monitoring's outputs) are read from the config; the stages' own outputs are fixe
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from evergreen.config import Params, load_params
+from evergreen.errors import EvergreenError
 
 __all__ = ["PARAMS_FILE", "SPLITS", "Workspace"]
 
@@ -75,6 +77,8 @@ class Workspace:
     def incoming(self) -> Path:
         return self.at(self.params.data.incoming)
 
+    # The data stages' datasets are folders of Parquet parts, one per arrival (see `data.partitions`), named
+    # `*.parquet` as Spark names its datasets: `pl.scan_parquet(ws.clean)` reads one like a single file.
     @property
     def raw(self) -> Path:
         return self.root / "data/raw/raw.parquet"
@@ -84,8 +88,21 @@ class Workspace:
         return self.root / "data/raw/key_conflicts.parquet"
 
     @property
+    def raw_keys(self) -> Path:
+        """The key index: each raw partition's keys and row hashes, so dedup never rereads old partitions."""
+        return self.root / "data/raw/keys"
+
+    @property
+    def raw_manifest(self) -> Path:
+        return self.root / "data/raw/manifest.json"
+
+    @property
     def clean(self) -> Path:
         return self.root / "data/clean/clean.parquet"
+
+    @property
+    def clean_manifest(self) -> Path:
+        return self.root / "data/clean/manifest.json"
 
     @property
     def quarantine(self) -> Path:
@@ -145,6 +162,10 @@ class Workspace:
 
     def data_docs(self, stage: str) -> Path:
         return self.validation_reports / "docs" / stage
+
+    def validation_parts(self, stage: str) -> Path:
+        """Each partition's validation result, kept with its Data Docs so a partition is validated once."""
+        return self.data_docs(stage) / "partitions.json"
 
     # -------------------------------------------------------------------------------------------- models
     @property
@@ -216,7 +237,24 @@ class Workspace:
     # ---------------------------------------------------------------------------------------- monitoring
     @property
     def prediction_log(self) -> Path:
+        """The SQLite prediction log (`serve.log_path`); see `prediction_log_location` for where it really is."""
         return self.at(self.params.serve.log_path)
+
+    @property
+    def prediction_log_location(self) -> Path | str:
+        """Where the service logs predictions and monitoring reads them: the PostgreSQL URL of `serve.log_url`
+        (or of the environment variable `serve.log_url_env` names), else the SQLite file of `serve.log_path`."""
+        serve = self.params.serve
+        if serve.log_url_env is None:
+            return serve.log_url or self.prediction_log
+        url = os.environ.get(serve.log_url_env, "").strip()
+        if not url.startswith(("postgresql://", "postgres://")):
+            held = "holds no URL" if not url else "does not hold a PostgreSQL URL"
+            raise EvergreenError(
+                f"serve.log_url_env names the environment variable {serve.log_url_env}, which {held}: "
+                "set it to postgresql://user:password@host:port/database"
+            )
+        return url
 
     @property
     def monitor_reports(self) -> Path:

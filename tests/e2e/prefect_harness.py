@@ -61,15 +61,18 @@ def stop(process: subprocess.Popen) -> None:
 
 
 @contextmanager
-def prefect_server(home: Path) -> Iterator[str]:
-    """Start `prefect server start` on a free loopback port; yields the API URL; stops it afterwards."""
+def prefect_server(home: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    """Start `prefect server start` on a free loopback port; yields the API URL; stops it afterwards.
+
+    `env` adds settings for the server, e.g. PREFECT_API_DATABASE_CONNECTION_URL for a PostgreSQL database.
+    """
     port = free_port()
     log = home / "server.log"
     home.mkdir(parents=True, exist_ok=True)
     with log.open("w") as out:
         process = subprocess.Popen(
             [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            env=prefect_env(home),
+            env={**prefect_env(home), **(env or {})},
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,

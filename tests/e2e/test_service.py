@@ -87,7 +87,12 @@ def test_served_predictions_equal_the_evaluate_stages(project, client):
 
 
 def test_health_is_public_and_model_tells_version_and_card(project, url, client):
-    assert httpx.get(f"{url}/health").json() == {"status": "ok", "model_version": "v1", "log": "ok"}
+    assert httpx.get(f"{url}/health").json() == {
+        "status": "ok",
+        "model_version": "v1",
+        "log": "ok",
+        "log_backend": "sqlite",
+    }
     info = client.get("/model").json()
     assert info["version"] == "v1" and info["features"] == ["hr", "weather", "temp", "hum"]
     assert info["card"]["metrics"]["model"]["rmse"] > 0 and info["card"]["version"] == "v1"

@@ -54,7 +54,12 @@ def test_a_corrupt_champion_at_start_up_falls_back_to_the_previous_one_and_says_
 
         Registry(ws.registry).rollback()  # the pointer back to v1: the fallback is over
         deadline = time.monotonic() + 10
-        while (health := client.get("/health").json()) != {"status": "ok", "model_version": "v1", "log": "ok"}:
+        while (health := client.get("/health").json()) != {
+            "status": "ok",
+            "model_version": "v1",
+            "log": "ok",
+            "log_backend": "sqlite",
+        }:
             assert time.monotonic() < deadline, health
             time.sleep(0.05)
 

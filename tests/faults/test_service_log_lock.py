@@ -74,7 +74,12 @@ def test_a_locked_log_is_a_503_within_the_timeout_and_the_service_recovers(make_
         while (again := client.post("/predict", json=body)).status_code != 200:
             assert time.monotonic() < deadline, again.text
             time.sleep(0.05)
-        assert client.get("/health").json() == {"status": "ok", "model_version": "v1", "log": "ok"}
+        assert client.get("/health").json() == {
+            "status": "ok",
+            "model_version": "v1",
+            "log": "ok",
+            "log_backend": "sqlite",
+        }
         wait_for_line(output, "commits again")
     logged = set(read_log(ws.prediction_log)["request_id"])
     assert {first.json()["request_id"], again.json()["request_id"]} <= logged

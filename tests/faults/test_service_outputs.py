@@ -165,7 +165,7 @@ def test_feedback_for_an_unknown_request_is_a_404(service):
 
 def test_health_and_model_info_report_the_served_version(service: PredictionService):
     """Without HTTP: health says ok with the log writable, model_info the version, features and schema."""
-    assert service.health() == {"status": "ok", "model_version": "v1", "log": "ok"}
+    assert service.health() == {"status": "ok", "model_version": "v1", "log": "ok", "log_backend": "sqlite"}
     info = service.model_info()
     assert info["version"] == "v1" and info["features"] == ["hr", "weather", "temp", "hum"]
     assert "fallback" not in info and info["max_batch"] == 50

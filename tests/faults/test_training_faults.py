@@ -7,14 +7,19 @@ resumes. Epochs that really run print one line each when stderr is not a termina
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from evergreen.config import Params
+from evergreen.config import Params, with_overrides
+from evergreen.errors import ConfigError
+from evergreen.model import distributed
 from evergreen.model.train import TrainResult, train_model
+from evergreen.stages import train as train_stage
+from evergreen.workspace import Workspace
 from tests.harness import SMALL_MODEL, SMALL_TRAIN, synthetic
 
 pytestmark = pytest.mark.slow  # each trains a small network a few times: about 25 s in all
@@ -101,3 +106,28 @@ def test_a_checkpoint_that_is_not_a_dict_is_ignored(tiny, tmp_path, capsys):
     result = _train(tiny, checkpoint)
     assert "it is not a training checkpoint" in capsys.readouterr().out
     assert result.metrics["epochs_run"] == 3
+
+
+@pytest.mark.parametrize(
+    ("distributed", "named"),
+    [
+        ({"nproc_per_node": 0}, "train.distributed.nproc_per_node"),
+        ({"nproc_per_node": 2, "backend": "mpi"}, "train.distributed.backend"),
+        ({"nproc_per_node": 2, "nnodes": 2}, "rdzv_endpoint"),
+        ({"nproc_per_node": 2, "processes": 4}, "train.distributed.processes"),
+    ],
+)
+def test_a_bad_distributed_declaration_names_the_key(tiny, distributed, named):
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        with_overrides(tiny, {"train.distributed": distributed})
+
+
+def test_nccl_without_cuda_stops_before_any_process_starts(tiny, tmp_path, monkeypatch):
+    """The backend is checked where the stage runs: NCCL on a machine without CUDA is a clear ConfigError."""
+    for name in distributed.LAUNCHED_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same answer on a GPU machine
+    params = with_overrides(tiny, {"train.distributed": {"nproc_per_node": 2, "backend": "nccl"}})
+    with pytest.raises(ConfigError, match="backend is 'nccl', which needs CUDA"):
+        train_stage.run(Workspace(tmp_path, params))
+    assert not (tmp_path / "models").exists()

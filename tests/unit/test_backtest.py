@@ -11,7 +11,7 @@ import pytest
 
 import evergreen
 from evergreen.backtest.plots import plot_backtest
-from evergreen.backtest.replay import PolicyRun, Served, Window, score_rows, summarise, windows
+from evergreen.backtest.replay import PolicyRun, Served, Window, score_rows, should_retrain, summarise, windows
 from evergreen.backtest.sandbox import SOURCE, copy_sandbox, create_sandbox, sandbox_params, write_params
 from evergreen.config import Params, load_params, with_overrides
 from evergreen.data.schema import EVENT_TIME
@@ -224,3 +224,24 @@ def test_the_backtest_says_how_to_set_its_start(tiny: Params):
     with pytest.raises(EvergreenError, match="data.timestamp is not declared"):
         replay_start(no_time)
     assert replay_start(with_overrides(tiny, {"simulate.start": "2012-02-01"})).month == 2
+
+
+def test_a_warm_variant_retrains_when_its_policy_does():
+    jan, feb = dt.datetime(2012, 1, 29), dt.datetime(2012, 2, 5)
+    for previous, start in ((jan, feb), (dt.datetime(2012, 1, 22), jan)):
+        cold = should_retrain("periodic", None, previous, start, start + dt.timedelta(days=7))
+        assert should_retrain("periodic_warm", None, previous, start, start + dt.timedelta(days=7)) == cold
+    assert should_retrain("periodic_warm", None, jan, feb, feb + dt.timedelta(days=7)) == "a new month"
+
+
+def test_the_summary_compares_each_warm_variant_with_its_cold_policy():
+    cold = _run("periodic", [10.0, 6.0], [8.0, np.sqrt(34.0)], retrains=1)  # RMSE 7
+    warm = _run("periodic_warm", [10.0, 6.0], [8.0, 6.0], retrains=1)  # RMSE sqrt(50)
+    cold.windows[0].train_seconds, warm.windows[0].train_seconds = 40.0, 10.0
+    summary = summarise({"periodic": cold, "periodic_warm": warm, "never": _run("never", [1.0], [1.0])})
+    assert summary["policies"]["periodic"]["train_seconds"] == 40.0
+    assert summary["policies"]["never"]["train_seconds"] == 0.0
+    compared = summary["warm_vs_cold"]
+    assert list(compared) == ["periodic"]
+    assert compared["periodic"]["train_seconds_ratio"] == pytest.approx(0.25)
+    assert compared["periodic"]["value_difference"] == pytest.approx(np.sqrt(50.0) - 7.0)

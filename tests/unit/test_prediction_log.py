@@ -13,18 +13,22 @@ import threading
 import time
 from pathlib import Path
 
+import polars as pl
 import pytest
 
+from evergreen.errors import EvergreenError
 from evergreen.serving.log import (
-    _INSERT,
     LabelCountMismatch,
     LogUnavailable,
     PredictionLog,
     UnknownRequest,
+    count_shadow_labels,
     log_rows,
     read_log,
+    read_shadow_pairs,
     utc_now,
 )
+from evergreen.serving.log_base import INSERT, Backend
 
 
 def _rows(request_id: str, n: int = 2, version: str = "v1", time: str | None = None) -> list[tuple]:
@@ -130,6 +134,61 @@ def test_classification_rows_keep_their_class_and_probabilities(log):
     assert frame["probabilities"].to_list() == ["[0.9, 0.1]", "[0.3, 0.7]"]
 
 
+def _shadow(request_id: str, n: int, version: str = "s1", offset: float = 1.0) -> list[tuple]:
+    return [(request_id, i, version, float(10 * i) + offset, None) for i in range(n)]
+
+
+def test_shadow_rows_pair_with_their_labelled_champion_rows(log, tiny):
+    """A shadow model's answers are logged beside the champion's; `read_shadow_pairs` gives, per labelled
+    record the shadow scored, the label, the champion's and the shadow's predictions, typed as `read_log`."""
+    log.write(_rows("a", 2), shadow_rows=_shadow("a", 2))
+    log.write(_rows("b", 3), shadow_rows=_shadow("b", 3) + _shadow("b", 3, version="s2", offset=2.0))
+    log.write(_rows("c", 1))  # scored before the shadow went live: never paired
+    log.attach_labels("a", [1, None])
+    log.attach_labels("b", [4, 5, 6])
+    log.attach_labels("c", [7])
+    pairs = read_shadow_pairs(log.path, "s1", tiny.data)
+    assert pairs.columns == [
+        "request_id", "row", "time", "model_version", "label", "prediction", "probabilities",
+        "shadow_prediction", "shadow_probabilities",
+    ]  # fmt: skip
+    assert list(pairs.select("request_id", "row").iter_rows()) == [("a", 0), ("b", 0), ("b", 1), ("b", 2)]
+    assert pairs["label"].to_list() == [1.0, 4.0, 5.0, 6.0] and pairs["label"].dtype == pl.Float64
+    assert pairs["prediction"].to_list() == [0.0, 0.0, 10.0, 20.0]
+    assert pairs["shadow_prediction"].to_list() == [1.0, 1.0, 11.0, 21.0]
+    assert pairs["model_version"].to_list() == ["v1"] * 4
+    assert read_shadow_pairs(log.path, "s2", tiny.data)["shadow_prediction"].to_list() == [2.0, 12.0, 22.0]
+    assert count_shadow_labels(log.path, "s1") == 4 and count_shadow_labels(log.path, "s2") == 3
+    assert count_shadow_labels(log.path, "none") == 0 and read_shadow_pairs(log.path, "none", tiny.data).height == 0
+
+
+def test_shadow_rows_commit_with_their_request_or_not_at_all(log):
+    """The champion's rows and the shadow's are one transaction: a request whose shadow rows fail (here a
+    duplicate) is refused whole, and the others of its group still commit with their shadow rows."""
+    import asyncio
+
+    log.write(_rows("x", 1), shadow_rows=_shadow("x", 1))
+
+    async def many() -> list:
+        writes = [
+            log.write_async(_rows("ok", 1), shadow_rows=_shadow("ok", 1)),
+            log.write_async(_rows("bad", 1), shadow_rows=_shadow("x", 1)),  # its shadow row already exists
+        ]
+        return await asyncio.gather(*writes, return_exceptions=True)
+
+    outcomes = asyncio.run(many())
+    assert outcomes[0] is None and isinstance(outcomes[1], sqlite3.IntegrityError)
+    assert sorted(read_log(log.path)["request_id"].to_list()) == ["ok", "x"]
+    with sqlite3.connect(log.path) as conn:
+        shadow = conn.execute("SELECT request_id FROM shadow_predictions ORDER BY request_id").fetchall()
+    assert shadow == [("ok",), ("x",)]
+
+
+def test_a_log_without_shadow_rows_has_no_pairs(tmp_path, tiny):
+    assert read_shadow_pairs(tmp_path / "none.db", "s1", tiny.data).height == 0
+    assert count_shadow_labels(tmp_path / "none.db", "s1") == 0
+
+
 _WRITER = textwrap.dedent(
     """
     import sys
@@ -192,7 +251,7 @@ def test_a_held_lock_fails_the_write_within_the_timeout_and_the_log_recovers(tmp
 def test_close_finishes_queued_writes_and_refuses_new_ones(tmp_path):
     """Promise: every write queued before `close` is committed and answered; one after it raises at once."""
     log = PredictionLog(tmp_path / "predictions.db")
-    futures = [log.submit(lambda conn, i=i: conn.executemany(_INSERT, _rows(f"q{i}", 1)).close()) for i in range(50)]
+    futures = [log.submit(lambda backend, i=i: backend.insert(INSERT, _rows(f"q{i}", 1))) for i in range(50)]
     log.close()
     assert all(f.done() and f.exception() is None for f in futures)
     with pytest.raises(LogUnavailable, match="closed"):
@@ -211,7 +270,7 @@ def test_a_writer_thread_that_dies_answers_every_waiter(tmp_path):
     log = PredictionLog(tmp_path / "predictions.db")
     holder = _hold_write_lock(log.path)  # queue the work up behind the lock, then let the writer die on it
 
-    def die(_: sqlite3.Connection) -> None:
+    def die(_: Backend) -> None:
         raise _Fatal()
 
     fatal = log.submit(die)
@@ -292,7 +351,7 @@ def test_a_lock_held_briefly_by_another_writer_delays_a_write_but_does_not_fail_
     log = PredictionLog(tmp_path / "predictions.db", timeout_s=5.0)
     holder = sqlite3.connect(tmp_path / "predictions.db", isolation_level=None, check_same_thread=False)
     holder.execute("BEGIN IMMEDIATE")
-    holder.execute(_INSERT, _rows("other", 1)[0])
+    holder.execute(INSERT, _rows("other", 1)[0])
     release = threading.Timer(0.3, lambda: holder.execute("COMMIT"))
     release.start()
     started = time.monotonic()
@@ -331,7 +390,7 @@ def test_a_duplicate_inside_a_group_inserted_together_fails_alone(tmp_path):
 
 
 def test_a_duplicate_in_a_group_of_over_a_thousand_rows_fails_alone(tmp_path):
-    """Over `_ROWS_PER_STATEMENT` rows, a group is inserted in several statements under a savepoint: when
+    """Over `ROWS_PER_STATEMENT` rows, a group is inserted in several statements under a savepoint: when
     the last one fails, the earlier ones are undone too, and each request is then tried alone."""
     import asyncio
 
@@ -351,3 +410,252 @@ def test_a_duplicate_in_a_group_of_over_a_thousand_rows_fails_alone(tmp_path):
     assert [o is None for o in outcomes] == [True] * 4 + [False]
     counts = dict(read_log(log.path).group_by("request_id").len().iter_rows())
     assert counts == {"dup": 1, **{f"big{i}": 300 for i in range(4)}}
+
+
+# ------------------------------------------------------------------------------- both backends, one writer
+_DATABASES = iter(range(10**6))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
+def any_log(request, tmp_path: Path):
+    """A log on each backend: a SQLite file, and a fresh database of the throwaway PostgreSQL cluster."""
+    if request.param == "sqlite":
+        location: Path | str = tmp_path / "predictions.db"
+    else:
+        location = request.getfixturevalue("postgres").create_database(f"log_{os.getpid()}_{next(_DATABASES)}")
+    log = PredictionLog(location, timeout_s=5.0)
+    yield log
+    log.close()
+
+
+def test_each_backend_logs_reads_and_labels_alike(any_log, tiny):
+    """Promise: the same rows, types and labels read back from SQLite and PostgreSQL (a prediction and a label
+    of no fixed type keep theirs: a float here, a class name below)."""
+    any_log.write(_rows("a", 3))
+    any_log.write(_rows("b", 1, version="v2"), shadow_rows=_shadow("b", 1))
+    assert any_log.attach_labels("a", [5, None, 7.5]) == 2
+    any_log.attach_labels("b", [1])
+    frame = read_log(any_log.location, data=tiny.data)
+    assert frame["request_id"].to_list() == ["a", "a", "a", "b"] and frame["row"].to_list() == [0, 1, 2, 0]
+    assert frame["hr"].to_list() == [0, 1, 2, 0] and frame["day"].to_list() == [dt.date(2024, 1, 1)] * 4
+    assert frame["prediction"].to_list() == [0.0, 10.0, 20.0, 0.0]
+    assert frame["label"].to_list() == [5.0, None, 7.5, 1.0] and frame["label_time"].null_count() == 1
+    assert read_log(any_log.location, last_rows=2)["request_id"].to_list() == ["a", "b"]
+    assert read_shadow_pairs(any_log.location, "s1", tiny.data)["shadow_prediction"].to_list() == [1.0]
+    assert count_shadow_labels(any_log.location, "s1") == 1
+    with pytest.raises(UnknownRequest, match="'nope'"):
+        any_log.attach_labels("nope", [1])
+    with pytest.raises(LabelCountMismatch, match="scored 3 record"):
+        any_log.attach_labels("a", [1])
+
+
+def test_each_backend_keeps_class_names(any_log):
+    records = [{"hr": 1}, {"hr": 2}]
+    any_log.write(log_rows("c", utc_now(), "v1", records, ["no", "yes"], [[0.9, 0.1], [0.3, 0.7]]))
+    any_log.attach_labels("c", ["yes", "yes"])
+    frame = read_log(any_log.location)
+    assert frame["prediction"].to_list()[:2] == ["no", "yes"] and frame["label"].to_list()[:2] == ["yes", "yes"]
+    assert frame["probabilities"].to_list()[:2] == ["[0.9, 0.1]", "[0.3, 0.7]"]
+
+
+def test_each_backend_fails_a_duplicate_alone_within_a_group(any_log):
+    """Promise: a group commit whose one request fails (its id is already logged, or its shadow row) commits
+    the others, with their shadow rows; on PostgreSQL, where an error aborts the transaction, too."""
+    import asyncio
+
+    commits: list[int] = []
+    any_log.on_commit = lambda _, n: commits.append(n)
+    any_log.write(_rows("dup", 2), shadow_rows=_shadow("dup", 2))
+
+    async def many() -> list:
+        ids = ["a", "b", "dup", "c", "d"]
+        writes = [any_log.write_async(_rows(i, 2), shadow_rows=_shadow(i, 2)) for i in ids]
+        writes.append(any_log.write_async(_rows("e", 1), shadow_rows=_shadow("dup", 1)))
+        return await asyncio.gather(*writes, return_exceptions=True)
+
+    outcomes = asyncio.run(many())
+    assert [o is None for o in outcomes] == [True, True, False, True, True, False]
+    counts = dict(read_log(any_log.location).group_by("request_id").len().iter_rows())
+    assert counts == {"dup": 2, "a": 2, "b": 2, "c": 2, "d": 2}
+    any_log.attach_labels("a", [1, 2])
+    assert count_shadow_labels(any_log.location, "s1") == 2
+    assert any_log.check(1.0) is None
+
+
+def test_each_backend_logs_concurrent_writers_exactly_once(any_log):
+    second = PredictionLog(any_log.location)  # another writer on the same log, as a second server would be
+
+    def client(writer: PredictionLog, name: str) -> None:
+        for i in range(20):
+            writer.write(_rows(f"{name}-{i}", 3))
+
+    threads = [threading.Thread(target=client, args=(any_log if k % 2 else second, f"c{k}")) for k in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    second.close()
+    frame = read_log(any_log.location)
+    assert frame.height == 6 * 20 * 3
+    assert frame.select("request_id", "row").is_unique().all()
+
+
+@pytest.mark.slow
+def test_a_postgresql_log_that_cannot_be_reached_is_refused_naming_it_without_its_password():
+    from tests.harness import free_port
+
+    url = f"postgresql://evergreen:s3cret@127.0.0.1:{free_port()}/log"
+    with pytest.raises(LogUnavailable) as refused:
+        PredictionLog(url, timeout_s=1.0)
+    message = str(refused.value)
+    assert "127.0.0.1" in message and "cannot open the prediction log" in message and "s3cret" not in message
+    with pytest.raises(EvergreenError, match="cannot read the prediction log") as unread:
+        read_log(url)
+    assert "s3cret" not in str(unread.value)
+
+
+@pytest.mark.slow
+def test_a_postgresql_log_survives_the_database_dropping_its_connection(postgres):
+    """Promise: a connection the server dropped while idle (a restart, an idle timeout) costs no request: the
+    next commit starts on a new one. A connection dropped mid-commit fails that commit with `LogUnavailable`
+    (nothing acknowledged), and the commit after it reconnects."""
+    import psycopg
+
+    url = postgres.create_database(f"log_{os.getpid()}_drop")
+
+    def drop_connections() -> None:
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid()"
+            )
+
+    log = PredictionLog(url, timeout_s=2.0)
+    try:
+        log.write(_rows("before", 1))
+        drop_connections()
+        log.write(_rows("after idle drop", 1))
+
+        def drop_then_insert(backend: Backend) -> None:  # the connection goes inside the transaction
+            backend.insert(INSERT, _rows("mid-commit", 1))
+            drop_connections()
+            backend.insert(INSERT, _rows("mid-commit, too", 1))
+
+        with pytest.raises(LogUnavailable, match="cannot commit"):
+            log.submit(drop_then_insert).result(10)
+        log.write(_rows("after", 1))
+    finally:
+        log.close()
+    assert read_log(url)["request_id"].to_list() == ["before", "after idle drop", "after"]
+
+
+def test_the_workspace_names_one_log_location(tiny, tmp_path, monkeypatch):
+    """`prediction_log_location`: the SQLite path by default, serve.log_url, or the URL in serve.log_url_env;
+    both at once, a URL that is not PostgreSQL's, or an unset variable are refused naming the setting."""
+    from evergreen.config import with_overrides
+    from evergreen.errors import ConfigError
+    from evergreen.workspace import Workspace
+
+    def location(overrides: dict) -> Path | str:
+        return Workspace(tmp_path, with_overrides(tiny, overrides)).prediction_log_location
+
+    assert location({}) == tmp_path / tiny.serve.log_path
+    assert location({"serve.log_url": "postgresql://me@db:5432/log"}) == "postgresql://me@db:5432/log"
+    monkeypatch.setenv("LOG_URL_FOR_TEST", "postgresql://me:pw@db/log")
+    assert location({"serve.log_url_env": "LOG_URL_FOR_TEST"}) == "postgresql://me:pw@db/log"
+    with pytest.raises(ConfigError, match="log_url or log_url_env, not both"):
+        location({"serve.log_url": "postgresql://db/x", "serve.log_url_env": "LOG_URL_FOR_TEST"})
+    with pytest.raises(ConfigError, match="serve.log_url: .*not a PostgreSQL URL"):
+        location({"serve.log_url": "sqlite:///x.db"})
+    monkeypatch.setenv("LOG_URL_FOR_TEST", "db.example.com")
+    with pytest.raises(EvergreenError, match="LOG_URL_FOR_TEST, which does not hold a PostgreSQL URL"):
+        location({"serve.log_url_env": "LOG_URL_FOR_TEST"})
+
+
+def test_a_url_shown_in_a_message_has_no_password():
+    from evergreen.serving.log import redact
+
+    assert redact("postgresql://me:pw@db:5432/log") == "postgresql://me:***@db:5432/log"
+    assert redact("postgresql://db/log?user=me&password=pw&sslmode=require") == (
+        "postgresql://db/log?user=me&password=***&sslmode=require"
+    )
+    assert redact(Path("monitoring/predictions.db")) == "monitoring/predictions.db"
+
+
+@pytest.mark.slow
+def test_a_postgresql_table_lock_refuses_a_write_within_the_timeout_and_the_log_recovers(postgres):
+    """Promise: a PostgreSQL log that cannot take a write (another session locks the table) refuses it with
+    `LogUnavailable` within about the timeout, each request of the group once (not once per request in turn),
+    and takes writes again once the lock goes."""
+    import asyncio
+
+    import psycopg
+
+    url = postgres.create_database(f"log_{os.getpid()}_lock")
+    log = PredictionLog(url, timeout_s=0.5)
+    holder = psycopg.connect(url)
+    try:
+        holder.execute("LOCK TABLE predictions IN ACCESS EXCLUSIVE MODE")
+
+        async def many() -> list:
+            writes = [log.write_async(_rows(f"r{i}", 1)) for i in range(4)]
+            return await asyncio.gather(*writes, return_exceptions=True)
+
+        started = time.monotonic()
+        outcomes = asyncio.run(many())
+        assert all(isinstance(o, LogUnavailable) for o in outcomes), outcomes
+        assert time.monotonic() - started < 1.8
+        assert log.check(1.0) is None  # a probe writes nothing: it needs no lock on the table
+    finally:
+        holder.rollback()
+        holder.close()
+    log.write(_rows("after", 1))
+    log.close()
+    assert read_log(url)["request_id"].to_list() == ["after"]
+
+
+@pytest.mark.slow
+def test_postgresql_workers_starting_at_once_all_open_the_log(postgres):
+    """Promise: several workers creating the tables of a fresh database at the same moment all start (without
+    the advisory lock, concurrent `CREATE TABLE IF NOT EXISTS` can fail on PostgreSQL's catalog)."""
+    url = postgres.create_database(f"log_{os.getpid()}_race")
+    opened: list[PredictionLog] = []
+    errors: list[Exception] = []
+    barrier = threading.Barrier(6)
+
+    def open_log() -> None:
+        barrier.wait()
+        try:
+            opened.append(PredictionLog(url, timeout_s=5.0))
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_log) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for i, log in enumerate(opened):
+        log.write(_rows(f"w{i}", 1))
+        log.close()
+    assert errors == [] and len(opened) == 6
+    assert read_log(url).height == 6
+
+
+def test_each_backend_pairs_a_classifiers_shadow_rows_in_the_targets_type(any_log, tiny_raw):
+    """A classifier's labels and both models' classes read back in the target's declared type, on SQLite and
+    on PostgreSQL (where they are stored as jsonb), with both models' probabilities."""
+    from evergreen.config import parse_params
+
+    tiny_raw["data"]["task"] = "classification"
+    tiny_raw["data"]["columns"][-1] = {"name": "y", "type": "str", "role": "target", "allowed": ["no", "yes"]}
+    data = parse_params(tiny_raw).data
+    records = [{"hr": 1}, {"hr": 2}]
+    shadow = [("c", 0, "s1", "yes", "[0.4, 0.6]"), ("c", 1, "s1", "no", "[0.8, 0.2]")]
+    any_log.write(log_rows("c", utc_now(), "v1", records, ["no", "yes"], [[0.9, 0.1], [0.3, 0.7]]), shadow)
+    any_log.attach_labels("c", ["yes", "yes"])
+    pairs = read_shadow_pairs(any_log.location, "s1", data)
+    assert pairs["label"].dtype == pl.String and pairs["label"].to_list() == ["yes", "yes"]
+    assert pairs["prediction"].to_list() == ["no", "yes"] and pairs["shadow_prediction"].to_list() == ["yes", "no"]
+    assert pairs["probabilities"].to_list() == ["[0.9, 0.1]", "[0.3, 0.7]"]
+    assert pairs["shadow_probabilities"].to_list() == ["[0.4, 0.6]", "[0.8, 0.2]"]

@@ -6,8 +6,9 @@
 - `metrics/promotion.json`: `PromotionReport`, written by stage `promote`; read by the `retrain` flow;
 - `models/model_card.json` and each registry version's `model_card.json`: `ModelCard`, written by stages
   `export` and `promote` and by the `retrain` flow (see `card`); read by `evergreen models` and monitoring;
-- the decisions log (`monitor.decisions`, JSON lines): `RetrainDecision` and `RetrainResult`, written by
-  monitoring and by the `retrain` and `monitor` flows; read by the retraining policy (see `decisions`).
+- the decisions log (`monitor.decisions`, JSON lines): `RetrainDecision`, `RetrainResult` and `ShadowDecision`,
+  written by monitoring, the shadow gate and the `retrain` and `monitor` flows; read by the retraining policy
+  (see `decisions`).
 
 The types: `reports` (the three metrics files, and the gate's decision they carry), `card` and `decisions`, on
 a common base (`base`). Each round-trips through JSON (`from_dict`/`to_dict`; files with `read`/`write`), keeps

@@ -6,7 +6,9 @@
    range and a hash of their keys; the keys themselves are the version's `training_keys.parquet`, which later
    gates use to compare with this model only on rows it never saw) and the code version; the registry adds
    `version`, `registered_at` and `files_sha256` when it stores the card in `vN/model_card.json`;
-3. the retrain flow adds `git_commit` and `data_push`: the commit and DVC push that pin a champion's inputs.
+3. the retrain flow adds `git_commit` and `data_push`: the commit and DVC push that pin a champion's inputs;
+4. the shadow gate (`evergreen.registry.shadow`) adds `shadow`: its verdict on a challenger that served in the
+   shadow, and the evidence (labelled live records, both metrics, the interval).
 
 Every field is optional, so a card written by an older Evergreen (or a bare card in a test registry) loads.
 The registry stores cards as plain dicts (`Registry.add`/`card`/`annotate`); convert with `to_dict`/`from_dict`.
@@ -19,7 +21,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from evergreen.artifacts.base import Artifact, Record
-from evergreen.artifacts.reports import EvalReport, GateDecision, Scores
+from evergreen.artifacts.reports import EvalReport, GateDecision, Scores, ShadowVerdict
 
 __all__ = ["ModelCard", "TrainingRows"]
 
@@ -57,6 +59,8 @@ class ModelCard(Artifact):
     # set by the retrain flow after a promotion
     git_commit: str | None = None
     data_push: str | None = None
+    # set by the shadow gate, on a version that served in the shadow
+    shadow: ShadowVerdict | None = None
 
     @property
     def test_metrics(self) -> Scores:

@@ -1,9 +1,12 @@
 """The decisions log (`monitor.decisions`, JSON lines): what monitoring decided, and what each retrain came to.
 
-Two kinds of entry, told apart by `kind`:
+Three kinds of entry, told apart by `kind`:
 - `"decision"`, a `RetrainDecision`: the retraining policy's verdict on one monitoring window (written by
   `evergreen.monitoring.monitor`);
-- `"retrain_result"`, a `RetrainResult`: the outcome of a retrain (written by the `retrain` and `monitor` flows).
+- `"retrain_result"`, a `RetrainResult`: the outcome of a retrain (written by the `retrain` and `monitor` flows);
+  status "shadow" when the challenger passed and went to the shadow (`promote.shadow`);
+- `"shadow_decision"`, a `ShadowDecision`: the shadow gate promoted or discarded a shadow challenger, with its
+  evidence (written by `evergreen.registry.shadow`).
 This module is the log's one reader and writer; the policy reads the history back to apply hysteresis,
 cooldowns and backoff.
 """
@@ -19,8 +22,17 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, TypeAdapter, ValidationError, model_validator
 
 from evergreen.artifacts.base import ArtifactError, Record, describe
+from evergreen.artifacts.reports import ShadowVerdict
 
-__all__ = ["Action", "DecisionLogEntry", "RetrainDecision", "RetrainResult", "append_entry", "read_history"]
+__all__ = [
+    "Action",
+    "DecisionLogEntry",
+    "RetrainDecision",
+    "RetrainResult",
+    "ShadowDecision",
+    "append_entry",
+    "read_history",
+]
 
 Action = Literal["retrain", "none", "alert", "insufficient_data"]
 
@@ -47,9 +59,9 @@ class RetrainResult(Record):
     """What one retrain came to."""
 
     kind: Literal["retrain_result"] = "retrain_result"
-    status: Literal["promoted", "not promoted", "failed", "skipped"]
+    status: Literal["promoted", "shadow", "not promoted", "failed", "skipped"]
     reason: str | None = None  # what asked for the retrain: the policy's reasons, or "scheduled"
-    version: str | None = None  # the new registry version, when promoted
+    version: str | None = None  # the new registry version, when promoted (or put in the shadow)
     reasons: list[str] = Field(default_factory=list)  # the gate's reasons, or why the retrain was skipped
     error: str | None = None  # the first line of the error, when it failed
     git_commit: str | None = None  # the commit pinning a promoted champion (None outside git)
@@ -68,18 +80,28 @@ class RetrainResult(Record):
         return self.model_dump()
 
 
-DecisionLogEntry = Annotated[RetrainDecision | RetrainResult, Field(discriminator="kind")]
-_ENTRY: TypeAdapter[RetrainDecision | RetrainResult] = TypeAdapter(DecisionLogEntry)
+class ShadowDecision(ShadowVerdict):
+    """The shadow gate's final verdict (promoted or discarded) on a shadow challenger, with its evidence."""
+
+    kind: Literal["shadow_decision"] = "shadow_decision"
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump()
 
 
-def _parse(path: Path, number: int, line: bytes) -> RetrainDecision | RetrainResult:
+_Entry = RetrainDecision | RetrainResult | ShadowDecision
+DecisionLogEntry = Annotated[_Entry, Field(discriminator="kind")]
+_ENTRY: TypeAdapter[_Entry] = TypeAdapter(DecisionLogEntry)
+
+
+def _parse(path: Path, number: int, line: bytes) -> _Entry:
     try:
         return _ENTRY.validate_json(line)
     except ValidationError as exc:
         raise ArtifactError(f"{path}: line {number} is not a decisions-log entry: {describe(exc)}") from None
 
 
-def read_history(path: Path) -> list[RetrainDecision | RetrainResult]:
+def read_history(path: Path) -> list[_Entry]:
     """Every entry of a decisions log, oldest first; a missing file is an empty history.
 
     A torn last line (a writer killed mid-append) is skipped; any other bad line is an `ArtifactError` naming
@@ -97,7 +119,7 @@ def read_history(path: Path) -> list[RetrainDecision | RetrainResult]:
     return entries
 
 
-def append_entry(path: Path, entry: RetrainDecision | RetrainResult) -> None:
+def append_entry(path: Path, entry: _Entry) -> None:
     """Append one entry, durably (a decision must survive the process that made it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as handle:

@@ -3,13 +3,23 @@
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import Field
 
 from evergreen.artifacts.base import Artifact, Record
 
-__all__ = ["Check", "Comparison", "EvalReport", "ExportReport", "GateDecision", "PromotionReport", "Scores", "Timings"]
+__all__ = [
+    "Check",
+    "Comparison",
+    "EvalReport",
+    "ExportReport",
+    "GateDecision",
+    "PromotionReport",
+    "Scores",
+    "ShadowVerdict",
+    "Timings",
+]
 
 Scores = dict[str, float | None]
 """Metric name -> value, the keys of `evergreen.model.metrics.METRICS` (ROC AUC is None on a one-class split)."""
@@ -82,6 +92,22 @@ class GateDecision(Record):
     reasons: list[str] = Field(default_factory=list)
 
 
+class ShadowVerdict(Record):
+    """The shadow gate's verdict on a challenger scored beside the champion on live traffic
+    (`evergreen.registry.shadow`): the evidence (labelled records, both metrics and the interval) and why."""
+
+    outcome: Literal["promoted", "discarded", "waiting"]
+    version: str  # the shadow
+    champion: str | None  # the champion it was compared with
+    labelled_rows: int  # labelled live records both scored
+    min_labels: int
+    waited_hours: float  # since it went into the shadow
+    max_wait_hours: float
+    comparison: Comparison | None = None  # shadow (challenger) against champion on those records, once enough
+    reasons: list[str] = Field(default_factory=list)
+    time: str | None = None  # when the verdict was reached (ISO 8601, UTC)
+
+
 class PromotionReport(Artifact):
     """`metrics/promotion.json`, written by the `promote` stage whatever it decided; read by the retrain flow.
 
@@ -90,7 +116,8 @@ class PromotionReport(Artifact):
     """
 
     promoted: bool
-    version: str | None = None  # the registry version the challenger became, when promoted
+    version: str | None = None  # the registry version the challenger became, when promoted or put in the shadow
+    shadow: bool = False  # it passed but went to the shadow (`promote.shadow`), not yet the champion
     champion_before: str | None = None
     champion_after: str | None = None
     promote: bool | None = None  # the gate's verdict
@@ -100,12 +127,18 @@ class PromotionReport(Artifact):
 
     @classmethod
     def from_gate(
-        cls, decision: GateDecision, version: str | None, champion_before: str | None, champion_after: str | None
+        cls,
+        decision: GateDecision,
+        version: str | None,
+        champion_before: str | None,
+        champion_after: str | None,
+        shadow: bool = False,
     ) -> Self:
-        """The report of a gate that ran."""
+        """The report of a gate that ran; `shadow`: the challenger passed and went to the shadow."""
         return cls(
-            promoted=decision.promote,
+            promoted=decision.promote and not shadow,
             version=version,
+            **({"shadow": True} if shadow else {}),
             champion_before=champion_before,
             champion_after=champion_after,
             promote=decision.promote,

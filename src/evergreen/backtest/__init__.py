@@ -7,7 +7,9 @@ labels are fed back after the window. Between windows a policy may retrain:
 
 - `never`: the first model serves to the end;
 - `periodic`: a retrain at the first window of every month;
-- `drift`: the real monitor (Evidently) and the declared policy (`monitor.policy`) decide.
+- `drift`: the real monitor (Evidently) and the declared policy (`monitor.policy`) decide;
+- `periodic_warm`, `drift_warm`: the same decisions, but each retrain starts from the champion's weights
+  (`train.init: champion`) and fine-tunes; each policy's summary has its retrains' `train_seconds`.
 
 A retrain is the real one: labelled feedback lands as a new batch and DVC brings the pipeline of the policy's
 own workspace (a project folder with `dvc.yaml`, see `sandbox`) up to date, through the same runner as the

@@ -44,6 +44,7 @@ from evergreen.workspace import Workspace
 __all__ = ["PolicyRun", "Served", "Window", "backtest", "history", "score_rows", "summarise", "windows"]
 
 PLOT = "error_over_time.png"
+WARM = "_warm"  # a policy's variant that warm-starts its retrains from the champion
 
 
 @dataclass
@@ -55,6 +56,7 @@ class Window:
     champion: str
     retrain: str | None = None  # why a retrain ran after this window (None: no retrain)
     promoted: str | None = None  # the version it promoted, if any
+    train_seconds: float | None = None  # the retrain's `train` stage, by its own clock
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,8 @@ class PolicyRun:
             "value": score_rows(self.task, self.metric, self.served),
             "retrains": sum(w.retrain is not None for w in self.windows),
             "promotions": sum(w.promoted is not None for w in self.windows),
+            # the cost a warm start saves: seconds the retrains spent in the `train` stage, all together
+            "train_seconds": round(sum(w.train_seconds or 0.0 for w in self.windows), 2),
             "windows": [asdict(w) for w in self.windows],
         }
 
@@ -173,7 +177,10 @@ def serve_window(ws: Workspace, rows: pl.DataFrame) -> tuple[str, Served]:
 def should_retrain(
     policy: str, ws: Workspace, previous: dt.datetime | None, start: dt.datetime, stop: dt.datetime
 ) -> str | None:
-    """Why `policy` retrains after the window [start, stop), or None; `previous` is the last window's start."""
+    """Why `policy` retrains after the window [start, stop), or None; `previous` is the last window's start.
+
+    A `_warm` variant retrains when its base policy does."""
+    policy = policy.removesuffix(WARM)
     if policy == "periodic":
         return "a new month" if previous is not None and start.month != previous.month else None
     if policy == "drift":
@@ -188,8 +195,11 @@ def should_retrain(
 def run_policy(
     policy: str, project: Workspace, base: Path, folder: Path, data: pl.DataFrame, progress: bool
 ) -> PolicyRun:
-    """Replay every window under one policy, in its own copy of the initial sandbox."""
+    """Replay every window under one policy, in its own copy of the initial sandbox.
+
+    A `_warm` policy retrains with `train.init: champion`: from the champion's weights, fine-tuned."""
     copy_sandbox(base, folder)
+    params = with_overrides(project.params, {"train.init": "champion"}) if policy.endswith(WARM) else project.params
     run = PolicyRun(policy, task=project.params.data.task, metric=judged_metric(project.params))
     previous = None
     replayed = list(windows(data, project.params.simulate))
@@ -203,7 +213,8 @@ def run_policy(
         window = Window(start.isoformat(), stop.isoformat(), rows.height, value, champion)
         window.retrain = should_retrain(policy, ws, previous, start, stop)
         if window.retrain:
-            window.promoted = retrain(ws.root, project.params, stop)
+            done = retrain(ws.root, params, stop)
+            window.promoted, window.train_seconds = done.promoted, done.train_seconds
         run.windows.append(window)
         previous = start
     return run
@@ -211,7 +222,8 @@ def run_policy(
 
 def summarise(runs: dict[str, PolicyRun]) -> dict[str, Any]:
     """Each policy's summary on the judged metric; with all three, how much of periodic's gain over never the
-    drift policy recovers (a ratio of differences: the same for a metric where higher is better)."""
+    drift policy recovers (a ratio of differences: the same for a metric where higher is better); for each
+    `_warm` variant, its metric and training time against the cold policy's (`warm_vs_cold`)."""
     policies = {name: run.summary() for name, run in runs.items()}
     name = next(iter(runs.values())).metric if runs else None
     summary: dict[str, Any] = {"metric": name}
@@ -223,8 +235,24 @@ def summarise(runs: dict[str, PolicyRun]) -> dict[str, Any]:
         never, periodic, drift = (policies[p]["value"] for p in ("never", "periodic", "drift"))
         gain = never - periodic if None not in (never, periodic) else None
         summary["drift_recovers"] = (never - drift) / gain if gain and drift is not None else None
+    # each warm variant against its cold policy on the same replay: the metric, and the training time it took
+    summary["warm_vs_cold"] = {
+        cold: _warm_against_cold(policies[cold], policies[cold + WARM]) for cold in policies if cold + WARM in policies
+    }
     summary["plot"] = PLOT  # next to summary.json
     return summary
+
+
+def _warm_against_cold(cold: dict[str, Any], warm: dict[str, Any]) -> dict[str, Any]:
+    both = None not in (cold["value"], warm["value"])
+    return {
+        "value_cold": cold["value"],
+        "value_warm": warm["value"],
+        "value_difference": warm["value"] - cold["value"] if both else None,  # warm minus cold
+        "train_seconds_cold": cold["train_seconds"],
+        "train_seconds_warm": warm["train_seconds"],
+        "train_seconds_ratio": warm["train_seconds"] / cold["train_seconds"] if cold["train_seconds"] else None,
+    }
 
 
 def backtest(project: Workspace, output_dir: Path, progress: bool = True) -> dict[str, Any]:
@@ -241,7 +269,7 @@ def backtest(project: Workspace, output_dir: Path, progress: bool = True) -> dic
         shutil.rmtree(work)
     base = work / "initial"
     create_sandbox(project, base, data.filter(pl.col(EVENT_TIME) < start).select(project.params.data.names))
-    if retrain(base, project.params, start) is None:
+    if retrain(base, project.params, start).promoted is None:
         raise EvergreenError(f"simulate: the first model (data before {start.date()}) was not promoted; see {base}")
     runs = {p: run_policy(p, project, base, work / p, data, progress) for p in project.params.simulate.policies}
     summary = summarise(runs)

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import logging
 import os
 import shutil
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,16 @@ from evergreen.serving.log import read_log
 from evergreen.validation.suites import write_suites
 from evergreen.workspace import Workspace
 
-__all__ = ["STAGES_LOG", "SOURCE", "copy_sandbox", "create_sandbox", "retrain", "sandbox_params", "write_params"]
+__all__ = [
+    "STAGES_LOG",
+    "SOURCE",
+    "Retrained",
+    "copy_sandbox",
+    "create_sandbox",
+    "retrain",
+    "sandbox_params",
+    "write_params",
+]
 
 SOURCE = "data/source/initial.parquet"  # the history before `simulate.start`, the sandbox's `data.source`
 STAGES_LOG = "stages.log"  # every retrain's stage output, appended
@@ -132,6 +143,11 @@ def sandbox_params(params: Params, now: dt.datetime) -> Params:
             **sim.overrides,
             "data.source": SOURCE,
             "data.incoming": "data/incoming",
+            # a project whose log is on PostgreSQL: the replay logs to its own SQLite file, never production
+            "serve.log_url": None,
+            "serve.log_url_env": None,
+            # the replay has no live traffic to judge a shadow by: challengers are promoted or not, at once
+            "promote.shadow": None,
             "split.method": "time",
             "split.valid_from": (test_from - dt.timedelta(days=sim.valid_days)).isoformat(),
             "split.test_from": test_from.isoformat(),
@@ -190,8 +206,17 @@ def copy_sandbox(source: Path, folder: Path) -> None:
     shutil.copytree(source, folder, ignore=skip)
 
 
-def retrain(root: Path, params: Params, now: dt.datetime) -> str | None:
-    """Land the labelled feedback and bring the sandbox's pipeline up to date; returns the promoted version.
+@dataclass(frozen=True)
+class Retrained:
+    """What a retrain did: the version it promoted (None: the champion stayed) and the `train` stage's own
+    seconds (`metrics/train.json`; None when DVC found the model up to date and did not train)."""
+
+    promoted: str | None
+    train_seconds: float | None
+
+
+def retrain(root: Path, params: Params, now: dt.datetime) -> Retrained:
+    """Land the labelled feedback and bring the sandbox's pipeline up to date.
 
     `params` are the project's; the sandbox's `params.yaml` is rewritten for `now` first (the split dates move).
     """
@@ -202,6 +227,13 @@ def retrain(root: Path, params: Params, now: dt.datetime) -> str | None:
     before = registry.champion()
     with _output_to(ws.root / STAGES_LOG) as append:
         append(f"--- retrain at {now.isoformat()}")
+        trained_before = _modified(ws.train_metrics)
         reproduce(ws.root, on_line=append)
     after = registry.champion()
-    return after if after != before else None
+    trained = _modified(ws.train_metrics) != trained_before and ws.train_metrics.exists()
+    seconds = json.loads(ws.train_metrics.read_text())["seconds"] if trained else None
+    return Retrained(after if after != before else None, seconds)
+
+
+def _modified(path: Path) -> int | None:
+    return path.stat().st_mtime_ns if path.exists() else None

@@ -9,7 +9,7 @@ Parquet float column, or `"1 "` and `"1"`, are the same value), and as text wher
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -95,4 +95,87 @@ def combine(frames: list[pl.DataFrame], key: list[str], types: Mapping[str, Colu
         conflicts=conflicts,
         rows_per_file=rows_per_file,
         repeated_rows=later.height - conflicts.height,
+    )
+
+
+ROW_HASH = "_row_hash"  # a row's text, hashed: a key's first arrival is compared with it across partitions
+FIRST_HASH = "_first_hash"
+KEYS_FILE = "_keys_file"  # which partition's key index holds a key's first arrival
+
+
+def row_hash(columns: list[str]) -> pl.Expr:
+    """A hash of the stripped text of `columns`: equal for a re-delivery spelled the same way.
+
+    Cheap on purpose (no parsing): a row whose hash differs from its key's first arrival is compared value by
+    value (`_same_value`) with that row before it counts as a conflict, so `"0"` and `"0.0"` stay the same
+    value. polars' hash is stable for one polars version; the partitions' fingerprints include that version.
+    """
+    cells = [pl.col(c).str.strip_chars().fill_null("\x00") for c in columns]
+    return pl.concat_str(cells, separator="\x1f").hash(seed=0).alias(ROW_HASH)
+
+
+def compared_columns(columns: list[str], key: list[str]) -> list[str]:
+    """The columns whose values decide a conflict: all but the key (none when the key is the whole row)."""
+    return [c for c in columns if c not in key]
+
+
+def has_key(columns: list[str], key: list[str]) -> pl.Expr:
+    """True where a row can be deduplicated by `key` (see `combine`)."""
+    if not compared_columns(columns, key):
+        return pl.lit(True)
+    return pl.all_horizontal(pl.col(k).is_not_null() for k in key)
+
+
+@dataclass(frozen=True)
+class Deduplicated:
+    """One partition's rows after the keys of earlier partitions: new rows, conflicts, and re-deliveries."""
+
+    raw: pl.DataFrame
+    conflicts: pl.DataFrame
+    repeated_rows: int
+
+
+FirstRows = Callable[[pl.DataFrame], pl.DataFrame]  # (key, KEYS_FILE) rows -> those keys' first-arrival rows
+
+
+def dedup_against(
+    staged: pl.DataFrame,
+    earlier: pl.LazyFrame | None,
+    key: list[str],
+    first_rows: FirstRows,
+    types: Mapping[str, ColumnType] | None = None,
+) -> Deduplicated:
+    """Drop the rows of `staged` whose key arrived in an earlier partition (first arrival wins).
+
+    `staged` is one partition already deduplicated within itself, with a `ROW_HASH` column; `earlier` is the
+    key index of the earlier partitions in arrival order (key, `ROW_HASH`, `KEYS_FILE`). Only the keys that
+    occur in `staged` are taken from it, so old partitions are never read in full. A repeated key with the same
+    text hash is a re-delivery; with another hash, its first arrival is fetched (`first_rows`, a few rows) and
+    compared value by value, as `combine` does: a different value makes it a conflict.
+    """
+    columns = [c for c in staged.columns if c != ROW_HASH]
+    if earlier is None or staged.height == 0:
+        return Deduplicated(staged.select(columns), staged.select(columns).clear(), 0)
+    data_columns = [c for c in columns if c not in LINEAGE]
+    compared = compared_columns(data_columns, key)
+    keyed = has_key(data_columns, key)
+    firsts = (
+        earlier.join(staged.lazy().filter(keyed).select(key), on=key, how="semi", nulls_equal=not compared)
+        .unique(subset=key, keep="first", maintain_order=True)
+        .rename({ROW_HASH: FIRST_HASH})
+        .collect()
+    )
+    joined = staged.join(firsts, on=key, how="left", nulls_equal=not compared, maintain_order="left")
+    seen = keyed & pl.col(FIRST_HASH).is_not_null()
+    differs = joined.filter(seen & (pl.col(ROW_HASH) != pl.col(FIRST_HASH)))
+    conflicts = differs.clear().select(columns)
+    if differs.height and compared:
+        theirs = first_rows(differs.select(*key, KEYS_FILE)).select(data_columns)
+        compared_rows = differs.join(theirs, on=key, how="left", suffix="_first", maintain_order="left")
+        changed = pl.any_horizontal(~_same_value(c, (types or {}).get(c)) for c in compared)
+        conflicts = compared_rows.filter(changed).select(columns)
+    return Deduplicated(
+        raw=joined.filter(~seen).select(columns),
+        conflicts=conflicts,
+        repeated_rows=joined.filter(seen).height - conflicts.height,
     )

@@ -153,17 +153,27 @@ def _check_columns(path: str, found: list[str], declared: list[str]) -> None:
         raise DataError(f"{path}: the columns differ from data.columns: " + "; ".join(problems))
 
 
-def _atomic_target(path: Path) -> tuple[int, str]:
+def _atomic_target(path: Path, tmp_dir: Path | None = None) -> tuple[int, str]:
     path.parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    where = tmp_dir or path.parent
+    where.mkdir(parents=True, exist_ok=True)
+    return tempfile.mkstemp(dir=where, prefix=f".{path.name}.", suffix=".tmp")
 
 
-def write_parquet(frame: pl.DataFrame, path: Path) -> None:
-    """Write a Parquet file so that readers see the old file or the new one, never half of one."""
-    fd, tmp = _atomic_target(path)
+def write_parquet(frame: pl.DataFrame | pl.LazyFrame, path: Path, *, tmp_dir: Path | None = None) -> None:
+    """Write a Parquet file so that readers see the old file or the new one, never half of one.
+
+    A lazy frame is streamed to disk (`sink_parquet`), so it is never held whole. `tmp_dir` (on the same file
+    system) holds the half-written file instead of the target's folder: a partitioned dataset's folder must hold
+    only its parts, or a reader of the folder would trip over the temporary file.
+    """
+    fd, tmp = _atomic_target(path, tmp_dir)
     os.close(fd)
     try:
-        frame.write_parquet(tmp)
+        if isinstance(frame, pl.LazyFrame):
+            frame.sink_parquet(tmp)
+        else:
+            frame.write_parquet(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

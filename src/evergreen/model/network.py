@@ -254,6 +254,24 @@ class TabularNet(nn.Module):
             return np.zeros(shape)
         return torch.cat(out).double().numpy()
 
+    def load_matching(self, other: TabularNet) -> tuple[list[str], list[str]]:
+        """Copy `other`'s trained parameters into this network where name and shape match (a warm start).
+
+        Buffers (the preprocessing, the temperature) stay this network's own. Returns the parameters copied
+        and those left at their initialisation (new or reshaped: a feature added, a vocabulary grown).
+        """
+        theirs = dict(other.named_parameters())
+        copied, kept = [], []
+        with torch.no_grad():
+            for name, parameter in self.named_parameters():
+                source = theirs.get(name)
+                if source is not None and source.shape == parameter.shape:
+                    parameter.copy_(source)
+                    copied.append(name)
+                else:
+                    kept.append(name)
+        return copied, kept
+
     def save(self, path: Path | str) -> None:
         """Write state dict, architecture config, preprocessing and the resolved params to one file."""
         torch.save(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -47,6 +47,8 @@ class Preprocessing:
     string_vocabularies: dict[str, list[str]] = field(default_factory=dict)
     # calendar features computed from the timestamp, as {"name", "from", "part"} (`inference.derive_features`)
     derived: list[dict[str, str]] = field(default_factory=list)
+    # numeric features with one value in the train split (std 0, normalised with 1): a warm start refits them
+    constant: list[str] = field(default_factory=list)
 
     @property
     def numeric(self) -> list[int]:
@@ -70,6 +72,16 @@ class Preprocessing:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def schema_differences(self, other: Preprocessing) -> list[str]:
+        """What makes `other` (fitted on newer data) a different schema: the fields that decide the network's
+        inputs and outputs (not the fitted statistics, which may move while the schema stays)."""
+        fields = ["task", "target", "features", "kinds", "types", "crosses", "derived", "target_transform"]
+        fields += ["classes"] if self.task == "classification" else []
+        differences = [name for name in fields if getattr(self, name) != getattr(other, name)]
+        if self.string_vocabularies.keys() != other.string_vocabularies.keys():
+            differences.append("string features")
+        return differences
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Preprocessing:
@@ -115,6 +127,7 @@ def fit_preprocessing(frame: pl.DataFrame, data: DataConfig, model: ModelConfig)
         return default if value is None or not math.isfinite(value) else float(value)
 
     stds = [_finite(stats[f"std_{n}"], 1.0) for n in numeric]
+    constant = [n for n in numeric if frame[n].drop_nulls().n_unique() <= 1]
     vocabularies = [
         sorted(float(v) for v in frame[n].drop_nulls().cast(pl.Float32).unique().to_list()) for n in categorical
     ]
@@ -164,8 +177,31 @@ def fit_preprocessing(frame: pl.DataFrame, data: DataConfig, model: ModelConfig)
         crosses=crosses,
         string_vocabularies=string_vocabularies,
         derived=derived,
+        constant=constant,
         **kwargs,
     )
+
+
+def warm_preprocessing(champion: Preprocessing, fitted: Preprocessing) -> tuple[Preprocessing, str]:
+    """The preprocessing a warm start keeps, and what it did: the champion's, unless the schema changed.
+
+    Kept whole, except the statistics of numeric features that were constant in the champion's train split and
+    vary now (e.g. the year, in a model trained on one year): its weights never saw them move, so nothing learnt
+    depends on their scale, and normalising them by 1 would hide the new variation from a short fine-tuning.
+    """
+    changed = champion.schema_differences(fitted)
+    if changed:
+        return fitted, f"refit: {', '.join(changed)} changed"
+    numeric = [champion.features[i] for i in champion.numeric]
+    moved = [n for n in champion.constant if n not in fitted.constant]
+    if not moved:
+        return champion, "kept"
+    stats = {}
+    for name in ("numeric_mean", "numeric_std", "numeric_fill"):
+        ours, theirs = getattr(champion, name), getattr(fitted, name)
+        stats[name] = [theirs[i] if n in moved else ours[i] for i, n in enumerate(numeric)]
+    kept = replace(champion, **stats, constant=[n for n in champion.constant if n not in moved])
+    return kept, f"kept (statistics refit for {', '.join(moved)}: constant in the champion's train split)"
 
 
 def encode_target(frame: pl.DataFrame, prep: Preprocessing) -> np.ndarray:

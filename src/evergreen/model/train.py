@@ -24,13 +24,16 @@ from tqdm import tqdm
 
 from evergreen.config import DataConfig, ModelConfig, TrainConfig
 from evergreen.errors import ModelError, TrainingDiverged
+from evergreen.model.distributed import SINGLE, Group
 from evergreen.model.metrics import score
 from evergreen.model.network import TabularNet
 from evergreen.model.preprocess import (
+    Preprocessing,
     check_frame,
     encode_target,
     fingerprint,
     fit_preprocessing,
+    warm_preprocessing,
 )
 
 
@@ -106,6 +109,67 @@ def fit_temperature(logits: torch.Tensor, target: torch.Tensor) -> float:
         return float(fitted.exp())
 
 
+def _quiet(*_: Any, **__: Any) -> None:
+    """`print` on ranks other than 0: one process speaks for a data-parallel run."""
+
+
+def _read_checkpoint(checkpoint: Path | None) -> dict[str, Any]:
+    """The saved training state, or {} when there is none or it cannot be used (said, not raised)."""
+    if checkpoint is None or not checkpoint.exists():
+        return {}
+    try:
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated or foreign: torch raises many kinds; start afresh, don't fail
+        print(f"ignoring {checkpoint}: it cannot be read ({exc})")
+        return {}
+    if not isinstance(saved, dict):
+        print(f"ignoring {checkpoint}: it is not a training checkpoint")
+        return {}
+    return saved
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """What a warm start (`train.init: champion`) begins from: the champion's network and its version."""
+
+    version: str
+    model: TabularNet
+
+
+def _initial_model(
+    fitted: Preprocessing, warm: WarmStart | None, model_cfg: ModelConfig, params: dict[str, Any] | None, seed: int
+) -> tuple[Preprocessing, TabularNet, dict[str, Any]]:
+    """The preprocessing, the network to start from and how it was initialised (for metrics/train.json).
+
+    A warm start keeps the champion's preprocessing while the schema is unchanged, so that its weights see
+    inputs on the scale they learnt; otherwise the preprocessing `fitted` on the new train split is used and
+    the record says what changed. Parameters are copied where name and shape match; a champion that shares
+    less than half of the weights (another family, other widths) gives a scratch start, with the reason.
+    """
+    torch.manual_seed(seed)
+    if warm is None:
+        return fitted, TabularNet(fitted, model_cfg, params), {"from": "scratch"}
+    prep, preprocessing = warm_preprocessing(warm.model.prep, fitted)
+    model = TabularNet(prep, model_cfg, params)
+    copied, new = model.load_matching(warm.model)
+    sizes = {name: p.numel() for name, p in model.named_parameters()}
+    share = sum(sizes[name] for name in copied) / sum(sizes.values())
+    if share < 0.5:
+        # mostly new weights (another family or other widths): a short fine-tuning schedule would undertrain
+        torch.manual_seed(seed)
+        why = f"champion {warm.version} shares {share:.0%} of the weights of this architecture ({model_cfg.type})"
+        return fitted, TabularNet(fitted, model_cfg, params), {"from": "scratch", "reason": why}
+    init = {
+        "from": "champion",
+        "version": warm.version,
+        "preprocessing": preprocessing,
+        "parameters_copied": len(copied),
+        "parameters_new": ", ".join(new),  # a string: `dvc metrics show` lists scalars
+        "weights_copied": round(share, 4),
+    }
+    return prep, model, init
+
+
 def train_model(
     train_frame: pl.DataFrame,
     valid_frame: pl.DataFrame,
@@ -117,6 +181,8 @@ def train_model(
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     params: dict[str, Any] | None = None,
     progress: bool = True,
+    warm: WarmStart | None = None,
+    group: Group = SINGLE,
 ) -> TrainResult:
     """Train on `train_frame`, stop early on `valid_frame`, return the best model.
 
@@ -124,9 +190,21 @@ def train_model(
     receives each epoch's record (replayed for epochs restored from a checkpoint, so loggers see them all).
     `progress` shows a per-step bar on a terminal; when stderr is not one (DVC's output captured into
     Prefect logs) it prints one plain line per epoch instead, as a bar's carriage returns would flood logs.
+    `warm` starts from a champion's weights and fine-tunes (`train.warm_epochs` at `lr * warm_lr_factor`);
+    `group` is this process's place in a data-parallel run (`evergreen.model.distributed`): each rank trains
+    on its shard of every batch, rank 0 evaluates and decides, and only rank 0 writes the checkpoint.
     """
     started = time.perf_counter()
-    prep = fit_preprocessing(train_frame, data, model_cfg)
+    say = print if group.leader else _quiet
+    prep, model, init = _initial_model(fit_preprocessing(train_frame, data, model_cfg), warm, model_cfg, params,
+                                       cfg.seed)  # fmt: skip
+    if init["from"] == "champion":
+        # fine-tuning: fewer epochs at a lower peak rate are what make a warm retrain cheaper
+        cfg = cfg.model_copy(update={"epochs": cfg.warm_epochs, "lr": cfg.lr * cfg.warm_lr_factor})
+        say(f"warm start from champion {init['version']}: {init['parameters_copied']} parameter tensors copied, "
+            f"preprocessing {init['preprocessing']}; {cfg.epochs} epochs at lr {cfg.lr:.3g}")  # fmt: skip
+    elif "reason" in init:
+        say(f"train.init is champion, training from scratch: {init['reason']}")
     check_frame(valid_frame, [*prep.input_columns, data.target.name], "valid")
     x_train = torch.from_numpy(prep.matrix(train_frame))
     y_train = torch.from_numpy(encode_target(train_frame, prep))
@@ -138,15 +216,14 @@ def train_model(
     else:
         valid_actual = y_valid.numpy()
     key = fingerprint(
-        model_cfg.model_dump(), cfg.model_dump(exclude={"device"}), prep.to_dict(),
+        model_cfg.model_dump(), cfg.model_dump(exclude={"device"}), prep.to_dict(), init,
         x_train.numpy(), y_train.numpy(), x_valid.numpy(), y_valid.numpy(),
     )  # fmt: skip
 
-    # ---- model, optimiser, schedule
-    device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
+    # ---- model, optimiser, schedule (the model was built from the seed above: initialisation, or the champion)
+    device = group.device(resolve_device(cfg.device))
     torch.use_deterministic_algorithms(True, warn_only=True)
-    model = TabularNet(prep, model_cfg, params).to(device)
+    model = model.to(device)
     x_train, y_train, x_valid, y_valid = (t.to(device) for t in (x_train, y_train, x_valid, y_valid))
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     n, n_members = len(x_train), model_cfg.ensemble
@@ -171,40 +248,35 @@ def train_model(
     best_state: dict[str, torch.Tensor] = {}
     history: list[dict[str, float]] = []
 
-    # ---- resume
-    if checkpoint is not None and checkpoint.exists():
-        try:
-            saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        except Exception as exc:  # truncated or foreign: torch raises many kinds; start afresh, don't fail
-            print(f"ignoring {checkpoint}: it cannot be read ({exc})")
-            saved = {}
-        if not isinstance(saved, dict):
-            print(f"ignoring {checkpoint}: it is not a training checkpoint")
-            saved = {}
-        ours = saved.get("fingerprint") == key
-        if ours and (saved["epoch"] >= cfg.epochs or saved["bad_epochs"] >= cfg.patience):
-            # a finished run is only rerun on purpose (`dvc repro -f`, or its outputs were lost): train it again
-            how = "stopped early" if saved["epoch"] < cfg.epochs else "ran all epochs"
-            print(f"{checkpoint} is a finished run ({how}, epoch {saved['epoch']}): training from scratch")
-        elif ours:
-            model.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            scheduler.load_state_dict(saved["scheduler"])
-            torch.set_rng_state(saved["rng"])
-            if device.type == "cuda" and saved.get("cuda_rng") is not None:
-                torch.cuda.set_rng_state(saved["cuda_rng"])
-            generator.set_state(saved["generator"])
-            epoch, best_epoch, bad_epochs = saved["epoch"], saved["best_epoch"], saved["bad_epochs"]
-            best_score, best_state, history = saved["best_score"], saved["best_state"], saved["history"]
-            print(f"resuming from {checkpoint} after epoch {epoch}")
-            for record in history:
-                if on_epoch is not None:
-                    on_epoch(record)
-        elif saved:
-            print(f"ignoring {checkpoint}: it was written for other params or data")
+    # ---- resume: rank 0 reads the checkpoint and hands it to the others (they may be on nodes without it)
+    saved = group.from_leader(_read_checkpoint(checkpoint) if group.leader else None)
+    ours = saved.get("fingerprint") == key
+    if ours and (saved["epoch"] >= cfg.epochs or saved["bad_epochs"] >= cfg.patience):
+        # a finished run is only rerun on purpose (`dvc repro -f`, or its outputs were lost): train it again
+        how = "stopped early" if saved["epoch"] < cfg.epochs else "ran all epochs"
+        say(f"{checkpoint} is a finished run ({how}, epoch {saved['epoch']}): training from scratch")
+    elif ours:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        # each rank's own dropout stream (their shards, so their draws, can differ by a row)
+        rngs = saved.get("rngs", [])
+        torch.set_rng_state(rngs[group.rank] if len(rngs) == group.world else saved["rng"])
+        if device.type == "cuda" and saved.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(saved["cuda_rng"])
+        generator.set_state(saved["generator"])
+        epoch, best_epoch, bad_epochs = saved["epoch"], saved["best_epoch"], saved["bad_epochs"]
+        best_score, best_state, history = saved["best_score"], saved["best_state"], saved["history"]
+        say(f"resuming from {checkpoint} after epoch {epoch}")
+        for record in history:
+            if on_epoch is not None:
+                on_epoch(record)
+    elif saved:
+        say(f"ignoring {checkpoint}: it was written for other params or data")
 
     # ---- epochs
-    bar = progress and sys.stderr.isatty()
+    forward = group.wrap(model, model.member_outputs)  # DDP around it in a data-parallel run
+    bar = progress and group.leader and sys.stderr.isatty()
     while epoch < cfg.epochs and bad_epochs < cfg.patience:
         epoch += 1
         model.train()
@@ -212,41 +284,48 @@ def train_model(
         total = 0.0
         batches = tqdm(range(0, n, cfg.batch_size), desc=f"epoch {epoch}/{cfg.epochs}", disable=not bar)
         for start in batches:
-            index = order[start : start + cfg.batch_size]
+            # this rank's share of the global batch (all of it in one process), and its loss's weight
+            index, rows, weight = group.shard(order[start : start + cfg.batch_size])
             with torch.autocast(**autocast):
-                loss = loss_of(model.member_outputs(x_train[index]), y_train[index])
+                loss = loss_of(forward(x_train[index]), y_train[index])
             if not torch.isfinite(loss):
+                # on one rank of several, torchrun stops the others when this one exits
                 raise TrainingDiverged(
                     f"training diverged at epoch {epoch}: the loss became {loss.item()} "
                     "(lower train.lr, or look for infinite values in the data); no model was written"
                 )
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * weight).backward()
             if cfg.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
             scheduler.step()
-            total += loss.item() * len(index)
+            total += loss.item() * rows
             batches.set_postfix(loss=f"{loss.item():.4f}")
+        total = group.sum(total)
 
-        # ---- evaluate on valid: the loss, and the task's metrics in target units
-        model.eval()
-        with torch.no_grad(), torch.autocast(**autocast):
-            valid_loss = loss_of(model.member_outputs(x_valid), y_valid).item()
-            valid_output = model(x_valid).float().cpu().numpy()
-        valid_metrics = score(prep.task, valid_actual, valid_output, prep.classes)
-        record = {"epoch": epoch, "train_loss": total / n, "valid_loss": valid_loss,
-                  "lr": scheduler.get_last_lr()[0]}  # fmt: skip
-        record |= {f"valid_{k}": v for k, v in valid_metrics.items() if v is not None}
+        # ---- evaluate on valid (rank 0): the loss, and the task's metrics in target units
+        record: dict[str, float] | None = None
+        if group.leader:
+            model.eval()
+            with torch.no_grad(), torch.autocast(**autocast):
+                valid_loss = loss_of(model.member_outputs(x_valid), y_valid).item()
+                valid_output = model(x_valid).float().cpu().numpy()
+            valid_metrics = score(prep.task, valid_actual, valid_output, prep.classes)
+            record = {"epoch": epoch, "train_loss": total / n, "valid_loss": valid_loss,
+                      "lr": scheduler.get_last_lr()[0]}  # fmt: skip
+            record |= {f"valid_{k}": v for k, v in valid_metrics.items() if v is not None}
+        # every rank decides from rank 0's numbers: they all stop at the same epoch, and keep the same best
+        record = group.from_leader(record)
         history.append(record)
         # regression stops on valid RMSE in target units (what evaluation reports); classification on loss
-        current = valid_metrics["rmse"] if prep.task == "regression" else valid_loss
+        current = record["valid_rmse"] if prep.task == "regression" else record["valid_loss"]
         if not math.isfinite(current):
             raise TrainingDiverged(
                 f"training diverged at epoch {epoch}: the valid split's score became {current} "
                 "(look for infinite values in the valid split); no model was written"
             )
-        if progress and not bar:
+        if progress and not bar and group.leader:
             valid = f"rmse {current:.4g}" if prep.task == "regression" else f"loss {current:.4f}"
             print(f"epoch {epoch}/{cfg.epochs}: train loss {total / n:.4f}, valid {valid}", flush=True)
         if current < best_score:
@@ -254,7 +333,9 @@ def train_model(
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             bad_epochs += 1
-        if checkpoint is not None:
+        # every rank's RNG state goes to rank 0's checkpoint (a collective: all ranks take part)
+        rngs = group.gather(torch.get_rng_state()) if checkpoint is not None else []
+        if checkpoint is not None and group.leader:
             state = {
                 "fingerprint": key, "epoch": epoch, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -262,6 +343,7 @@ def train_model(
                 "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
                 "best_epoch": best_epoch, "bad_epochs": bad_epochs, "best_score": best_score,
                 "best_state": best_state, "history": history,
+                **({"rngs": rngs} if group.world > 1 else {}),
             }  # fmt: skip
             checkpoint.parent.mkdir(parents=True, exist_ok=True)
             torch.save(state, checkpoint.with_suffix(".tmp"))
@@ -287,8 +369,8 @@ def train_model(
                        "valid_log_loss_after": scores["log_loss"]}  # fmt: skip
         valid_scores |= {k: v for k, v in scores.items() if v is not None}
         if progress:
-            print(f"temperature {temperature:.4g}: valid log loss {calibration['valid_log_loss_before']:.4f} "
-                  f"-> {calibration['valid_log_loss_after']:.4f}", flush=True)  # fmt: skip
+            say(f"temperature {temperature:.4g}: valid log loss {calibration['valid_log_loss_before']:.4f} "
+                f"-> {calibration['valid_log_loss_after']:.4f}", flush=True)  # fmt: skip
     metrics = {
         "model_type": model_cfg.type,
         "best_epoch": best_epoch,
@@ -301,6 +383,8 @@ def train_model(
         "n_valid": len(x_valid),
         "n_parameters": sum(p.numel() for p in model.parameters()),
         "device": device.type,
+        "processes": group.world,
+        "init": init,
         "seconds": round(time.perf_counter() - started, 2),
     }
     return TrainResult(model=model.cpu(), history=history, metrics=metrics)

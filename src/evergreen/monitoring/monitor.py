@@ -1,5 +1,8 @@
 """One monitoring run: the champion's reference against a window of the prediction log, then a decision.
 
+A shadow challenger is judged first (`evergreen.registry.shadow`), so a window is judged against the champion
+the shadow gate leaves serving.
+
 Compute (Evidently, behind its adapter), parse (a `MonitorSummary`), persist (HTML and JSON reports, a snapshot
 in the Evidently workspace, one line in the decisions log), decide (the pure policy). Used by
 `evergreen monitor`, the Prefect `monitor` flow and `evergreen simulate`.
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 from typing import Any
 
 import polars as pl
@@ -17,13 +21,16 @@ from evergreen.artifacts.card import ModelCard
 from evergreen.artifacts.decisions import RetrainDecision, append_entry, read_history
 from evergreen.config import Params
 from evergreen.errors import EvergreenError
-from evergreen.inference import SIGNATURE_FILE, load_version, predict
+from evergreen.inference import load_version, predict
 from evergreen.monitoring.evidently_adapter import add_to_workspace, compute_report, save_report
 from evergreen.monitoring.policy import decide
 from evergreen.monitoring.window import select_window
+from evergreen.registry.shadow import check_shadow, version_classes
 from evergreen.registry.store import Registry
 from evergreen.serving.log import LogColumns, read_log
 from evergreen.workspace import Workspace
+
+logger = logging.getLogger("evergreen.monitor")
 
 
 def monitor_once(ws: Workspace, now: dt.datetime | None = None, save_reports: bool = True) -> RetrainDecision:
@@ -33,6 +40,10 @@ def monitor_once(ws: Workspace, now: dt.datetime | None = None, save_reports: bo
     """
     params, cfg = ws.params, ws.params.monitor
     now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    verdict = check_shadow(ws, now=now)
+    if verdict is not None:  # a promotion or a discard is worth a line in the run's output; a wait is not
+        level = logging.INFO if verdict.outcome == "waiting" else logging.WARNING
+        logger.log(level, "shadow %s: %s (%s)", verdict.version, verdict.outcome, "; ".join(verdict.reasons))
     registry = Registry(ws.registry)
     champion = registry.champion()
     if champion is None:
@@ -45,15 +56,16 @@ def monitor_once(ws: Workspace, now: dt.datetime | None = None, save_reports: bo
     card = ModelCard.from_dict(registry.card(champion), source=folder / "model_card.json")
     reference_metrics = card.test_metrics
 
-    # let SQLite narrow the log to the window first; select_window then applies the exact bounds
+    # let the log's database (SQLite or PostgreSQL) narrow it to the window first; select_window then applies the
+    # exact bounds
     since = now - dt.timedelta(hours=cfg.window.last_hours) if cfg.window.last_hours else None
-    log = read_log(ws.prediction_log, last_rows=cfg.window.last_rows, since=since, data=params.data)
+    log = read_log(ws.prediction_log_location, last_rows=cfg.window.last_rows, since=since, data=params.data)
     current = select_window(log, cfg.window, now)
     classes: dict[str, list[Any]] = {}
     if params.data.task == "classification":
         versions = current[LogColumns.MODEL_VERSION].unique().to_list() if current.height else []
         known = set(registry.versions())
-        classes = {v: _classes(registry, v) for v in {champion, *versions} if v in known}
+        classes = {v: version_classes(registry, v) for v in {champion, *versions} if v in known}
         reference = _with_probabilities(reference, registry, champion)
     summary, snapshot = compute_report(
         reference,
@@ -73,7 +85,8 @@ def monitor_once(ws: Workspace, now: dt.datetime | None = None, save_reports: bo
         add_to_workspace(snapshot, ws.evidently_workspace, cfg.project)
 
     decisions = ws.decisions
-    decision = decide(summary, read_history(decisions), cfg.policy, now=now.isoformat())
+    shadow = registry.shadow()  # still there after the check: its verdict is pending
+    decision = decide(summary, read_history(decisions), cfg.policy, now=now.isoformat(), shadow=shadow)
     report = ws.show(reports / f"{stamp}.html") if save_reports and snapshot is not None else None
     decision = decision.model_copy(update={"report": report})
     append_entry(decisions, decision)
@@ -84,12 +97,6 @@ def judged_metric(params: Params) -> str:
     """The metric monitoring (and the backtest) judges performance by: the gate's, `promote.metric` (or the
     task's default when it is not declared)."""
     return params.promote.metric_for(params.data.task)
-
-
-def _classes(registry: Registry, version: str) -> list[Any]:
-    """A version's class labels in output order (its signature): how its logged probabilities are read."""
-    signature = json.loads((registry.path(version) / SIGNATURE_FILE).read_text())
-    return list(signature.get("output", {}).get("classes", []))
 
 
 def _with_probabilities(reference: pl.DataFrame, registry: Registry, champion: str) -> pl.DataFrame:

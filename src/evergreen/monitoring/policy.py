@@ -13,7 +13,10 @@ Rules, in order:
    that failed or was not promoted is not retried on every monitor run either: each retrain already made
    against the current champion adds a cooldown to the wait (backoff), so a champion nobody could beat is
    challenged again after 2, 3, 4, ... cooldowns while its windows stay bad;
-5. `retrain` as a fallback after `retrain_every` counted windows without one, cooldown permitting.
+5. `retrain` as a fallback after `retrain_every` counted windows without one, cooldown permitting;
+6. no retrain while a challenger is in the shadow (`promote.shadow`): a new challenger would replace it before
+   its verdict. The window is decided as usual, with action `none` and the reason; the retrain waits for the
+   shadow gate.
 
 The history is the decisions log as `evergreen.artifacts.decisions.read_history` returns it: typed entries.
 """
@@ -54,9 +57,24 @@ def _hours_between(earlier: str, later: str) -> float:
 
 
 def decide(
+    summary: MonitorSummary,
+    history: Sequence[DecisionLogEntry],
+    policy: PolicyConfig,
+    now: str,
+    shadow: str | None = None,
+) -> RetrainDecision:
+    """Decide what to do about one window. `history` is earlier entries of the decisions log, oldest first;
+    `shadow` the version being judged in the shadow, if any (rule 6)."""
+    decision = _decide(summary, history, policy, now)
+    if decision.action == "retrain" and shadow is not None:
+        waiting = f"no retrain while shadow {shadow} awaits its verdict (`evergreen shadow`)"
+        return decision.model_copy(update={"action": "none", "reasons": [*decision.reasons, waiting]})
+    return decision
+
+
+def _decide(
     summary: MonitorSummary, history: Sequence[DecisionLogEntry], policy: PolicyConfig, now: str
 ) -> RetrainDecision:
-    """Decide what to do about one window. `history` is earlier entries of the decisions log, oldest first."""
     common = {
         "time": now,
         "champion": summary.champion,

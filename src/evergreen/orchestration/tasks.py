@@ -65,3 +65,11 @@ def run_dvc_pipeline(
             state.result()  # raises the stage's error
             outcome[name] = "skipped" if state.name == SKIPPED else "ran"
     return outcome
+
+
+@task(cache_policy=NO_CACHE)  # a study's trials are in its database, not in task arguments
+def tune_worker(workspace: str, overrides: dict[str, Any] | None = None, threads: int | None = 1) -> dict[str, Any]:
+    """One worker of the shared Optuna study, on whichever process the task runner (Dask) gives it."""
+    from evergreen.tuning.study import run_worker  # torch and Optuna: only in the processes that tune
+
+    return run_worker(workspace, overrides, threads)

@@ -1,3 +1,4 @@
-"""The model registry (`store`: versions and an atomic champion pointer) and the promotion gate (`gate`)."""
+"""The model registry (`store`: versions, an atomic champion pointer and the shadow), the promotion gate
+(`gate`) and the shadow gate (`shadow`: a challenger judged on live traffic)."""
 
-__all__ = ["gate", "store"]
+__all__ = ["gate", "shadow", "store"]

@@ -18,13 +18,15 @@ The decision's types (`GateDecision`, `Check`, `Comparison`) are artefact types,
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from evergreen.artifacts.reports import Check, Comparison, GateDecision
 from evergreen.model.metrics import best, resampled, within_margin, worsening
 from evergreen.model.metrics import metric as metric_of
 
-__all__ = ["Check", "Comparison", "GateDecision", "compare", "decide"]
+__all__ = ["Check", "Comparison", "GateDecision", "align_classes", "champion_check", "compare", "decide"]
 
 _CELLS_PER_CHUNK = 4_000_000  # resampled rows held at once: bounds the bootstrap's memory on a large test split
 
@@ -89,14 +91,24 @@ def _baseline_check(metric: str, model_value: float | None, baselines: dict[str,
     )
 
 
-def _champion_check(metric: str, champion: Comparison | str | None, margin: float) -> Check:
+def align_classes(output: np.ndarray, classes: list[Any], every: list[Any]) -> np.ndarray:
+    """Class probabilities over `every` class (columns of classes a model does not know are 0): two models'
+    outputs made comparable column by column."""
+    aligned = np.zeros((len(output), len(every)))
+    aligned[:, [every.index(c) for c in classes]] = output
+    return aligned
+
+
+def champion_check(metric: str, champion: Comparison | str | None, margin: float, rows: str = "test rows") -> Check:
+    """The check against the champion: passed when the challenger is at most `margin` worse (relative) on the
+    rows compared (`rows` names them in the detail). Shared by the offline gate and the shadow gate."""
     if champion is None:
         return Check(
             name="champion", passed=True, detail="no champion yet: the first model is promoted when the rest pass"
         )
     if isinstance(champion, str):  # the comparison could not be made fairly: say why, and do not promote
         return Check(name="champion", passed=False, detail=champion)
-    rows = f"{champion.rows} test rows"
+    rows = f"{champion.rows} {rows}"
     if champion.excluded_rows:
         rows += f" ({champion.excluded_rows} the champion trained on left out)"
     return Check(
@@ -146,7 +158,7 @@ def decide(
             detail=f"trained on {train_rows} rows (promote.min_train_rows {min_train_rows})",
         ),
         _baseline_check(metric, model_value, baselines, baseline_margin),
-        _champion_check(metric, champion, champion_margin),
+        champion_check(metric, champion, champion_margin),
     ]
     reasons = [f"{c.name}: {c.detail}" for c in checks if not c.passed]
     return GateDecision(

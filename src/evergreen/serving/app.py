@@ -23,7 +23,9 @@ import gc
 import hmac
 import ipaddress
 import os
-from collections.abc import AsyncIterator
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +36,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from evergreen.config import ServeConfig
 from evergreen.serving import ServeError
-from evergreen.serving.metrics import RequestMetrics, ServiceMetrics, route_paths
+from evergreen.serving.metrics import MULTIPROCESS_ENV, RequestMetrics, ServiceMetrics, route_paths
 from evergreen.serving.schema import clip
 from evergreen.serving.service import PredictionService, Rejected
 from evergreen.workspace import Workspace
 
-__all__ = ["PUBLIC_PATHS", "ServeError", "api_token", "create_app", "is_loopback"]
+__all__ = ["PUBLIC_PATHS", "ServeError", "api_token", "create_app", "is_loopback", "worker_environment"]
 
 PUBLIC_PATHS = frozenset({"/health"})
 JSON = "application/json"
@@ -177,6 +179,26 @@ def create_app(workspace: Workspace) -> FastAPI:
 # --------------------------------------------------------------------------------- several processes
 SERVE_PARAMS_ENV = "EVERGREEN_SERVE_PARAMS"  # `app_from_env`: the params file of the project to serve
 SERVE_HOST_ENV = "EVERGREEN_SERVE_HOST"  # and the address it binds, when `--host` overrode serve.host
+
+
+@contextlib.contextmanager
+def worker_environment(params: Path, host: str) -> Iterator[None]:
+    """The environment the `serve.workers` processes start in (set before uvicorn spawns them): what
+    `app_from_env` reads, and a fresh folder for prometheus-client's multiprocess mode, so that `/metrics`
+    sums every worker (see `serving.metrics`). The folder goes when the workers have stopped."""
+    folder = tempfile.mkdtemp(prefix="evergreen-metrics-")
+    values = {SERVE_PARAMS_ENV: str(params), SERVE_HOST_ENV: host, MULTIPROCESS_ENV: folder}
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def app_from_env() -> FastAPI:

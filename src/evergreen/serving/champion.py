@@ -13,6 +13,11 @@ version, the watcher loads that version completely (session built, signature che
 and only then replaces the one reference requests read. In-flight requests finish on the version they started
 with, and no request waits on a load. A version that fails to load is reported once and skipped (and reported
 as a fallback); the version being served keeps serving.
+
+The shadow (`Shadow`): the registry's `SHADOW` version, a challenger scored beside the champion on every request
+but never answering (see `evergreen.registry.shadow`). The same watcher loads it when the pointer changes and
+drops it when the pointer goes. Serving never depends on it: a shadow that cannot load (or names the champion)
+is reported once and ignored.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from evergreen.registry.store import Registry
 from evergreen.serving import ServeError
 from evergreen.serving.schema import clip
 
-__all__ = ["Champion", "Fallback", "earlier_champions"]
+__all__ = ["Champion", "Fallback", "Shadow", "earlier_champions"]
 
 logger = logging.getLogger("evergreen.serve")
 _REASON_LIMIT = 300
@@ -52,14 +57,55 @@ def earlier_champions(registry: Registry, current: str) -> list[str]:
     return [v for v in dict.fromkeys(reversed(events)) if v and v != current]
 
 
+class Shadow:
+    """The registry's shadow model, loaded beside the champion; `model` is None when there is none to score."""
+
+    def __init__(self, registry: Registry, data: DataConfig):
+        self.registry, self.data = registry, data
+        self.model: ServingModel | None = None
+        self._failed: set[str] = set()  # versions that could not be loaded (reported once each)
+
+    def refresh(self, champion: str) -> bool:
+        """Load the version the `SHADOW` pointer names, or drop the shadow; True when it changed."""
+        try:
+            version = self.registry.shadow()
+        except Exception as exc:  # a damaged pointer: no shadow, and serving goes on
+            version = None
+            if "damaged-pointer" not in self._failed:
+                self._failed.add("damaged-pointer")
+                logger.error("the shadow pointer cannot be read, scoring without a shadow: %s", exc)
+        if version == champion or version in self._failed:  # promoted (the pointer goes next), or unloadable
+            version = None
+        current = self.model.version if self.model is not None else None
+        if version == current:
+            return False
+        if version is None:
+            self.model = None
+            logger.warning("no shadow model any more (was %s)", current)
+            return True
+        try:
+            model = load_champion(self.registry, threads=1, version=version)
+            check_compatible(model, self.data)
+        except Exception as exc:  # never breaks serving: reported once, then ignored
+            self._failed.add(version)
+            logger.error("shadow %s cannot be loaded, scoring without it: %s", version, clip(str(exc), _REASON_LIMIT))
+            self.model = None
+            return current is not None
+        self.model = model  # one reference: requests take it once
+        logger.warning("scoring shadow %s beside the champion", version)
+        return True
+
+
 class Champion:
-    """The model requests are served with, and the watcher that swaps in a newly promoted one."""
+    """The model requests are served with, and the watcher that swaps in a newly promoted one (and the shadow)."""
 
     def __init__(self, registry: Registry, data: DataConfig, interval_s: float, fallback: str = "previous"):
         self.registry, self.data, self.interval_s = registry, data, interval_s
         self.fallback: Fallback | None = None
         self._failed: dict[str, str] = {}  # versions that could not be served, and why (tried once each)
         self.model = self._start(fallback)
+        self.shadow = Shadow(registry, data)
+        self.shadow.refresh(self.model.version)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="champion-watcher", daemon=True)
 
@@ -126,6 +172,8 @@ class Champion:
         while not self._stop.wait(self.interval_s):
             with contextlib.suppress(Exception):  # a registry being rewritten is read again next time
                 self.refresh()
+            with contextlib.suppress(Exception):
+                self.shadow.refresh(self.model.version)
 
     def start(self) -> None:
         self._thread.start()

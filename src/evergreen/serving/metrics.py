@@ -25,14 +25,20 @@ The drift figures come from the decisions log (`monitor.decisions`), the last `d
 scraped, and read again only when the file has changed: a scrape costs a `stat` otherwise. Before the first
 drift check, the drift metrics have no samples.
 
-With several worker processes each process counts its own requests; Prometheus sees the process that answered
-its scrape.
+Several worker processes (`serve.workers`) count together: `evergreen serve` points prometheus-client's
+multiprocess mode at a fresh folder (`PROMETHEUS_MULTIPROC_DIR`, see `serving.app.worker_environment`) before
+the workers start, each worker's counters and histograms live in memory-mapped files there, and a scrape, whichever
+worker answers it, sums every worker's files (`MultiProcessCollector`), a killed worker's included, so a counter
+never goes back. There are no `Gauge` objects to reconcile across processes (no `multiprocess_mode`, nothing to
+mark dead): the model and drift gauges are read when scraped, by the worker answering. One process keeps the
+in-memory registry: its scrape reads no files.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -41,6 +47,7 @@ from typing import get_args
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -49,7 +56,7 @@ from evergreen.artifacts.decisions import Action, RetrainDecision, read_history
 from evergreen.inference import ServingModel
 from evergreen.serving.champion import Fallback
 
-__all__ = ["RequestMetrics", "ServiceMetrics"]
+__all__ = ["MULTIPROCESS_ENV", "RequestMetrics", "ServiceMetrics"]
 
 logger = logging.getLogger("evergreen.serve")
 
@@ -58,6 +65,7 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 _COMMIT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)  # the log commits at most 512 operations at once
 OTHER = "other"
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's multiprocess mode, read when it is imported
 
 
 class _ModelCollector(Collector):
@@ -137,6 +145,12 @@ class ServiceMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        folder = os.environ.get(MULTIPROCESS_ENV)
+        # what a scrape reads: this registry, or, with several workers, every worker's files plus the collectors
+        self.scraped = self.registry
+        if folder:
+            self.scraped = CollectorRegistry()
+            MultiProcessCollector(self.scraped, path=folder)
         self.endpoints: frozenset[str] = frozenset()  # the app's routes; any other path counts as "other"
         self.requests = Counter(
             "evergreen_http_requests", "HTTP requests answered", ["endpoint", "status"], registry=self.registry
@@ -178,8 +192,8 @@ class ServiceMetrics:
 
     def watch(self, current: Callable[[], tuple[ServingModel, Fallback | None]], decisions: Path) -> None:
         """Report, at scrape time, the model `current()` names and the last decision of the `decisions` log."""
-        self.registry.register(_ModelCollector(current))
-        self.registry.register(_DriftCollector(decisions))
+        self.scraped.register(_ModelCollector(current))
+        self.scraped.register(_DriftCollector(decisions))
 
     # ------------------------------------------------------------------------------------------- hooks
     def observe_request(self, path: str, status: int, seconds: float) -> None:
@@ -206,7 +220,7 @@ class ServiceMetrics:
     def render(self, accept: str | None = None) -> tuple[bytes, str]:
         """The exposition and its content type: Prometheus' text format, or OpenMetrics when `accept` asks."""
         encode, content_type = choose_encoder(accept or "")
-        return encode(self.registry), content_type
+        return encode(self.scraped), content_type
 
 
 class RequestMetrics:

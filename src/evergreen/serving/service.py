@@ -22,8 +22,15 @@ hand-off) and awaits its commit, so concurrent requests share the log's commits.
 `fast_matrix` in plain Python when the model has no derived calendar features: the same float32 matrix as
 `inference.feature_matrix` (a unit test holds them equal), without a polars frame per request.
 
+Shadow (`promote.shadow`, see `evergreen.registry.shadow`): when the registry names a shadow, every acknowledged
+request is handed to `serving.shadow.ShadowScorer` (with the champion's input matrix when the shadow takes the
+same input), which scores many requests per onnxruntime call on its own thread and logs the shadow's answers
+(`shadow_predictions`), never sent to the client. The shadow cannot fail or hold up a request. Without a
+shadow, nothing of this runs.
+
 Health: `health()` reports `status` "ok" or "degraded", the version served, `log` "ok" or "unavailable" (a
-write transaction could not be taken within a second) and, when the champion could not be served, `fallback`.
+write transaction could not be taken within a second), `shadow_version` while a shadow is scored and, when the
+champion could not be served, `fallback`.
 The app answers `/health` with 503 while the log is unavailable (no prediction can be acknowledged), else 200.
 """
 
@@ -51,6 +58,7 @@ from evergreen.registry.store import Registry
 from evergreen.serving.champion import Champion
 from evergreen.serving.log import LabelCountMismatch, LogUnavailable, PredictionLog, UnknownRequest, log_rows, utc_now
 from evergreen.serving.schema import RequestSchema, build_schema, clip, field_errors
+from evergreen.serving.shadow import ShadowJob, ShadowScorer
 from evergreen.workspace import Workspace
 
 __all__ = ["MAX_DETAIL", "PredictionService", "Rejected", "fast_matrix", "fast_plan", "max_body_bytes"]
@@ -127,6 +135,7 @@ class _Scored:
     rows: list[tuple[Any, ...]]
     version: str
     flagged: list[list[str]]
+    shadow: ShadowJob | None = None  # what the shadow scores once the answer is acknowledged, when there is one
 
 
 # A plan for `fast_matrix`: per graph input in order, (request field, its train vocabulary or None, int field)
@@ -199,12 +208,16 @@ class PredictionService:
         self.champion = Champion(
             Registry(workspace.registry), self.data, self.serve.reload_interval_s, self.serve.fallback
         )
-        self.log = PredictionLog(workspace.prediction_log, timeout_s=self.serve.log_timeout_s, on_commit=on_commit)
+        self.log = PredictionLog(
+            workspace.prediction_log_location, timeout_s=self.serve.log_timeout_s, on_commit=on_commit
+        )
         self._on_scored = on_scored
         self.body_limit = max_body_bytes(self.schema, self.data, self.serve)
         self._dtypes = {n: polars_type(self.data.column(n)) for n in self.schema.features}
         self._feedback = TypeAdapter(_Feedback)
         self._plans: dict[str, _Plan | None] = {}  # per model version: how `fast_matrix` builds its input
+        self._same_input: dict[tuple[str, str], bool] = {}  # (champion, shadow): one input matrix serves both
+        self.shadow_scorer = ShadowScorer(self.log, self._matrix)
 
     def start(self) -> None:
         """Start watching the registry for a new champion."""
@@ -213,6 +226,7 @@ class PredictionService:
     def close(self) -> None:
         """Stop the watcher; finish the queued log writes and close the log."""
         self.champion.stop()
+        self.shadow_scorer.close()  # its last answers go to the log before it closes
         self.log.close()
 
     def __enter__(self) -> PredictionService:
@@ -249,6 +263,7 @@ class PredictionService:
     def _score(self, body: bytes | str | Any) -> _Scored:
         """Parse, validate and score a request (see the module docstring); its answer and its log rows."""
         model = self.champion.model  # taken once: this request is served by this version only
+        shadow = self.champion.shadow.model  # likewise; None (the common case) when there is no shadow
         payload = _parse(body) if isinstance(body, bytes | bytearray | str) else body
         if not isinstance(payload, dict) or not isinstance(payload.get("records"), list):
             raise Rejected(422, 'the body must be a JSON object {"records": [{...}, ...]}')
@@ -278,7 +293,14 @@ class PredictionService:
             answer |= {"classes": model.classes, "probabilities": probabilities}
         answer["out_of_range"] = flagged
         rows = log_rows(request_id, utc_now(), model.version, records, predictions, probabilities, flagged)
-        return _Scored(answer, rows, model.version, flagged)
+        if shadow is None:
+            return _Scored(answer, rows, model.version, flagged)
+        pair = (model.version, shadow.version)
+        same = self._same_input.get(pair)
+        if same is None:
+            same = self._same_input[pair] = shadow.signature["input"] == model.signature["input"]
+        job = ShadowJob(shadow, request_id, records, matrix if same else None)
+        return _Scored(answer, rows, model.version, flagged, job)
 
     def _matrix(self, model: ServingModel, records: list[dict[str, Any]]) -> np.ndarray:
         """The graph's input for validated records: `fast_matrix` where it applies, else the shared polars path
@@ -296,6 +318,8 @@ class PredictionService:
         return feature_matrix(frame, model.features, model.vocabularies, model.derived)
 
     def _acknowledge(self, scored: _Scored) -> dict[str, Any]:
+        if scored.shadow is not None:  # committed: the shadow may score it now
+            self.shadow_scorer.submit(scored.shadow)
         if self._on_scored is not None:
             self._on_scored(scored.version, scored.flagged)
         return scored.answer
@@ -356,12 +380,15 @@ class PredictionService:
     def health(self) -> dict[str, Any]:
         """`status` ok/degraded, the version served, whether the log takes writes now, any champion fallback."""
         problem = self.log.check(min(_HEALTH_TIMEOUT_S, self.serve.log_timeout_s))
-        model, fallback = self.champion.model, self.champion.fallback
+        model, fallback, shadow = self.champion.model, self.champion.fallback, self.champion.shadow.model
         report: dict[str, Any] = {
             "status": "ok" if problem is None and fallback is None else "degraded",
             "model_version": model.version,
             "log": "ok" if problem is None else "unavailable",
+            "log_backend": self.log.kind,  # "sqlite" or "postgresql" (serve.log_url)
         }
+        if shadow is not None:
+            report["shadow_version"] = shadow.version
         if problem is not None:
             report["log_error"] = problem
         if fallback is not None:
@@ -370,9 +397,10 @@ class PredictionService:
 
     def model_info(self) -> dict[str, Any]:
         """The served version, its model card, its signature, the request schema and any fallback."""
-        model, fallback = self.champion.model, self.champion.fallback
+        model, fallback, shadow = self.champion.model, self.champion.fallback, self.champion.shadow.model
         return {
             "version": model.version,
+            "shadow_version": shadow.version if shadow is not None else None,
             "task": model.task,
             "features": model.features,
             "card": model.card,

@@ -4,7 +4,9 @@ Both models score the same test rows, less those the champion trained on (its ve
 `training_keys.parquet`: ids, or digests of whole rows when the data has no id), so neither is judged on rows
 it has seen. A promoted challenger becomes a new registry version (ONNX graph, signature, card with its
 training rows, the keys of those rows, and a reference sample of its training data for monitoring) and then
-the champion, atomically. The decision and its reasons go to `metrics/promotion.json` either way.
+the champion, atomically; or, with `promote.shadow` and a champion to compare with, the shadow: scored beside
+the champion on live traffic until the shadow gate (`evergreen.registry.shadow`) promotes or discards it. The
+decision and its reasons go to `metrics/promotion.json` either way.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import hashlib
 import json
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import polars as pl
@@ -25,7 +26,7 @@ from evergreen.data.schema import EVENT_TIME
 from evergreen.data.split import key_kind, read_split, row_keys
 from evergreen.inference import ServingModel, load_version, predict, predicted_labels, servable
 from evergreen.provenance import code_version
-from evergreen.registry.gate import compare, decide
+from evergreen.registry.gate import align_classes, compare, decide
 from evergreen.registry.store import Registry
 from evergreen.workspace import Workspace
 
@@ -66,13 +67,6 @@ def training_rows(train: pl.DataFrame, valid: pl.DataFrame, params: Params) -> t
     return record, keys.to_frame()
 
 
-def _class_outputs(output: np.ndarray, classes: list[Any], every: list[Any]) -> np.ndarray:
-    """Probabilities over `every` class (columns of classes a model does not know are 0)."""
-    aligned = np.zeros((len(output), len(every)))
-    aligned[:, [every.index(c) for c in classes]] = output
-    return aligned
-
-
 def champion_comparison(
     test: pl.DataFrame, params: Params, challenger: ServingModel, champion: str, registry: Registry
 ) -> Comparison | str:
@@ -106,7 +100,7 @@ def champion_comparison(
     else:
         every = list(dict.fromkeys([*challenger.classes, *incumbent.classes, *target.unique().sort().to_list()]))
         actual = np.array([every.index(v) for v in target.to_list()])
-        ours, theirs = _class_outputs(ours, challenger.classes, every), _class_outputs(theirs, incumbent.classes, every)
+        ours, theirs = align_classes(ours, challenger.classes, every), align_classes(theirs, incumbent.classes, every)
     return compare(metric, actual, ours, theirs, cfg.bootstrap_samples, cfg.confidence, cfg.seed, excluded)
 
 
@@ -149,6 +143,9 @@ def run(ws: Workspace) -> None:
     )
 
     version = None
+    # with promote.shadow, a challenger that passes serves in the shadow first; the first model has no champion
+    # to be compared with on live traffic, so it is promoted at once
+    shadow = decision.promote and cfg.shadow is not None and champion is not None
     if decision.promote:
         training, keys = training_rows(train, valid, params)
         card = ModelCard.read(ws.model_card).model_copy(
@@ -163,12 +160,25 @@ def run(ws: Workspace) -> None:
                 "signature.json": ws.signature,
                 "reference.parquet": reference,
                 TRAINING_KEYS: key_file,
+                "model.pt": ws.model,  # the torch model, where `train.init: champion` warm-starts from
             }
             version = registry.add(files, card.to_dict())
-        registry.promote(version, reason="; ".join(decision.reasons), verify=servable(params.data))
+        if shadow:
+            if registry.shadow() != version:  # a rerun keeps the shadow's clock (and labels) running
+                reason = "passed the offline gate; judged on live traffic next (promote.shadow)"
+                registry.set_shadow(version, reason=reason, verify=servable(params.data))
+        else:
+            registry.promote(version, reason="; ".join(decision.reasons), verify=servable(params.data))
 
-    PromotionReport.from_gate(decision, version, champion, registry.champion()).write(ws.promotion_metrics)
+    PromotionReport.from_gate(decision, version, champion, registry.champion(), shadow=shadow).write(
+        ws.promotion_metrics
+    )
     verdict = f"promoted as {version}" if decision.promote else "not promoted"
+    if shadow:
+        verdict = (
+            f"passed, registered as {version} and put in the shadow of the champion: it is promoted once "
+            f"{cfg.shadow.min_labels} labelled records show it no worse (`evergreen shadow`)"
+        )
     print(f"promote: challenger {verdict}; champion is {registry.champion()}")
     for reason in decision.reasons:
         print(f"  {reason}")

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import polars as pl
-
 from evergreen.data import io
+from evergreen.data.partitions import scan_dataset
 from evergreen.data.split import split, summarize
 from evergreen.workspace import Workspace
 
 
 def run(ws: Workspace) -> None:
-    parts = split(pl.read_parquet(ws.clean), ws.params.data, ws.params.split)
+    # the clean dataset is a folder of parts in arrival order; scanned lazily, read once here
+    clean = scan_dataset(ws.clean, ws.show(ws.clean)).collect()
+    parts = split(clean, ws.params.data, ws.params.split)
     for name, part in parts.items():
         io.write_parquet(part, ws.split(name))
     summary = summarize(parts, ws.params.data)

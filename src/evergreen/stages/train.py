@@ -1,5 +1,10 @@
 """Stage `train`: `data/split/{train,valid}` into `models/model.pt`, `metrics/train.json`, DVCLive curves, and
-with `train.tensorboard` the same curves as TensorBoard event files in `tensorboard/<model.type>/`."""
+with `train.tensorboard` the same curves as TensorBoard event files in `tensorboard/<model.type>/`.
+
+With `train.distributed` the stage relaunches itself through torchrun and each process it starts runs this same
+function as one rank: rank 0 alone writes the outputs. With `train.init: champion` it starts from the weights the
+registry's champion was promoted with (its `model.pt`; the registry is not a DVC dependency of this stage, so a
+new champion alone does not make DVC rerun it: new data does)."""
 
 from __future__ import annotations
 
@@ -12,8 +17,13 @@ from dvclive import Live
 from evergreen.data import io
 from evergreen.data.split import read_split
 from evergreen.errors import ConfigError
-from evergreen.model.train import train_model
+from evergreen.model import distributed
+from evergreen.model.network import TabularNet
+from evergreen.model.train import WarmStart, train_model
+from evergreen.registry.store import Registry
 from evergreen.workspace import Workspace
+
+MODEL_FILE = "model.pt"  # in each registry version: the torch model a warm start begins from
 
 # the curves' names in TensorBoard, grouped into its panels: losses together, then the valid metrics
 _TENSORBOARD_TAGS = {"train_loss": "loss/train", "valid_loss": "loss/valid", "lr": "lr"}
@@ -32,13 +42,44 @@ def tensorboard_writer(folder: Path) -> Any:
     return SummaryWriter(log_dir=str(folder))
 
 
+def champion_start(ws: Workspace) -> WarmStart | None:
+    """The champion's torch model, for `train.init: champion`; None (said why) when there is none to start from."""
+    registry = Registry(ws.registry)
+    champion = registry.champion()
+    if champion is None:
+        print("train.init is champion, but the registry has no champion yet: training from scratch")
+        return None
+    path = registry.path(champion) / MODEL_FILE
+    if not path.exists():  # registered before versions kept their torch model
+        print(f"train.init is champion, but champion {champion} has no {MODEL_FILE}: training from scratch")
+        return None
+    return WarmStart(champion, TabularNet.load(path))
+
+
 def run(ws: Workspace) -> None:
+    cfg = ws.params.train.distributed
+    if cfg is not None and not distributed.launched():
+        # this process only launches: torchrun starts the ranks, each of them runs this stage again
+        distributed.launch(cfg, ws.root, ["evergreen.cli", "stage", "train"])
+        return
+    with distributed.process_group(cfg) as group, distributed.recording_errors(group.rank):
+        _train(ws, group)
+
+
+def _train(ws: Workspace, group: distributed.Group) -> None:
     params = ws.params
     # the outs are `persist` in dvc.yaml so that an invalid params.yaml never costs the model: DVC leaves them,
     # and they are removed here, with the config known to be valid, so a failed run leaves no stale model
-    ws.model.unlink(missing_ok=True)
-    ws.train_metrics.unlink(missing_ok=True)
+    if group.leader:
+        ws.model.unlink(missing_ok=True)
+        ws.train_metrics.unlink(missing_ok=True)
     train, valid = read_split(ws, "train"), read_split(ws, "valid")
+    warm = champion_start(ws) if params.train.init == "champion" else None
+    if not group.leader:
+        # the other ranks train their shards and write nothing: no curves, no model
+        train_model(train, valid, params.data, params.model, params.train, checkpoint=ws.checkpoint,
+                    params=params.model_dump(mode="json"), progress=False, warm=warm, group=group)  # fmt: skip
+        return
     with ExitStack() as stack:
         # dvcyaml=None and save_dvc_exp=False: dvc.yaml declares the plots, and `dvc exp` is the user's choice
         live = stack.enter_context(Live(dir=str(ws.dvclive), save_dvc_exp=False, dvcyaml=None))
@@ -59,7 +100,8 @@ def run(ws: Workspace) -> None:
 
         result = train_model(
             train, valid, params.data, params.model, params.train,
-            checkpoint=ws.checkpoint, on_epoch=log, params=params.model_dump(mode="json"),
+            checkpoint=ws.checkpoint, on_epoch=log, params=params.model_dump(mode="json"), warm=warm,
+            group=group,
         )  # fmt: skip
     ws.models_dir.mkdir(parents=True, exist_ok=True)
     result.model.save(ws.model)

@@ -1,6 +1,7 @@
 """The one module that talks to Great Expectations 1.x; its API has changed before, so it stays behind here.
 
-GX has no polars backend: the frame is converted to pandas (through Arrow) here and nowhere else. Each call
+GX has no polars backend: the frame is converted to pandas (through Arrow, text columns Arrow-backed) here and
+nowhere else. Each call
 uses a fresh in-memory (ephemeral) context, so nothing is written outside the Data Docs folder asked for.
 """
 
@@ -52,7 +53,15 @@ def _to_pandas(df: pl.DataFrame) -> Any:
         # datetime64[ns] ends in 2262: a later date (a 9999-12-31 placeholder) becomes null, so it fails the
         # column's not-null expectation by name instead of crashing the conversion
         df = df.with_columns(pl.col(times).cast(pl.Datetime("ns"), strict=False))
-    return df.to_pandas(use_pyarrow_extension_array=False)
+    import pandas as pd
+    import pyarrow as pa
+
+    def arrow_strings(kind: pa.DataType) -> Any:
+        # text stays Arrow-backed: no Python object per cell, and GX's regex and null checks run in Arrow
+        # compute (about 2x faster on raw data); other types keep NumPy dtypes, which every expectation takes
+        return pd.ArrowDtype(kind) if pa.types.is_string(kind) or pa.types.is_large_string(kind) else None
+
+    return df.to_arrow().to_pandas(types_mapper=arrow_strings)
 
 
 def _time_bounds_as_datetimes(suite: dict[str, Any], df: pl.DataFrame) -> dict[str, Any]:

@@ -25,6 +25,7 @@ class ExpectationOutcome:
     kwargs: dict[str, Any] = field(default_factory=dict)
     observed_value: Any = None
     error: str | None = None  # set when GX could not evaluate the expectation (e.g. the column is missing)
+    partitions: list[str] = field(default_factory=list)  # of a partitioned dataset: the ones where it failed
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,52 @@ class ValidationSummary:
     @property
     def passed(self) -> int:
         return sum(o.success for o in self.outcomes)
+
+
+def _merge_outcome(named: list[tuple[str, ExpectationOutcome]], example_values: int) -> ExpectationOutcome:
+    first = named[0][1]
+    failed = [(name, o) for name, o in named if not o.success]
+    shown = failed[0][1] if failed else first
+
+    def total(values: list[int | None]) -> int | None:
+        known = [v for v in values if v is not None]
+        return sum(known) if known else None
+
+    unexpected = total([o.unexpected_count for _, o in named])
+    elements = total([o.element_count for _, o in named])
+    examples = [v for _, o in failed for v in o.example_values][:example_values]
+    return ExpectationOutcome(
+        expectation_type=first.expectation_type,
+        column=first.column,
+        critical=first.critical,
+        success=not failed,
+        unexpected_count=unexpected,
+        unexpected_percent=100 * unexpected / elements if unexpected is not None and elements else None,
+        element_count=elements,
+        example_values=examples or list(shown.example_values),
+        kwargs=first.kwargs,
+        observed_value=shown.observed_value,
+        error=next((o.error for _, o in named if o.error), None),
+        partitions=[name for name, _ in failed],
+    )
+
+
+def merge_partitions(named: list[tuple[str, ValidationSummary]], example_values: int = 5) -> ValidationSummary:
+    """One summary of a suite run on each partition of a dataset: counts added up, and each failed outcome
+    naming the partitions it failed in. A dataset of one partition keeps its summary as it is."""
+    if len(named) == 1:
+        return named[0][1]
+    first = named[0][1]
+    outcomes = [
+        _merge_outcome([(name, s.outcomes[i]) for name, s in named], example_values) for i in range(first.evaluated)
+    ]
+    return ValidationSummary(
+        suite_name=first.suite_name,
+        success=all(s.success for _, s in named),
+        evaluated=len(outcomes),
+        row_count=sum(s.row_count for _, s in named),
+        outcomes=outcomes,
+    )
 
 
 def critical_failures(summary: ValidationSummary) -> list[ExpectationOutcome]:
@@ -79,6 +126,11 @@ def _what_fails(outcome: ExpectationOutcome) -> str:
 
 
 def _describe(outcome: ExpectationOutcome) -> str:
+    where = f"; in partition(s) {', '.join(outcome.partitions)}" if outcome.partitions else ""
+    return _describe_failure(outcome) + where
+
+
+def _describe_failure(outcome: ExpectationOutcome) -> str:
     where = f" on column {outcome.column!r}" if outcome.column else ""
     if outcome.kwargs.get("column_list"):
         where = f" on columns {', '.join(outcome.kwargs['column_list'])}"
@@ -152,6 +204,7 @@ def report_dict(summary: ValidationSummary) -> dict[str, Any]:
                 "unexpected_percent": o.unexpected_percent,
                 "example_values": o.example_values,
                 "error": o.error,
+                "partitions": o.partitions,
             }
             for o in summary.outcomes
         ],

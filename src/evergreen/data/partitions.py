@@ -1,0 +1,166 @@
+"""Partitioned datasets: one Parquet part per arrival, reused while its inputs are unchanged.
+
+Each arrival (a source file, a landing file) is a partition. A data stage writes one part per partition into
+a folder (the dataset) and records each part in a small manifest. A part's name carries its position, the
+arrival it came from and its *fingerprint*: a hash of everything the part depends on (the arrival's content,
+the params and code of the stage, and for `ingest` every earlier arrival). A later run reuses a part whose
+fingerprint it would compute again and computes only the others, so an arrival costs what the arrival costs.
+
+The protocol that keeps a killed run harmless: a part is written under a temporary name *outside* the
+dataset folder and renamed into it (readers never see half a file), and the manifest is written last, also
+atomically. A part not in the manifest is never taken for done: the next successful run computes its
+partition again and removes the stray file (`collect_garbage`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import fsspec
+import polars as pl
+
+from evergreen.data.io import read_json, write_json
+from evergreen.errors import DataError
+
+MANIFEST_VERSION = 1
+PARTITION = "_partition"  # the partition a quarantined row or a key conflict came from
+
+
+def content_hash(path: str) -> str:
+    """SHA-256 of a file's bytes (any fsspec URL), read in chunks so a large file is never held whole."""
+    digest = hashlib.sha256()
+    with fsspec.open(path, "rb") as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# Inputs (bytes) below which a stage keeps its partitions in its own process rather than start a local Dask
+# cluster for itself (see `evergreen.parallel`). Measured on 2 shared cores (BENCHMARKS.md): at 1M rows a
+# cluster per stage made validation slower (workers importing Great Expectations), so only work well above
+# that size starts one; a cluster named by the user is always used.
+CLUSTER_FROM_CSV = 512 * 2**20  # ingest reads text at about 25 MB/s per core
+CLUSTER_FROM_PARQUET = 64 * 2**20  # clean and validation read Parquet, 5-10x denser than CSV
+
+
+def size_of(path: str) -> int:
+    """A file's size in bytes (any fsspec URL)."""
+    fs, _, (resolved, *_) = fsspec.get_fs_token_paths(path)
+    return int(fs.size(resolved) or 0)
+
+
+def code_version(*modules: ModuleType | Path) -> str:
+    """A hash of the source of `modules` (or source files) and the polars version: a part made by other code
+    is made again."""
+    digest = hashlib.sha256(pl.__version__.encode())
+    for module in modules:
+        digest.update((module if isinstance(module, Path) else Path(module.__file__ or "")).read_bytes())
+    return digest.hexdigest()
+
+
+def fingerprint(*inputs: Any) -> str:
+    """A stable hash of JSON-able inputs (params sections as dicts, hashes, names)."""
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def partition_id(path: str, digest: str) -> str:
+    """The partition's id: its file name (made safe for a file name) and the start of its content hash."""
+    base = re.sub(r"[^A-Za-z0-9._-]+", "_", path.rstrip("/").rsplit("/", 1)[-1]) or "part"
+    return f"{base}-{digest[:12]}"
+
+
+def part_name(seq: int, pid: str, print_: str) -> str:
+    """`<position>-<partition id>-<fingerprint>`: sorted by name, the parts are in arrival order."""
+    return f"{seq:06d}-{pid}-{print_[:10]}"
+
+
+def part_path(dataset: Path, name: str) -> Path:
+    return dataset / f"{name}.parquet"
+
+
+def staging_dir(dataset: Path) -> Path:
+    """Where half-written parts of `dataset` live: beside the folder, never inside it."""
+    return dataset.parent / f".{dataset.name}.staging"
+
+
+def write_part(frame: pl.DataFrame | pl.LazyFrame, dataset: Path, name: str) -> Path:
+    """Write one part atomically (see the module's docstring); return its path."""
+    from evergreen.data.io import write_parquet  # one writer for every Parquet file
+
+    path = part_path(dataset, name)
+    write_parquet(frame, path, tmp_dir=staging_dir(dataset))
+    return path
+
+
+def prepare_dataset(dataset: Path) -> None:
+    """Make `dataset` a folder: a single file left there by an earlier version of Evergreen is replaced."""
+    if dataset.is_file():
+        dataset.unlink()
+    dataset.mkdir(parents=True, exist_ok=True)
+
+
+def collect_garbage(dataset: Path, keep: Iterable[str]) -> list[str]:
+    """Remove parts not named in `keep` (stale or unfinished) and the staging folder; return what went."""
+    wanted = {f"{name}.parquet" for name in keep}
+    removed = []
+    if dataset.is_dir():
+        for path in sorted(dataset.iterdir()):
+            if path.name not in wanted:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+                removed.append(path.name)
+    shutil.rmtree(staging_dir(dataset), ignore_errors=True)
+    return removed
+
+
+def remove_if_empty(dataset: Path) -> None:
+    """Remove the staging folder, and the dataset's folder when no part is left in it."""
+    shutil.rmtree(staging_dir(dataset), ignore_errors=True)
+    if dataset.is_dir() and not any(dataset.iterdir()):
+        dataset.rmdir()
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """The manifest at `path`, or an empty one when there is none (or it was written by other code)."""
+    if not path.exists():
+        return {"version": MANIFEST_VERSION, "partitions": []}
+    manifest = read_json(path, DataError, subject="the partition manifest is ")
+    if not isinstance(manifest, dict) or manifest.get("version") != MANIFEST_VERSION:
+        return {"version": MANIFEST_VERSION, "partitions": []}
+    return manifest
+
+
+def write_manifest(partitions: list[dict[str, Any]], path: Path) -> None:
+    """Record the finished parts; written last (and atomically), after every part it names is in place."""
+    write_json({"version": MANIFEST_VERSION, "partitions": partitions}, path)
+
+
+def reusable(manifest: dict[str, Any], *datasets: Path) -> dict[str, dict[str, Any]]:
+    """Manifest entries by fingerprint whose parts exist in every one of `datasets`."""
+    return {
+        entry["fingerprint"]: entry
+        for entry in manifest.get("partitions", [])
+        if all(part_path(d, entry["name"]).is_file() for d in datasets)
+    }
+
+
+def parts(dataset: Path) -> list[Path]:
+    """A dataset's parts in order; a plain Parquet file is a dataset of one part."""
+    if dataset.is_file():
+        return [dataset]
+    return sorted(dataset.glob("*.parquet")) if dataset.is_dir() else []
+
+
+def scan_dataset(dataset: Path, show: str | None = None) -> pl.LazyFrame:
+    """The whole dataset as one lazy frame, parts in order; a missing dataset is a `DataError` naming it."""
+    found = parts(dataset)
+    if not found:
+        where = show or str(dataset)
+        raise DataError(f"{where}: no such dataset, or it has no parts (run the stage that writes it first)")
+    return pl.scan_parquet(found)

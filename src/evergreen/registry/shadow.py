@@ -1,0 +1,221 @@
+"""The shadow gate: a challenger scored beside the champion on live traffic is promoted or discarded.
+
+With `promote.shadow`, a challenger that passed the offline gate goes to the registry's shadow (`SHADOW`)
+instead of becoming the champion. The service scores every request with both, answers with the champion and
+logs the shadow's answer beside it (`serving.log`'s `shadow_predictions`). Labels arrive through `/feedback`.
+This gate then judges:
+- fewer than `min_labels` labelled records that both scored: wait; after `max_wait_hours` in the shadow,
+  discard it (a challenger nobody can judge is not promoted on faith);
+- enough: compare the shadow with the champion on those records with the offline gate's paired bootstrap
+  (`gate.compare`: same metric, samples, confidence and seed) and its rule (`gate.champion_check`: at most
+  `champion_margin` worse), then promote (`Registry.promote`, verified as servable, then `end_shadow`) or
+  discard (`end_shadow`).
+Only records scored by the current champion count: after a champion change the shadow is compared with the
+model it is meant to replace. The verdict and its evidence go to the decisions log (`ShadowDecision`) and the
+shadow's model card (`shadow`).
+
+`judge` is the pure decision; `check_shadow` reads the registry and the log, acts and records. Run by
+`evergreen shadow` and by every monitoring run (`monitoring.monitor.monitor_once`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from evergreen.artifacts.decisions import ShadowDecision, append_entry
+from evergreen.artifacts.reports import Comparison, ShadowVerdict
+from evergreen.config import Params, PromoteConfig, ShadowConfig
+from evergreen.errors import RegistryError
+from evergreen.inference import SIGNATURE_FILE, servable
+from evergreen.registry.gate import align_classes, champion_check, compare
+from evergreen.registry.store import Registry
+from evergreen.serving.log import LogColumns, read_shadow_pairs
+from evergreen.workspace import Workspace
+
+__all__ = ["LivePairs", "check_shadow", "judge", "live_pairs", "shadow_started", "version_classes"]
+
+_ROWS = "labelled live records"
+
+
+@dataclass(frozen=True)
+class LivePairs:
+    """Labelled live records both models scored, as `gate.compare` takes them: targets (values or class
+    indices) and each model's output (predictions, or probabilities over the same classes)."""
+
+    actual: np.ndarray
+    shadow: np.ndarray
+    champion: np.ndarray
+
+    @property
+    def rows(self) -> int:
+        return len(self.actual)
+
+
+def judge(
+    *,
+    version: str,
+    champion: str,
+    labelled: int,
+    waited_hours: float,
+    shadow: ShadowConfig,
+    champion_margin: float,
+    comparison: Comparison | None,
+    now: str | None = None,
+) -> ShadowVerdict:
+    """The verdict on shadow `version`: promoted, discarded or still waiting, with why.
+
+    `comparison` (shadow as challenger against `champion` on the `labelled` records) is only read once
+    `labelled` reaches `shadow.min_labels`; the caller need not compute it before.
+    """
+    evidence: dict[str, Any] = {
+        "version": version,
+        "champion": champion,
+        "labelled_rows": labelled,
+        "min_labels": shadow.min_labels,
+        "waited_hours": round(waited_hours, 4),
+        "max_wait_hours": shadow.max_wait_hours,
+        "time": now,
+    }
+    if labelled >= shadow.min_labels:
+        if comparison is None:
+            raise ValueError(f"{labelled} labelled records reach min_labels: judging the shadow needs its comparison")
+        check = champion_check(comparison.metric, comparison, champion_margin, rows=_ROWS)
+        outcome = "promoted" if check.passed else "discarded"
+        verb = "no worse than" if check.passed else "worse than"
+        reason = f"shadow {version} is {verb} champion {champion} on live traffic: {check.detail}"
+        return ShadowVerdict(outcome=outcome, comparison=comparison, reasons=[reason], **evidence)
+    short = f"{labelled} of the {shadow.min_labels} {_ROWS} needed (promote.shadow.min_labels)"
+    if waited_hours >= shadow.max_wait_hours:
+        reason = (
+            f"timed out: {waited_hours:.1f} h in the shadow (promote.shadow.max_wait_hours {shadow.max_wait_hours:g}) "
+            f"with {short}; send labels through /feedback sooner, or lower min_labels"
+        )
+        return ShadowVerdict(outcome="discarded", reasons=[reason], **evidence)
+    left = shadow.max_wait_hours - waited_hours
+    return ShadowVerdict(outcome="waiting", reasons=[f"waiting: {short}; {left:.1f} h left"], **evidence)
+
+
+def version_classes(registry: Registry, version: str) -> list[Any]:
+    """A version's class labels in output order (its signature): how its logged probabilities are read."""
+    signature = json.loads((registry.path(version) / SIGNATURE_FILE).read_text())
+    return list(signature.get("output", {}).get("classes", []))
+
+
+def live_pairs(pairs: pl.DataFrame, task: str, shadow_classes: list[Any], champion_classes: list[Any]) -> LivePairs:
+    """`read_shadow_pairs`' frame as arrays for `gate.compare`. Classification: probabilities of both models
+    aligned on one class list (theirs, then any label neither knows), labels as indices into it."""
+    c = LogColumns
+    if task == "regression":
+        pairs = pairs.drop_nulls([c.LABEL, c.PREDICTION, c.SHADOW_PREDICTION])
+        return LivePairs(
+            actual=pairs[c.LABEL].to_numpy().astype(np.float64),
+            shadow=pairs[c.SHADOW_PREDICTION].to_numpy().astype(np.float64),
+            champion=pairs[c.PREDICTION].to_numpy().astype(np.float64),
+        )
+    pairs = pairs.drop_nulls([c.LABEL, c.PROBABILITIES, c.SHADOW_PROBABILITIES])
+    labels = pairs[c.LABEL].to_list()
+    every = list(dict.fromkeys([*champion_classes, *shadow_classes, *labels]))
+
+    def probabilities(column: str, classes: list[Any]) -> np.ndarray:
+        rows = [json.loads(text) for text in pairs[column].to_list()]
+        return align_classes(np.array(rows, dtype=np.float64).reshape(len(rows), len(classes)), classes, every)
+
+    return LivePairs(
+        actual=np.array([every.index(v) for v in labels], dtype=np.int64),
+        shadow=probabilities(c.SHADOW_PROBABILITIES, shadow_classes),
+        champion=probabilities(c.PROBABILITIES, champion_classes),
+    )
+
+
+def shadow_started(registry: Registry, version: str) -> dt.datetime:
+    """When `version` last went into the shadow (the registry's history), else when it was registered."""
+    events = [e for e in registry.history() if e.get("event") == "shadow" and e.get("version") == version]
+    stamp = events[-1].get("time") if events else registry.card(version).get("registered_at")
+    if not stamp:
+        raise RegistryError(f"{registry.root}: no record of when {version} went into the shadow")
+    started = dt.datetime.fromisoformat(str(stamp))
+    return started if started.tzinfo else started.replace(tzinfo=dt.UTC)
+
+
+def _comparison(pairs: LivePairs, metric: str, cfg: PromoteConfig) -> Comparison:
+    return compare(metric, pairs.actual, pairs.shadow, pairs.champion, cfg.bootstrap_samples, cfg.confidence, cfg.seed)
+
+
+def check_shadow(ws: Workspace, now: dt.datetime | None = None, act: bool = True) -> ShadowVerdict | None:
+    """Judge the registry's shadow, if there is one; None when there is none.
+
+    With `act` (the default), a verdict of promoted or discarded is carried out in the registry and recorded in
+    the decisions log and the shadow's model card; without, it is only reported (`evergreen shadow`).
+    `now` defaults to the current time (a naive one is taken as UTC).
+    """
+    registry = Registry(ws.registry)
+    version = registry.shadow()
+    if version is None:
+        return None
+    params: Params = ws.params
+    cfg = params.promote
+    champion = registry.champion()
+    now = now or dt.datetime.now(dt.UTC)
+    now = now if now.tzinfo else now.replace(tzinfo=dt.UTC)
+    if cfg.shadow is None or champion is None or champion == version:
+        verdict = _unjudged(version, champion, cfg.shadow, now)
+    else:
+        # never negative: a clock behind the registry's (another machine's) is no reason to discard
+        waited = max(0.0, (now - shadow_started(registry, version)).total_seconds() / 3600)
+        frame = read_shadow_pairs(ws.prediction_log_location, version, params.data)
+        frame = frame.filter(pl.col(LogColumns.MODEL_VERSION) == champion)  # scored beside this champion
+        task = params.data.task
+        pairs = live_pairs(frame, task, version_classes(registry, version), version_classes(registry, champion))
+        enough = pairs.rows >= cfg.shadow.min_labels
+        verdict = judge(
+            version=version,
+            champion=champion,
+            labelled=pairs.rows,
+            waited_hours=waited,
+            shadow=cfg.shadow,
+            champion_margin=cfg.champion_margin,
+            comparison=_comparison(pairs, cfg.metric_for(task), cfg) if enough else None,
+            now=now.isoformat(),
+        )
+    if act and verdict.outcome != "waiting":
+        verdict = _carry_out(ws, registry, verdict)
+    return verdict
+
+
+def _unjudged(version: str, champion: str | None, shadow: ShadowConfig | None, now: dt.datetime) -> ShadowVerdict:
+    """A shadow that cannot be judged as configured: already the champion (ended here), or no settings."""
+    evidence = {"version": version, "champion": champion, "labelled_rows": 0, "time": now.isoformat()}
+    limits = {"min_labels": 0, "max_wait_hours": 0.0}
+    if shadow is not None:
+        limits = {"min_labels": shadow.min_labels, "max_wait_hours": shadow.max_wait_hours}
+    if champion == version:  # promoted, then interrupted before the shadow pointer was removed
+        reason = f"{version} is the champion already"
+        return ShadowVerdict(outcome="promoted", waited_hours=0.0, reasons=[reason], **evidence, **limits)
+    reason = (
+        f"{version} is in the shadow but it cannot be judged: "
+        + ("the registry has no champion" if champion is None else "promote.shadow is null in params.yaml")
+        + "; set promote.shadow, or end it by hand (remove the registry's SHADOW file)"
+    )
+    return ShadowVerdict(outcome="waiting", waited_hours=0.0, reasons=[reason], **evidence, **limits)
+
+
+def _carry_out(ws: Workspace, registry: Registry, verdict: ShadowVerdict) -> ShadowVerdict:
+    """Promote or discard the shadow as judged; record the verdict in the decisions log and the model card."""
+    version, reason = verdict.version, "; ".join(verdict.reasons)
+    if verdict.outcome == "promoted" and registry.champion() != version:
+        try:
+            registry.promote(version, reason=f"shadow gate: {reason}", verify=servable(ws.params.data))
+        except RegistryError as exc:  # damaged since it went into the shadow: it must not serve
+            why = f"could not be promoted: {exc}"
+            verdict = verdict.model_copy(update={"outcome": "discarded", "reasons": [*verdict.reasons, why]})
+            reason = "; ".join(verdict.reasons)
+    registry.end_shadow(version, outcome=verdict.outcome, reason=reason)
+    registry.annotate(version, {"shadow": verdict.to_dict()})
+    append_entry(ws.decisions, ShadowDecision(**verdict.model_dump()))
+    return verdict

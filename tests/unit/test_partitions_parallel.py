@@ -1,0 +1,52 @@
+"""Where partition work runs (`evergreen.parallel`): the scheduler's address, in-process for small work, a
+LocalCluster of real worker processes otherwise; results always in the order of the partitions."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from evergreen.parallel import SCHEDULER_ENV, SYNCHRONOUS, run_partitions, scheduler_address
+
+
+def _square_and_pid(x: int) -> tuple[int, int]:
+    return x * x, os.getpid()
+
+
+def test_the_environment_variable_wins_over_params(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(SCHEDULER_ENV, raising=False)
+    assert scheduler_address(None) is None
+    assert scheduler_address("tcp://10.0.0.5:8786") == "tcp://10.0.0.5:8786"
+    monkeypatch.setenv(SCHEDULER_ENV, "tcp://127.0.0.1:9999")
+    assert scheduler_address("tcp://10.0.0.5:8786") == "tcp://127.0.0.1:9999"
+
+
+def test_nothing_to_do_starts_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SCHEDULER_ENV, "tcp://127.0.0.1:1")  # nothing listens: connecting would fail
+    results, ran = run_partitions(_square_and_pid, [])
+    assert results == [] and ran.describe() == "nothing to do"
+
+
+@pytest.mark.parametrize(
+    ("env", "items", "sizes"),
+    [(SYNCHRONOUS, [1, 2, 3], ()), (None, [4], ()), (None, [1, 2, 3], (10, 10, 10))],
+    ids=["synchronous", "one-partition", "small-inputs"],
+)
+def test_small_work_runs_in_this_process(monkeypatch: pytest.MonkeyPatch, env, items, sizes) -> None:
+    monkeypatch.delenv(SCHEDULER_ENV, raising=False)
+    if env:
+        monkeypatch.setenv(SCHEDULER_ENV, env)
+    results, ran = run_partitions(_square_and_pid, items, sizes=sizes, cluster_from=1000)
+    assert [r for r, _ in results] == [x * x for x in items]
+    assert {pid for _, pid in results} == {os.getpid()} and ran.where == "this process"
+
+
+@pytest.mark.slow
+def test_more_work_runs_on_a_local_cluster_of_worker_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(SCHEDULER_ENV, raising=False)
+    items = list(range(6))
+    results, ran = run_partitions(_square_and_pid, items, sizes=[10**6] * 6, cluster_from=1000, label="t")
+    assert [r for r, _ in results] == [x * x for x in items]  # in the order of the items
+    assert os.getpid() not in {pid for _, pid in results}  # done by worker processes
+    assert "local cluster" in ran.where and sum(ran.workers.values()) == 6 and "local" not in ran.workers
