@@ -1,6 +1,7 @@
 """A small trained project and a real `evergreen serve` process, shared by the service's end-to-end and fault
 tests: `build_project` (a model trained, evaluated and exported by the real stages on tiny synthetic data, as
-registry versions v1 and v2), `running_server`, `load_clients` (concurrent clients) and `wait_for_line`.
+registry versions v1 and v2), `running_server`, `load_clients` (concurrent clients) and `wait_for_line`;
+`kill_one_worker_under_load` and `missing_from_log`: the `serve.workers` attack, for either log.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import copy
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import threading
@@ -23,6 +25,7 @@ import httpx
 import numpy as np
 import onnx
 import polars as pl
+import psutil
 import yaml
 from onnx import helper
 
@@ -195,3 +198,55 @@ def wait_for_line(path: Path, needle: str, deadline_s: float = 10) -> str:
         assert time.monotonic() < deadline, f"{needle!r} never appeared in the server's output:\n{text}"
         time.sleep(0.05)
     return text
+
+
+def server_workers(pid: int) -> list[psutil.Process]:
+    """uvicorn's worker processes under the supervisor `pid` (not multiprocessing's resource tracker)."""
+    return [p for p in psutil.Process(pid).children() if "spawn_main" in " ".join(p.cmdline())]
+
+
+def kill_one_worker_under_load(
+    base: str, supervisor: subprocess.Popen, records: list[dict[str, Any]], logged_rows: Any
+) -> tuple[list[tuple], list[tuple]]:
+    """The `serve.workers: 2` attack, whatever the log: 8 clients send 1-3 records per request; once
+    `logged_rows()` counts 200, one worker is killed with SIGKILL; 20 more requests must each be answered 200
+    (by the survivor or the worker uvicorn starts again), and a replacement must start within 30 s.
+
+    Returns (every acknowledged (batch, answer), the 20 answered after the kill), for the caller to find in
+    its log.
+    """
+    workers = server_workers(supervisor.pid)
+    assert len(workers) == 2
+    stop = threading.Event()
+    outcome: list[list[tuple]] = []
+    loader = threading.Thread(target=lambda: outcome.extend(load_clients(base, records, 8, None, stop)))
+    loader.start()
+    deadline = time.monotonic() + 20
+    while logged_rows() < 200:  # both under load for real before the kill
+        assert time.monotonic() < deadline and loader.is_alive()
+        time.sleep(0.05)
+    os.kill(workers[0].pid, signal.SIGKILL)
+    workers[0].wait(10)  # dead for real
+    after: list[tuple] = []
+    with httpx.Client(base_url=base, headers=AUTH, timeout=10) as client:
+        for i in range(20):
+            batch = records[i : i + 2]
+            response = client.post("/predict", json={"records": batch})
+            assert response.status_code == 200, response.text
+            after.append((batch, response.json()))
+    stop.set()
+    loader.join(60)
+    deadline = time.monotonic() + 30
+    while len([w for w in server_workers(supervisor.pid) if w.pid != workers[0].pid]) < 2:
+        assert time.monotonic() < deadline, "no worker was started in place of the killed one"
+        time.sleep(0.2)
+    *per_client, _ = outcome
+    acknowledged = [(batch, answer) for client in per_client for batch, answer in client] + after
+    assert len(acknowledged) > 50
+    return acknowledged, after
+
+
+def missing_from_log(acknowledged: list[tuple], log: pl.DataFrame) -> list[str]:
+    """Request ids answered 200 whose records are not all in the log (listed together)."""
+    rows_per_request = dict(log.group_by("request_id").len().iter_rows())
+    return [a["request_id"] for batch, a in acknowledged if rows_per_request.get(a["request_id"]) != len(batch)]

@@ -5,19 +5,21 @@ with one readable line naming it, without its password."""
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import threading
-import time
 
 import httpx
 import pytest
 
 from evergreen.serving.log import read_log
-from tests.faults.test_service_workers import _workers
 from tests.harness import free_port
-from tests.service_harness import AUTH, BIN, load_clients, running_server, server_env
+from tests.service_harness import (
+    AUTH,
+    BIN,
+    kill_one_worker_under_load,
+    missing_from_log,
+    running_server,
+    server_env,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -33,41 +35,12 @@ def test_kill_9_of_one_of_two_workers_on_postgresql_keeps_every_acknowledged_pre
     assert ws.prediction_log_location == url
     with running_server(ws.root) as (base, process):
         assert httpx.get(f"{base}/health").json()["log_backend"] == "postgresql"
-        workers = _workers(process.pid)
-        assert len(workers) == 2
-        stop = threading.Event()
-        outcome: list[list[tuple]] = []
-        loader = threading.Thread(target=lambda: outcome.extend(load_clients(base, trained.records(), 8, None, stop)))
-        loader.start()
-        deadline = time.monotonic() + 20
-        while read_log(url).height < 200:  # both under load for real before the kill
-            assert time.monotonic() < deadline and loader.is_alive()
-            time.sleep(0.05)
-        os.kill(workers[0].pid, signal.SIGKILL)
-        workers[0].wait(10)  # dead for real
-        after: list[tuple] = []
+        acknowledged, after = kill_one_worker_under_load(base, process, trained.records(), lambda: read_log(url).height)
         with httpx.Client(base_url=base, headers=AUTH, timeout=10) as client:
-            for i in range(20):  # the surviving worker (or the one uvicorn starts again) keeps answering
-                batch = trained.records()[i : i + 2]
-                response = client.post("/predict", json={"records": batch})
-                assert response.status_code == 200, response.text
-                after.append((batch, response.json()))
             labelled = client.post("/feedback", json={"request_id": after[0][1]["request_id"], "labels": [1.5, 2]})
             assert labelled.status_code == 200 and labelled.json()["labelled"] == 2
-        stop.set()
-        loader.join(60)
-        deadline = time.monotonic() + 30
-        while len([w for w in _workers(process.pid) if w.pid != workers[0].pid]) < 2:
-            assert time.monotonic() < deadline, "no worker was started in place of the killed one"
-            time.sleep(0.2)
-    *per_client, _ = outcome
-    acknowledged = [(batch, answer) for client in per_client for batch, answer in client] + after
-    assert len(acknowledged) > 50
     log = read_log(ws.prediction_log_location, data=ws.params.data)  # where `evergreen monitor` reads
-    rows_per_request = dict(log.group_by("request_id").len().iter_rows())
-    # every acknowledged request with all its records, listed together when some are not
-    short = [a["request_id"] for batch, a in acknowledged if rows_per_request.get(a["request_id"]) != len(batch)]
-    assert short == []
+    assert missing_from_log(acknowledged, log) == []
     assert log.select("request_id", "row").is_unique().all()
     assert log.filter(log["request_id"] == after[0][1]["request_id"])["label"].to_list() == [1.5, 2.0]
     assert not ws.prediction_log.exists()  # nothing went to the SQLite file
