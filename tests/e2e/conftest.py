@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from .workspace import GIT_IDENTITY, copy_project
-
-BIN = str(Path(sys.executable).parent)  # where `evergreen` and `dvc` are installed
-
+from .workspace import command_env, copy_project
 
 Runner = Callable[..., subprocess.CompletedProcess]
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **GIT_IDENTITY}
 
 
 @pytest.fixture
@@ -34,7 +25,7 @@ def run(project: Path) -> Runner:
 
     def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
         done = subprocess.run(
-            args, cwd=project, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            args, cwd=project, env=command_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         if check and done.returncode != 0:
             raise AssertionError(f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout}")

@@ -121,7 +121,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _env() -> dict[str, str]:
-    from .conftest import BIN  # the folder of this interpreter's `evergreen` and `dvc`
+    from .workspace import BIN  # the folder of this interpreter's `evergreen` and `dvc`
 
     return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **GIT_IDENTITY}
 

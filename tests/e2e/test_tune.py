@@ -17,8 +17,7 @@ from optuna.trial import TrialState
 
 from evergreen.orchestration.overrides import apply_overrides
 
-from .conftest import _env
-from .workspace import FAST_TRAINING, copy_project
+from .workspace import FAST_TRAINING, command_env, copy_project
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -45,7 +44,12 @@ def split_project(tmp_path_factory) -> Path:
 def _run(root: Path, *args: str, env: dict[str, str] | None = None) -> str:
     """Run a command in a project folder (`run` of conftest is tied to the `project` fixture's folder)."""
     done = subprocess.run(
-        args, cwd=root, env={**_env(), **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        args,
+        cwd=root,
+        env={**command_env(), **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     assert done.returncode == 0, f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout}"
     return done.stdout

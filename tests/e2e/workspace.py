@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,6 +29,14 @@ FAST_TRAINING = {
     # a few epochs do not beat gradient boosting; the baseline check has its own unit tests
     "promote.baseline": "mean",
 }
+
+
+BIN = str(Path(sys.executable).parent)  # where `evergreen` and `dvc` are installed
+
+
+def command_env() -> dict[str, str]:
+    """The environment for running `evergreen`, `dvc` and git in a project copy."""
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **GIT_IDENTITY}
 
 
 def project_files() -> list[str]:
