@@ -66,7 +66,7 @@ def _count(log: Path, table: str) -> int:
 
 def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """One level's rounds: the median of each figure, the rounds' req/s kept, the requests summed."""
-    figures = {k: statistics.median(r[k] for r in runs) for k in ("requests_per_s", "p50_ms", "p99_ms")}
+    figures = {k: round(statistics.median(r[k] for r in runs), 2) for k in ("requests_per_s", "p50_ms", "p99_ms")}
     return {
         "connections": runs[0]["connections"],
         **figures,
