@@ -67,16 +67,19 @@ def test_shadow_pointer_is_set_ended_and_kept_out_of_rollback(tmp_path):
         registry.shadow()
     registry.set_shadow("v2", reason="again")  # replacing a damaged pointer repairs it
     assert registry.shadow() == "v2"
+    registry.add(_files(tmp_path, "c"), {})
+    registry.set_shadow("v3", reason="a newer challenger")  # a pending shadow replaced: its end is recorded
+    registry.set_shadow("v2", reason="back")
+    assert [(e["event"], e["version"], e.get("outcome")) for e in registry.history()[-4:]] == [
+        ("shadow", "v3", None),
+        ("end_shadow", "v2", "replaced"),
+        ("shadow", "v2", None),
+        ("end_shadow", "v3", "replaced"),
+    ]
     registry.promote("v2", reason="won in the shadow")
     registry.end_shadow("v2", outcome="promoted", reason="won in the shadow")
-    assert [e["event"] for e in registry.history()] == [
-        "promote",
-        "shadow",
-        "end_shadow",
-        "shadow",
-        "promote",
-        "end_shadow",
-    ]
+    events = [e["event"] for e in registry.history()]
+    assert events[:4] == ["promote", "shadow", "end_shadow", "shadow"] and events[-2:] == ["promote", "end_shadow"]
     assert registry.rollback() == "v1"  # shadow events are not champions
 
 

@@ -236,7 +236,8 @@ class Registry:
         return True
 
     def set_shadow(self, version: str, reason: str, verify: Verify | None = None) -> None:
-        """Put `version` in the shadow (verified like `promote`), replacing any shadow there; recorded."""
+        """Put `version` in the shadow (verified like `promote`), replacing any shadow there; recorded, and a
+        replaced shadow's end with it (outcome "replaced")."""
         with self._writing():
             folder = self.path(version)
             if version == self.champion():
@@ -248,6 +249,16 @@ class Registry:
                 previous = None  # a damaged pointer is repaired by replacing it
             _write_atomic(self.root / SHADOW, version + "\n")
             self._record({"event": "shadow", "version": version, "previous": previous, "reason": reason})
+            if previous is not None and previous != version:
+                # the one it replaced never gets a verdict: its end is recorded, so the history says why
+                self._record(
+                    {
+                        "event": "end_shadow",
+                        "version": previous,
+                        "outcome": "replaced",
+                        "reason": f"{version} replaced it",
+                    }
+                )
 
     def end_shadow(self, version: str, outcome: str, reason: str) -> None:
         """Take `version` out of the shadow: `outcome` is "promoted" or "discarded" (recorded with `reason`).
