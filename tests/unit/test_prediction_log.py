@@ -69,20 +69,26 @@ def test_a_log_that_does_not_exist_reads_as_empty(tmp_path, tiny):
     assert frame.height == 0 and {"hr", "prediction", "label"} <= set(frame.columns)
 
 
-def test_concurrent_writers_are_logged_exactly_once(log, tmp_path):
-    second = PredictionLog(log.path)  # another writer on the same file, as a second server would be
+def _written_concurrently(log: PredictionLog, location: Path | str, clients: int, requests: int) -> pl.DataFrame:
+    """`clients` threads write `requests` requests of 3 rows each, alternating between `log` and a second writer
+    on the same log (as a second server would be); returns the log as read back."""
+    second = PredictionLog(location)
 
     def client(writer: PredictionLog, name: str) -> None:
-        for i in range(40):
+        for i in range(requests):
             writer.write(_rows(f"{name}-{i}", 3))
 
-    threads = [threading.Thread(target=client, args=(log if k % 2 else second, f"c{k}")) for k in range(8)]
+    threads = [threading.Thread(target=client, args=(log if k % 2 else second, f"c{k}")) for k in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     second.close()
-    frame = read_log(log.path)
+    return read_log(location)
+
+
+def test_concurrent_writers_are_logged_exactly_once(log, tmp_path):
+    frame = _written_concurrently(log, log.path, clients=8, requests=40)
     assert frame.height == 8 * 40 * 3
     assert frame.select("request_id", "row").is_unique().all()
     assert frame.group_by("request_id").len()["len"].to_list() == [3] * 320
@@ -483,19 +489,7 @@ def test_each_backend_fails_a_duplicate_alone_within_a_group(any_log):
 
 
 def test_each_backend_logs_concurrent_writers_exactly_once(any_log):
-    second = PredictionLog(any_log.location)  # another writer on the same log, as a second server would be
-
-    def client(writer: PredictionLog, name: str) -> None:
-        for i in range(20):
-            writer.write(_rows(f"{name}-{i}", 3))
-
-    threads = [threading.Thread(target=client, args=(any_log if k % 2 else second, f"c{k}")) for k in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    second.close()
-    frame = read_log(any_log.location)
+    frame = _written_concurrently(any_log, any_log.location, clients=6, requests=20)
     assert frame.height == 6 * 20 * 3
     assert frame.select("request_id", "row").is_unique().all()
 
