@@ -114,3 +114,24 @@ def test_a_feature_constant_in_the_champions_data_gets_its_statistics_refit(tiny
     assert champion.model.prep.numeric_std[hum] == 1.0 and 0.2 < warm.model.prep.numeric_std[hum] < 0.4
     assert warm.model.prep.numeric_mean[temp] == champion.model.prep.numeric_mean[temp]  # the rest is kept
     assert warm.model.prep.constant == []
+
+
+def test_a_classifier_warm_starts_from_its_champion_with_its_classes(tiny_raw):
+    """Warm starts are not a regression-only path: a classifier keeps its champion's classes and preprocessing,
+    fine-tunes for warm_epochs, and is calibrated again (a temperature is fitted on the new valid split)."""
+    tiny_raw["data"]["task"] = "classification"
+    data = parse_params(tiny_raw).data
+    old = train_model(
+        synthetic(400, 1, "classification"), synthetic(100, 2, "classification"), data, SMALL_MODEL, CFG,
+        progress=False,
+    )  # fmt: skip
+    warm = train_model(
+        synthetic(400, 3, "classification"), synthetic(100, 4, "classification"), data, SMALL_MODEL, CFG,
+        progress=False, warm=WarmStart("v1", old.model),
+    )  # fmt: skip
+    assert warm.metrics["init"]["preprocessing"] == "kept"
+    assert warm.model.prep.classes == old.model.prep.classes
+    assert warm.metrics["epochs_run"] == CFG.warm_epochs
+    assert "calibration" in warm.metrics
+    probabilities = warm.model.predict(synthetic(50, 5, "classification"))
+    assert probabilities.shape == (50, 2)
