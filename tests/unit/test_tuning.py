@@ -22,6 +22,7 @@ from evergreen.tuning.space import current_values, decode, suggest
 from evergreen.tuning.study import (
     BASELINE,
     TuneError,
+    metric_of,
     open_storage,
     open_study,
     run_worker,
@@ -115,12 +116,14 @@ def test_a_study_for_the_other_direction_is_refused(tmp_path):
 
 
 # ---------------------------------------------------------------------------------- a study on a tiny table
-def _tiny_project(root: Path, tune: dict[str, Any], train: dict[str, Any]) -> Path:
-    raw = _params(tune, train=train, model={"hidden": [16], "embedding_dim": 4})
+def _tiny_project(root: Path, tune: dict[str, Any], train: dict[str, Any], task: str = "regression") -> Path:
+    model = {"hidden": [16], "embedding_dim": 4} | ({"target_transform": "none"} if task != "regression" else {})
+    raw = _params(tune, train=train, model=model)
+    raw["data"]["task"] = task
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     (root / "data/split").mkdir(parents=True)
-    synthetic(400, 1).write_parquet(root / "data/split/train.parquet")
-    synthetic(150, 2).write_parquet(root / "data/split/valid.parquet")
+    synthetic(400, 1, task).write_parquet(root / "data/split/train.parquet")
+    synthetic(150, 2, task).write_parquet(root / "data/split/valid.parquet")
     return root
 
 
@@ -159,6 +162,21 @@ def test_a_worker_runs_the_baseline_first_prunes_bad_trials_and_resumes(tmp_path
     assert json.loads(written["best"].read_text())["baseline"]["number"] == 0
     lines = summary_lines(summary, written, str)
     assert "the current params are the best found" in "\n".join(lines)
+
+
+@pytest.mark.slow
+def test_a_classification_study_maximises_its_declared_metric(tmp_path):
+    """On a classification table the objective is f1_macro on valid (the task's default), maximised."""
+    tune = {"n_trials": 2, "space": {"train.lr": {"low": 0.003, "high": 0.03, "log": True}}}
+    train = {"epochs": 3, "patience": 3, "lr": 0.01, "batch_size": 64, "device": "cpu"}
+    root = _tiny_project(tmp_path, tune, train, task="classification")
+    assert run_worker(str(root), threads=1)["trials"] == 2
+    ws = Workspace.open(root)
+    study = open_study(ws, create=False)
+    assert metric_of(ws.params) == "f1_macro" and study.direction.name == "MAXIMIZE"
+    values = [v for t in study.get_trials() for v in t.intermediate_values.values()]
+    assert values and all(0 <= v <= 1 for v in values)  # macro F1 per epoch, not a loss
+    assert study.best_value == max(t.value for t in study.get_trials() if t.value is not None)
 
 
 # ------------------------------------------------------------------------------------- apply into params.yaml
