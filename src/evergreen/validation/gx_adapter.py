@@ -1,12 +1,24 @@
 """The one module that talks to Great Expectations 1.x; its API has changed before, so it stays behind here.
 
-GX has no polars backend: the frame is converted to pandas (through Arrow, text columns Arrow-backed) here and
-nowhere else. Each call
-uses a fresh in-memory (ephemeral) context, so nothing is written outside the Data Docs folder asked for.
+GX has no polars backend: the frame is converted to pandas here and nowhere else. Each call uses a fresh
+in-memory (ephemeral) context, so nothing is written outside the Data Docs folder asked for.
+
+Speed (profiled on 100k raw bike rows, 34 expectations: 2.0 s before the two changes below, 0.7 s after, the
+same outcomes to the example values):
+- GX's pandas engine filters the *whole* frame several times per column expectation (its null filter and its
+  unexpected rows), so every text column is copied about 4 times per expectation: 0.75 s of the 2.0. Text
+  therefore reaches GX as pandas categoricals, whose copies are of small integer codes.
+- GX's regex check is `column.astype(str).str.contains(regex)`, which pandas runs as one Python `re` call per
+  cell (0.9 s of the 2.0). With pandas' Arrow-backed `str` dtype (`future.infer_string`) the same call runs in
+  Arrow's RE2. RE2 lacks a few Python features (look-arounds, back-references); a suite with such a pattern
+  runs on Python's `re` as before.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +57,19 @@ def _context(docs_dir: Path | None) -> Any:
     return gx.get_context(mode="ephemeral", project_config=config)
 
 
-def _to_pandas(df: pl.DataFrame) -> Any:
+_TYPE_EXPECTATIONS = ("expect_column_values_to_be_of_type", "expect_column_values_to_be_in_type_list")
+
+
+def _typed_columns(suite: dict[str, Any]) -> set[str]:
+    """Columns whose pandas dtype an expectation checks: they keep their plain dtype (not a categorical)."""
+    return {
+        (exp.get("kwargs") or {}).get("column")
+        for exp in suite.get("expectations", [])
+        if exp.get("type") in _TYPE_EXPECTATIONS
+    }
+
+
+def _to_pandas(df: pl.DataFrame, keep_dtype: set[str]) -> Any:
     # GX compares string bounds such as min: "2011-01-01" with dates only on datetime64[ns] columns;
     # on any other date dtype it fails with a TypeError per row
     times = [name for name, dtype in df.schema.items() if dtype == pl.Date or isinstance(dtype, pl.Datetime)]
@@ -53,15 +77,32 @@ def _to_pandas(df: pl.DataFrame) -> Any:
         # datetime64[ns] ends in 2262: a later date (a 9999-12-31 placeholder) becomes null, so it fails the
         # column's not-null expectation by name instead of crashing the conversion
         df = df.with_columns(pl.col(times).cast(pl.Datetime("ns"), strict=False))
-    import pandas as pd
+    # text as categoricals: see the module's docstring
+    texts = [name for name, dtype in df.schema.items() if dtype == pl.String and name not in keep_dtype]
+    return df.with_columns(pl.col(texts).cast(pl.Categorical)).to_pandas()
+
+
+def _regexes_run_in_re2(suite: dict[str, Any]) -> bool:
     import pyarrow as pa
+    import pyarrow.compute as pc
 
-    def arrow_strings(kind: pa.DataType) -> Any:
-        # text stays Arrow-backed: no Python object per cell, and GX's regex and null checks run in Arrow
-        # compute (about 2x faster on raw data); other types keep NumPy dtypes, which every expectation takes
-        return pd.ArrowDtype(kind) if pa.types.is_string(kind) or pa.types.is_large_string(kind) else None
+    for exp in suite.get("expectations", []):
+        regex = (exp.get("kwargs") or {}).get("regex")
+        if isinstance(regex, str):
+            try:
+                pc.match_substring_regex(pa.array([""], pa.string()), pattern=regex)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                return False
+    return True
 
-    return df.to_arrow().to_pandas(types_mapper=arrow_strings)
+
+@contextmanager
+def _arrow_strings(enabled: bool) -> Iterator[None]:
+    """pandas' Arrow-backed `str` dtype while GX runs (see the module's docstring)."""
+    import pandas as pd
+
+    with pd.option_context("future.infer_string", enabled):
+        yield
 
 
 def _time_bounds_as_datetimes(suite: dict[str, Any], df: pl.DataFrame) -> dict[str, Any]:
@@ -127,38 +168,65 @@ def _outcome(result: dict[str, Any], example_values: int) -> ExpectationOutcome:
     )
 
 
-def validate_frame(
-    df: pl.DataFrame, suite: dict[str, Any], *, example_values: int = 5, docs_dir: Path | None = None
-) -> ValidationSummary:
-    """Run an expectation suite (a dict as `suites.generate_suite` makes) on a polars frame.
+def validate_batches(
+    batches: Iterable[pl.DataFrame],
+    suite: dict[str, Any],
+    *,
+    example_values: int = 5,
+    docs_dir: Path | None = None,
+) -> list[ValidationSummary]:
+    """Run an expectation suite (a dict as `suites.generate_suite` makes) on each of a stream of polars frames
+    with the same columns, one summary per frame.
 
-    With `docs_dir`, also build GX's HTML Data Docs for this run there; the summary's `docs_index` is then
-    the path of its index.html.
+    The frames are taken one at a time, so a large dataset read in bounded batches is never held whole; the
+    GX context and suite are built once for all of them. With `docs_dir`, GX's HTML Data Docs for these runs
+    are built there once, at the end; each summary's `docs_index` is then the path of its index.html.
     """
+    frames = iter(batches)
+    first = next(frames, None)
+    if first is None:
+        return []
     context = _context(docs_dir)
-    gx_suite = context.suites.add(_build_suite(_time_bounds_as_datetimes(suite, df)))
+    gx_suite = context.suites.add(_build_suite(_time_bounds_as_datetimes(suite, first)))
     asset = context.data_sources.add_pandas("evergreen").add_dataframe_asset(gx_suite.name)
     batch = asset.add_batch_definition_whole_dataframe("whole frame")
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(name=gx_suite.name, data=batch, suite=gx_suite)
     )
-    result = definition.run(
-        batch_parameters={"dataframe": _to_pandas(df)},
-        # SUMMARY gives counts and a few examples; COMPLETE would copy every failing value
-        result_format={"result_format": "SUMMARY", "partial_unexpected_count": example_values},
-    )
-    result_json = result.to_json_dict()
+    keep_dtype = _typed_columns(suite)
+    results = []
+    with _arrow_strings(_regexes_run_in_re2(suite)):
+        for df in chain([first], frames):
+            result = definition.run(
+                batch_parameters={"dataframe": _to_pandas(df, keep_dtype)},
+                # SUMMARY gives counts and a few examples; COMPLETE would copy every failing value
+                result_format={"result_format": "SUMMARY", "partial_unexpected_count": example_values},
+            )
+            results.append((df.height, result.to_json_dict()))
     docs_index = None
     if docs_dir is not None:
         context.build_data_docs(site_names=["local"])
         docs_index = str(Path(docs_dir) / "index.html")
+    return [_summary(gx_suite.name, rows, result, example_values, docs_index) for rows, result in results]
+
+
+def _summary(
+    name: str, rows: int, result_json: dict[str, Any], example_values: int, docs_index: str | None
+) -> ValidationSummary:
     outcomes = [_outcome(r, example_values) for r in result_json["results"]]
     return ValidationSummary(
-        suite_name=gx_suite.name,
+        suite_name=name,
         success=bool(result_json["success"]),
         evaluated=len(outcomes),
-        row_count=df.height,
+        row_count=rows,
         outcomes=outcomes,
         result=result_json,
         docs_index=docs_index,
     )
+
+
+def validate_frame(
+    df: pl.DataFrame, suite: dict[str, Any], *, example_values: int = 5, docs_dir: Path | None = None
+) -> ValidationSummary:
+    """`validate_batches` on one frame."""
+    return validate_batches([df], suite, example_values=example_values, docs_dir=docs_dir)[0]

@@ -1,7 +1,8 @@
 """The shared body of the `validate_raw` and `validate_clean` stages: validate each partition once, report all.
 
 A dataset is a folder of parts (one per arrival) or a single Parquet file. Each part is validated on its own,
-in parallel on the Dask executor, with its own Data Docs in `docs/<stage>/<part>/`; its result is kept in
+in batches of at most `validation.batch_rows` rows (so memory is bounded by the batch), in parallel on the Dask
+executor, with its own Data Docs in `docs/<stage>/<part>/`; its result is kept in
 `docs/<stage>/partitions.json` under a fingerprint of the part's bytes, the suite and the code, so a part is
 validated when it arrives and never again while those are unchanged. The report adds the partitions' results
 up and names the partition each failure came from. Table-level expectations (the row count, the column set)
@@ -13,7 +14,8 @@ from __future__ import annotations
 import html
 import json
 import shutil
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,21 +44,30 @@ from evergreen.workspace import Workspace
 class Task:
     name: str
     path: str
+    rows: int
+    batch_rows: int
     suite: dict[str, Any]
     example_values: int
     docs_dir: str
 
 
+def _batches(task: Task) -> Iterator[pl.DataFrame]:
+    part = pl.scan_parquet(task.path)
+    for start in range(0, max(task.rows, 1), task.batch_rows):
+        yield part.slice(start, task.batch_rows).collect()
+
+
 def validate_partition(task: Task) -> dict[str, Any]:
-    """Validate one part and build its Data Docs (a Dask task); returns the summary as JSON-able data."""
+    """Validate one part, batch by batch, and build its Data Docs (a Dask task); returns the summary as
+    JSON-able data."""
     # imported here so `evergreen --help` and the other stages do not pay GX's import time
-    from evergreen.validation.gx_adapter import validate_frame
+    from evergreen.validation.gx_adapter import validate_batches
 
     docs_dir = Path(task.docs_dir)
     shutil.rmtree(docs_dir, ignore_errors=True)  # this part's docs show this validation only
-    summary = validate_frame(
-        pl.read_parquet(task.path), task.suite, example_values=task.example_values, docs_dir=docs_dir
-    )
+    batches = validate_batches(_batches(task), task.suite, example_values=task.example_values, docs_dir=docs_dir)
+    merged = merge_partitions([(task.name, batch) for batch in batches], task.example_values)
+    summary = replace(merged, docs_index=batches[0].docs_index)
     # through JSON here, so a result computed now and one read back from the cache are the same values
     return json.loads(json.dumps({**asdict(summary), "result": {}}, default=str))
 
@@ -104,13 +115,13 @@ def run_validation(ws: Workspace, stage: Stage, data_path: Path) -> None:
     # the adapter hashed by its path: importing it would cost GX's import time when nothing is to be done
     adapter = Path(summary_module.__file__ or "").with_name("gx_adapter.py")
     code = parts.code_version(suites_module, summary_module, parts, adapter, Path(__file__))
-    inputs = parts.fingerprint(suite, cfg.example_values, code)
+    inputs = parts.fingerprint(suite, cfg.example_values, cfg.batch_rows, code)
     rows = {f.stem: _rows(f) for f in files}
     # an empty part has nothing to check, unless every part is empty: then the row count must fail
     checked = [f for f in files if rows[f.stem]] or files[:1]
     prints = {f.stem: parts.fingerprint(inputs, f.stem, parts.content_hash(str(f))) for f in checked}
     todo = [
-        Task(f.stem, str(f), suite, cfg.example_values, str(docs_root / f.stem))
+        Task(f.stem, str(f), rows[f.stem], cfg.batch_rows, suite, cfg.example_values, str(docs_root / f.stem))
         for f in checked
         if prints[f.stem] not in cache or not (docs_root / f.stem / "index.html").is_file()
     ]

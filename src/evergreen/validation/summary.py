@@ -69,7 +69,7 @@ def _merge_outcome(named: list[tuple[str, ExpectationOutcome]], example_values: 
         kwargs=first.kwargs,
         observed_value=shown.observed_value,
         error=next((o.error for _, o in named if o.error), None),
-        partitions=[name for name, _ in failed],
+        partitions=list(dict.fromkeys(name for name, _ in failed)),  # a partition's batches share its name
     )
 
 
