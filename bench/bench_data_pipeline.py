@@ -120,8 +120,33 @@ def _year_blocks() -> list[int]:
     return [4 * m for m in range(63) if 2012 + 4 * m not in (2100, 2200)]
 
 
+GENERATE_BLOCK = 10_000_000  # rows generated in memory at a time (30M rows at once would need ~20 GB)
+
+
 def generate(rows: int, out_dir: Path, files: int, seed: int) -> dict[str, Any]:
-    """Write `rows` scaled, jittered and slightly dirty rows of the bundled data as `files` CSV files."""
+    """Write `rows` scaled, jittered and slightly dirty rows of the bundled data as `files` CSV files, in
+    blocks of at most `GENERATE_BLOCK` rows (each block its own ids and dirt, the same dates: like more
+    stations over the same hours)."""
+    blocks = math.ceil(rows / GENERATE_BLOCK)
+    out: dict[str, Any] = {}
+    for b in range(blocks):
+        n = min(GENERATE_BLOCK, rows - b * GENERATE_BLOCK)
+        block = _generate_block(
+            n, out_dir, max(1, files // blocks), seed + b, b * GENERATE_BLOCK, len(out.get("files", []))
+        )
+        for key, value in block.items():
+            if key == "dirt":
+                out[key] = {k: out.get(key, {}).get(k, 0) + v for k, v in value.items()}
+            elif key in ("rows_generated", "rows_written", "bytes", "repetitions", "files"):
+                out[key] = out.get(key, 0 if key != "files" else []) + value
+            else:
+                out[key] = value
+    return out
+
+
+def _generate_block(
+    rows: int, out_dir: Path, files: int, seed: int, id_offset: int, file_offset: int
+) -> dict[str, Any]:
     import numpy as np
     import polars as pl
 
@@ -149,7 +174,7 @@ def generate(rows: int, out_dir: Path, files: int, seed: int) -> dict[str, Any]:
         for c in ("temp", "atemp", "hum", "windspeed")
     }
     big = big.with_columns(
-        instant=pl.int_range(1, rows + 1).cast(pl.String),
+        instant=pl.int_range(id_offset + 1, id_offset + rows + 1).cast(pl.String),
         dteday=pl.date(date.dt.year() + pl.col("_shift"), date.dt.month(), date.dt.day()).dt.strftime("%Y-%m-%d"),
         **noisy,
     ).drop("_shift")
@@ -201,7 +226,7 @@ def generate(rows: int, out_dir: Path, files: int, seed: int) -> dict[str, Any]:
     chunk = math.ceil(everything.height / files)
     paths = []
     for i in range(files):
-        path = out_dir / f"part-{i:03d}.csv"
+        path = out_dir / f"part-{file_offset + i:03d}.csv"
         everything.slice(i * chunk, chunk).write_csv(path)
         paths.append(str(path))
     return {

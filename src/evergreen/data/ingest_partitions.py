@@ -25,7 +25,17 @@ from evergreen.config import DataConfig
 from evergreen.data import ingest as ingest_module
 from evergreen.data import io
 from evergreen.data import partitions as parts
-from evergreen.data.ingest import KEYS_FILE, ROW_HASH, combine, compared_columns, dedup_against, has_key, row_hash
+from evergreen.data.ingest import (
+    KEY_HASH,
+    KEYS_FILE,
+    ROW_HASH,
+    combine,
+    compared_columns,
+    dedup_against,
+    has_key,
+    key_hash,
+    row_hash,
+)
 from evergreen.data.schema import LINEAGE, SOURCE_FILE, SOURCE_ROW
 from evergreen.errors import DataError
 from evergreen.parallel import runs_here
@@ -110,7 +120,7 @@ def _stage(task: Task) -> Staged | str:
         return str(exc).replace(where, arrival.path)
     within = combine([frame], data.key, types=data.types)
     rows = within.raw.with_columns(row_hash(compared_columns(data.names, data.key) or data.names))
-    keys = rows.filter(has_key(data.names, data.key)).select(*data.key, ROW_HASH)
+    keys = rows.filter(has_key(data.names, data.key)).select(*data.key, ROW_HASH, key_hash(data.key))
     parts.write_part(keys, Path(task.layout.keys), arrival.name)
     return Staged(rows, within.conflicts, frame.height, within.repeated_rows)
 
@@ -142,7 +152,7 @@ def _first_rows_in(layout: Layout, key: list[str]) -> Callable[[pl.DataFrame], p
         frames = [
             pl.scan_parquet(source(keys_file))
             .join(group.lazy().select(key), on=key, how="semi")
-            .drop(ROW_HASH, strict=False)
+            .drop(ROW_HASH, KEY_HASH, strict=False)
             for (keys_file,), group in wanted.group_by(KEYS_FILE, maintain_order=True)
         ]
         return pl.concat(frames).collect()
