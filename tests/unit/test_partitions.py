@@ -122,6 +122,28 @@ def test_ids_repeated_from_old_partitions_are_conflicts_and_the_old_rows_win(ws:
                     "repeated_rows_dropped": 2, "key_conflicts": 2}  # fmt: skip
 
 
+def test_the_key_index_finds_repeated_ids_outside_the_new_ids_range_and_ids_that_are_not_integers(
+    ws: Workspace, tiny_raw
+) -> None:
+    # the index skips parts by the range of integer ids (ingest.key_int): a repeat far below the new ids, and
+    # an id that does not parse as an integer (so it has no range), must still be found in earlier partitions
+    ws = Workspace(ws.root, parse_params({**tiny_raw, "ingest": {"max_key_conflicts": 0.5}}))
+    _land(ws, "a.csv", HEADER + "x7,2011-01-01,1,2,0.2,0.5,70\n" + _rows(100, 5))
+    ingest_stage.run(ws)
+    # ids 2 (from source.csv) and x7 (from a.csv) with another target, among new ids 1000-1004
+    later = HEADER + "2,2011-01-01,2,3,0.3,0.5,999\nx7,2011-01-01,1,2,0.2,0.5,999\n" + _rows(1000, 5)
+    _land(ws, "b.csv", later)
+    ingest_stage.run(ws)
+    conflicts = pl.read_parquet(ws.raw_conflicts)
+    assert sorted(conflicts["id"].to_list()) == ["2", "x7"]
+    raw = pl.read_parquet(ws.raw)
+    assert raw.filter(pl.col("id").is_in(["2", "x7"]))["y"].to_list() == ["12", "70"]  # the first rows won
+    assert raw.height == 30 + 6 + 5
+    # the index parts carry the integer id (null where it does not parse)
+    keys = pl.read_parquet(partitions.parts(ws.root / "data" / "raw" / "keys")[1])
+    assert keys.filter(pl.col("id") == "x7")["_key_int"].to_list() == [None]
+
+
 def test_the_same_batch_under_two_names_is_added_once_and_said_so(ws: Workspace, capsys) -> None:
     batch = HEADER + _rows(31, 10)
     _land(ws, "a.csv", batch)

@@ -27,6 +27,7 @@ from evergreen.data import io
 from evergreen.data import partitions as parts
 from evergreen.data.ingest import (
     KEY_HASH,
+    KEY_INT,
     KEYS_FILE,
     ROW_HASH,
     combine,
@@ -34,6 +35,7 @@ from evergreen.data.ingest import (
     dedup_against,
     has_key,
     key_hash,
+    key_int,
     row_hash,
 )
 from evergreen.data.schema import LINEAGE, SOURCE_FILE, SOURCE_ROW
@@ -120,7 +122,9 @@ def _stage(task: Task) -> Staged | str:
         return str(exc).replace(where, arrival.path)
     within = combine([frame], data.key, types=data.types)
     rows = within.raw.with_columns(row_hash(compared_columns(data.names, data.key) or data.names))
-    keys = rows.filter(has_key(data.names, data.key)).select(*data.key, ROW_HASH, key_hash(data.key))
+    as_int = key_int(data.key, data.types)
+    index = [*data.key, ROW_HASH, key_hash(data.key), *([as_int] if as_int is not None else [])]
+    keys = rows.filter(has_key(data.names, data.key)).select(index)
     parts.write_part(keys, Path(task.layout.keys), arrival.name)
     return Staged(rows, within.conflicts, frame.height, within.repeated_rows)
 
@@ -152,7 +156,7 @@ def _first_rows_in(layout: Layout, key: list[str]) -> Callable[[pl.DataFrame], p
         frames = [
             pl.scan_parquet(source(keys_file))
             .join(group.lazy().select(key), on=key, how="semi")
-            .drop(ROW_HASH, KEY_HASH, strict=False)
+            .drop(ROW_HASH, KEY_HASH, KEY_INT, strict=False)
             for (keys_file,), group in wanted.group_by(KEYS_FILE, maintain_order=True)
         ]
         return pl.concat(frames).collect()
