@@ -127,21 +127,19 @@ def generate(rows: int, out_dir: Path, files: int, seed: int) -> dict[str, Any]:
     """Write `rows` scaled, jittered and slightly dirty rows of the bundled data as `files` CSV files, in
     blocks of at most `GENERATE_BLOCK` rows (each block its own ids and dirt, the same dates: like more
     stations over the same hours)."""
-    blocks = math.ceil(rows / GENERATE_BLOCK)
-    out: dict[str, Any] = {}
-    for b in range(blocks):
+    n_blocks = math.ceil(rows / GENERATE_BLOCK)
+    blocks: list[dict[str, Any]] = []
+    for b in range(n_blocks):
         n = min(GENERATE_BLOCK, rows - b * GENERATE_BLOCK)
-        block = _generate_block(
-            n, out_dir, max(1, files // blocks), seed + b, b * GENERATE_BLOCK, len(out.get("files", []))
-        )
-        for key, value in block.items():
-            if key == "dirt":
-                out[key] = {k: out.get(key, {}).get(k, 0) + v for k, v in value.items()}
-            elif key in ("rows_generated", "rows_written", "bytes", "repetitions", "files"):
-                out[key] = out.get(key, 0 if key != "files" else []) + value
-            else:
-                out[key] = value
-    return out
+        written = sum(len(block["files"]) for block in blocks)
+        blocks.append(_generate_block(n, out_dir, max(1, files // n_blocks), seed + b, b * GENERATE_BLOCK, written))
+    added = ("rows_generated", "rows_written", "bytes", "repetitions")
+    return {
+        **blocks[-1],
+        **{key: sum(block[key] for block in blocks) for key in added},
+        "files": [path for block in blocks for path in block["files"]],
+        "dirt": {kind: sum(block["dirt"][kind] for block in blocks) for kind in blocks[0]["dirt"]},
+    }
 
 
 def _generate_block(

@@ -102,8 +102,6 @@ ROW_HASH = "_row_hash"  # a row's text, hashed: a key's first arrival is compare
 FIRST_HASH = "_first_hash"
 KEYS_FILE = "_keys_file"  # which partition's key index holds a key's first arrival
 KEY_HASH = "_key_hash"  # a key, hashed: the key index is searched on this one integer column
-
-
 KEY_INT = "_key_int"  # an integer id's value: lets the key index skip whole parts by their range of ids
 
 
@@ -195,9 +193,10 @@ def dedup_against(
     data_columns = [c for c in columns if c not in LINEAGE]
     compared = compared_columns(data_columns, key)
     keyed = has_key(data_columns, key)
+    with_key = staged.filter(keyed)
     firsts = (
-        earlier.filter(_index_filter(staged.filter(keyed), key, types))
-        .join(staged.lazy().filter(keyed).select(key), on=key, how="semi", nulls_equal=not compared)
+        earlier.filter(_index_filter(with_key, key, types))
+        .join(with_key.lazy().select(key), on=key, how="semi", nulls_equal=not compared)
         .unique(subset=key, keep="first", maintain_order=True)
         .rename({ROW_HASH: FIRST_HASH})
         .collect()

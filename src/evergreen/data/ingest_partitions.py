@@ -26,8 +26,6 @@ from evergreen.data import ingest as ingest_module
 from evergreen.data import io
 from evergreen.data import partitions as parts
 from evergreen.data.ingest import (
-    KEY_HASH,
-    KEY_INT,
     KEYS_FILE,
     ROW_HASH,
     combine,
@@ -156,7 +154,7 @@ def _first_rows_in(layout: Layout, key: list[str]) -> Callable[[pl.DataFrame], p
         frames = [
             pl.scan_parquet(source(keys_file))
             .join(group.lazy().select(key), on=key, how="semi")
-            .drop(ROW_HASH, KEY_HASH, KEY_INT, strict=False)
+            .drop(ROW_HASH, strict=False)
             for (keys_file,), group in wanted.group_by(KEYS_FILE, maintain_order=True)
         ]
         return pl.concat(frames).collect()

@@ -16,13 +16,13 @@ same outcomes to the example values):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from itertools import chain
 from pathlib import Path
 from typing import Any
 
 import great_expectations as gx
+import pandas as pd
 import polars as pl
 from great_expectations.data_context.types.base import (
     DataContextConfig,
@@ -94,15 +94,6 @@ def _regexes_run_in_re2(suite: dict[str, Any]) -> bool:
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 return False
     return True
-
-
-@contextmanager
-def _arrow_strings(enabled: bool) -> Iterator[None]:
-    """pandas' Arrow-backed `str` dtype while GX runs (see the module's docstring)."""
-    import pandas as pd
-
-    with pd.option_context("future.infer_string", enabled):
-        yield
 
 
 def _time_bounds_as_datetimes(suite: dict[str, Any], df: pl.DataFrame) -> dict[str, Any]:
@@ -195,7 +186,8 @@ def validate_batches(
     )
     keep_dtype = _typed_columns(suite)
     results = []
-    with _arrow_strings(_regexes_run_in_re2(suite)):
+    # pandas' Arrow-backed `str` dtype while GX runs, for RE2 (see the module's docstring)
+    with pd.option_context("future.infer_string", _regexes_run_in_re2(suite)):
         for df in chain([first], frames):
             result = definition.run(
                 batch_parameters={"dataframe": _to_pandas(df, keep_dtype)},
