@@ -148,3 +148,9 @@ def test_the_defaults_follow_the_data(tiny_raw):
         parse_params(negative)
     negative["model"] = {"target_transform": "none"}
     assert parse_params(negative).model.target_transform == "none"
+
+
+def test_a_validation_batch_too_small_to_be_worth_a_gx_run_names_the_key(tiny_raw):
+    tiny_raw["validation"] = {"batch_rows": 10}
+    with pytest.raises(ConfigError, match=r"validation.batch_rows: .*1000"):
+        parse_params(tiny_raw)
