@@ -58,7 +58,8 @@ def main(argv: list[str]) -> None:
     setup()
     if command == "run":
         _run(BIN / "dvc", "repro", *extra)
-        _run(BIN / "dvc", "metrics", "show")
+        # a few readable lines (leaderboard, promotion, next command) rather than `dvc metrics show`'s table
+        _run(BIN / "evergreen", "summary")
     elif command == "test":
         _run(BIN / "python", "-m", "pytest", *extra)
 

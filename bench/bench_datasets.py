@@ -1,7 +1,8 @@
-"""Benchmark the model families against the baselines on four tables (issue 11).
+"""Benchmark the model families against the baselines on the bundled, scikit-learn and real tables (issues 11, 21).
 
     python bench/bench_datasets.py                              # every dataset and family, to bench/results/
     python bench/bench_datasets.py --datasets wine diabetes --families mlp resnet    # a subset
+    python bench/bench_datasets.py --datasets sacramento --families --budget 60   # model.type auto's candidates only
 
 What it does, in one process on the CPU (no DVC), with the project's own functions:
 1. Builds each dataset's train, valid and test parts:
@@ -9,10 +10,14 @@ What it does, in one process on the CPU (no DVC), with the project's own functio
    - `breast_cancer` (binary), `wine` (multiclass), `diabetes` (regression): scikit-learn's bundled tables,
      declared as numeric features and a target, split at random by `evergreen.data.split` (20% valid, 20% test,
      stratified for classification, seed 42).
+   - `attrition`, `lending_club`, `hotel_rates`, `sacramento`: the real tables of `../shared/datasets/tables/`,
+     declared by the same inference as `evergreen init` (`evergreen.declare.infer`), cleaned and split as declared.
 2. Trains each family (`model.type` = mlp, resnet, ft_transformer) with `train_model`: params.yaml's `model:`
    and `train:` sections, with the bike's `crosses` and `additive` kept on the bike only (they name its columns)
    and the per-family overrides below (a budget on a 2-core CPU; say so when quoting the figures).
-3. Fits the baselines of `evaluate.baselines` with `fit_baselines`, as the `evaluate` stage does.
+3. Trains `model.type: auto`'s candidates (`evergreen.model.auto.train_candidates`: LightGBM, mlp, tabm and their
+   ensemble, within `--budget` seconds), rows `auto:<family>`, the one chosen on valid marked.
+   Fits the baselines of `evaluate.baselines` (mean, linear, hgb, lightgbm) with `fit_baselines`, as `evaluate` does.
 4. Scores every model on the same test rows with `score`, on the declared metric (`promote.metric_for(task)`),
    and says what the gate would do: the best family by valid metric is the challenger; it passes when its test
    metric is within `promote.baseline_margin` of the best baseline's.
@@ -42,12 +47,17 @@ from evergreen.config import Params, SplitConfig, parse_params  # noqa: E402
 from evergreen.data.clean import clean  # noqa: E402
 from evergreen.data.io import read_text_table, resolve_source  # noqa: E402
 from evergreen.data.split import split  # noqa: E402
+from evergreen.declare.infer import infer  # noqa: E402
+from evergreen.model.auto import choose, train_candidates  # noqa: E402
 from evergreen.model.baselines import fit_baselines, predict_baseline  # noqa: E402
 from evergreen.model.metrics import best, metric, score, within_margin  # noqa: E402
 from evergreen.model.preprocess import encode_target, fit_preprocessing  # noqa: E402
 from evergreen.model.train import train_model  # noqa: E402
 
-DATASETS = ("bike", "breast_cancer", "wine", "diabetes")
+TABLES_DIR = ROOT.parent / "shared" / "datasets" / "tables"
+TABLES = {"attrition": "Attrition", "lending_club": "Class", "hotel_rates": "avg_price_per_room", "sacramento": "price"}
+DATASETS = ("bike", "breast_cancer", "wine", "diabetes", *TABLES)
+BASELINES = ("mean", "linear", "hgb", "lightgbm")
 FAMILIES = ("mlp", "resnet", "ft_transformer")
 # the per-family budget: what changes from params.yaml for each family (model.*, train.*), on every dataset
 FAMILY_OVERRIDES: dict[str, dict[str, Any]] = {
@@ -100,6 +110,39 @@ def _sklearn(name: str) -> tuple[dict[str, Any], dict[str, pl.DataFrame]]:
     raw.get("monitor", {}).get("policy", {}).pop("feature_thresholds", None)
     params = parse_params(raw)
     return raw, dict(split(frame, params.data, SplitConfig(**raw["split"])))
+
+
+def _real(name: str) -> tuple[dict[str, Any], dict[str, pl.DataFrame]]:
+    """A real table declared as `evergreen init` declares it, cleaned and split as declared."""
+    from evergreen.declare.write import read_table
+
+    path = TABLES_DIR / f"{name}.csv"
+    inferred = infer(read_table(path), TABLES[name])
+    raw = _bundled()
+    raw["data"] = inferred.data_section(str(path))
+    raw["data"]["timestamp"] = raw["data"].get("timestamp")
+    raw["split"] = inferred.split | {"seed": 42}
+    raw["model"] |= {"crosses": [], "additive": [], "target_transform": inferred.target_transform}
+    raw.pop("simulate", None)
+    raw.get("monitor", {}).get("policy", {}).pop("feature_thresholds", None)
+    params = parse_params(raw)
+    frame = read_text_table(str(path), params.data)
+    return raw, dict(split(clean(frame, params.data, params.clean).clean, params.data, params.split))
+
+
+def _auto(raw: dict[str, Any], parts: dict[str, pl.DataFrame], budget: float) -> dict[str, dict]:
+    """`model.type: auto`'s candidates on the same split, each scored on test; `chosen` marks the valid winner."""
+    params = _with(raw, {"model.type": "auto", "train.time_budget_s": budget})
+    name = params.promote.metric_for(params.data.task)
+    entries = train_candidates(parts["train"], parts["valid"], params.data, params.model, params.train, name)
+    chosen = choose(entries, name)
+    rows = {}
+    for entry in entries:
+        prep = entry.candidate.prep
+        test = score(prep.task, _actual(parts["test"], prep), entry.candidate.predict(parts["test"]), prep.classes)
+        row = {"kind": "family", "test": test, "valid": {name: entry.valid}, "seconds": entry.seconds}
+        rows[f"auto:{entry.family}"] = row | {"chosen": entry is chosen, **entry.detail}
+    return rows
 
 
 def _with(raw: dict[str, Any], overrides: dict[str, Any]) -> Params:
@@ -164,12 +207,15 @@ def _gate(params: Params, rows: dict[str, dict]) -> dict[str, Any]:
 
 
 def _table(results: dict[str, dict]) -> str:
-    lines = ["| dataset | metric | " + " | ".join([*FAMILIES, "mean", "linear", "hgb"]) + " | gate |",
-             "|---|---|" + "---:|" * (len(FAMILIES) + 3) + "---|"]  # fmt: skip
+    names = list(dict.fromkeys(k for result in results.values() for k in result["rows"]))
+    names = [k for k in names if k not in BASELINES] + [k for k in BASELINES if k in names]
+    lines = ["| dataset | metric | " + " | ".join(names) + " | gate |",
+             "|---|---|" + "---:|" * len(names) + "---|"]  # fmt: skip
     for dataset, result in results.items():
         gate, rows = result["gate"], result["rows"]
         name = gate["metric"]
-        cells = [f"{rows[k]['test'][name]:.4g}" if k in rows else "-" for k in (*FAMILIES, "mean", "linear", "hgb")]
+        cells = [f"{rows[k]['test'][name]:.4g}" if k in rows and rows[k]["test"].get(name) is not None else "-"
+                 for k in names]  # fmt: skip
         verdict = "promoted" if gate["promoted"] else "refused"
         lines.append(f"| {dataset} | {metric(name).label} | " + " | ".join(cells)
                      + f" | {gate['challenger']} {verdict} (vs {gate['best_baseline']}) |")  # fmt: skip
@@ -179,18 +225,22 @@ def _table(results: dict[str, dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
-    parser.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
+    parser.add_argument("--families", nargs="*", choices=FAMILIES, default=list(FAMILIES))
+    parser.add_argument("--budget", type=float, default=300.0, help="model.type auto's train.time_budget_s")
+    parser.add_argument("--no-auto", action="store_true", help="skip model.type auto's candidates")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/datasets.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     started, results = time.perf_counter(), {}
     for dataset in args.datasets:
-        raw, parts = _bike() if dataset == "bike" else _sklearn(dataset)
+        raw, parts = _bike() if dataset == "bike" else _real(dataset) if dataset in TABLES else _sklearn(dataset)
         params = parse_params(raw)
         sizes = {k: v.height for k, v in parts.items()}
         print(f"{dataset}: {params.data.task}, rows {sizes}", flush=True)
         rows = _baselines(params, parts)
+        if not args.no_auto:
+            rows |= _auto(raw, parts, args.budget)
         for family in args.families:
             overrides = FAMILY_OVERRIDES[family] | (BIKE_OVERRIDES.get(family, {}) if dataset == "bike" else {})
             rows[family] = _family(raw, parts, family, overrides)

@@ -1,7 +1,17 @@
-"""Benchmark training throughput (issue 3): in-memory tensor batches against a per-row Dataset/DataLoader.
+"""Benchmark training throughput (issue 3): in-memory tensor batches against a per-row Dataset/DataLoader;
+and (issue 21, `--machine`) the `train` stage against a bare torch loop, quiet and beside busy processes.
 
     python bench/bench_training.py                      # 4 timed epochs a run, 3 rounds, to bench/results/
     python bench/bench_training.py --epochs 2 --rounds 1    # a quick run
+    python bench/bench_training.py --machine --epochs 4     # to bench/results/training_machine.json
+
+`--machine` writes the bundled splits into a scratch project and runs `evergreen stage train` there as a
+subprocess (the real entry point: thread setup, checkpoint, DVCLive) for `--epochs` epochs with early stopping
+off, with `train.threads: auto` and with torch's default threads (`threads` = the CPU count, what the stage
+did before), each quiet and beside two busy `python -c "while True: pass"` processes. The bare loop trains
+the same network on the same rows for as many epochs in this process (no validation, no checkpoint) with as
+many threads as the quiet auto run chose. Ratios: stage seconds (train_model's own, from metrics/train.json)
+over bare seconds, and busy over quiet wall time.
 
 What it does, in one process on the CPU:
 1. Builds the bundled bike data's train and valid splits with the project's own functions (read, clean, split
@@ -34,8 +44,11 @@ import json
 import math
 import os
 import platform
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -154,8 +167,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4, help="timed epochs per run (after one warm-up)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating runs of each batch source")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "training.json")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--machine", action="store_true", help="stage vs bare loop, quiet vs busy (issue 21)")
     args = parser.parse_args()
+    if args.machine:
+        machine(args.epochs, args.out or ROOT / "bench" / "results" / "training_machine.json")
+        return
+    args.out = args.out or ROOT / "bench" / "results" / "training.json"
 
     params = parse_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
     params = params.model_copy(update={"train": params.train.model_copy(update={"device": "cpu"})})
@@ -248,6 +266,80 @@ def main() -> None:
     print(f"\nspeedup {results['speedup']}x; identical first-epoch loss: {results['same_first_epoch_loss']}")
     print(f"load average (1 min) before/after: {load_before[0]:.2f}/{load_after[0]:.2f}")
     print(f"results: {args.out}")
+
+
+def _stage_run(project: Path, threads: int | str, busy: int) -> dict[str, Any]:
+    """`evergreen stage train` in `project` with `train.threads: threads`, beside `busy` spinning processes."""
+    params_file = project / "params.yaml"
+    raw = yaml.safe_load(params_file.read_text())
+    raw["train"]["threads"] = threads
+    params_file.write_text(yaml.safe_dump(raw, sort_keys=False))
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(busy)]
+    try:
+        time.sleep(1.0 if busy else 0.0)  # let them take their cores
+        started = time.perf_counter()
+        done = subprocess.run([str(Path(sys.executable).with_name("evergreen")), "stage", "train"], cwd=project,
+                              capture_output=True, text=True)  # fmt: skip
+        wall = time.perf_counter() - started
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+    if done.returncode:
+        raise SystemExit(f"the train stage failed:\n{done.stdout}\n{done.stderr}")
+    metrics = json.loads((project / "metrics" / "train.json").read_text())
+    return {"threads_setting": threads, "busy_processes": busy, "wall_s": round(wall, 2),
+            "train_model_s": metrics["seconds"], "threads": metrics["threads"], "epochs": metrics["epochs_run"],
+            "valid_rmse": metrics["valid"]["rmse"]}  # fmt: skip
+
+
+def _bare_loop(params: Params, splits: dict[str, pl.DataFrame], epochs: int) -> dict[str, Any]:
+    """The same network, loss, optimiser, schedule and rows for `epochs` epochs, no validation or checkpoint."""
+    started = time.perf_counter()
+    prep = fit_preprocessing(splits["train"], params.data, params.model)
+    x = torch.from_numpy(prep.matrix(splits["train"]))
+    y = torch.from_numpy(encode_target(splits["train"], prep))
+    steps = math.ceil(len(x) / params.train.batch_size)
+    run = _fit(params, prep, _in_memory(x, y, params.train.batch_size, params.train.seed), steps, epochs - 1,
+               (torch.from_numpy(prep.matrix(splits["valid"])),
+                splits["valid"][params.data.target.name].cast(pl.Float64).to_numpy()))  # fmt: skip
+    return {"seconds": round(time.perf_counter() - started, 2), "valid_rmse": run["valid_rmse"]}
+
+
+def machine(epochs: int, out: Path) -> None:
+    """Issue 21's figures: the stage against a bare loop, and quiet against two busy processes."""
+    params = parse_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    splits = _splits(params)
+    with tempfile.TemporaryDirectory() as folder:
+        project = Path(folder)
+        for name in ("params.yaml", "dvc.yaml"):  # the stage command reads its stage from dvc.yaml
+            shutil.copy(ROOT / name, project / name)
+        raw = yaml.safe_load((project / "params.yaml").read_text())
+        raw["train"] |= {"epochs": epochs, "patience": epochs + 1, "device": "cpu"}
+        (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+        (project / "data" / "split").mkdir(parents=True)
+        for name, frame in splits.items():
+            frame.write_parquet(project / "data" / "split" / f"{name}.parquet")
+        runs = []
+        for threads, busy in (("auto", 0), (os.cpu_count() or 1, 0), ("auto", 2), (os.cpu_count() or 1, 2)):
+            runs.append(_stage_run(project, threads, busy))
+            print(runs[-1], flush=True)
+    torch.set_num_threads(runs[0]["threads"])
+    bare = _bare_loop(params.model_copy(update={"train": params.train.model_copy(update={"device": "cpu"})}),
+                      splits, epochs)  # fmt: skip
+    print({"bare": bare}, flush=True)
+    quiet = {run["threads_setting"]: run for run in runs if not run["busy_processes"]}
+    loaded = {run["threads_setting"]: run for run in runs if run["busy_processes"]}
+    results = {
+        "machine": {"cpus": os.cpu_count(), "cpu": _cpu_model(), "torch": torch.__version__,
+                    "loadavg_1min_after": round(os.getloadavg()[0], 2)},  # fmt: skip
+        "train_rows": len(splits["train"]), "epochs": epochs, "stage_runs": runs, "bare_loop": bare,
+        "stage_over_bare": round(quiet["auto"]["train_model_s"] / bare["seconds"], 2),
+        "busy_over_quiet": {str(k): round(loaded[k]["wall_s"] / quiet[k]["wall_s"], 2) for k in quiet},
+    }  # fmt: skip
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"stage/bare {results['stage_over_bare']}x; busy/quiet {results['busy_over_quiet']}; results: {out}")
 
 
 if __name__ == "__main__":

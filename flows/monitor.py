@@ -1,4 +1,5 @@
 """Prefect flow `monitor`: compare the latest prediction-log window with the champion's reference, decide.
+Each run first deletes the predictions older than `serve.log_retention_days` (hourly, as deployed).
 
 When the policy says retrain, the retrain goes through Prefect: a monitor run that came from a deployment
 emits an `evergreen.drift.detected` event, and the `retrain` deployment has a trigger on it. A monitor run
@@ -20,6 +21,7 @@ from evergreen.monitoring.monitor import monitor_once
 from evergreen.orchestration.dag import WorkspaceBusy, workspace_lock
 from evergreen.orchestration.deploy import entrypoint
 from evergreen.orchestration.promotion import DRIFT_EVENT, workspace_resource
+from evergreen.serving.log_retention import apply_retention
 from evergreen.workspace import Workspace
 
 
@@ -27,6 +29,13 @@ from evergreen.workspace import Workspace
 def check_window(workspace: str) -> RetrainDecision:
     """One monitoring run (reads the prediction log and the registry: outside-world I/O, so one retry)."""
     return monitor_once(Workspace.open(workspace))
+
+
+@task(retries=1, retry_delay_seconds=10)
+def enforce_retention(workspace: str) -> int:
+    """Delete the predictions older than `serve.log_retention_days` (none when null); how many went."""
+    deleted = apply_retention(Workspace.open(workspace))
+    return 0 if deleted is None else deleted.predictions
 
 
 def _retrain_running(ws: Workspace) -> bool:
@@ -42,6 +51,9 @@ def monitor(workspace: str = ".") -> dict[str, Any]:
     """Monitor, decide, and trigger a retrain when the policy says so; returns the decision (as in the log)."""
     root = Path(workspace).resolve()
     logger = get_run_logger()
+    deleted = enforce_retention(str(root))  # first: the window is read from what the log may keep
+    if deleted:
+        logger.info("retention: deleted %d prediction(s) past serve.log_retention_days", deleted)
     decision = check_window(str(root))
     reason = "; ".join(decision.reasons)
     logger.info("decision: %s (%s)", decision.action, reason)

@@ -18,6 +18,7 @@ from evergreen.monitoring.feedback import land_feedback
 from evergreen.orchestration.dag import WorkspaceBusy, workspace_lock
 from evergreen.orchestration.promotion import commit_promotion, promotion_outcome, push_data, record_commit
 from evergreen.orchestration.tasks import run_dvc_pipeline, version_arrivals
+from evergreen.registry.shadow import record_replaced
 from evergreen.registry.store import Registry
 from evergreen.serving.log import read_log
 from evergreen.workspace import Workspace
@@ -73,6 +74,9 @@ def retrain(workspace: str = ".", reason: str = "scheduled") -> dict[str, str]:
                 result = result.model_copy(update={"git_commit": commit, "data_push": pushed})
                 logger.info("promoted %s (commit %s; %s)", promotion.version, commit, pushed)
             append_entry(decisions, result)
+            if promotion.shadow:  # a shadow it replaced before its verdict gets a decision of its own
+                for ended in record_replaced(ws):
+                    logger.info("shadow %s: replaced by %s before its verdict", ended.version, ended.replaced_by)
             return outcome
     except WorkspaceBusy as busy:
         logger.warning("retrain skipped: %s", busy)

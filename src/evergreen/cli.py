@@ -121,7 +121,8 @@ def expectations_generate(
 
     with _reported():
         ws = _workspace(params)
-        for path in write_suites(ws.params.data, ws.suites_dir, overwrite=force):
+        missing = ws.params.clean.missing
+        for path in write_suites(ws.params.data, ws.suites_dir, overwrite=force, default_missing=missing):
             typer.echo(f"wrote {path}")
 
 
@@ -150,7 +151,7 @@ def run(
     from prefect.flows import load_flow_from_entrypoint
 
     from evergreen.orchestration.deploy import entrypoint
-    from evergreen.orchestration.summary import parse_overrides, run_summary
+    from evergreen.orchestration.summary import closing_summary, parse_overrides, run_summary
 
     with _reported():
         ws = Workspace.open(".")
@@ -159,6 +160,17 @@ def run(
         pipeline = load_flow_from_entrypoint(str(ws.root / entrypoint("pipeline")))
         outcome = pipeline(workspace=str(ws.root), targets=target or None, set_params=overrides)
     typer.echo(run_summary(outcome, Workspace.open(".")))
+    typer.echo("\n" + closing_summary(Workspace.open(".")))
+
+
+@app.command()
+def summary(params: Path = PARAMS_OPTION):
+    """Print the last run's closing summary again: leaderboard, promotion and why, reports, next command."""
+    from evergreen.orchestration.summary import closing_summary
+
+    with _reported():
+        ws = _workspace(params)
+        typer.echo(closing_summary(ws))
 
 
 @app.command()
@@ -179,7 +191,8 @@ def deploy(params: Path = PARAMS_OPTION):
 def _registry(params: Path):
     from evergreen.registry.store import Registry
 
-    return Registry(_workspace(params).registry)
+    ws = _workspace(params)
+    return Registry(ws.registry, keep_versions=ws.params.promote.keep_versions)  # retention after a promotion
 
 
 def _servable(params: Path):
@@ -207,7 +220,8 @@ def models_list(params: Path = PARAMS_OPTION):
             card = _card(registry, version)
             shown = ", ".join(f"{k} {v:.4g}" for k, v in card.test_metrics.items() if v is not None)
             mark = "*" if version == champion else "~" if version == shadow else " "
-            typer.echo(f"{mark} {version}  {(card.registered_at or '')[:19]}  {shown}")
+            gone = "  (files removed: promote.keep_versions)" if "files_removed" in registry.card(version) else ""
+            typer.echo(f"{mark} {version}  {(card.registered_at or '')[:19]}  {shown}{gone}")
         if not registry.versions():
             typer.echo(f"no versions in {registry.root} yet: run `dvc repro` to train and promote one")
 
@@ -296,12 +310,34 @@ def predict(
 def monitor(params: Path = PARAMS_OPTION):
     """Compare the latest prediction-log window with the champion's reference; record the policy's decision."""
     from evergreen.monitoring.monitor import monitor_once
+    from evergreen.serving.log_retention import apply_retention
 
     with _reported():
-        decision = monitor_once(_workspace(params))
+        ws = _workspace(params)
+        deleted = apply_retention(ws)  # first: the window is read from what the log may keep
+        decision = monitor_once(ws)
+    if deleted is not None and deleted.predictions:
+        days = ws.params.serve.log_retention_days
+        typer.echo(f"retention: deleted {deleted.predictions} prediction(s) older than {days:g} days")
     typer.echo(f"decision: {decision.action}")
     for reason in decision.reasons:
         typer.echo(f"  {reason}")
+
+
+@app.command()
+def forget(
+    id: str = typer.Option(..., "--id", help="the value of the id column (data.columns, role: id)"),
+    params: Path = PARAMS_OPTION,
+):
+    """Remove one id's predictions and labels from the prediction log (the right to erasure)."""
+    from evergreen.serving.log_retention import forget_id
+
+    with _reported():
+        ws = _workspace(params)
+        deleted = forget_id(ws.prediction_log_location, ws.params.data, id)
+    shadow = f" and {deleted.shadow} shadow answer(s)" if deleted.shadow else ""
+    # the value is not echoed: it may be personal, and terminals are logged
+    typer.echo(f"removed {deleted.predictions} prediction(s) of that id, with their labels{shadow}")
 
 
 @app.command()
@@ -379,7 +415,8 @@ def init(
         frame = read_table(table)
         inferred = infer_declaration(frame, target, task=task, timestamp=timestamp, id_column=id_column, margin=margin)
         done = declare(root, params.resolve(), table, inferred, force)
-        suites = write_suites(done.params.data, Workspace(root, done.params).suites_dir, overwrite=True)
+        suites_dir = Workspace(root, done.params).suites_dir
+        suites = write_suites(done.params.data, suites_dir, overwrite=True, default_missing=done.params.clean.missing)
     width = max(len(c.name) for c in inferred.columns)
     typer.echo(f"{table}: {frame.height} rows, {frame.width} columns; data.source: {done.source}")
     typer.echo(f"{'column':<{width}}  {'type':<8}  {'role':<9}  {'kind':<11}  why")
@@ -387,6 +424,7 @@ def init(
         kind, column_type = column.declaration.get("kind", ""), column.declaration["type"]
         typer.echo(f"{column.name:<{width}}  {column_type:<8}  {column.role:<9}  {kind:<11}  {column.reason}")
     typer.echo(f"task: {inferred.task} ({inferred.task_reason})")
+    typer.echo(f"target transform: {inferred.target_transform} ({inferred.target_transform_reason})")
     typer.echo(f"split: {inferred.split_reason}")
     typer.echo(f"derived features: {inferred.derived_reason}")
     for reset in done.resets:

@@ -8,13 +8,28 @@ Functions take the section they need (`DataConfig`, `SplitConfig`, ...), never t
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SecretStr,
+    SerializationInfo,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from evergreen import params_file
 from evergreen.errors import ConfigError
+from evergreen.params_file import set_dotted
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -22,12 +37,94 @@ ColumnType = Literal["int", "float", "str", "bool", "date", "datetime"]
 Role = Literal["feature", "target", "timestamp", "id", "ignore"]
 Kind = Literal["numeric", "categorical"]
 MissingPolicy = Literal["quarantine", "impute_median", "impute_mode", "impute_constant", "keep"]
+# policies whose fill value is a statistic of the data: `clean` keeps the row and leaves the cell null, and the
+# model's preprocessing fills it with the statistic of the train split (test rows never shape it)
+MODEL_FILLED = ("impute_median", "impute_mode")
 OutOfRangePolicy = Literal["quarantine", "clip"]
+PiiPolicy = Literal["hash", "drop"]
 Scalar = int | float | str | bool
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ------------------------------------------------------------------------------------------------ secrets
+# the params whose value may hold a password; each is a `SecretUrl`, and `redact_params` masks them in dicts
+SECRET_PATHS = ("serve.log_url", "tune.storage")
+MASK = "***"
+# `model_dump(context=REVEAL)` keeps secrets (to re-validate a copy); every other dump masks them
+REVEAL = {"reveal_secrets": True}
+_PASSWORD_PARAM = re.compile(r"((?:^|[?&;\s])password=)[^&;\s]*", re.IGNORECASE)
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def mask_url(text: str) -> str:
+    """`text` with its password replaced by ***: a URL's user:password@ part and any password= parameter.
+
+    It does not need `text` to parse: a malformed URL is masked too. Where the password's end is unclear (an
+    unescaped @ or /), everything from the user's colon to the last @ is masked, erring on the safe side.
+    """
+    scheme = text.find("://")
+    start = scheme + 3 if scheme >= 0 else 0
+    at = text.rfind("@")
+    if at > start:
+        colon = text.find(":", start, at)
+        if colon >= 0:
+            text = text[: colon + 1] + MASK + text[at:]
+    return _PASSWORD_PARAM.sub(lambda m: m.group(1) + MASK, text)
+
+
+class _SecretText(SecretStr):
+    """A URL that may hold a password: shown (str, repr, dumps) with the password masked; the real value only
+    through `get_secret_value()`, at the edge that connects (the prediction log writer, Optuna's storage)."""
+
+    def _display(self) -> str:
+        return mask_url(self.get_secret_value())
+
+
+def _url_problem(secret: _SecretText) -> _SecretText:
+    """Refuse a URL a database driver would refuse later, in a message that never shows the password."""
+    url = secret.get_secret_value()
+    if "://" not in url:
+        return secret  # not a URL (tune.storage may name an environment variable): its field decides
+    if any(ch.isspace() or not ch.isprintable() for ch in url):
+        raise ValueError("the URL holds a space or control character (percent-encode it, e.g. %20 for a space)")
+    if _BAD_ESCAPE.search(url):
+        raise ValueError("the URL holds a % that is not followed by two hex digits (write %25 for a % itself)")
+    try:
+        port = urlsplit(url).port  # raises on a bad port or an unclosed [IPv6 host
+    except ValueError as exc:
+        # urllib's messages name the part, not the URL: safe to show ("Invalid IPv6 URL", "Port out of range")
+        raise ValueError(f"not a valid URL: {str(exc).split(' as ', 1)[0]}") from None
+    if port == 0:
+        raise ValueError("the URL's port must be from 1 to 65535")
+    return secret
+
+
+def _serialize_secret(value: _SecretText, info: SerializationInfo) -> str:
+    return value.get_secret_value() if (info.context or {}).get("reveal_secrets") else str(value)
+
+
+SecretUrl = Annotated[_SecretText, AfterValidator(_url_problem), PlainSerializer(_serialize_secret)]
+
+
+def redact_params(raw: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a params mapping (a card's, a checkpoint's) with every `SECRET_PATHS` value masked.
+
+    For params written by an older Evergreen, before secrets had their own type: what is shown is safe anyway.
+    """
+    out = dict(raw)
+    for path in SECRET_PATHS:
+        section, key = path.split(".")
+        if isinstance(out.get(section), dict) and isinstance(out[section].get(key), str):
+            out[section] = {**out[section], key: mask_url(out[section][key])}
+    return out
+
+
+def shown_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Dotted overrides fit for a message: a secret's value masked."""
+    return {k: mask_url(str(v)) if k in SECRET_PATHS and v is not None else v for k, v in overrides.items()}
 
 
 # --------------------------------------------------------------------------------------------------- data
@@ -42,10 +139,24 @@ class Column(_Strict):
     min: float | str | None = None
     max: float | str | None = None
     allowed: list[Scalar] | None = None
+    # string categories in their order (e.g. [low, medium, high]): every model family sees the value's rank, one
+    # ordered number; it is also the allowed set, so a value outside it follows `out_of_range`
+    order: list[str] | None = None
     # cleaning policies; None means the `clean` section's default
     missing: MissingPolicy | None = None
     fill_value: Scalar | None = None
     out_of_range: OutOfRangePolicy | None = None
+    # personal data: what the prediction log, reports and validation examples store of it (the model still sees
+    # it when it is a feature): a keyed hash (key in `data.pii_key_env`) or nothing; `true` means hash
+    # left out of dumps when undeclared: the clean partitions' fingerprints (a dump of the columns) stay as they were
+    pii: PiiPolicy | None = Field(None, exclude_if=lambda value: value is None)
+
+    @field_validator("pii", mode="before")
+    @classmethod
+    def _pii_true_is_hash(cls, value: Any) -> Any:
+        if value is True:
+            return "hash"
+        return None if value is False else value
 
     @model_validator(mode="after")
     def _check(self) -> Column:
@@ -58,6 +169,9 @@ class Column(_Strict):
             raise ValueError("declare either an allowed set or a min/max range, not both")
         if self.allowed is not None and len(self.allowed) == 0:
             raise ValueError("allowed must list at least one value")
+        if self.order is not None:
+            self._check_order()
+        self._check_value_types()
         if self.type in ("int", "float"):
             for bound in ("min", "max"):
                 if isinstance(getattr(self, bound), str):
@@ -72,9 +186,54 @@ class Column(_Strict):
             raise ValueError("out_of_range: clip needs a numeric column with min/max")
         return self
 
+    def _check_order(self) -> None:
+        assert self.order is not None
+        if self.type != "str":
+            raise ValueError(f"order needs a str column, not {self.type!r} (a number already has its order)")
+        if len(self.order) < 2 or len(set(self.order)) != len(self.order):
+            raise ValueError(f"order must list two or more distinct values, not {self.order}")
+        if self.allowed is None:
+            object.__setattr__(self, "allowed", list(self.order))
+        elif set(self.allowed) != set(self.order):
+            raise ValueError(f"allowed {self.allowed} and order {self.order} must hold the same values")
+
+    @field_validator("min", "max", mode="before")
+    @classmethod
+    def _bound_not_bool(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # a float field would take `true` as 1.0
+            raise ValueError("a bound is a number (or a date for a date column), not a bool")
+        return value
+
+    def _check_value_types(self) -> None:
+        """Each declared value (allowed, fill_value, a date's min/max) must be of the column's type: `clean`
+        compares the data with them, and a bool among strings fails there, far from the key that caused it."""
+        fits = _VALUE_FITS[self.type]
+        values = [(f"allowed[{i}]", v) for i, v in enumerate(self.allowed or [])]
+        bounds = ("min", "max") if self.type not in ("int", "float") else ()  # a number's bounds: checked below
+        values += [(key, getattr(self, key)) for key in ("fill_value", *bounds) if getattr(self, key) is not None]
+        problems = [
+            (where, f"{value!r} is a {type(value).__name__}, but column {self.name!r} has type {self.type}"
+             + (" (quote it in params.yaml to make it text)" if self.type == "str" else ""))
+            for where, value in values
+            if not fits(value)
+        ]  # fmt: skip
+        if problems:
+            raise CrossReferenceErrors(problems)
+
     @property
     def has_range(self) -> bool:
         return self.min is not None or self.max is not None or self.allowed is not None
+
+
+# which declared values fit a column of each type (bool is an int to Python: never a number here)
+_VALUE_FITS = {
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool) or isinstance(v, float) and v.is_integer(),
+    "float": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "str": lambda v: isinstance(v, str),
+    "bool": lambda v: isinstance(v, bool),
+    "date": lambda v: isinstance(v, str),
+    "datetime": lambda v: isinstance(v, str),
+}
 
 
 class TimestampConfig(_Strict):
@@ -131,6 +290,8 @@ class DataConfig(_Strict):
     columns: list[Column] = Field(min_length=1)
     # calendar features computed from the timestamp column (see DerivedFeature)
     derived: list[DerivedFeature] = Field(default_factory=list)
+    # the environment variable holding the key of the keyed hash (HMAC-SHA256) of the `pii: hash` columns
+    pii_key_env: str = Field("EVERGREEN_PII_KEY", min_length=1)
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
@@ -143,6 +304,10 @@ class DataConfig(_Strict):
             raise ValueError(f"exactly one column must have role 'target', found {len(targets)}")
         if sum(c.role == "id" for c in self.columns) > 1:
             raise ValueError("at most one column may have role 'id'")
+        timestamp = self.timestamp.column if self.timestamp else None
+        for c in self.columns:  # monitoring compares targets and orders by time: both must be stored as they are
+            if c.pii is not None and (c.role in ("target", "timestamp") or c.name == timestamp):
+                raise ValueError(f"column {c.name!r}: pii cannot be declared on the target or the timestamp column")
         if not any(c.role == "feature" for c in self.columns) and not self.derived:
             raise ValueError("at least one column must have role 'feature' (or a derived feature)")
         if self.timestamp is not None:
@@ -288,14 +453,16 @@ class ModelConfig(_Strict):
     """
 
     # mlp: an MLP over the concatenated embeddings and numerics; resnet: residual blocks with LayerNorm
-    # (Gorishniy et al. 2021); ft_transformer: one token per feature plus [CLS], a pre-norm transformer
-    type: Literal["mlp", "resnet", "ft_transformer"] = "mlp"
+    # (Gorishniy et al. 2021); ft_transformer: one token per feature plus [CLS], a pre-norm transformer;
+    # tabm: k weight-sharing members (BatchEnsemble) over numeric embeddings (Gorishniy et al. 2025);
+    # auto: the deep families, LightGBM and their ensemble as candidates in train.time_budget_s, chosen on valid
+    type: Literal["auto", "mlp", "resnet", "ft_transformer", "tabm"] = "mlp"
     hidden: list[PositiveInt] = Field(default_factory=lambda: [256, 256], min_length=1)  # mlp
     activation: Activation = "silu"  # every family's hidden layers (the transformer's feed-forward too)
     dropout: float = Field(0.1, ge=0, lt=1)  # hidden dropout: mlp layers, resnet blocks, transformer FFN
     embedding_dim: int = Field(8, ge=1, le=256)  # mlp and resnet, per categorical field
     d_main: int = Field(128, ge=1, le=4096)  # resnet: the width of the residual stream
-    n_blocks: int = Field(3, ge=1, le=32)  # resnet blocks, or transformer layers
+    n_blocks: int = Field(3, ge=1, le=32)  # resnet blocks, transformer layers, or tabm blocks
     ffn_factor: float = Field(2.0, gt=0, le=16)  # hidden width of a block / FFN, as a multiple of its input
     residual_dropout: float = Field(0.0, ge=0, lt=1)  # resnet and ft_transformer: on each block's output
     d_token: int = Field(64, ge=1, le=1024)  # ft_transformer: the width of each feature's token
@@ -309,6 +476,16 @@ class ModelConfig(_Strict):
     target_transform: Literal["none", "log1p"] = "log1p"  # regression only; inverted inside the model
     # members trained side by side on the same batches and averaged: still one module, one ONNX graph
     ensemble: int = Field(1, ge=1, le=16)
+    # tabm: k members sharing their weights (each trained on its own loss, the prediction is their mean),
+    # n_blocks blocks of d_block units; numeric features through piecewise-linear embeddings (`bins` edges
+    # from the train split's quantiles), periodic ones, or as they are (none), each d_embedding wide;
+    # categorical fields one-hot, or embedded in embedding_dim
+    k: int = Field(32, ge=1, le=256)
+    d_block: int = Field(512, ge=1, le=8192)
+    num_embeddings: Literal["piecewise_linear", "periodic", "none"] = "piecewise_linear"
+    bins: int = Field(48, ge=2, le=1024)
+    d_embedding: int = Field(16, ge=1, le=256)
+    categorical_encoding: Literal["one_hot", "embedding"] = "one_hot"
 
     @field_validator("heads")
     @classmethod
@@ -349,7 +526,8 @@ class TrainConfig(_Strict):
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
     epochs: int = Field(40, ge=1)
-    batch_size: int = Field(256, ge=1)
+    # auto: from the train rows, 256 under 10k, doubling with the rows up to 4096 (`evergreen.model.train`)
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = 256
     lr: float = Field(3e-3, gt=0, allow_inf_nan=False)
     weight_decay: float = Field(1e-4, ge=0)
     schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
@@ -367,15 +545,21 @@ class TrainConfig(_Strict):
     init: Literal["scratch", "champion"] = "scratch"
     warm_epochs: int = Field(10, ge=1)
     warm_lr_factor: float = Field(0.3, gt=0, le=1)
+    # torch threads, set once when the stage starts: auto is this process's CPU allowance (affinity and
+    # cgroup quota) less the CPUs other processes keep busy; a number pins it
+    threads: Literal["auto"] | Annotated[int, Field(ge=1, le=1024)] = "auto"
+    # stop after the epoch that would end past this many seconds of training (the best epoch is kept); None:
+    # epochs and patience alone decide. `model.type: auto` shares it out between its candidates
+    time_budget_s: float | None = Field(None, gt=0)
 
 
-Baseline = Literal["mean", "linear", "hgb"]
+Baseline = Literal["mean", "linear", "hgb", "lightgbm"]
 
 
 class EvaluateConfig(_Strict):
     """Scoring on the test split, and the baselines fitted on the same split."""
 
-    baselines: list[Baseline] = Field(default_factory=lambda: ["mean", "linear", "hgb"], min_length=1)
+    baselines: list[Baseline] = Field(default_factory=lambda: ["mean", "linear", "hgb", "lightgbm"], min_length=1)
     # an upper bound: HistGradientBoosting stops early on the valid split (`hgb_patience` rounds without gain)
     hgb_max_iter: int = Field(500, ge=1)
     hgb_patience: int = Field(20, ge=1)
@@ -418,9 +602,10 @@ class PromoteConfig(_Strict):
     # the metric the gate and monitoring's performance rule judge by; None: the task's default (DEFAULT_METRIC)
     metric: MetricName | None = None
     # "best": the best of `evaluate.baselines` on `metric`; naming one compares with that one only
-    baseline: Literal["best", "mean", "linear", "hgb"] = "best"
-    # the challenger may be at most this much worse (relative, on `metric`) than the baseline
-    baseline_margin: float = Field(0.05, ge=0)
+    baseline: Literal["best", "mean", "linear", "hgb", "lightgbm"] = "best"
+    # the challenger may be at most this much worse (relative, on `metric`) than the baseline: 0, a challenger
+    # worse than the baseline on test is not promoted (serving it would serve the worse model)
+    baseline_margin: float = Field(0.0, ge=0)
     # ... and at most this much worse than the champion, on test rows neither model trained on
     champion_margin: float = Field(0.02, ge=0)
     min_train_rows: int = Field(100, ge=1, description="a model trained on fewer rows is never promoted")
@@ -433,6 +618,9 @@ class PromoteConfig(_Strict):
     seed: int = 42
     # None: a challenger that passes becomes the champion at once; else it serves in the shadow first
     shadow: ShadowConfig | None = None
+    # registry retention, applied after each promotion: the newest N versions plus the champion, the shadow and
+    # the fallback keep their files; older ones keep only their card. None keeps every version
+    keep_versions: int | None = Field(None, ge=1)
 
     def metric_for(self, task: str) -> str:
         """The metric the gate judges by: the declared one, or the task's default."""
@@ -461,13 +649,16 @@ class ServeConfig(_Strict):
     # the prediction log in PostgreSQL instead of `log_path` (replicas on several machines): a URL
     # postgresql://user@host:port/database, or the name of an environment variable holding one (keeps a
     # password out of this file); at most one of the two
-    log_url: str | None = None
+    log_url: SecretUrl | None = None  # a secret: shown masked; its value only through Workspace
     log_url_env: str | None = None
+    # predictions (and their labels) older than this are deleted by `evergreen monitor` and the retention flow;
+    # None keeps everything
+    log_retention_days: float | None = Field(None, gt=0)
 
     @field_validator("log_url")
     @classmethod
-    def _postgres_url(cls, url: str | None) -> str | None:
-        if url is not None and not url.startswith(("postgresql://", "postgres://")):
+    def _postgres_url(cls, url: _SecretText | None) -> _SecretText | None:
+        if url is not None and not url.get_secret_value().startswith(("postgresql://", "postgres://")):
             raise ValueError("not a PostgreSQL URL: postgresql://user@host:port/database")
         return url
 
@@ -639,8 +830,8 @@ class TuneConfig(_Strict):
     """`evergreen tune`: an Optuna study (TPE, median pruning on the valid metric) over `train.*` and `model.*`."""
 
     # None: sqlite:///tune/study.db in the project; else a SQLAlchemy URL, or the name of an environment
-    # variable holding one (keeps a PostgreSQL password out of params.yaml)
-    storage: str | None = None
+    # variable holding one (keeps a PostgreSQL password out of params.yaml). A secret: shown masked everywhere
+    storage: SecretUrl | None = None
     study: str = Field("evergreen", min_length=1)
     n_trials: int = Field(30, ge=1, description="trials in the study, all workers together (a rerun resumes)")
     workers: int = Field(1, ge=1, description="worker processes on this machine sharing the study")
@@ -649,6 +840,14 @@ class TuneConfig(_Strict):
     prune_startup_trials: int = Field(5, ge=0, description="finished trials before pruning starts")
     output_dir: str = "tune"
     space: dict[str, SearchDimension] = Field(default_factory=lambda: dict(DEFAULT_SPACE))
+
+    @field_validator("storage")
+    @classmethod
+    def _url_or_variable(cls, storage: _SecretText | None) -> _SecretText | None:
+        value = storage.get_secret_value() if storage is not None else ""
+        if storage is not None and "://" not in value and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise ValueError("neither a database URL (scheme://...) nor the name of an environment variable")
+        return storage
 
     @model_validator(mode="after")
     def _check(self) -> TuneConfig:
@@ -850,9 +1049,10 @@ def _format_one(err: dict[str, Any]) -> str:
         allowed = ", ".join(part.strip(" '") for part in expected.replace(" or ", ", ").split(","))
         return f"{where}: {err['input']!r} is not one of: {allowed}"
     msg = err["msg"].removeprefix("Value error, ")
-    return (
-        f"{where}: {msg} (got {err['input']!r})" if not isinstance(err["input"], dict | list) else (f"{where}: {msg}")
-    )
+    shown = err["input"]
+    if where in SECRET_PATHS:  # a URL that holds a password is shown masked, even when it is malformed
+        shown = mask_url(shown.get_secret_value() if isinstance(shown, SecretStr) else str(shown))
+    return f"{where}: {msg} (got {shown!r})" if not isinstance(shown, dict | list) else f"{where}: {msg}"
 
 
 def parse_params(raw: dict[str, Any], source: str = "params.yaml") -> Params:
@@ -865,27 +1065,16 @@ def parse_params(raw: dict[str, Any], source: str = "params.yaml") -> Params:
         raise ConfigError(f"{source} is invalid:\n  " + "\n  ".join(lines)) from None
 
 
-def set_dotted(tree: Any, dotted: str, value: Any) -> None:
-    """Set `a.b.c` in nested mappings; a missing section is a `ConfigError` naming it."""
-    *parents, leaf = dotted.split(".")
-    node = tree
-    for i, key in enumerate(parents):
-        if key not in node:
-            raise ConfigError(f"{'.'.join(parents[: i + 1])}: no such section in params.yaml (override {dotted!r})")
-        node = node[key]
-    node[leaf] = value
-
-
 def with_overrides(params: Params, overrides: dict[str, Any]) -> Params:
     """A copy of `params` with dotted keys replaced, validated like the file itself."""
-    raw = params.model_dump(mode="json")
+    raw = params.model_dump(mode="json", context=REVEAL)  # the copy keeps the real secrets; it is never written
     for dotted, value in overrides.items():
         set_dotted(raw, dotted, value)
-    return parse_params(raw, source=f"params with overrides {overrides}")
+    return parse_params(raw, source=f"params with overrides {shown_overrides(overrides)}")
 
 
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    """A YAML error as one line: what is wrong and where (PyYAML's own message spans several lines)."""
+def _yaml_problem(exc: params_file.YAMLError) -> str:
+    """A YAML error as one line: what is wrong and where (the parser's own message spans several lines)."""
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or str(exc)
     where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
@@ -915,8 +1104,8 @@ def load_params(path: Path | str = DEFAULT_PARAMS) -> Params:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+        raw = params_file.load_plain(text)  # YAML 1.2, as `init` writes it and DVC reads it: `No` is a string
+    except params_file.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
     except RecursionError:
         raise ConfigError(f"{path}: nested too deeply to be a params file (lists or mappings in each other)") from None
@@ -925,3 +1114,13 @@ def load_params(path: Path | str = DEFAULT_PARAMS) -> Params:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
     return parse_params(raw, source=str(path))
+
+
+def apply_overrides(path: Path, overrides: dict[str, Any]) -> None:
+    """Set dotted keys in the params file (`params_file.override_text`: comments and layout kept); raise
+    `ConfigError`, and leave the file alone, when the result does not validate."""
+    if not overrides:
+        return
+    text = params_file.override_text(path.read_text(), overrides)
+    parse_params(params_file.load_plain(text), source=f"{path} with overrides {shown_overrides(overrides)}")
+    path.write_text(text)

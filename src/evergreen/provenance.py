@@ -7,7 +7,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import yaml
+from evergreen.params_file import load_plain
 
 __all__ = ["code_version", "data_hashes", "read_data_hashes"]
 
@@ -21,7 +21,8 @@ def data_hashes(lock: dict[str, Any]) -> dict[str, str]:
 
 def read_data_hashes(dvc_lock: Path) -> dict[str, str]:
     """`data_hashes` of a dvc.lock file; empty when the pipeline has not been locked yet."""
-    return data_hashes(yaml.safe_load(dvc_lock.read_text()) or {}) if dvc_lock.exists() else {}
+    # DVC writes dvc.lock in YAML 1.2 (ruamel), with params values in it: read it with the same YAML
+    return data_hashes(load_plain(dvc_lock.read_text()) or {}) if dvc_lock.exists() else {}
 
 
 def code_version(root: Path) -> dict[str, str | None]:

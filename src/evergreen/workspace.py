@@ -145,6 +145,11 @@ class Workspace:
     def promotion_metrics(self) -> Path:
         return self.metrics_dir / "promotion.json"
 
+    @property
+    def leaderboard(self) -> Path:
+        """Every candidate of the train stage: valid metric, fit time, test metric (written by `evaluate`)."""
+        return self.metrics_dir / "leaderboard.json"
+
     # ---------------------------------------------------------------------------------------- validation
     @property
     def suites_dir(self) -> Path:
@@ -179,6 +184,11 @@ class Workspace:
     @property
     def checkpoint(self) -> Path:
         return self.models_dir / "checkpoint.pt"
+
+    @property
+    def candidates(self) -> Path:
+        """The train stage's candidates: `index.json` (valid metric, time, file of each) and those not chosen."""
+        return self.models_dir / "candidates"
 
     @property
     def onnx_model(self) -> Path:
@@ -246,7 +256,8 @@ class Workspace:
         (or of the environment variable `serve.log_url_env` names), else the SQLite file of `serve.log_path`."""
         serve = self.params.serve
         if serve.log_url_env is None:
-            return serve.log_url or self.prediction_log
+            # the one place the secret is revealed: the log writer and readers connect with it
+            return serve.log_url.get_secret_value() if serve.log_url is not None else self.prediction_log
         url = os.environ.get(serve.log_url_env, "").strip()
         if not url.startswith(("postgresql://", "postgres://")):
             held = "holds no URL" if not url else "does not hold a PostgreSQL URL"

@@ -49,6 +49,7 @@ def test_init_then_dvc_repro_then_predict(project: Path, run, tmp_path: Path):
 
     done = run("evergreen", "init", str(tmp_path / "wine.csv"), "--target", "cultivar", "--force")
     assert "task: classification" in done.stdout and "free text" in done.stdout
+    assert "target transform: none (classification" in done.stdout
     apply_overrides(project / "params.yaml", FAST_TRAINING)  # light training; the declaration is untouched
     repro = run("dvc", "repro")
     assert "promote: challenger promoted as v1" in repro.stdout, repro.stdout

@@ -7,6 +7,7 @@ ignored. The same row delivered as CSV and as Parquet is a repeat, not a key con
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import struct
 from pathlib import Path
@@ -14,10 +15,12 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from evergreen.config import Params
+from evergreen.config import Params, parse_params
 from evergreen.data.ingest import combine
 from evergreen.data.io import READABLE_SUFFIXES, list_landing, read_text_table, resolve_source
+from evergreen.data.schema import parse_text
 from evergreen.errors import DataError
+from evergreen.stages import clean as clean_stage
 from evergreen.stages import ingest as ingest_stage
 from evergreen.workspace import Workspace
 
@@ -175,3 +178,66 @@ def test_typed_comparison_of_one_cell(kind, first, later, conflict):
 
     result = combine([frame(first, 1), frame(later, 2)], key=["id"], types={"id": "int", "v": kind})
     assert result.conflicts.height == int(conflict) and result.repeated_rows == int(not conflict)
+
+
+DAYS = [dt.date(2011, 1, 2), dt.date(2011, 1, 2)]
+
+
+@pytest.mark.parametrize(
+    "day",
+    [
+        pl.Series("day", DAYS, pl.Date),
+        pl.Series("day", DAYS, pl.Date).cast(pl.Datetime("ns")),  # pandas writes a date as a midnight
+        pl.Series("day", DAYS, pl.Date).cast(pl.Datetime("us")).dt.replace_time_zone("Asia/Tokyo"),
+    ],
+    ids=["Date", "Datetime-midnight", "Datetime-midnight-in-its-zone"],
+)
+def test_a_parquet_batch_with_a_typed_date_column_is_cleaned_not_quarantined(project, day):
+    """Promise: a Parquet batch whose `date` column is typed (Date, or Datetime as pandas writes dates) is read
+    as the ISO dates a CSV would hold, and its rows reach data/clean. Attack: the real ingest and clean stages.
+    Before: Datetime became "2011-01-02 00:00:00.000000", and clean quarantined every row with exit 0."""
+    batch = pl.read_csv(BATCH.encode(), infer_schema=False).with_columns(day)
+    batch.write_parquet(project.incoming / "b.parquet")
+    ingest_stage.run(project)
+    raw = pl.read_parquet(project.raw)
+    assert raw.filter(pl.col("id").is_in(["3", "4"]))["day"].to_list() == ["2011-01-02", "2011-01-02"]
+    clean_stage.run(project)
+    clean = pl.read_parquet(project.clean)
+    assert clean.filter(pl.col("id").is_in([3, 4]))["day"].to_list() == DAYS
+    assert not project.quarantine.exists() or pl.read_parquet(project.quarantine).height == 0
+
+
+def test_a_parquet_datetime_is_read_as_iso_text_in_utc(tmp_path, tiny_raw):
+    """A Datetime cell of a `datetime` column becomes ISO text that clean parses back to the same instant (UTC
+    for a value with a time zone, which a plain cast wrote as "... +09:00", unparseable)."""
+    tiny_raw["data"]["columns"][0] = {"name": "id", "type": "datetime", "role": "id"}
+    params = parse_params(tiny_raw)
+    moment = dt.datetime(2011, 1, 2, 9, 30, 15, 250000)
+    batch = pl.read_csv(BATCH.encode(), infer_schema=False).with_columns(
+        pl.Series("id", [moment, moment]).dt.replace_time_zone("Asia/Tokyo")
+    )
+    batch.write_parquet(tmp_path / "b.parquet")
+    text = read_text_table(str(tmp_path / "b.parquet"), params.data)["id"]
+    assert text.to_list() == ["2011-01-02T00:30:15.250", "2011-01-02T00:30:15.250"]
+    assert text.to_frame().select(parse_text(pl.col("id"), "datetime")).item(0, 0) == moment - dt.timedelta(hours=9)
+
+
+def test_a_partition_whose_dates_never_parse_fails_clean_naming_the_file(project, capsys):
+    """Promise: a batch of which a column parsed in no row (a format problem: date-times in a date column) fails the
+    clean stage naming the file and the reason; its rows are in the quarantine for inspection. A batch whose
+    rows were all quarantined for values out of range only gets a loud warning. Before: a one-line warning and
+    exit 0 for both, the whole batch silently missing from training."""
+    (project.incoming / "a-times.csv").write_text(BATCH.replace("2011-01-02", "2011-01-02 00:00:00.000000"))
+    ingest_stage.run(project)
+    with pytest.raises(DataError) as err:
+        clean_stage.run(project)
+    message = str(err.value)
+    assert "a-times.csv (2 rows, every one 'unparseable:day')" in message and "\n" not in message
+    assert pl.read_parquet(project.quarantine)["id"].to_list() == ["3", "4"]
+
+    (project.incoming / "a-times.csv").unlink()
+    (project.incoming / "b-odd-weather.csv").write_text(BATCH.replace(",0,1,", ",0,9,").replace(",1,3,", ",1,8,"))
+    ingest_stage.run(project)
+    clean_stage.run(project)  # values out of range are dirt, not a format problem
+    out = capsys.readouterr().out
+    assert "WARNING: every one of the 2 rows of data/incoming/b-odd-weather.csv was quarantined" in out, out

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 
 import polars as pl
-import pytest
 
 from evergreen.config import CleanConfig
 from evergreen.data.clean import clean
@@ -77,7 +76,7 @@ def test_blank_row_has_one_reason(tiny):
     assert result.quarantine[REASON].to_list() == ["empty_row"]
 
 
-def test_missing_value_quarantined_by_default_and_imputed_where_declared(tiny):
+def test_missing_value_quarantined_by_default_and_kept_for_the_model_where_imputed(tiny):
     rows = (
         GOOD,
         ("2", "2011-01-01", "4", "1", "0.5", "0.7", "20"),
@@ -86,8 +85,21 @@ def test_missing_value_quarantined_by_default_and_imputed_where_declared(tiny):
     )
     result = clean(_raw(*rows), tiny.data, CleanConfig())
     assert _reasons(result) == {"3": "missing:weather"}
-    assert result.clean.filter(pl.col("id") == 4)["hum"].item() == pytest.approx(0.6)
+    # the row is kept and the cell left null: the model fills it with the train split's median
+    assert result.clean.filter(pl.col("id") == 4)["hum"].item() is None
     assert result.imputed == {"hum": 1}
+
+
+def test_a_median_is_never_computed_over_rows_of_other_splits(tiny):
+    """Regression (issue 21): clean filled hum with the median of every row, test rows included, before split.
+    Extreme values in some rows must not change what another row's missing cell becomes."""
+    rows = [("1", "2011-01-01", "3", "1", "0.5", None, "10")]
+    calm = [(str(i), "2011-01-02", "3", "1", "0.5", "0.2", "10") for i in range(2, 8)]
+    wild = [(str(i), "2011-01-02", "3", "1", "0.5", "0.9", "10") for i in range(2, 8)]
+    first = clean(_raw(*rows, *calm), tiny.data, CleanConfig()).clean
+    second = clean(_raw(*rows, *wild), tiny.data, CleanConfig()).clean
+    assert first.filter(pl.col("id") == 1)["hum"].item() is None
+    assert first.filter(pl.col("id") == 1).equals(second.filter(pl.col("id") == 1))
 
 
 def test_impute_mode_and_constant(tiny_raw):
@@ -103,7 +115,9 @@ def test_impute_mode_and_constant(tiny_raw):
     )
     result = clean(_raw(*rows), data, CleanConfig())
     assert result.quarantine.height == 0
-    assert result.clean["weather"].to_list() == [1, 1, 1] and result.clean["y"].to_list() == [10, 0, 3]
+    # a constant is no statistic of the data: clean fills it; a mode is the model's to learn on the train split
+    assert result.clean["weather"].to_list() == [1, 1, None] and result.clean["y"].to_list() == [10, 0, 3]
+    assert result.imputed == {"weather": 1, "y": 1}
 
 
 def test_out_of_range_clipped_or_quarantined_as_declared(tiny):
@@ -151,3 +165,38 @@ def test_input_frame_is_not_mutated(tiny):
     before = raw.clone()
     clean(raw, tiny.data, CleanConfig())
     assert raw.equals(before)
+
+
+def test_the_clean_suite_lets_the_model_fill_imputed_columns(tiny_raw):
+    """hum (`impute_median`) keeps its nulls through clean: the clean suite must not expect it non-null."""
+    from evergreen.config import parse_params
+    from evergreen.validation.suites import generate_suite
+
+    def not_null(suite: dict) -> set[str]:
+        return {
+            e["kwargs"]["column"] for e in suite["expectations"] if e["type"] == "expect_column_values_to_not_be_null"
+        }
+
+    data = parse_params(tiny_raw).data
+    assert "hum" not in not_null(generate_suite(data, "clean")) and "temp" in not_null(generate_suite(data, "clean"))
+    # a column without its own policy follows clean.missing
+    assert "temp" not in not_null(generate_suite(data, "clean", default_missing="impute_median"))
+
+
+def test_a_value_outside_a_declared_order_follows_the_out_of_range_policy(tiny_raw):
+    from evergreen.config import parse_params
+
+    tiny_raw["data"]["columns"].insert(
+        6, {"name": "grade", "type": "str", "role": "feature", "order": ["low", "medium", "high"]}
+    )
+    data = parse_params(tiny_raw).data
+    frame = pl.DataFrame(
+        [[*GOOD[:6], g, GOOD[6]] for g in ("low", "high", "extreme")],
+        schema=[*COLUMNS[:6], "grade", "y"],
+        orient="row",
+    ).with_columns(
+        pl.lit("in/a.csv").alias(LINEAGE[0]), pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias(LINEAGE[1])
+    )
+    result = clean(frame.with_columns(id=pl.Series(["1", "2", "3"])), data, CleanConfig())
+    assert result.clean["grade"].to_list() == ["low", "high"]
+    assert _reasons(result) == {"3": "out_of_range:grade"}

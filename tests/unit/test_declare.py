@@ -76,8 +76,9 @@ def test_each_column_gets_a_role_and_the_reason(dirty, name, role, why):
 
 def test_kinds_ranges_sets_and_missing_policies(dirty):
     assert _column(dirty, "origin").declaration["allowed"] == ["europe", "japan", "usa"]
+    # an integer keeps its order, with an open range: min from the data (widened), no max
     assert _column(dirty, "cylinders").declaration | {} == {
-        "name": "cylinders", "type": "int", "role": "feature", "kind": "categorical", "allowed": [4, 6, 8]
+        "name": "cylinders", "type": "int", "role": "feature", "kind": "numeric", "min": 3
     }  # fmt: skip
     weight = _column(dirty, "weight").declaration
     span = _table()["weight"].max() - _table()["weight"].min()
@@ -265,3 +266,128 @@ def test_the_request_needs_the_timestamp_and_never_the_derived_features():
     assert schema.validate_records([record | {"day": "2024-01-01"}])[0]["day"] == dt.date(2024, 1, 1)
     plain = parse_params(copy.deepcopy(TINY))
     assert "day" in build_schema(plain.data, plain.clean, 64).annotations  # without derived: optional
+
+
+# ------------------------------------------------------------------------ issue 21: declarations that keep order
+def test_an_integer_count_stays_numeric_with_an_open_range():
+    """Regression (issue 21): "number of service calls" (0-9) became a closed categorical, so 10 calls was out
+    of range and its order was lost."""
+    calls = pl.Series("service_calls", np.arange(N) % 10)
+    result = infer(_table().with_columns(calls), "label")
+    declared = _column(result, "service_calls").declaration
+    assert declared["kind"] == "numeric" and declared["min"] == 0 and "max" not in declared
+    assert "allowed" not in declared
+    assert "keeps its order unless named like a code" in _column(result, "service_calls").reason
+    loaded = parse_params({"data": result.data_section("t.csv")}).data.column("service_calls")
+    assert loaded.max is None  # 10 calls is in range
+
+
+@pytest.mark.parametrize("name", ["season", "hr", "weekday", "zip_code", "room_type"])
+def test_an_integer_named_like_a_code_or_a_cycle_stays_categorical(name):
+    result = infer(_table().with_columns(pl.Series(name, np.arange(N) % 4 + 1)), "label")
+    declared = _column(result, name).declaration
+    assert declared["kind"] == "categorical" and declared["allowed"] == [1, 2, 3, 4]
+    assert "named like a code or a cycle" in _column(result, name).reason
+
+
+@pytest.mark.parametrize(
+    ("values", "order"),
+    [
+        (["High", "Low", "Medium"], ["Low", "Medium", "High"]),
+        (["Very_High", "Low", "High", "Medium"], ["Low", "Medium", "High", "Very_High"]),
+        (["Ideal", "Fair", "Good", "Premium", "Very Good"], ["Fair", "Good", "Very Good", "Premium", "Ideal"]),
+        (["Best", "Bad", "Good", "Better"], ["Bad", "Good", "Better", "Best"]),
+        (["B2", "A1", "C5", "A3"], ["A1", "A3", "B2", "C5"]),
+    ],
+)
+def test_strings_on_a_known_scale_get_their_order(values, order):
+    result = infer(_table().with_columns(pl.Series("grade", [values[i % len(values)] for i in range(N)])), "label")
+    declared = _column(result, "grade").declaration
+    assert declared["order"] == order and "allowed" not in declared
+    assert "ordered: every value is on the scale" in _column(result, "grade").reason
+    assert parse_params({"data": result.data_section("t.csv")}).data.column("grade").allowed == order
+
+
+@pytest.mark.parametrize("values", [["north", "south", "east"], ["Low", "High"], ["Low", "Medium", "Spicy"]])
+def test_no_order_unless_sure(values):
+    result = infer(_table().with_columns(pl.Series("g", [values[i % len(values)] for i in range(N)])), "label")
+    assert "order" not in _column(result, "g").declaration
+
+
+def test_the_target_transform_is_decided_with_its_figures():
+    rng = np.random.default_rng(1)
+    skewed = _table().with_columns(price=pl.Series(rng.lognormal(3, 1, N)))
+    result = infer(skewed, "price")
+    assert result.target_transform == "log1p"
+    assert "non-negative and right-skewed (skewness" in result.target_transform_reason
+    symmetric = infer(_table().with_columns(price=pl.Series(rng.normal(50, 5, N))), "price")
+    assert symmetric.target_transform == "none" and "skewness <= 1" in symmetric.target_transform_reason
+    negative = infer(_table().with_columns(price=pl.Series(rng.lognormal(3, 1, N) - 5)), "price")
+    assert negative.target_transform == "none" and "negative values" in negative.target_transform_reason
+    assert infer(_table(), "label").target_transform == "none"  # classification
+
+
+# ----------------------------------------------------------------------------------- issue 19: init's defects
+def test_a_target_with_one_class_is_refused_naming_it():
+    with pytest.raises(ConfigError, match=r"target column 'one' holds one value \('yes'\) in every row"):
+        infer(_table().with_columns(one=pl.lit("yes")), "one")
+
+
+def test_infinite_values_get_finite_bounds_and_clean_quarantines_them(tiny_raw):
+    """Regression (issue 19): init wrote `min: -.inf, max: .inf` for a column holding inf."""
+    from evergreen.config import CleanConfig
+    from evergreen.data.clean import clean
+    from evergreen.data.schema import LINEAGE, REASON
+
+    values = np.linspace(1, 100, N)
+    values[[3, 7]] = [np.inf, -np.inf]
+    table = _table().with_columns(price=pl.Series(values), amount=pl.Series(values))
+    result = infer(table, "price")
+    for name in ("price", "amount"):
+        declared = _column(result, name).declaration
+        assert np.isfinite(declared["min"]) and np.isfinite(declared["max"]), declared
+        assert "2 infinite value(s): outside the range, quarantined by clean" in _column(result, name).reason
+    data = parse_params({"data": result.data_section("t.csv")}).data
+    raw = table.with_columns(pl.all().cast(pl.String), pl.lit("t.csv").alias(LINEAGE[0]))
+    raw = raw.with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias(LINEAGE[1]))
+    cleaned = clean(raw.select([*data.names, *LINEAGE]), data, CleanConfig())
+    assert cleaned.quarantine["customer_id"].to_list() == ["4", "8"]
+    assert cleaned.quarantine[REASON].to_list() == ["out_of_range:price; out_of_range:amount"] * 2
+
+
+def test_a_column_of_mostly_numbers_is_numeric_and_its_text_is_quarantined():
+    """Regression (issue 19): a column 86% numbers was declared free text and ignored."""
+    cells = [str(v) for v in np.random.default_rng(2).integers(0, 500, N)]
+    cells = [("n/a" if i % 14 == 0 else "unknown value") if i % 7 == 0 else c for i, c in enumerate(cells)]
+    cells = [None if i % 50 == 3 else c for i, c in enumerate(cells)]
+    result = infer(_table().with_columns(income=pl.Series(cells)), "label")
+    column = _column(result, "income")
+    assert column.role == "feature" and column.declaration["type"] == "int"
+    assert column.declaration["kind"] == "numeric"
+    assert "of its cells are numbers (at least 80% makes a number column)" in column.reason
+    assert f"its {sum(c in ('n/a', 'unknown value') for c in cells)} text cell(s) are quarantined" in column.reason
+    assert "4 missing (2.00%): imputed with the median" in column.reason  # the text cells are not counted
+    few = [c if i % 2 else "text" for i, c in enumerate(cells)]
+    assert _column(infer(_table().with_columns(income=pl.Series(few)), "label"), "income").declaration["type"] == "str"
+
+
+def test_a_header_with_an_unescaped_quote_is_named_by_line(tmp_path):
+    """Regression (issue 19): init said "the table has no rows" for a 300-row file with a quote in its header."""
+    path = tmp_path / "quoted.csv"
+    path.write_text('a,b"c,label\n' + "".join(f"{i},{i * 2},{'xy'[i % 2]}\n" for i in range(300)))
+    with pytest.raises(DataError, match=r'quoted.csv: line 1 \(the header\) holds an unescaped quote in \'b"c\''):
+        read_table(path)
+    path.write_text('a,"b,c",label\n1,2,x\n')  # a quoted name is fine
+    assert read_table(path).columns == ["a", "b,c", "label"]
+
+
+def test_init_prints_the_target_transform_with_its_figures(project, tmp_path):
+    path = tmp_path / "prices.csv"
+    rng = np.random.default_rng(3)
+    _table().with_columns(price=pl.Series(rng.lognormal(3, 1, N).round(2))).write_csv(path)
+    params = project / "params.yaml"
+    result = CliRunner().invoke(app, ["init", str(path), "--target", "price", "--force", "-p", str(params)])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"target transform: log1p \(non-negative and right-skewed \(skewness \d+\.\d\d", result.output)
+    assert load_params(params).model.target_transform == "log1p"
+    assert "integers with 3 values: numeric (an integer keeps its order" in result.output  # cylinders

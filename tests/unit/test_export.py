@@ -130,7 +130,12 @@ def test_train_evaluate_export_stages(tmp_path):
     evaluate_stage.run(ws)
     report = json.loads(ws.eval_metrics.read_text())
     assert set(report["model"]) == {"rmse", "mae", "r2"}
-    assert set(report["baselines"]) == {"mean", "linear", "hgb"}
+    assert set(report["baselines"]) == {"mean", "linear", "hgb", "lightgbm"}
+    # one family declared: the leaderboard is its one row, the model's test metric beside its valid one
+    board = json.loads(ws.leaderboard.read_text())
+    assert [(r["family"], r["chosen"], r["test"]) for r in board["candidates"]] == [
+        ("mlp", True, report["model"]["rmse"])
+    ]
     assert pl.read_csv(ws.predictions_csv).columns == ["actual", "predicted", "abs_error"]
     predictions = pl.read_parquet(ws.test_predictions)
     assert predictions.height == 150 and {"id", "prediction", "y"} <= set(predictions.columns)
@@ -200,3 +205,30 @@ def test_strings_and_derived_features_score_the_same_in_the_service_path(tmp_pat
     )
     request = rows.select(serving.request_columns)  # what the service builds from the records
     np.testing.assert_allclose(predict(serving, request), torch_model.predict(rows), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_a_tabm_model_goes_through_the_stages_and_serves(tmp_path):
+    """tabm through the same train, evaluate and export stages (parity gate included) as any family, and its
+    graph loads and scores where the service loads models."""
+    from evergreen.inference import load_version
+
+    tmp_path.joinpath("data/split").mkdir(parents=True)
+    for name, seed, n in (("train", 1, 500), ("valid", 2, 150), ("test", 3, 150)):
+        synthetic(n, seed).write_parquet(tmp_path / f"data/split/{name}.parquet")
+    raw = copy.deepcopy(TINY)
+    raw["model"] = {"type": "tabm", "k": 4, "d_block": 16, "n_blocks": 2, "bins": 8, "d_embedding": 4}
+    raw["train"] = {"epochs": 3, "batch_size": 64, "device": "cpu", "lr": 0.01}
+    raw["evaluate"] = {"hgb_max_iter": 20}
+    raw["export"] = {"latency_runs": 10, "throughput_batch": 64}
+    ws = Workspace(tmp_path, parse_params(raw))
+    train_stage.run(ws)
+    assert json.loads(ws.train_metrics.read_text())["model_type"] == "tabm"
+    evaluate_stage.run(ws)
+    export_stage.run(ws)
+    exported = json.loads(ws.export_metrics.read_text())
+    assert exported["parity_max_abs_diff"] <= exported["parity_limit"]
+    served = load_version(ws.onnx_model.parent, "v-tabm")
+    test = synthetic(40, 9)
+    x = feature_matrix(test, served.features)
+    np.testing.assert_allclose(onnx_predict(served.session, x), TabularNet.load(ws.model).predict(test), rtol=1e-4)

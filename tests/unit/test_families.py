@@ -20,13 +20,16 @@ from evergreen.model.network import TabularNet
 from evergreen.model.train import fit_temperature, train_model
 from tests.harness import SMALL_MODEL, SMALL_TRAIN, TINY, synthetic
 
-FAMILIES = ["mlp", "resnet", "ft_transformer"]
+FAMILIES = ["mlp", "resnet", "ft_transformer", "tabm"]
 # small enough to train in about a second on one thread; two members, a cross and an additive feature
 SMALL = {
     "mlp": SMALL_MODEL,
     "resnet": SMALL_MODEL.model_copy(update={"type": "resnet", "d_main": 16, "n_blocks": 2}),
     "ft_transformer": SMALL_MODEL.model_copy(
         update={"type": "ft_transformer", "d_token": 8, "heads": 2, "n_blocks": 2}
+    ),
+    "tabm": SMALL_MODEL.model_copy(
+        update={"type": "tabm", "k": 4, "d_block": 16, "n_blocks": 2, "bins": 8, "d_embedding": 4}
     ),
 }
 
@@ -57,6 +60,9 @@ def _awkward_rows(model: TabularNet, task: str) -> np.ndarray:
 def test_each_family_learns_and_exports_with_parity(family, task):
     model = _train(family, task)
     assert model.config.type == family and len(model.members) == 2
+    # tabm's k members count as members: 2 x 4 outputs, each trained on its own loss
+    k = model.config.k if family == "tabm" else 1
+    assert model.member_outputs(torch.from_numpy(_awkward_rows(model, task))).shape[0] == 2 * k
     rows = synthetic(200, 4, task)
     output = model.predict(rows)
     if task == "regression":  # better than predicting the mean
@@ -218,3 +224,69 @@ def test_tensorboard_without_the_package_is_a_clear_error(tmp_path, monkeypatch)
 def test_model_config_families_are_typed():
     assert ModelConfig().type == "mlp"
     assert ModelConfig(type="ft_transformer", d_token=96, heads=8).heads == 8
+
+
+@pytest.mark.parametrize(
+    "update",
+    [
+        {"num_embeddings": "periodic"},
+        {"num_embeddings": "none", "categorical_encoding": "embedding"},
+        {"additive": ["temp", "hum", "hr", "weather"], "crosses": []},  # nothing left for the backbone
+    ],
+)
+def test_tabm_variants_learn_and_export_with_parity(update):
+    model = _train("tabm", "regression", **update)
+    session = onnx_session(export_onnx(model, opset=17))
+    x = _awkward_rows(model, "regression")
+    check_parity(parity(session, model, x), 1e-4, model.prep.target_scale)
+    assert len(onnx_predict(session, x[:3])) == 3
+
+
+def test_tabm_bins_come_from_the_train_split_and_travel_with_the_model(tmp_path):
+    from evergreen.model.tabm import TabMFamily
+
+    model = _train("tabm", "regression")
+    member = model.members[0]
+    assert isinstance(member, TabMFamily)
+    impl = member.num_embeddings.impl
+    # fitted, not the placeholder edges (-1..1 in 8 even bins, whose slopes are all 4)
+    assert not torch.allclose(impl.weight[:, 0], torch.full_like(impl.weight[:, 0], 4.0))
+    refit = TabularNet(model.prep, model.config)
+    train = torch.from_numpy(model.prep.matrix(synthetic(500, 1)))
+    refit.fit_to_train(train)
+    np.testing.assert_allclose(refit.members[0].num_embeddings.impl.weight, impl.weight, rtol=1e-6)
+    model.save(tmp_path / "tabm.pt")
+    loaded = TabularNet.load(tmp_path / "tabm.pt")
+    np.testing.assert_array_equal(loaded.predict(synthetic(20, 7)), model.predict(synthetic(20, 7)))
+
+
+def test_tabm_is_trained_on_the_mean_of_its_members_losses_not_the_loss_of_their_mean():
+    """Members that disagree symmetrically have a perfect mean; the loss must still see each one's error."""
+    from evergreen.model.train import _loss_function
+
+    model = _train("tabm", "regression")
+    target = torch.zeros(4)
+    loss_of = _loss_function(model.prep, target, SMALL_TRAIN, torch.device("cpu"))
+    with torch.no_grad():
+        outputs = model.member_outputs(torch.from_numpy(model.prep.matrix(synthetic(4, 8))))
+    assert outputs.shape == (2 * 4, 4, 1)  # what the loop hands the loss: every member of every tabm
+    disagreeing = torch.tensor([1.0, -1.0]).view(2, 1, 1).expand(2, 4, 1)  # [members, rows, 1], mean 0
+    assert float(loss_of(disagreeing, target)) == pytest.approx(1.0)
+
+
+def test_quantile_edges_handle_constant_and_discrete_columns():
+    from evergreen.model.tabm import quantile_edges
+
+    values = torch.stack([torch.full((100,), 3.0), torch.arange(100.0) % 3, torch.arange(100.0)], dim=1)
+    constant, discrete, spread = quantile_edges(values, bins=8)
+    assert constant.tolist() == [2.5, 3.5]  # one bin around the value
+    assert discrete.tolist() == [0.0, 1.0, 2.0]  # ties merge bins
+    assert len(spread) == 9 and bool((spread.diff() > 0).all())
+
+
+def test_tabm_knobs_are_typed_and_named():
+    assert ModelConfig(type="tabm").k == 32 and ModelConfig(type="tabm").d_block == 512
+    with pytest.raises(ConfigError, match=r"model\.num_embeddings"):
+        raw = copy.deepcopy(TINY)
+        raw["model"] = {"type": "tabm", "num_embeddings": "fourier"}
+        parse_params(raw)

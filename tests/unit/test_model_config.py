@@ -12,7 +12,8 @@ def test_defaults_when_the_sections_are_absent(tiny_raw):
     params = parse_params(tiny_raw)
     assert params.model.hidden and all(width > 0 for width in params.model.hidden)
     assert params.train.device == "auto"
-    assert params.evaluate.baselines == ["mean", "linear", "hgb"]
+    assert params.evaluate.baselines == ["mean", "linear", "hgb", "lightgbm"]
+    assert params.model.type == "mlp" and params.promote.baseline_margin == 0
     assert params.export.opset >= 17 and params.export.parity_tolerance == 1e-4
 
 
@@ -35,7 +36,7 @@ def test_bundled_params_declare_the_model_sections(bundled_params):
         ("model", {"crosses": [["hr", "hr"]]}, "crosses[0] names a column twice"),
         ("model", {"target_transform": "log"}, "model.target_transform"),
         ("model", {"hiden": [64]}, "model.hiden: unknown key"),
-        ("model", {"type": "xgboost"}, "model.type: 'xgboost' is not one of: mlp, resnet, ft_transformer"),
+        ("model", {"type": "xgboost"}, "model.type: 'xgboost' is not one of: auto, mlp, resnet, ft_transformer, tabm"),
         ("model", {"d_token": 64, "heads": 6}, "model.heads: must divide model.d_token (64) evenly"),
         ("model", {"heads": 0}, "model.heads"),
         ("model", {"n_blocks": 0}, "model.n_blocks"),

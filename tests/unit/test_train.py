@@ -273,3 +273,103 @@ def test_a_few_batches_in_all_still_train_with_the_one_cycle_schedule(tiny):
     one_epoch = SMALL_TRAIN.model_copy(update={"epochs": 1})
     single = _train(tiny, frames=(synthetic(60, 1), synthetic(50, 2)), cfg=one_epoch)
     assert single.metrics["epochs_run"] == 1
+
+
+# ---- the machine: batch size, time budget, threads
+
+
+def test_auto_batch_size_grows_with_the_train_rows():
+    from evergreen.model.train import batch_size_for
+
+    assert [batch_size_for("auto", n) for n in (100, 9_000, 14_491, 40_000, 80_000, 1_000_000)] == [
+        256, 256, 256, 512, 1024, 4096,
+    ]  # fmt: skip
+    assert batch_size_for(100, 1_000_000) == 100  # a number is kept as it is
+
+
+def test_auto_batch_size_is_resolved_and_reported(tiny):
+    result = _train(tiny, cfg=SMALL_TRAIN.model_copy(update={"batch_size": "auto", "epochs": 1}))
+    assert result.metrics["batch_size"] == 256 and result.metrics["threads"] == torch.get_num_threads()
+
+
+def test_a_passed_deadline_stops_after_one_epoch_with_the_best_weights(tiny, capsys):
+    import time
+
+    result = _train(tiny, deadline=time.monotonic())
+    assert result.metrics["epochs_run"] == 1 and result.metrics["stopped_on_time"]
+    assert result.metrics["best_epoch"] == 1 and np.isfinite(result.model.predict(synthetic(5, 3))).all()
+    assert "the next would end past the time budget" in capsys.readouterr().out
+
+
+def test_a_time_budget_stops_training_before_its_epochs_are_done(tiny):
+    budget = SMALL_TRAIN.model_copy(update={"epochs": 10_000, "patience": 10_000, "time_budget_s": 1.0})
+    result = _train(tiny, cfg=budget)
+    assert result.metrics["stopped_on_time"] and 1 <= result.metrics["epochs_run"] < 10_000
+    unlimited = _train(tiny, cfg=SMALL_TRAIN.model_copy(update={"epochs": 2}))
+    assert not unlimited.metrics["stopped_on_time"] and unlimited.metrics["epochs_run"] == 2
+
+
+@pytest.mark.parametrize(
+    ("affinity", "quota", "period", "expected"),
+    [
+        (8, None, None, 8),  # no cgroup limit: the affinity
+        (8, -1, 100_000, 8),  # cgroup v1 writes -1 for no limit
+        (8, 200_000, 100_000, 2),  # a quota of 2 CPUs on an 8-core host
+        (8, 150_000, 100_000, 2),  # 1.5 CPUs: rounded up
+        (2, 400_000, 100_000, 2),  # the affinity is the smaller
+        (4, 10_000, 100_000, 1),  # a tenth of a CPU: still one thread
+        (0, None, None, 1),
+    ],
+)
+def test_cpu_allowance_follows_affinity_and_cgroup_quota(affinity, quota, period, expected):
+    from evergreen.model.threads import cpu_allowance
+
+    assert cpu_allowance(affinity, quota, period) == expected
+
+
+def test_the_cgroup_quota_is_read_from_v2_then_v1(tmp_path):
+    from evergreen.model.threads import _read_quota
+
+    assert _read_quota(tmp_path) == (None, None)
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu/cpu.cfs_quota_us").write_text("-1\n")
+    (tmp_path / "cpu/cpu.cfs_period_us").write_text("100000\n")
+    assert _read_quota(tmp_path) == (None, 100_000)
+    (tmp_path / "cpu/cpu.cfs_quota_us").write_text("250000\n")
+    assert _read_quota(tmp_path) == (250_000, 100_000)
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert _read_quota(tmp_path) == (None, 100_000)
+    (tmp_path / "cpu.max").write_text("300000 100000\n")
+    assert _read_quota(tmp_path) == (300_000, 100_000)
+
+
+@pytest.mark.parametrize(
+    ("allowance", "busy", "processes", "expected"),
+    [(2, 0.0, 1, 2), (2, 2.0, 1, 1), (2, 1.0, 1, 1), (8, 2.0, 1, 6), (8, 0.0, 2, 4), (8, 6.0, 2, 1), (1, 0, 1, 1)],
+)
+def test_threads_leave_the_cores_other_processes_keep_busy(allowance, busy, processes, expected):
+    from evergreen.model.threads import choose_threads
+
+    assert choose_threads(allowance, busy, processes) == expected
+
+
+def test_configure_threads_sets_torch_once_at_the_stage_entry():
+    from evergreen.model.threads import available_cpus, configure_threads
+
+    before = torch.get_num_threads()
+    try:
+        assert configure_threads(1) == 1 and torch.get_num_threads() == 1
+        assert 1 <= configure_threads("auto") <= available_cpus() and torch.get_num_threads() <= available_cpus()
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("threads", 0), ("threads", "many"), ("batch_size", "big"), ("time_budget_s", -5)]
+)
+def test_bad_machine_settings_are_named(tiny_raw, key, value):
+    from evergreen.errors import ConfigError
+
+    tiny_raw["train"] = {key: value}
+    with pytest.raises(ConfigError, match=rf"train\.{key}"):
+        parse_params(tiny_raw)

@@ -220,8 +220,8 @@ def test_date_beyond_pandas_range_fails_by_name_not_by_crash(data):
 def test_a_partition_larger_than_a_batch_is_validated_batch_by_batch(data: DataConfig, tmp_path: Path) -> None:
     from evergreen.validation.stage import Task, validate_partition
 
-    # 1 bad row in the first batch and in the last (under the 5% `mostly` allows), 100 in the second (over)
-    bad_rows = {5, 2400, *range(1000, 1100)}
+    # 1 bad row in the first batch and in the last (under the 20% `mostly` allows), 300 in the second (over)
+    bad_rows = {5, 2400, *range(1000, 1300)}
     frame = _raw(2500, x=["x" if i in bad_rows else "0.5" for i in range(2500)])
     path = tmp_path / "000000-part.parquet"
     frame.write_parquet(path)
@@ -232,15 +232,15 @@ def test_a_partition_larger_than_a_batch_is_validated_batch_by_batch(data: DataC
         o for o in result["outcomes"] if o["expectation_type"].endswith("match_regex") and o["column"] == "x"
     )
     # counts add up over the batches; the partition is named once however many of its batches held the rows
-    assert (x_regex["success"], x_regex["unexpected_count"], x_regex["element_count"]) == (False, 102, 2500)
+    assert (x_regex["success"], x_regex["unexpected_count"], x_regex["element_count"]) == (False, 302, 2500)
     assert x_regex["example_values"] == ["x"] * 5
     assert x_regex["partitions"] == ["000000-part"]
     assert result["row_count"] == 2500
     assert (tmp_path / "docs" / "index.html").is_file()
-    # one batch of the whole frame counts the same rows, but 102 of 2,500 is within `mostly`: a share holds
+    # one batch of the whole frame counts the same rows, but 302 of 2,500 is within `mostly`: a share holds
     # per batch, as it holds per partition
     whole = next(o for o in validate_frame(frame, suite).outcomes if o.column == "x" and "regex" in o.expectation_type)
-    assert (whole.success, whole.unexpected_count) == (True, 102)
+    assert (whole.success, whole.unexpected_count) == (True, 302)
 
 
 def test_hand_edited_expectations_that_need_python_regex_or_a_plain_dtype_still_run(data: DataConfig) -> None:

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from evergreen.artifacts.base import Artifact, Record
 from evergreen.artifacts.reports import EvalReport, GateDecision, Scores, ShadowVerdict
+from evergreen.config import redact_params
 
-__all__ = ["ModelCard", "TrainingRows"]
+__all__ = ["ModelCard", "TrainingRows", "redact_card"]
 
 
 class TrainingRows(Record):
@@ -62,7 +63,21 @@ class ModelCard(Artifact):
     # set by the shadow gate, on a version that served in the shadow
     shadow: ShadowVerdict | None = None
 
+    @field_validator("params")
+    @classmethod
+    def _secrets_masked(cls, params: dict[str, Any]) -> dict[str, Any]:
+        # a card is written, stored, served and printed: a password in its params must show in none of them,
+        # even in a card (or a checkpoint it was made from) written before secrets were masked at the source
+        return redact_params(params)
+
     @property
     def test_metrics(self) -> Scores:
         """The model's metrics on the test split at export (empty when the card has none)."""
         return self.metrics.model if self.metrics else {}
+
+
+def redact_card(card: dict[str, Any]) -> dict[str, Any]:
+    """A card as a plain dict (as the registry stores it) with any secret in its params masked, fit to show."""
+    if isinstance(card.get("params"), dict):
+        return {**card, "params": redact_params(card["params"])}
+    return card

@@ -50,6 +50,8 @@ class RetrainDecision(Record):
     degradation: float | None = None  # relative worsening of the monitored metric since promotion
     drifted_features: list[str] = Field(default_factory=list)
     report: str | None = None  # the window's HTML report, as the workspace shows it (None when none was saved)
+    # the window's newest prediction (ISO 8601): hysteresis counts a window once, however often it is judged
+    window_end: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump()  # every field on every line, as the log has always had them

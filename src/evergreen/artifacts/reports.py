@@ -94,9 +94,12 @@ class GateDecision(Record):
 
 class ShadowVerdict(Record):
     """The shadow gate's verdict on a challenger scored beside the champion on live traffic
-    (`evergreen.registry.shadow`): the evidence (labelled records, both metrics and the interval) and why."""
+    (`evergreen.registry.shadow`): the evidence (labelled records, both metrics and the interval) and why.
 
-    outcome: Literal["promoted", "discarded", "waiting"]
+    Besides the gate's own outcomes, a shadow can end unjudged: "rolled_back" (a rollback made its version the
+    champion) or "replaced" (a newer challenger took the shadow, named in `replaced_by`)."""
+
+    outcome: Literal["promoted", "discarded", "waiting", "rolled_back", "replaced"]
     version: str  # the shadow
     champion: str | None  # the champion it was compared with
     labelled_rows: int  # labelled live records both scored
@@ -106,6 +109,7 @@ class ShadowVerdict(Record):
     comparison: Comparison | None = None  # shadow (challenger) against champion on those records, once enough
     reasons: list[str] = Field(default_factory=list)
     time: str | None = None  # when the verdict was reached (ISO 8601, UTC)
+    replaced_by: str | None = None  # the challenger that took its place (outcome "replaced")
 
 
 class PromotionReport(Artifact):

@@ -36,6 +36,7 @@ from evergreen.inference import load_champion, predict, predicted_labels
 from evergreen.model.metrics import metric as metric_info
 from evergreen.model.metrics import score
 from evergreen.monitoring.monitor import judged_metric, monitor_once
+from evergreen.privacy import Redactor
 from evergreen.registry.store import Registry
 from evergreen.serving.log import TIME_FORMAT, PredictionLog, log_rows
 from evergreen.serving.schema import request_columns
@@ -148,6 +149,7 @@ def serve_window(ws: Workspace, rows: pl.DataFrame) -> tuple[str, Served]:
     probabilities = None if model.task == "regression" else outputs.tolist()
     features, annotations = request_columns(data)
     annotate = [c.name for c in [*features, *annotations]]
+    redactor = Redactor(data)  # the sandbox's log keeps personal columns as the service's does
     log = PredictionLog(ws.prediction_log)
     try:
         days = rows.with_columns(_day=pl.col(EVENT_TIME).dt.date()).partition_by("_day", maintain_order=True)
@@ -165,6 +167,7 @@ def serve_window(ws: Workspace, rows: pl.DataFrame) -> tuple[str, Served]:
                     records,
                     predictions[part],
                     None if probabilities is None else probabilities[part],
+                    redactor,
                 )
             )
             log.attach_labels(request_id, day[data.target.name].to_list())

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-import yaml
 from dvc.repo import Repo
 
 import evergreen
@@ -31,6 +30,7 @@ from evergreen.data import io
 from evergreen.errors import EvergreenError
 from evergreen.monitoring.feedback import land_feedback
 from evergreen.orchestration.dag import reproduce
+from evergreen.params_file import dump_plain, load_plain
 from evergreen.registry.store import Registry
 from evergreen.serving.log import read_log
 from evergreen.validation.suites import write_suites
@@ -146,6 +146,8 @@ def sandbox_params(params: Params, now: dt.datetime) -> Params:
             # a project whose log is on PostgreSQL: the replay logs to its own SQLite file, never production
             "serve.log_url": None,
             "serve.log_url_env": None,
+            # ... and never names production's study storage: the sandbox's params.yaml is a file on disk
+            "tune.storage": None,
             # the replay has no live traffic to judge a shadow by: challengers are promoted or not, at once
             "promote.shadow": None,
             "split.method": "time",
@@ -157,9 +159,9 @@ def sandbox_params(params: Params, now: dt.datetime) -> Params:
 
 def write_params(params: Params, path: Path) -> None:
     """Write `params` as a params file that reads back (`load_params`) to the same config."""
-    raw = params.model_dump(mode="json")
-    text = yaml.safe_dump(raw, sort_keys=False, allow_unicode=True)
-    if parse_params(yaml.safe_load(text), source=str(path)) != params:  # a field that does not survive YAML
+    raw = params.model_dump(mode="json")  # secrets masked: a masked one does not round-trip, and is refused below
+    text = dump_plain(raw)
+    if parse_params(load_plain(text), source=str(path)) != params:  # a field that does not survive YAML
         raise EvergreenError(f"{path}: the backtest's params do not round-trip through YAML")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("# written by the backtest (evergreen simulate): the project's params with its overrides\n" + text)
@@ -189,7 +191,7 @@ def create_sandbox(project: Workspace, folder: Path, first: pl.DataFrame) -> Wor
     shutil.copytree(code, ws.root / into, ignore=_NOT_COPIED)
     io.write_parquet(first.with_columns(pl.all().cast(pl.String)), ws.at(SOURCE))
     ws.incoming.mkdir(parents=True, exist_ok=True)
-    write_suites(params.data, ws.suites_dir, overwrite=True)
+    write_suites(params.data, ws.suites_dir, overwrite=True, default_missing=params.clean.missing)
     write_params(params, ws.params_file)
     with _output_to(ws.root / STAGES_LOG):
         Repo.init(str(ws.root), no_scm=True).close()

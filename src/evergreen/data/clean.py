@@ -4,7 +4,8 @@ Order matters and is deliberate:
 1. strip whitespace and treat empty cells as missing (real dirt: `"0 "`);
 2. rows with every declared cell empty (blank lines) and exact duplicates are quarantined;
 3. each cell is parsed as its declared type; a cell that does not parse quarantines its row;
-4. missing values and out-of-range values follow the column's policy: quarantine, impute or clip.
+4. missing values and out-of-range values follow the column's policy: quarantine, impute or clip. An
+   `impute_median` or `impute_mode` cell stays null here: the model fills it with the train split's statistic.
 A row can have several reasons; they are joined with "; ". Nothing is dropped without a row in quarantine.
 """
 
@@ -106,6 +107,11 @@ def clean(raw: pl.DataFrame, data: DataConfig, policy: CleanConfig) -> CleanResu
 
 
 def _impute(frame: pl.DataFrame, data: DataConfig, policy: CleanConfig) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Fill a constant where the policy names one; count the missing cells each impute policy keeps.
+
+    `impute_median` and `impute_mode` keep the row and leave the cell null: the model fills it with the
+    statistic of the train split, and serving fills the same value.
+    """
     fills: dict[str, pl.Expr] = {}
     counts: dict[str, int] = {}
     for c in data.columns:
@@ -113,12 +119,8 @@ def _impute(frame: pl.DataFrame, data: DataConfig, policy: CleanConfig) -> tuple
         n_missing = frame[c.name].null_count()
         if n_missing == 0 or not missing_policy.startswith("impute"):
             continue
-        value = {
-            "impute_median": pl.col(c.name).median(),
-            "impute_mode": pl.col(c.name).drop_nulls().mode().first(),
-            "impute_constant": pl.lit(c.fill_value),
-        }[missing_policy]
-        fills[c.name] = pl.col(c.name).fill_null(value.cast(polars_type(c)))
+        if missing_policy == "impute_constant":
+            fills[c.name] = pl.col(c.name).fill_null(pl.lit(c.fill_value).cast(polars_type(c)))
         counts[c.name] = n_missing
     return (frame.with_columns(**fills) if fills else frame), counts
 

@@ -2,8 +2,9 @@
 
 A clean part's fingerprint is its raw part's (which names its content and every earlier arrival) plus the
 cleaning params and code: changing a rule rebuilds every partition, a new arrival cleans only itself.
-Statistics that `clean` computes from the data (the median an `impute_median` column is filled with) are
-the partition's own, so an old part never changes when a new one arrives.
+`clean` computes no statistic from the data (an `impute_median` or `impute_mode` cell stays null and the model
+fills it with the train split's statistic), so a part depends on its own rows only: an old part never changes
+when a new one arrives.
 """
 
 from __future__ import annotations

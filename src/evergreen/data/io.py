@@ -11,6 +11,7 @@ dotfiles (DVC and git put them next to the data), and a `README.md` describing t
 
 from __future__ import annotations
 
+import errno
 import gzip
 import io
 import json
@@ -104,6 +105,34 @@ def _gunzip(path: str, payload: bytes) -> bytes:
         raise DataError(f"{path}: cannot be decompressed as gzip ({exc})") from None
 
 
+def _datetime_text(column: pl.Expr, dtype: pl.Datetime, declared: str | None) -> pl.Expr:
+    """A Datetime cell as a CSV export would write it, in ISO-8601: for a `date` column, the ISO date where the
+    value is a midnight (in its own time zone: pandas has no date type, and stores a date as a midnight);
+    otherwise date and time, in UTC for a value with a time zone (cleaned date-times carry none)."""
+    if declared == "date":
+        wall = column.dt.replace_time_zone(None) if dtype.time_zone is not None else column
+        whole = wall.dt.strftime("%Y-%m-%dT%H:%M:%S%.f")  # a time of day in a date column: clean refuses it
+        return pl.when(wall.dt.truncate("1d") == wall).then(wall.dt.strftime("%Y-%m-%d")).otherwise(whole)
+    utc = column.dt.convert_time_zone("UTC").dt.replace_time_zone(None) if dtype.time_zone is not None else column
+    return utc.dt.cast_time_unit("us").dt.strftime("%Y-%m-%dT%H:%M:%S%.f")
+
+
+def _parquet_as_text(frame: pl.DataFrame, data: DataConfig) -> pl.DataFrame:
+    """Every cell of a Parquet table as the text the same table exported to CSV would hold, so that `clean`
+    reads both alike: a Date as `2024-01-31`, a Datetime as `2024-01-31T08:00:00` (see `_datetime_text`).
+    A plain cast would write `2024-01-31 00:00:00.000000`, which is no date: every row would be quarantined."""
+    declared = {c.name: c.type for c in data.columns}
+    columns = []
+    for name, dtype in frame.schema.items():
+        column = pl.col(name)
+        if isinstance(dtype, pl.Datetime):
+            column = _datetime_text(column, dtype, declared.get(name))
+        elif isinstance(dtype, pl.Date):
+            column = column.dt.strftime("%Y-%m-%d")
+        columns.append(column.cast(pl.String).alias(name))
+    return frame.select(columns)
+
+
 def read_text_table(path: str, data: DataConfig) -> pl.DataFrame:
     """Read one CSV (plain, .gz or .zst) or Parquet file with every declared column as text, plus lineage.
 
@@ -131,7 +160,7 @@ def read_text_table(path: str, data: DataConfig) -> pl.DataFrame:
             frame = pl.read_parquet(io.BytesIO(payload))
         except (pl.exceptions.PolarsError, OSError) as exc:
             raise DataError(f"{path}: cannot be read as Parquet: {exc}") from None
-        frame = frame.with_columns(pl.all().cast(pl.String))
+        frame = _parquet_as_text(frame, data)
     _check_columns(path, frame.columns, data.names)
     if frame.height == 0:
         raise DataError(f"{path}: the file has a header but no data rows")
@@ -153,11 +182,47 @@ def _check_columns(path: str, found: list[str], declared: list[str]) -> None:
         raise DataError(f"{path}: the columns differ from data.columns: " + "; ".join(problems))
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (another thread may be creating files)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def publish(tmp: str | Path, path: Path) -> None:
+    """Rename a finished temporary file onto `path`, with the mode a plain `open` would have given it.
+
+    `tempfile.mkstemp` creates files 0600 whatever the umask: a service running as another account of the
+    same group could then not read the champion pointer, a manifest or a data part."""
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, path)
+
+
 def _atomic_target(path: Path, tmp_dir: Path | None = None) -> tuple[int, str]:
     path.parent.mkdir(parents=True, exist_ok=True)
     where = tmp_dir or path.parent
     where.mkdir(parents=True, exist_ok=True)
     return tempfile.mkstemp(dir=where, prefix=f".{path.name}.", suffix=".tmp")
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(exc: BaseException, path: Path | str) -> OSError | None:
+    """A full disk (or quota) as an `OSError` naming `path`, or None when `exc` is something else. polars
+    reports one as a `ComputeError` whose text ends in "(os error 28)", which no caller would recognise."""
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+        return exc if exc.filename else OSError(exc.errno, os.strerror(exc.errno), str(path))
+    for code in DISK_FULL:
+        if f"(os error {code})" in str(exc):
+            return OSError(code, os.strerror(code), str(path))
+    return None
 
 
 def write_parquet(frame: pl.DataFrame | pl.LazyFrame, path: Path, *, tmp_dir: Path | None = None) -> None:
@@ -170,11 +235,17 @@ def write_parquet(frame: pl.DataFrame | pl.LazyFrame, path: Path, *, tmp_dir: Pa
     fd, tmp = _atomic_target(path, tmp_dir)
     os.close(fd)
     try:
-        if isinstance(frame, pl.LazyFrame):
-            frame.sink_parquet(tmp)
-        else:
-            frame.write_parquet(tmp)
-        os.replace(tmp, path)
+        try:
+            if isinstance(frame, pl.LazyFrame):
+                frame.sink_parquet(tmp)
+            else:
+                frame.write_parquet(tmp)
+        except pl.exceptions.PolarsError as exc:
+            full = disk_full(exc, path)
+            if full is None:
+                raise
+            raise full from None
+        publish(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -199,4 +270,4 @@ def write_json(payload: dict[str, Any], path: Path) -> None:
     with os.fdopen(fd, "w") as handle:
         json.dump(payload, handle, indent=2, default=str)
         handle.write("\n")
-    os.replace(tmp, path)
+    publish(tmp, path)

@@ -8,15 +8,22 @@ the order they are tried for each column other than the target:
 3. a date or datetime column: the timestamp (the first one; a second is ignored);
 4. a unique integer column named like a key (`id`, `*_id`, `key`, `index`, ...) or counting up in file order,
    or a unique string column without spaces: the id (the first one; a second is ignored);
-5. free text: a string column whose values are nearly all different (`NEAR_UNIQUE`): ignored;
-6. strings and bools: categorical features; integers with at most `LOW_CARDINALITY` values: categorical;
-   other numbers: numeric features.
+5. a string column whose present cells are mostly numbers (at least `NUMERIC_SHARE`, the raw suite's
+   tolerance): a numeric feature, its text cells quarantined by `clean` as unparseable;
+6. free text: a string column whose values are nearly all different (`NEAR_UNIQUE`): ignored;
+7. strings and bools: categorical features, ordered (`order`) when every value belongs to a known scale
+   (low < medium < high, Likert answers, grades A1..G5, ...); integers: numeric features with their order kept
+   and an open range (a minimum from the data, no maximum: a count one higher than any seen is no error),
+   except integers with at most `LOW_CARDINALITY` values named like a code or a cycle (`season`, `hour`,
+   `weekday`, `*_code`, `*_type`, `zip`, ...): categorical; other numbers: numeric features.
 
 A column with missing values is `nullable`: numeric features have them imputed with the median by `clean`
 (`impute_median`), categorical ones keep them (the model's unknown bucket), and rows missing the target or the
-timestamp are quarantined. Ranges come from the data widened by `margin` times their span (never below zero
-for a column that has no negative value); categorical features and a classification target get their
-allowed set. The task comes from the target: strings, bools and integers with few values are classes.
+timestamp are quarantined. Ranges come from the finite values widened by `margin` times their span (never
+below zero for a column that has no negative value; an infinite cell falls outside and `clean` quarantines
+it); categorical features and a classification target get their allowed set. The task comes from the target:
+strings, bools and integers with few values are classes; a target with one value is refused. A regression
+target that is non-negative and right-skewed (skewness over `SKEWED`) is fitted as log1p.
 With a timestamp the split is by time, cut at the 70% and 85% points of the time range's rows, and calendar
 features (year, month, day of week, day of year, hour) are derived from it where they vary in the train
 part; without one the split is random, stratified for classification.
@@ -35,7 +42,7 @@ import polars as pl
 from evergreen.config import CALENDAR_KINDS, ColumnType
 from evergreen.data.schema import parse_text
 from evergreen.errors import ConfigError
-from evergreen.validation.suites import INT_PATTERN
+from evergreen.validation.suites import INT_PATTERN, NUMERIC_MOSTLY
 
 Task = Literal["regression", "classification"]
 
@@ -44,9 +51,29 @@ NEAR_UNIQUE = 0.5  # share of distinct values above which a string column is fre
 LOW_CARDINALITY = 24  # integers with at most this many values are categories (and such a target is classes)
 KEY_NULLS = 0.01  # a key may miss in this share of rows (they are quarantined)
 MAX_ALLOWED = 50  # a categorical feature with more values gets no allowed set (new values are expected)
+NUMERIC_SHARE = NUMERIC_MOSTLY  # share of present cells parsing as numbers that makes a string column numeric
+SKEWED = 1.0  # a non-negative regression target with a larger skewness is fitted as log1p
 VALID_AT, TEST_AT = 0.70, 0.85  # time split: cut points at these quantiles of the rows' times
 _KEY_NAME = re.compile(r"(^|_)(id|key|index|idx|uuid|instant|row|record)$|^(id|key|index|idx|uuid|instant|row)",
                        re.IGNORECASE)  # fmt: skip
+# integers named like this are codes or calendar cycles (categories), not counts, amounts or levels
+_CODE_NAME = re.compile(r"(^|_)(codes?|types?|cat|category|class|status|group|zip|zipcode|postcode|season|"
+                        r"hours?|hr|months?|mnth|weekday|wday|dow|day_of_week|weathersit)$", re.IGNORECASE)  # fmt: skip
+# scales whose order everyone agrees on (lowercase, `_` for a space or a dash); a string column whose values
+# all lie in one of them is declared ordered
+_SCALES: tuple[tuple[str, ...], ...] = (
+    ("very_low", "low", "medium", "high", "very_high"),
+    ("bad", "good", "better", "best"),
+    ("poor", "fair", "good", "very_good", "excellent"),
+    ("fair", "good", "very_good", "premium", "ideal"),
+    ("never", "rarely", "sometimes", "often", "always"),
+    ("strongly_disagree", "disagree", "neutral", "agree", "strongly_agree"),
+    ("very_dissatisfied", "dissatisfied", "neutral", "satisfied", "very_satisfied"),
+    ("below_college", "college", "bachelor", "master", "doctor"),
+    ("xxs", "xs", "s", "m", "l", "xl", "xxl"),
+    ("small", "medium", "large"),
+    tuple(f"{letter}{digit}" for letter in "abcdefg" for digit in "12345"),  # loan sub-grades A1 < ... < G5
+)
 
 
 @dataclass(frozen=True)
@@ -77,6 +104,8 @@ class Inference:
     derived_reason: str = ""
     split: dict[str, Any] = field(default_factory=dict)
     split_reason: str = ""
+    target_transform: str = "none"  # `model.target_transform` for this target
+    target_transform_reason: str = ""
 
     def data_section(self, source: str, incoming: str = "data/incoming") -> dict[str, Any]:
         """The `data:` mapping for params.yaml."""
@@ -135,7 +164,12 @@ def _number(value: float, column_type: str, up: bool) -> float | int:
 
 
 def _widened(series: pl.Series, column_type: str, margin: float) -> dict[str, Any]:
-    """min/max of the values, widened by `margin` times the span (not below zero when none is negative)."""
+    """min/max of the finite values, widened by `margin` times the span (not below zero when none is negative):
+    an infinite cell is out of range, for `clean` to quarantine, never a bound (`.inf` would accept anything)."""
+    if series.dtype.is_float():
+        series = series.filter(series.is_finite())
+    if series.len() == 0:
+        return {}
     low, high = float(series.min()), float(series.max())  # type: ignore[arg-type]
     pad = margin * (high - low)
     lo = low - pad if low < 0 else max(0.0, low - pad)
@@ -176,27 +210,93 @@ def _missing_policy(declaration: dict[str, Any], nulls: int, share: float) -> st
     return f"; {nulls} missing ({share:.2%}): kept (the model's unknown bucket)"
 
 
-def _feature(series: pl.Series, column_type: str, margin: float) -> InferredColumn:
+def _normal(value: str) -> str:
+    return re.sub(r"[\s\-]+", "_", value.strip().lower())
+
+
+def _order(values: list[str]) -> tuple[list[str], str] | None:
+    """The values in the order of the one known scale holding them all (three or more values), and the scale
+    as text; None when no scale is sure."""
+    normal = {_normal(v): v for v in values}
+    if len(values) < 3 or len(normal) != len(values):
+        return None
+    for scale in _SCALES:
+        if set(normal) <= set(scale):
+            ordered = [normal[v] for v in scale if v in normal]
+            shown = " < ".join(scale) if len(scale) <= 7 else f"{scale[0]} < {scale[1]} < ... < {scale[-1]}"
+            return ordered, shown
+    return None
+
+
+def _int_kind(name: str, distinct: int) -> tuple[str, str]:
+    """An integer feature's kind and why: numeric (counts, ages, years and levels keep their order), unless it
+    has few values and is named like a code or a cycle."""
+    if distinct <= LOW_CARDINALITY and _CODE_NAME.search(name):
+        return "categorical", f"integers with {distinct} values, named like a code or a cycle: categorical"
+    return "numeric", (
+        f"integers with {distinct} values: numeric (an integer keeps its order unless named like a code; "
+        "min from the data, no max)"
+    )
+
+
+def _feature(series: pl.Series, column_type: str, margin: float, text_cells: int = 0) -> InferredColumn:
+    """A feature's declaration and why; `text_cells` of its nulls were text in a column of numbers."""
     name, values = series.name, series.drop_nulls()
     distinct = values.n_unique()
     declaration: dict[str, Any] = {"name": name, "type": column_type, "role": "feature"}
     if column_type in ("str", "bool"):
         declaration["kind"] = "categorical"
         reason = f"{'strings' if column_type == 'str' else 'true/false'} with {distinct} values: categorical"
-    elif column_type == "int" and distinct <= LOW_CARDINALITY:
-        declaration["kind"] = "categorical"
-        reason = f"integers with {distinct} values (at most {LOW_CARDINALITY}): categorical"
+    elif column_type == "int":
+        declaration["kind"], reason = _int_kind(name, distinct)
     else:
         declaration["kind"] = "numeric"
-        reason = f"{'integers' if column_type == 'int' else 'numbers'} with {distinct} values: numeric"
+        reason = f"numbers with {distinct} values: numeric"
+    ordered = _order(_allowed(values)) if column_type == "str" and distinct <= MAX_ALLOWED else None
     if declaration["kind"] == "numeric":
-        declaration |= _widened(values, column_type, margin)
+        bounds = _widened(values, column_type, margin)
+        # an integer's range is open above: the next count, age or year is not an error
+        declaration |= {"min": bounds["min"]} if column_type == "int" and bounds else bounds
+    elif ordered is not None:
+        declaration["order"] = ordered[0]
+        reason += f", ordered: every value is on the scale {ordered[1]} (the model sees the rank)"
     elif column_type != "bool" and distinct <= MAX_ALLOWED:
         declaration["allowed"] = _allowed(values)
     elif column_type != "bool":
         reason += f"; no allowed set (over {MAX_ALLOWED} values: new ones are expected)"
-    share = series.null_count() / max(series.len(), 1)
-    return InferredColumn(declaration, reason + _missing_policy(declaration, series.null_count(), share))
+    if text_cells:
+        share = text_cells / max(series.len() - series.null_count() + text_cells, 1)
+        reason += (
+            f"; {1 - share:.0%} of its cells are numbers (at least {NUMERIC_SHARE:.0%} makes a number column): "
+            f"its {text_cells} text cell(s) are quarantined by clean"
+        )
+    nulls = series.null_count() - text_cells
+    reason += _infinite(series) + _missing_policy(declaration, nulls, nulls / max(series.len(), 1))
+    return InferredColumn(declaration, reason)
+
+
+def _infinite(series: pl.Series) -> str:
+    """The reason's clause for infinite cells: outside the declared range, so `clean` quarantines their rows."""
+    n = int((~series.is_finite()).sum()) if series.dtype.is_float() else 0
+    return f"; {n} infinite value(s): outside the range, quarantined by clean" if n else ""
+
+
+def _mostly_numbers(series: pl.Series) -> tuple[pl.Series, str, int] | None:
+    """A string column whose present cells are mostly numbers (`NUMERIC_SHARE`): its numbers (null for a text
+    cell), their type and how many text cells it has; None otherwise."""
+    present = series.len() - series.null_count()
+    if present == 0:
+        return None
+    text = pl.col(series.name).str.strip_chars()
+    for column_type in ("int", "float"):
+        value = parse_text(text, column_type)
+        if column_type == "int":  # digits only, as the raw suite holds an int column to
+            value = pl.when(text.str.contains(INT_PATTERN)).then(value)
+        parsed = series.to_frame().select(value.alias(series.name)).to_series()
+        numbers = parsed.len() - parsed.null_count()
+        if numbers >= NUMERIC_SHARE * present:
+            return parsed, column_type, present - numbers
+    return None
 
 
 def _ignored(name: str, column_type: str, reason: str) -> InferredColumn:
@@ -208,6 +308,11 @@ def _target(series: pl.Series, column_type: str, task: Task | None, margin: floa
     if values.len() == 0:
         raise ConfigError(f"target column {series.name!r} has no values: every row is missing it")
     distinct = values.n_unique()
+    if distinct == 1:
+        raise ConfigError(
+            f"target column {series.name!r} holds one value ({values[0]!r}) in every row that has it: there is "
+            "nothing to learn; choose another --target, or add rows with other values"
+        )
     if task is not None:
         task_reason = f"--task {task}"
     elif column_type in ("str", "bool"):
@@ -229,7 +334,7 @@ def _target(series: pl.Series, column_type: str, task: Task | None, margin: floa
         reason = f"the target: {distinct} classes"
     else:
         declaration |= _widened(values, column_type, margin)
-        reason = "the target: a number"
+        reason = "the target: a number" + _infinite(values)
     if series.null_count():
         # nullable in the suites, quarantined by `clean`: a row without a label cannot train or score
         declaration |= {"nullable": True, "missing": "quarantine"}
@@ -309,8 +414,12 @@ def infer(
     found_time, found_id = timestamp, id_column
     for name in frame.columns:
         series, column_type = frame[name], _type(frame.schema[name])
-        nulls, distinct = series.null_count(), series.drop_nulls().n_unique()
-        share = nulls / frame.height
+        nulls = series.null_count()
+        share, text_cells = nulls / frame.height, 0
+        numbers = _mostly_numbers(series) if column_type == "str" and name not in (target, id_column) else None
+        if numbers is not None:
+            series, column_type, text_cells = numbers
+        distinct = series.drop_nulls().n_unique()
         if name == target:
             columns.append(target_column)
         elif name == timestamp:
@@ -333,7 +442,11 @@ def infer(
             else:
                 why = f"a second {column_type} column ({found_time!r} is the timestamp)"
                 columns.append(_ignored(name, column_type, why))
-        elif column_type in ("int", "str") and (why := _is_key(distinct_rows[name], column_type)) is not None:
+        elif (
+            column_type in ("int", "str")
+            and not text_cells
+            and (why := _is_key(distinct_rows[name], column_type)) is not None
+        ):
             if found_id is None:
                 found_id = name
                 columns.append(InferredColumn(_id(series, column_type), f"the id: {why}"))
@@ -344,7 +457,7 @@ def infer(
             why = f"{text}: {distinct} distinct values in {frame.height - nulls} rows"
             columns.append(_ignored(name, column_type, why))
         else:
-            columns.append(_feature(series, column_type, margin))  # fmt: skip
+            columns.append(_feature(series, column_type, margin, text_cells))
     if not any(c.role == "feature" for c in columns) and found_time is None:
         raise ConfigError("no column can be a feature: " + "; ".join(f"{c.name}: {c.reason}" for c in columns))
 
@@ -357,9 +470,45 @@ def infer(
         split = {"method": "random", "valid_fraction": 0.15, "test_fraction": 0.15, "stratify": stratified}
         split_reason = "at random (no timestamp)" + (", stratified on the target" if stratified else "")
         derived, derived_reason = [], "none (no timestamp)"
+    columns = [_personal(c) for c in columns]
     taken = set(frame.columns)
     derived = [d for d in derived if d["name"] not in taken]
-    return Inference(task, task_reason, columns, found_time, derived, derived_reason, split, split_reason)
+    transform, transform_reason = _target_transform(frame[target], task)
+    return Inference(
+        task, task_reason, columns, found_time, derived, derived_reason, split, split_reason,
+        transform, transform_reason,
+    )  # fmt: skip
+
+
+# names that usually hold personal data: proposed `pii: hash` (stored as a keyed hash, still seen by the model)
+_PERSONAL = re.compile(
+    r"(?:^|[^a-z])(e?_?mail|(?:first|last|full|sur|user|customer)?_?name|phone|mobile|ssn|social_security|"
+    r"address|street|post_?code|zip_?code|birth_?date|date_of_birth|dob|passport|iban|credit_card)(?:[^a-z]|$)"
+)
+
+
+def _personal(column: InferredColumn) -> InferredColumn:
+    """An id or feature whose name looks personal, declared `pii: hash` (said so in its reason)."""
+    if column.role not in ("id", "feature") or not _PERSONAL.search(column.name.lower()):
+        return column
+    declaration = {**column.declaration, "pii": "hash"}
+    return InferredColumn(declaration, f"{column.reason}; pii: hash, as its name looks personal")
+
+
+def _target_transform(target: pl.Series, task: Task) -> tuple[str, str]:
+    """`model.target_transform` and why, with the figures behind it: log1p for a non-negative, right-skewed
+    regression target (errors then count relatively, as a count's or a price's do), none otherwise."""
+    if task == "classification":
+        return "none", "classification: the target is a class"
+    values = target.drop_nulls().cast(pl.Float64)
+    values = values.filter(values.is_finite())
+    skew, low = values.skew(), values.min()
+    skew = 0.0 if skew is None or not math.isfinite(skew) else float(skew)  # type: ignore[arg-type]
+    figures = f"skewness {skew:.2f}, minimum {low:.6g}"
+    if low is not None and low >= 0 and skew > SKEWED:  # type: ignore[operator]
+        return "log1p", f"non-negative and right-skewed ({figures}; log1p from skewness > {SKEWED:g})"
+    why = "negative values" if low is not None and low < 0 else f"skewness <= {SKEWED:g}"  # type: ignore[operator]
+    return "none", f"{why} ({figures})"
 
 
 def _id(series: pl.Series, column_type: str) -> dict[str, Any]:

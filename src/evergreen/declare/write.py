@@ -7,19 +7,18 @@ section keeps its values and comments. The result is validated before anything i
 
 from __future__ import annotations
 
-import io
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import polars as pl
-from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from evergreen.config import Params, parse_params
 from evergreen.declare.infer import Inference, type_text
 from evergreen.errors import ConfigError, DataError
+from evergreen.params_file import dump_round_trip, load_plain, load_round_trip
 
 __all__ = ["Declared", "declare", "read_table"]
 
@@ -43,12 +42,27 @@ def read_table(path: Path) -> pl.DataFrame:
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
+            _check_header(path)
             return type_text(pl.read_csv(path, infer_schema=False))
         if suffix in (".parquet", ".pq"):
             return pl.read_parquet(path)
     except (OSError, pl.exceptions.PolarsError) as exc:
         raise DataError(f"{path}: cannot be read as {suffix[1:]}: {exc}") from None
     raise DataError(f"{path}: not a .csv or .parquet file")
+
+
+def _check_header(path: Path) -> None:
+    """Refuse a header holding an unescaped quote (`a,b"c,d`), naming it: the CSV reader (here and in `ingest`)
+    would take the quote as opening a field that runs to the end of the file, and find no rows at all."""
+    with path.open(encoding="utf-8", errors="replace", newline="") as file:
+        header = file.readline().rstrip("\r\n")
+    # quotes around a name ("a,b") and doubled inside it come in pairs: an odd count leaves one open
+    if header.count('"') % 2 == 1:
+        stray = next(name for name in header.split(",") if '"' in name)
+        raise DataError(
+            f"{path}: line 1 (the header) holds an unescaped quote in {stray!r}: a CSV reader takes it as "
+            "opening a quoted field that runs to the end of the file; remove the quote from the column name"
+        )
 
 
 def _source(root: Path, table: Path) -> tuple[str, Path | None]:
@@ -114,15 +128,6 @@ def _blank_line_after(tree: CommentedMap, key: str) -> None:
         tree.yaml_set_comment_before_after_key(keys[following], before="\n")
 
 
-_TRANSFORM_WHY = {"log1p": "a count target: fit log1p", "none": "the target is not a count"}
-
-
-def _target_transform(inference: Inference) -> str:
-    target = next(c.declaration for c in inference.columns if c.role == "target")
-    counts = inference.task == "regression" and target["type"] == "int" and target.get("min", -1) >= 0
-    return "log1p" if counts else "none"
-
-
 def _check_landing(root: Path, incoming: str) -> list[str]:
     folder = root / incoming
     files = sorted(p.name for p in folder.glob("*") if p.suffix.lower() in (".csv", ".parquet", ".pq"))
@@ -136,12 +141,7 @@ def declare(root: Path, params_path: Path, table: Path, inference: Inference, fo
 
     Refuses (`ConfigError`) to replace an existing declaration unless `force`.
     """
-    yaml = YAML()
-    yaml.preserve_quotes = True
-    yaml.indent(mapping=2, sequence=4, offset=2)  # the layout of the shipped params.yaml
-    yaml.width = 4096  # one column per line, however long
-    yaml.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
-    tree = yaml.load(params_path.read_text()) if params_path.exists() else CommentedMap()
+    tree = load_round_trip(params_path.read_text()) if params_path.exists() else CommentedMap()
     if tree is None:
         tree = CommentedMap()
     if not isinstance(tree, dict):
@@ -163,8 +163,10 @@ def declare(root: Path, params_path: Path, table: Path, inference: Inference, fo
     old_columns = "reset by `evergreen init`: it named the old dataset's columns"
     _reset(tree, "model.crosses", [], resets, old_columns)
     _reset(tree, "model.additive", [], resets, old_columns)
-    transform = _target_transform(inference)
-    _reset(tree, "model.target_transform", transform, resets, f"set by `evergreen init` ({_TRANSFORM_WHY[transform]})")
+    why = f"set by `evergreen init`: {inference.target_transform_reason}"
+    _reset(tree, "model.target_transform", inference.target_transform, resets, why)
+    tree.setdefault("model", CommentedMap())  # a new table's first run compares the families (model.type auto)
+    _reset(tree, "model.type", "auto", resets, "set by `evergreen init`: the families compete, chosen on valid")
     _reset(tree, "monitor.policy.feature_thresholds", {}, resets, old_columns)
     _reset(tree, "promote.metric", None, resets)  # a metric of the old task; the new task's default applies
     if inference.split.get("method") == "time":
@@ -174,10 +176,9 @@ def declare(root: Path, params_path: Path, table: Path, inference: Inference, fo
     else:
         _reset(tree, "simulate.start", None, resets)
 
-    buffer = io.StringIO()
-    yaml.dump(tree, buffer)
-    text = buffer.getvalue()
-    params = parse_params(YAML(typ="safe").load(text), source=f"{params_path} as `init` would write it")
+    text = dump_round_trip(tree)
+    # read back as the config loader will read it (one YAML, 1.2): what is validated is what every reader sees
+    params = parse_params(load_plain(text), source=f"{params_path} as `init` would write it")
     if copy_to is not None:
         copy_to.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(table, copy_to)

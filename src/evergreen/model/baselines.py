@@ -6,7 +6,9 @@ practitioner would give it, so that "better than the baselines" means something:
 - `linear`: ridge or logistic regression on one-hot categoricals and standardised numerics, its regularisation
   chosen on the valid part from a small grid (as the network's epochs are);
 - `hgb`: scikit-learn's HistGradientBoosting with the categorical features declared, stopped early on the
-  valid part (the number of trees that scored best there, up to `evaluate.hgb_max_iter`).
+  valid part (the number of trees that scored best there, up to `evaluate.hgb_max_iter`);
+- `lightgbm`: LightGBM with the categorical features declared, on the model's target transform, stopped early
+  on the valid part: the same fit as the `lightgbm` candidate of `model.type: auto` (`evergreen.model.trees`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from evergreen.model.preprocess import Preprocessing
+from evergreen.model.trees import TreeModel, fit_trees
 
 _HGB_MAX_CATEGORIES = 255  # HistGradientBoosting bins each categorical value; more are treated as numeric
 
@@ -109,6 +112,8 @@ def fit_baselines(
             fitted[name] = model.fit(*train)
         elif name == "linear":
             fitted[name] = _tuned_linear(prep, train, valid)
+        elif name == "lightgbm":
+            fitted[name] = fit_trees(prep, train, valid, seed=seed)
         else:
             fitted[name] = _early_stopped_hgb(prep, train, valid, max_iter, patience, seed)
     return fitted
@@ -123,6 +128,8 @@ def _all_classes(probabilities: np.ndarray, seen: np.ndarray, classes: int) -> n
 
 def predict_baseline(model: Any, task: str, x: np.ndarray, classes: int = 0) -> np.ndarray:
     """Predictions in target units (regression) or probabilities over `classes` classes (classification)."""
+    if isinstance(model, TreeModel):  # fitted on every class of the model's preprocessing
+        return model.predict_matrix(x)
     if task == "regression":
         return model.predict(x)
     return _all_classes(model.predict_proba(x), model.classes_, classes or len(model.classes_))

@@ -12,7 +12,8 @@ Families (each member of an ensemble is one of them, all fed by `TabularNet.enco
   2021, "Revisiting Deep Learning Models for Tabular Data"; LayerNorm, not their BatchNorm, so a row's output
   does not depend on its batch and a last batch of one row trains);
 - `ft_transformer`: one `d_token` token per numeric feature (value * weight + bias) and per categorical field
-  (an embedding), plus a learnt [CLS] token, through a pre-norm `nn.TransformerEncoder`; the head reads [CLS].
+  (an embedding), plus a learnt [CLS] token, through a pre-norm `nn.TransformerEncoder`; the head reads [CLS];
+- `tabm`: k weight-sharing MLPs in one member (`evergreen.model.tabm`), whose k outputs count as k members.
 Crosses are categorical fields like any other (one more embedding input, or one more token). Additive
 features skip the family and are added to its output, in every family.
 """
@@ -59,8 +60,12 @@ class _Member(nn.Module):
             nn.init.zeros_(self.additive_embedding.weight)
 
     def body(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        """The family's output [N, outputs] from all normalised numerics and all embedding row indices."""
+        """The family's output [N, outputs] (or [k, N, outputs] for a family of k members, such as tabm) from
+        all normalised numerics and all embedding row indices."""
         raise NotImplementedError
+
+    def fit(self, numeric: torch.Tensor, codes: torch.Tensor) -> None:
+        """Fit what the family learns from the train split's inputs before training (tabm's bins); most don't."""
 
     def _concatenated(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """mlp and resnet inputs: the deep numerics and the flattened embeddings of the deep fields."""
@@ -166,6 +171,15 @@ class _FTTransformer(_Member):
 _FAMILIES: dict[str, type[_Member]] = {"mlp": _MLP, "resnet": _ResNet, "ft_transformer": _FTTransformer}
 
 
+def _family(name: str) -> type[_Member]:
+    if name == "tabm":
+        # imported here: evergreen.model.tabm builds on `_Member`, so it imports this module
+        from evergreen.model.tabm import TabMFamily
+
+        return TabMFamily
+    return _FAMILIES[name]
+
+
 class TabularNet(nn.Module):
     """Raw feature values in, predictions in target units out; owns its save, load and predict."""
 
@@ -185,6 +199,10 @@ class TabularNet(nn.Module):
         self.register_buffer("numeric_mean", torch.tensor(prep.numeric_mean, dtype=torch.float32))
         self.register_buffer("numeric_std", torch.tensor(prep.numeric_std, dtype=torch.float32))
         self.register_buffer("numeric_fill", torch.tensor(prep.numeric_fill, dtype=torch.float32))
+        # NaN: no fill, a missing code stays NaN and matches no vocabulary value (the unknown bucket)
+        fills = prep.categorical_fill or [None] * len(prep.categorical)
+        fill = [float("nan") if v is None else v for v in fills]
+        self.register_buffer("categorical_fill", torch.tensor(fill, dtype=torch.float32))
         self.register_buffer("vocab", vocab)
         self.register_buffer("vocab_rank", torch.arange(1, longest + 1, dtype=torch.float32))
         self.register_buffer("offsets", torch.tensor(offsets[: len(field_sizes)], dtype=torch.long))
@@ -197,7 +215,7 @@ class TabularNet(nn.Module):
 
         deep = (positions(numeric_names, False), positions(field_names, False))
         additive = (positions(numeric_names, True), positions(field_names, True))
-        family = _FAMILIES[config.type]
+        family = _family(config.type)
         self.members = nn.ModuleList(family(sum(field_sizes), deep, additive, config, n_out)
                                      for _ in range(config.ensemble))  # fmt: skip
         # classification: logits are divided by this before the softmax; fitted on the valid split after
@@ -210,6 +228,7 @@ class TabularNet(nn.Module):
         numeric = torch.where(torch.isnan(numeric), self.numeric_fill, numeric)
         numeric = (numeric - self.numeric_mean) / self.numeric_std
         categorical = x[:, self.categorical_index]
+        categorical = torch.where(torch.isnan(categorical), self.categorical_fill, categorical)
         # position of each value in its vocabulary, 1-based; 0 when unseen in training (or missing)
         matches = (categorical.unsqueeze(-1) == self.vocab).to(x.dtype)
         index = (matches * self.vocab_rank).sum(-1).to(torch.long)
@@ -224,9 +243,20 @@ class TabularNet(nn.Module):
         return numeric, torch.stack(fields, dim=1) + self.offsets
 
     def member_outputs(self, x: torch.Tensor) -> torch.Tensor:
-        """Each member's raw output [K, N, outputs]: the standardised transformed target, or class logits."""
+        """Each member's raw output [K, N, outputs]: the standardised transformed target, or class logits.
+
+        A family of k members (tabm) gives k of the K: training fits each on its own, prediction averages all.
+        """
         numeric, codes = self.encode(x)
-        return torch.stack([member(numeric, codes) for member in self.members])
+        outputs = [member(numeric, codes) for member in self.members]
+        return torch.cat([out if out.dim() == 3 else out.unsqueeze(0) for out in outputs])
+
+    @torch.no_grad()
+    def fit_to_train(self, x: torch.Tensor) -> None:
+        """Let each member fit what it learns from the train split's raw inputs `x` before training."""
+        numeric, codes = self.encode(x)
+        for member in self.members:
+            member.fit(numeric, codes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.member_outputs(x).float()
@@ -293,5 +323,6 @@ class TabularNet(nn.Module):
         net = cls(Preprocessing.from_dict(saved["preprocessing"]), ModelConfig(**saved["config"]), saved["params"])
         state = saved["state_dict"]
         state.setdefault("temperature", torch.ones(()))  # a model saved before temperature scaling existed
+        state.setdefault("categorical_fill", net.categorical_fill)  # saved before categorical fills existed
         net.load_state_dict(state)
         return net.eval()

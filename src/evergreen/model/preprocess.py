@@ -2,9 +2,19 @@
 
 The model's input is one float32 matrix of feature values in declared order (`inference.feature_matrix`): numeric
 columns as they are, categorical columns as their code values, string columns as their position in the train
-vocabulary, then the calendar features derived from the timestamp. `fit_preprocessing` learns what the network
-needs to turn that matrix into model inputs: means, standard deviations and medians of numeric columns, the
-vocabulary of each categorical column (unseen values fall into an unknown bucket), and the target transform.
+vocabulary (or in the declared `order`), then the calendar features derived from the timestamp.
+`fit_preprocessing` learns what the network needs to turn that matrix into model inputs: means, standard
+deviations and fill values of numeric columns, the vocabulary of each categorical column (unseen values fall
+into an unknown bucket), and the target transform.
+
+The preprocessing contract every model family shares (the input matrix is the same for all):
+- a missing cell is NaN in the matrix; `clean` leaves `impute_median` / `impute_mode` cells null, so the fill
+  value is learnt here, on the train split only: `numeric_fill` (the train median, or the train mode for an
+  `impute_mode` column) and `categorical_fill` (the train mode's code for an `impute_mode` categorical, None:
+  the unknown bucket). A network applies them in its encode step; gradient-boosted trees take NaN natively;
+- a string column with a declared `order` is one numeric feature, its rank in the order (0, 1, ...): the
+  network normalises it like any numeric, a tree splits on it; a value outside the order is NaN (clean
+  quarantines it first, as its out-of-range policy says).
 """
 
 from __future__ import annotations
@@ -35,7 +45,7 @@ class Preprocessing:
     types: list[str]  # declared column types, per feature (for the signature)
     numeric_mean: list[float]
     numeric_std: list[float]
-    numeric_fill: list[float]  # median: what a missing numeric value becomes
+    numeric_fill: list[float]  # train median (train mode for `impute_mode`): what a missing numeric becomes
     vocabularies: list[list[float]]  # per categorical feature, sorted; index 0 is reserved for unknown
     crosses: list[list[int]] = field(default_factory=list)  # positions among the categorical features
     target_transform: str = "none"
@@ -49,6 +59,9 @@ class Preprocessing:
     derived: list[dict[str, str]] = field(default_factory=list)
     # numeric features with one value in the train split (std 0, normalised with 1): a warm start refits them
     constant: list[str] = field(default_factory=list)
+    # per categorical feature, the code a missing value becomes (train mode, `impute_mode`), or None: the
+    # unknown bucket. Empty in a model saved before it existed: every missing value goes to the unknown bucket
+    categorical_fill: list[float | None] = field(default_factory=list)
 
     @property
     def numeric(self) -> list[int]:
@@ -109,11 +122,14 @@ def fit_preprocessing(frame: pl.DataFrame, data: DataConfig, model: ModelConfig)
                 "declare a date as the timestamp and derive calendar features from it (data.derived)"
             )
     string_vocabularies = {
-        c.name: sorted(frame[c.name].drop_nulls().unique().to_list()) for c in data.features if c.type == "str"
+        c.name: list(c.order) if c.order else sorted(frame[c.name].drop_nulls().unique().to_list())
+        for c in data.features
+        if c.type == "str"
     }
     # strings as codes and calendar features computed: from here on every input column is a number
     frame = encode_strings(derive_features(frame, derived), string_vocabularies)
-    features = [(c.name, c.kind or "numeric", c.type) for c in data.features]
+    # an ordered string column is one number to every family: its rank in the declared order
+    features = [(c.name, "numeric" if c.order else c.kind or "numeric", c.type) for c in data.features]
     features += [(d.name, d.kind or "numeric", "int") for d in data.derived]
     numeric = [name for name, kind, _ in features if kind == "numeric"]
     categorical = [name for name, kind, _ in features if kind == "categorical"]
@@ -127,6 +143,8 @@ def fit_preprocessing(frame: pl.DataFrame, data: DataConfig, model: ModelConfig)
         return default if value is None or not math.isfinite(value) else float(value)
 
     stds = [_finite(stats[f"std_{n}"], 1.0) for n in numeric]
+    by_mode = {c.name for c in data.features if c.missing == "impute_mode"}
+    numeric_fill = [_mode(frame[n]) if n in by_mode else stats[f"median_{n}"] for n in numeric]
     constant = [n for n in numeric if frame[n].drop_nulls().n_unique() <= 1]
     vocabularies = [
         sorted(float(v) for v in frame[n].drop_nulls().cast(pl.Float32).unique().to_list()) for n in categorical
@@ -172,7 +190,8 @@ def fit_preprocessing(frame: pl.DataFrame, data: DataConfig, model: ModelConfig)
         types=[column_type for _, _, column_type in features],
         numeric_mean=[_finite(stats[f"mean_{n}"], 0.0) for n in numeric],
         numeric_std=[s if s > 0 else 1.0 for s in stds],
-        numeric_fill=[_finite(stats[f"median_{n}"], 0.0) for n in numeric],
+        numeric_fill=[_finite(value, 0.0) for value in numeric_fill],
+        categorical_fill=[_mode(frame[n]) if n in by_mode else None for n in categorical],
         vocabularies=vocabularies,
         crosses=crosses,
         string_vocabularies=string_vocabularies,
@@ -180,6 +199,14 @@ def fit_preprocessing(frame: pl.DataFrame, data: DataConfig, model: ModelConfig)
         constant=constant,
         **kwargs,
     )
+
+
+def _mode(values: pl.Series) -> float | None:
+    """The most frequent present value (the smallest of a tie, so a refit is deterministic), None when none."""
+    counts = values.drop_nulls().cast(pl.Float64).value_counts(name="n")
+    if counts.height == 0:
+        return None
+    return float(counts.sort(["n", values.name], descending=[True, False])[values.name][0])
 
 
 def warm_preprocessing(champion: Preprocessing, fitted: Preprocessing) -> tuple[Preprocessing, str]:

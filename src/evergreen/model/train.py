@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +170,258 @@ def _initial_model(
     return prep, model, init
 
 
+def batch_size_for(setting: int | str, n_rows: int) -> int:
+    """`train.batch_size`: a number as it is; `auto` grows with the train rows, the power of two at or below
+    rows / 40, between 256 and 4096 (256 up to 20k rows, 1024 from 41k, 4096 from 164k): fewer, larger steps
+    cost less per row on a large table, while a small one keeps enough steps per epoch to learn from."""
+    if setting != "auto":
+        return int(setting)
+    return int(min(4096, max(256, 2 ** math.floor(math.log2(max(n_rows, 1) / 40)))))
+
+
+@dataclass
+class _Setup:
+    """What the epochs work with: data on the device, the model, its optimiser, schedule and loss."""
+
+    prep: Preprocessing
+    model: TabularNet
+    init: dict[str, Any]
+    cfg: TrainConfig  # with a warm start's epochs and rate, and the batch size resolved
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_valid: torch.Tensor
+    y_valid: torch.Tensor
+    valid_actual: Any  # valid targets in target units (regression) or class indices (classification)
+    key: str  # the fingerprint a checkpoint must carry to be resumed
+    device: torch.device
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    generator: torch.Generator  # batch order, separate from initialisation and dropout
+    loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    autocast: dict[str, Any]
+
+
+@dataclass
+class _Progress:
+    """The loop's state, all of which a checkpoint keeps."""
+
+    epoch: int = 0
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    best_score: float = math.inf
+    best_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _loss_function(prep: Preprocessing, y_train: torch.Tensor, cfg: TrainConfig, device: torch.device) -> Callable:
+    """The training loss over members' outputs [K, N, out]: each member is fitted to the target on its own and
+    the loss is the mean of theirs (for tabm, each of its k members counts as one), never the loss of the mean."""
+    class_weight = None
+    if prep.task == "classification" and cfg.class_weight == "balanced":
+        counts = torch.bincount(y_train, minlength=len(prep.classes)).float()
+        class_weight = (len(y_train) / (len(prep.classes) * counts.clamp(min=1))).to(device)
+
+    def loss_of(outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        outputs, members = outputs.float(), outputs.shape[0]
+        if prep.task == "regression":
+            return F.mse_loss(outputs[..., 0], target.expand(members, -1))
+        flat = outputs.reshape(-1, outputs.shape[-1])
+        return F.cross_entropy(flat, target.repeat(members), weight=class_weight)
+
+    return loss_of
+
+
+def _prepare(
+    train_frame: pl.DataFrame, valid_frame: pl.DataFrame, data: DataConfig, model_cfg: ModelConfig,
+    cfg: TrainConfig, params: dict[str, Any] | None, warm: WarmStart | None, group: Group, say: Callable,
+) -> _Setup:  # fmt: skip
+    """Preprocessing fitted on train, the model (from the seed, or the champion), tensors, optimiser, schedule."""
+    prep, model, init = _initial_model(fit_preprocessing(train_frame, data, model_cfg), warm, model_cfg, params,
+                                       cfg.seed)  # fmt: skip
+    if init["from"] == "champion":
+        # fine-tuning: fewer epochs at a lower peak rate are what make a warm retrain cheaper
+        cfg = cfg.model_copy(update={"epochs": cfg.warm_epochs, "lr": cfg.lr * cfg.warm_lr_factor})
+        say(f"warm start from champion {init['version']}: {init['parameters_copied']} parameter tensors copied, "
+            f"preprocessing {init['preprocessing']}; {cfg.epochs} epochs at lr {cfg.lr:.3g}")  # fmt: skip
+    elif "reason" in init:
+        say(f"train.init is champion, training from scratch: {init['reason']}")
+    check_frame(valid_frame, [*prep.input_columns, data.target.name], "valid")
+    x_train = torch.from_numpy(prep.matrix(train_frame))
+    y_train = torch.from_numpy(encode_target(train_frame, prep))
+    model.fit_to_train(x_train)  # what a family learns from the train inputs before training (tabm's bins)
+    x_valid = torch.from_numpy(prep.matrix(valid_frame))
+    y_valid = torch.from_numpy(encode_target(valid_frame, prep))
+    # valid metrics are in target units (regression) or over class indices (classification)
+    if prep.task == "regression":
+        valid_actual = valid_frame[data.target.name].cast(pl.Float64).to_numpy()
+    else:
+        valid_actual = y_valid.numpy()
+    cfg = cfg.model_copy(update={"batch_size": batch_size_for(cfg.batch_size, len(x_train))})
+    key = fingerprint(
+        model_cfg.model_dump(), cfg.model_dump(exclude={"device", "threads", "time_budget_s"}), prep.to_dict(),
+        init, x_train.numpy(), y_train.numpy(), x_valid.numpy(), y_valid.numpy(),
+    )  # fmt: skip
+    device = group.device(resolve_device(cfg.device))
+    if device.type == "cuda":
+        # CPU kernels are deterministic already; on CPU the call only costs seconds (it imports torch._dynamo)
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    model = model.to(device)
+    x_train, y_train, x_valid, y_valid = (t.to(device) for t in (x_train, y_train, x_valid, y_valid))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = _scheduler(optimizer, cfg, cfg.epochs * math.ceil(len(x_train) / cfg.batch_size))
+    return _Setup(
+        prep, model, init, cfg, x_train, y_train, x_valid, y_valid, valid_actual, key, device, optimizer,
+        scheduler, torch.Generator().manual_seed(cfg.seed), _loss_function(prep, y_train, cfg, device),
+        {"device_type": device.type, "dtype": torch.bfloat16, "enabled": device.type == "cuda"},
+    )  # fmt: skip
+
+
+def _resume(setup: _Setup, checkpoint: Path | None, group: Group, say: Callable) -> _Progress:
+    """The state of the checkpoint when it is this run's and unfinished, else a fresh start (said why).
+
+    Rank 0 reads the checkpoint and hands it to the others (they may be on nodes without it).
+    """
+    saved = group.from_leader(_read_checkpoint(checkpoint) if group.leader else None)
+    cfg = setup.cfg
+    if saved.get("fingerprint") != setup.key:
+        if saved:
+            say(f"ignoring {checkpoint}: it was written for other params or data")
+        return _Progress()
+    if saved["epoch"] >= cfg.epochs or saved["bad_epochs"] >= cfg.patience:
+        # a finished run is only rerun on purpose (`dvc repro -f`, or its outputs were lost): train it again
+        how = "stopped early" if saved["epoch"] < cfg.epochs else "ran all epochs"
+        say(f"{checkpoint} is a finished run ({how}, epoch {saved['epoch']}): training from scratch")
+        return _Progress()
+    setup.model.load_state_dict(saved["model"])
+    setup.optimizer.load_state_dict(saved["optimizer"])
+    setup.scheduler.load_state_dict(saved["scheduler"])
+    # each rank's own dropout stream (their shards, so their draws, can differ by a row)
+    rngs = saved.get("rngs", [])
+    torch.set_rng_state(rngs[group.rank] if len(rngs) == group.world else saved["rng"])
+    if setup.device.type == "cuda" and saved.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(saved["cuda_rng"])
+    setup.generator.set_state(saved["generator"])
+    say(f"resuming from {checkpoint} after epoch {saved['epoch']}")
+    return _Progress(saved["epoch"], saved["best_epoch"], saved["bad_epochs"], saved["best_score"],
+                     saved["best_state"], saved["history"])  # fmt: skip
+
+
+def _train_epoch(setup: _Setup, epoch: int, forward: Callable, group: Group, bar: bool) -> float:
+    """One pass over the train split in a fresh order; returns the summed loss over all ranks' rows."""
+    cfg, n = setup.cfg, len(setup.x_train)
+    setup.model.train()
+    order = torch.randperm(n, generator=setup.generator).to(setup.device)
+    total = 0.0
+    batches = tqdm(range(0, n, cfg.batch_size), desc=f"epoch {epoch}/{cfg.epochs}", disable=not bar)
+    for start in batches:
+        # this rank's share of the global batch (all of it in one process), and its loss's weight
+        index, rows, weight = group.shard(order[start : start + cfg.batch_size])
+        with torch.autocast(**setup.autocast):
+            loss = setup.loss_of(forward(setup.x_train[index]), setup.y_train[index])
+        if not torch.isfinite(loss):
+            # on one rank of several, torchrun stops the others when this one exits
+            raise TrainingDiverged(
+                f"training diverged at epoch {epoch}: the loss became {loss.item()} "
+                "(lower train.lr, or look for infinite values in the data); no model was written"
+            )
+        setup.optimizer.zero_grad(set_to_none=True)
+        (loss * weight).backward()
+        if cfg.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(setup.model.parameters(), cfg.grad_clip)
+        setup.optimizer.step()
+        setup.scheduler.step()
+        total += loss.item() * rows
+        batches.set_postfix(loss=f"{loss.item():.4f}")
+    return group.sum(total)
+
+
+def _validate(setup: _Setup, epoch: int, total: float, group: Group) -> dict[str, float]:
+    """The epoch's record: rank 0 evaluates the valid split (loss, and the task's metrics in target units) and
+    every rank gets its numbers, so they all stop at the same epoch and keep the same best."""
+    record: dict[str, float] | None = None
+    if group.leader:
+        setup.model.eval()
+        with torch.no_grad(), torch.autocast(**setup.autocast):
+            valid_loss = setup.loss_of(setup.model.member_outputs(setup.x_valid), setup.y_valid).item()
+            valid_output = setup.model(setup.x_valid).float().cpu().numpy()
+        valid_metrics = score(setup.prep.task, setup.valid_actual, valid_output, setup.prep.classes)
+        record = {"epoch": epoch, "train_loss": total / len(setup.x_train), "valid_loss": valid_loss,
+                  "lr": setup.scheduler.get_last_lr()[0]}  # fmt: skip
+        record |= {f"valid_{k}": v for k, v in valid_metrics.items() if v is not None}
+    return group.from_leader(record)
+
+
+def _keep_best(setup: _Setup, state: _Progress, record: dict[str, float]) -> float:
+    """Note the epoch's score: the weights when it is the best so far, else one more epoch without progress."""
+    # regression stops on valid RMSE in target units (what evaluation reports); classification on loss
+    current = record["valid_rmse"] if setup.prep.task == "regression" else record["valid_loss"]
+    if not math.isfinite(current):
+        raise TrainingDiverged(
+            f"training diverged at epoch {state.epoch}: the valid split's score became {current} "
+            "(look for infinite values in the valid split); no model was written"
+        )
+    if current < state.best_score:
+        state.best_score, state.best_epoch, state.bad_epochs = current, state.epoch, 0
+        state.best_state = {k: v.detach().clone() for k, v in setup.model.state_dict().items()}
+    else:
+        state.bad_epochs += 1
+    return current
+
+
+def _save_checkpoint(setup: _Setup, state: _Progress, checkpoint: Path, group: Group) -> None:
+    """Everything needed to go on after this epoch, written atomically by rank 0."""
+    # every rank's RNG state goes to rank 0's checkpoint (a collective: all ranks take part)
+    rngs = group.gather(torch.get_rng_state())
+    if not group.leader:
+        return
+    saved = {
+        "fingerprint": setup.key, "epoch": state.epoch, "model": setup.model.state_dict(),
+        "optimizer": setup.optimizer.state_dict(), "scheduler": setup.scheduler.state_dict(),
+        "rng": torch.get_rng_state(), "generator": setup.generator.get_state(),
+        "cuda_rng": torch.cuda.get_rng_state() if setup.device.type == "cuda" else None,
+        "best_epoch": state.best_epoch, "bad_epochs": state.bad_epochs, "best_score": state.best_score,
+        "best_state": state.best_state, "history": state.history,
+        **({"rngs": rngs} if group.world > 1 else {}),
+    }  # fmt: skip
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(saved, checkpoint.with_suffix(".tmp"))
+    os.replace(checkpoint.with_suffix(".tmp"), checkpoint)  # a kill mid-write leaves the old one
+
+
+def _out_of_time(deadline: float | None, epoch_started: float, group: Group) -> bool:
+    """Whether another epoch as long as the last would end past the deadline (rank 0 decides for all)."""
+    if deadline is None:
+        return False
+    now = time.monotonic()
+    return bool(group.from_leader(now + (now - epoch_started) > deadline if group.leader else None))
+
+
+def _calibrate(setup: _Setup, best: dict[str, float], progress: bool, say: Callable) -> tuple[dict, dict | None]:
+    """The best epoch's valid scores; for classification, after temperature scaling fitted on valid."""
+    valid_scores = {k.removeprefix("valid_"): v for k, v in best.items() if k.startswith("valid_")}
+    if setup.prep.task != "classification":
+        return valid_scores, None
+    with torch.no_grad(), torch.autocast(**setup.autocast):
+        logits = setup.model.member_outputs(setup.x_valid).float()
+    temperature = fit_temperature(logits, setup.y_valid)
+    setup.model.temperature.fill_(temperature)
+    probabilities = torch.softmax(logits.double() / temperature, dim=-1).mean(dim=0).cpu().numpy()
+    scores = score(setup.prep.task, setup.valid_actual, probabilities, setup.prep.classes)
+    calibration = {"temperature": temperature, "valid_log_loss_before": valid_scores["log_loss"],
+                   "valid_log_loss_after": scores["log_loss"]}  # fmt: skip
+    valid_scores |= {k: v for k, v in scores.items() if v is not None}
+    if progress:
+        say(f"temperature {temperature:.4g}: valid log loss {calibration['valid_log_loss_before']:.4f} "
+            f"-> {calibration['valid_log_loss_after']:.4f}", flush=True)  # fmt: skip
+    return valid_scores, calibration
+
+
+def _say_epoch(record: dict[str, float], current: float, setup: _Setup) -> None:
+    valid = f"rmse {current:.4g}" if setup.prep.task == "regression" else f"loss {current:.4f}"
+    print(f"epoch {record['epoch']}/{setup.cfg.epochs}: train loss {record['train_loss']:.4f}, valid {valid}",
+          flush=True)  # fmt: skip
+
+
 def train_model(
     train_frame: pl.DataFrame,
     valid_frame: pl.DataFrame,
@@ -183,6 +435,7 @@ def train_model(
     progress: bool = True,
     warm: WarmStart | None = None,
     group: Group = SINGLE,
+    deadline: float | None = None,
 ) -> TrainResult:
     """Train on `train_frame`, stop early on `valid_frame`, return the best model.
 
@@ -193,198 +446,57 @@ def train_model(
     `warm` starts from a champion's weights and fine-tunes (`train.warm_epochs` at `lr * warm_lr_factor`);
     `group` is this process's place in a data-parallel run (`evergreen.model.distributed`): each rank trains
     on its shard of every batch, rank 0 evaluates and decides, and only rank 0 writes the checkpoint.
+    `deadline` (a `time.monotonic()` instant; `train.time_budget_s` from now, whichever is sooner) ends
+    training after the epoch that a next one would overrun; the best epoch's weights are the model.
     """
     started = time.perf_counter()
+    if cfg.time_budget_s is not None:
+        budget_end = time.monotonic() + cfg.time_budget_s
+        deadline = budget_end if deadline is None else min(deadline, budget_end)
     say = print if group.leader else _quiet
-    prep, model, init = _initial_model(fit_preprocessing(train_frame, data, model_cfg), warm, model_cfg, params,
-                                       cfg.seed)  # fmt: skip
-    if init["from"] == "champion":
-        # fine-tuning: fewer epochs at a lower peak rate are what make a warm retrain cheaper
-        cfg = cfg.model_copy(update={"epochs": cfg.warm_epochs, "lr": cfg.lr * cfg.warm_lr_factor})
-        say(f"warm start from champion {init['version']}: {init['parameters_copied']} parameter tensors copied, "
-            f"preprocessing {init['preprocessing']}; {cfg.epochs} epochs at lr {cfg.lr:.3g}")  # fmt: skip
-    elif "reason" in init:
-        say(f"train.init is champion, training from scratch: {init['reason']}")
-    check_frame(valid_frame, [*prep.input_columns, data.target.name], "valid")
-    x_train = torch.from_numpy(prep.matrix(train_frame))
-    y_train = torch.from_numpy(encode_target(train_frame, prep))
-    x_valid = torch.from_numpy(prep.matrix(valid_frame))
-    y_valid = torch.from_numpy(encode_target(valid_frame, prep))
-    # valid metrics are in target units (regression) or over class indices (classification)
-    if prep.task == "regression":
-        valid_actual = valid_frame[data.target.name].cast(pl.Float64).to_numpy()
-    else:
-        valid_actual = y_valid.numpy()
-    key = fingerprint(
-        model_cfg.model_dump(), cfg.model_dump(exclude={"device"}), prep.to_dict(), init,
-        x_train.numpy(), y_train.numpy(), x_valid.numpy(), y_valid.numpy(),
-    )  # fmt: skip
-
-    # ---- model, optimiser, schedule (the model was built from the seed above: initialisation, or the champion)
-    device = group.device(resolve_device(cfg.device))
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    model = model.to(device)
-    x_train, y_train, x_valid, y_valid = (t.to(device) for t in (x_train, y_train, x_valid, y_valid))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    n, n_members = len(x_train), model_cfg.ensemble
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
-    scheduler = _scheduler(optimizer, cfg, cfg.epochs * steps_per_epoch)
-    generator = torch.Generator().manual_seed(cfg.seed)  # batch order, separate from init and dropout
-    class_weight = None
-    if prep.task == "classification" and cfg.class_weight == "balanced":
-        counts = torch.bincount(y_train, minlength=len(prep.classes)).float()
-        class_weight = (n / (len(prep.classes) * counts.clamp(min=1))).to(device)
-
-    def loss_of(outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        # outputs [K, N, out]: each member is fitted to the target on its own, the loss is their mean
-        outputs = outputs.float()
-        if prep.task == "regression":
-            return F.mse_loss(outputs[..., 0], target.expand(n_members, -1))
-        flat = outputs.reshape(-1, outputs.shape[-1])
-        return F.cross_entropy(flat, target.repeat(n_members), weight=class_weight)
-
-    autocast = {"device_type": device.type, "dtype": torch.bfloat16, "enabled": device.type == "cuda"}
-    epoch, best_epoch, bad_epochs, best_score = 0, 0, 0, math.inf
-    best_state: dict[str, torch.Tensor] = {}
-    history: list[dict[str, float]] = []
-
-    # ---- resume: rank 0 reads the checkpoint and hands it to the others (they may be on nodes without it)
-    saved = group.from_leader(_read_checkpoint(checkpoint) if group.leader else None)
-    ours = saved.get("fingerprint") == key
-    if ours and (saved["epoch"] >= cfg.epochs or saved["bad_epochs"] >= cfg.patience):
-        # a finished run is only rerun on purpose (`dvc repro -f`, or its outputs were lost): train it again
-        how = "stopped early" if saved["epoch"] < cfg.epochs else "ran all epochs"
-        say(f"{checkpoint} is a finished run ({how}, epoch {saved['epoch']}): training from scratch")
-    elif ours:
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        # each rank's own dropout stream (their shards, so their draws, can differ by a row)
-        rngs = saved.get("rngs", [])
-        torch.set_rng_state(rngs[group.rank] if len(rngs) == group.world else saved["rng"])
-        if device.type == "cuda" and saved.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(saved["cuda_rng"])
-        generator.set_state(saved["generator"])
-        epoch, best_epoch, bad_epochs = saved["epoch"], saved["best_epoch"], saved["bad_epochs"]
-        best_score, best_state, history = saved["best_score"], saved["best_state"], saved["history"]
-        say(f"resuming from {checkpoint} after epoch {epoch}")
-        for record in history:
-            if on_epoch is not None:
-                on_epoch(record)
-    elif saved:
-        say(f"ignoring {checkpoint}: it was written for other params or data")
-
-    # ---- epochs
-    forward = group.wrap(model, model.member_outputs)  # DDP around it in a data-parallel run
+    setup = _prepare(train_frame, valid_frame, data, model_cfg, cfg, params, warm, group, say)
+    state = _resume(setup, checkpoint, group, say)
+    for record in state.history if on_epoch is not None else []:
+        on_epoch(record)
+    forward = group.wrap(setup.model, setup.model.member_outputs)  # DDP around it in a data-parallel run
     bar = progress and group.leader and sys.stderr.isatty()
-    while epoch < cfg.epochs and bad_epochs < cfg.patience:
-        epoch += 1
-        model.train()
-        order = torch.randperm(n, generator=generator).to(device)
-        total = 0.0
-        batches = tqdm(range(0, n, cfg.batch_size), desc=f"epoch {epoch}/{cfg.epochs}", disable=not bar)
-        for start in batches:
-            # this rank's share of the global batch (all of it in one process), and its loss's weight
-            index, rows, weight = group.shard(order[start : start + cfg.batch_size])
-            with torch.autocast(**autocast):
-                loss = loss_of(forward(x_train[index]), y_train[index])
-            if not torch.isfinite(loss):
-                # on one rank of several, torchrun stops the others when this one exits
-                raise TrainingDiverged(
-                    f"training diverged at epoch {epoch}: the loss became {loss.item()} "
-                    "(lower train.lr, or look for infinite values in the data); no model was written"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            (loss * weight).backward()
-            if cfg.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            total += loss.item() * rows
-            batches.set_postfix(loss=f"{loss.item():.4f}")
-        total = group.sum(total)
-
-        # ---- evaluate on valid (rank 0): the loss, and the task's metrics in target units
-        record: dict[str, float] | None = None
-        if group.leader:
-            model.eval()
-            with torch.no_grad(), torch.autocast(**autocast):
-                valid_loss = loss_of(model.member_outputs(x_valid), y_valid).item()
-                valid_output = model(x_valid).float().cpu().numpy()
-            valid_metrics = score(prep.task, valid_actual, valid_output, prep.classes)
-            record = {"epoch": epoch, "train_loss": total / n, "valid_loss": valid_loss,
-                      "lr": scheduler.get_last_lr()[0]}  # fmt: skip
-            record |= {f"valid_{k}": v for k, v in valid_metrics.items() if v is not None}
-        # every rank decides from rank 0's numbers: they all stop at the same epoch, and keep the same best
-        record = group.from_leader(record)
-        history.append(record)
-        # regression stops on valid RMSE in target units (what evaluation reports); classification on loss
-        current = record["valid_rmse"] if prep.task == "regression" else record["valid_loss"]
-        if not math.isfinite(current):
-            raise TrainingDiverged(
-                f"training diverged at epoch {epoch}: the valid split's score became {current} "
-                "(look for infinite values in the valid split); no model was written"
-            )
+    cfg, out_of_time = setup.cfg, False
+    while state.epoch < cfg.epochs and state.bad_epochs < cfg.patience and not out_of_time:
+        epoch_started, state.epoch = time.monotonic(), state.epoch + 1
+        total = _train_epoch(setup, state.epoch, forward, group, bar)
+        record = _validate(setup, state.epoch, total, group)
+        state.history.append(record)
+        current = _keep_best(setup, state, record)
         if progress and not bar and group.leader:
-            valid = f"rmse {current:.4g}" if prep.task == "regression" else f"loss {current:.4f}"
-            print(f"epoch {epoch}/{cfg.epochs}: train loss {total / n:.4f}, valid {valid}", flush=True)
-        if current < best_score:
-            best_score, best_epoch, bad_epochs = current, epoch, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            bad_epochs += 1
-        # every rank's RNG state goes to rank 0's checkpoint (a collective: all ranks take part)
-        rngs = group.gather(torch.get_rng_state()) if checkpoint is not None else []
-        if checkpoint is not None and group.leader:
-            state = {
-                "fingerprint": key, "epoch": epoch, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": torch.get_rng_state(), "generator": generator.get_state(),
-                "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
-                "best_epoch": best_epoch, "bad_epochs": bad_epochs, "best_score": best_score,
-                "best_state": best_state, "history": history,
-                **({"rngs": rngs} if group.world > 1 else {}),
-            }  # fmt: skip
-            checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(state, checkpoint.with_suffix(".tmp"))
-            os.replace(checkpoint.with_suffix(".tmp"), checkpoint)  # a kill mid-write leaves the old one
+            _say_epoch(record, current, setup)
+        if checkpoint is not None:
+            _save_checkpoint(setup, state, checkpoint, group)
         if on_epoch is not None:
             on_epoch(record)
-
-    # ---- the best epoch's weights are the model
-    model.load_state_dict(best_state)
-    model.eval()
-    best = history[best_epoch - 1]
-    valid_scores = {k.removeprefix("valid_"): v for k, v in best.items() if k.startswith("valid_")}
-    calibration = None
-    if prep.task == "classification":
-        # ---- temperature scaling on the valid split: the valid scores become those of the calibrated model
-        with torch.no_grad(), torch.autocast(**autocast):
-            logits = model.member_outputs(x_valid).float()
-        temperature = fit_temperature(logits, y_valid)
-        model.temperature.fill_(temperature)
-        probabilities = torch.softmax(logits.double() / temperature, dim=-1).mean(dim=0).cpu().numpy()
-        scores = score(prep.task, valid_actual, probabilities, prep.classes)
-        calibration = {"temperature": temperature, "valid_log_loss_before": valid_scores["log_loss"],
-                       "valid_log_loss_after": scores["log_loss"]}  # fmt: skip
-        valid_scores |= {k: v for k, v in scores.items() if v is not None}
-        if progress:
-            say(f"temperature {temperature:.4g}: valid log loss {calibration['valid_log_loss_before']:.4f} "
-                f"-> {calibration['valid_log_loss_after']:.4f}", flush=True)  # fmt: skip
+        out_of_time = _out_of_time(deadline, epoch_started, group)
+    if out_of_time and state.epoch < cfg.epochs and state.bad_epochs < cfg.patience:
+        say(f"stopping after epoch {state.epoch}: the next would end past the time budget")
+    setup.model.load_state_dict(state.best_state)  # the best epoch's weights are the model
+    setup.model.eval()
+    best = state.history[state.best_epoch - 1]
+    valid_scores, calibration = _calibrate(setup, best, progress, say)
     metrics = {
         "model_type": model_cfg.type,
-        "best_epoch": best_epoch,
-        "epochs_run": epoch,
-        "stopped_early": epoch < cfg.epochs,
+        "best_epoch": state.best_epoch,
+        "epochs_run": state.epoch,
+        "stopped_early": state.epoch < cfg.epochs,
+        "stopped_on_time": out_of_time and state.epoch < cfg.epochs and state.bad_epochs < cfg.patience,
         "train_loss": best["train_loss"],
         "valid": valid_scores,
         **({"calibration": calibration} if calibration is not None else {}),
-        "n_train": n,
-        "n_valid": len(x_valid),
-        "n_parameters": sum(p.numel() for p in model.parameters()),
-        "device": device.type,
+        "n_train": len(setup.x_train),
+        "n_valid": len(setup.x_valid),
+        "n_parameters": sum(p.numel() for p in setup.model.parameters()),
+        "batch_size": cfg.batch_size,
+        "threads": torch.get_num_threads(),
+        "device": setup.device.type,
         "processes": group.world,
-        "init": init,
+        "init": setup.init,
         "seconds": round(time.perf_counter() - started, 2),
     }
-    return TrainResult(model=model.cpu(), history=history, metrics=metrics)
+    return TrainResult(model=setup.model.cpu(), history=state.history, metrics=metrics)

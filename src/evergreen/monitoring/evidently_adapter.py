@@ -3,8 +3,9 @@
 Compute, then parse, then persist (STYLE.md, Monitoring): `compute_report` runs one Evidently 0.7 `Report`
 over the champion's reference sample and the current window of the prediction log and returns the typed
 summary with the snapshot; `save_report` writes the snapshot's HTML and JSON, `add_to_workspace` adds it to a
-local Evidently workspace so that `evidently ui --workspace DIR` shows the history. Nothing else in Evergreen
-knows Evidently's API (it changed a lot between 0.4 and 0.7).
+local Evidently workspace so that `evidently ui --workspace DIR` shows the history (a workspace file Evidently
+cannot read is set aside first, `open_workspace`). Nothing else in Evergreen knows Evidently's API (it changed a
+lot between 0.4 and 0.7).
 
 What the report holds:
 - data drift of every declared feature (`DataDriftPreset`), with the method pinned per column to Evidently's
@@ -34,6 +35,8 @@ value for every regression and classification metric in 0.7.23, checked: it cann
 from __future__ import annotations
 
 import datetime as dt
+import json
+import logging
 import warnings
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +48,7 @@ import numpy as np
 import polars as pl
 from evidently import BinaryClassification, DataDefinition, Dataset, MulticlassClassification, Regression, Report
 from evidently.core.report import Snapshot
+from evidently.core.serialization import SnapshotModel
 from evidently.metrics import MissingValueCount, ValueDrift
 from evidently.presets import ClassificationPreset, DataDriftPreset, RegressionPreset
 from evidently.sdk.models import PanelMetric
@@ -54,6 +58,7 @@ from sklearn import metrics as skm
 
 from evergreen.config import Column, DataConfig, MonitorConfig
 from evergreen.data.schema import EVENT_TIME
+from evergreen.errors import EvergreenError
 from evergreen.model.metrics import METRICS, MONITORED, classification_metrics, regression_metrics
 from evergreen.monitoring.drift import column_drift
 from evergreen.monitoring.summary import ColumnDrift, MonitorSummary, Performance
@@ -83,6 +88,12 @@ _MAX_CATEGORICAL_NUMERIC = 5  # Evidently treats numeric columns with this many 
 # column's drift three times, plots), while its binned distributions look the same on more rows: it draws them
 # from a sample of the rows the decisions are computed on (issue 12, BENCHMARKS.md)
 REPORT_ROWS = 50_000
+# damaged files of the Evidently workspace are moved here (kept for a look, never deleted); Evidently skips a
+# folder without a project's metadata.json, so the quarantine inside the workspace is invisible to it and its UI
+QUARANTINE = ".quarantine"
+_SNAPSHOTS, _PROJECT_FILE = "snapshots", "metadata.json"  # Evidently 0.7's local layout: <project>/snapshots/
+
+logger = logging.getLogger("evergreen.monitor")
 
 
 # ------------------------------------------------------------------------------------------------ compute
@@ -521,22 +532,88 @@ def add_to_workspace(snapshot: Snapshot, workspace_dir: Path | str, project_name
     """
     root = Path(workspace_dir)
     root.mkdir(parents=True, exist_ok=True)
-    workspace = Workspace.create(str(root))
+    # opened under the lock too: Evidently reads every snapshot when it opens a workspace, and one that another
+    # run is writing at that moment is torn (and a project that run just created would be created again)
     with filelock.FileLock(str(root / ".evergreen.lock")):
+        workspace = open_workspace(root)
         found = workspace.search_project(project_name)
         if found:
             project = found[0]
         else:
             project = workspace.create_project(project_name, description="Evergreen: the champion's monitoring")
             _add_panels(project, snapshot)
-    return str(workspace.add_run(project.id, snapshot).id)
+        return str(workspace.add_run(project.id, snapshot).id)
 
 
 def list_snapshots(workspace_dir: Path | str, project_name: str) -> list[str]:
     """Ids of the snapshots the project holds (empty when the project does not exist)."""
-    workspace = Workspace.create(str(workspace_dir))
-    found = workspace.search_project(project_name)
-    return [str(s) for s in workspace.list_runs(found[0].id)] if found else []
+    root = Path(workspace_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    with filelock.FileLock(str(root / ".evergreen.lock")):
+        workspace = open_workspace(root)
+        found = workspace.search_project(project_name)
+        return [str(s) for s in workspace.list_runs(found[0].id)] if found else []
+
+
+def open_workspace(root: Path) -> Workspace:
+    """Evidently's local workspace at `root`, its damaged files set aside first (call with its lock held).
+
+    Evidently reads every project's metadata and every snapshot when it opens a workspace, and one file it
+    cannot read (a snapshot cut short by a killed run, a full disk) made every later open raise, so monitoring
+    recorded no decision again. Such a file is moved to `root/.quarantine/` with a warning naming it, and the
+    workspace opens without it; a project whose metadata is damaged goes there whole, with its snapshots.
+    """
+    for _ in range(3):  # the damaged files are all found at once; a retry only covers a file damaged meanwhile
+        try:
+            return Workspace.create(str(root))
+        except ValueError as exc:  # JSONDecodeError, Evidently's "malformed", pydantic's ValidationError
+            damaged = _damaged_files(root)
+            if not damaged:
+                raise EvergreenError(f"{root}: Evidently cannot open this workspace: {_first_line(exc)}") from None
+            for path in damaged:
+                _quarantine(root, path)
+    return Workspace.create(str(root))
+
+
+def _damaged_files(root: Path) -> list[Path]:
+    """Project folders with unreadable metadata, and snapshot files Evidently cannot parse, under `root`."""
+    damaged: list[Path] = []
+    for project in sorted(p for p in root.iterdir() if p.is_dir() and p.name != QUARANTINE):
+        metadata = project / _PROJECT_FILE
+        if metadata.exists() and not _parses(metadata):
+            damaged.append(project)
+            continue
+        snapshots = project / _SNAPSHOTS
+        files = sorted(snapshots.glob("*.json")) if snapshots.is_dir() else []
+        damaged += [f for f in files if not _parses(f, SnapshotModel)]
+    return damaged
+
+
+def _parses(path: Path, model: Any = None) -> bool:
+    try:
+        payload = json.loads(path.read_bytes())
+        if model is not None:
+            model.parse_obj(payload)  # Evidently's own model of a snapshot (pydantic v1 API, as Evidently uses)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _quarantine(root: Path, path: Path) -> Path:
+    """Move `path` (inside `root`) under `root/.quarantine/`, keeping its relative path; returns where it went."""
+    target = root / QUARANTINE / path.relative_to(root)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
+    if target.exists():  # the same name set aside before: keep both
+        target = target.with_name(f"{target.stem}.{stamp}{target.suffix}")
+    path.rename(target)
+    what = "project folder (its metadata unreadable; its snapshots with it)" if target.is_dir() else "file"
+    logger.warning("Evidently workspace: damaged %s %s moved to %s", what, path, target)
+    return target
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _add_panels(project: Any, snapshot: Snapshot) -> None:

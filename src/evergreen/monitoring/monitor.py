@@ -13,8 +13,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
+import filelock
 import polars as pl
 
 from evergreen.artifacts.card import ModelCard
@@ -25,6 +27,7 @@ from evergreen.inference import load_version, predict
 from evergreen.monitoring.evidently_adapter import add_to_workspace, compute_report, save_report
 from evergreen.monitoring.policy import decide
 from evergreen.monitoring.window import select_window
+from evergreen.privacy import personal_columns, without_personal
 from evergreen.registry.shadow import check_shadow, version_classes
 from evergreen.registry.store import Registry
 from evergreen.serving.log import LogColumns, read_log
@@ -37,7 +40,21 @@ def monitor_once(ws: Workspace, now: dt.datetime | None = None, save_reports: bo
     """Monitor the latest window and record the policy's decision; `now` defaults to the current UTC time.
 
     `save_reports=False` skips the HTML/JSON reports and the workspace snapshot (the backtest's many windows).
+    One run at a time per decisions log: the whole read, compute, persist and decide holds a file lock beside
+    the log, so two runs at once neither trip over the Evidently workspace nor decide from the same history.
     """
+    lock = monitor_lock(ws.decisions)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with filelock.FileLock(str(lock)):
+        return _monitor_once(ws, now, save_reports)
+
+
+def monitor_lock(decisions: Path) -> Path:
+    """The file lock one monitoring run holds: beside the decisions log it appends to."""
+    return decisions.with_name(decisions.name + ".lock")
+
+
+def _monitor_once(ws: Workspace, now: dt.datetime | None, save_reports: bool) -> RetrainDecision:
     params, cfg = ws.params, ws.params.monitor
     now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
     verdict = check_shadow(ws, now=now)
@@ -67,10 +84,12 @@ def monitor_once(ws: Workspace, now: dt.datetime | None = None, save_reports: bo
         known = set(registry.versions())
         classes = {v: version_classes(registry, v) for v in {champion, *versions} if v in known}
         reference = _with_probabilities(reference, registry, champion)
+    # personal columns are neither judged nor shown: reports keep no clear value, and a hash compares with nothing
+    personal = list(personal_columns(params.data))
     summary, snapshot = compute_report(
-        reference,
-        current,
-        params.data,
+        reference.drop(personal, strict=False),
+        current.drop(personal, strict=False),
+        without_personal(params.data),
         cfg,
         champion,
         reference_metrics,

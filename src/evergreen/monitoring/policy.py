@@ -16,7 +16,10 @@ Rules, in order:
 5. `retrain` as a fallback after `retrain_every` counted windows without one, cooldown permitting;
 6. no retrain while a challenger is in the shadow (`promote.shadow`): a new challenger would replace it before
    its verdict. The window is decided as usual, with action `none` and the reason; the retrain waits for the
-   shadow gate.
+   shadow gate;
+7. hysteresis and the fallback count *distinct* windows of new predictions: a window whose newest prediction
+   was already judged (monitoring run twice with no new traffic) is decided `none` and says so; it neither
+   extends a streak nor counts towards `retrain_every`, now or later.
 
 The history is the decisions log as `evergreen.artifacts.decisions.read_history` returns it: typed entries.
 """
@@ -77,6 +80,7 @@ def _decide(
 ) -> RetrainDecision:
     common = {
         "time": now,
+        "window_end": summary.window_end,
         "champion": summary.champion,
         "drift_share": summary.drift_share,
         "drifted_features": summary.drifted_features,
@@ -115,6 +119,10 @@ def _decide(
     common["degradation"] = worse[1] if worse else None
 
     counted = [h for h in history if isinstance(h, RetrainDecision) and h.action != "insufficient_data"]
+    distinct = _distinct_windows(counted)
+    seen = _judged_before(summary.window_end, distinct)
+    if seen is not None:  # no new prediction since that decision: the same evidence must not count twice
+        return RetrainDecision(action="none", drifted=drifted, reasons=[*reasons, _not_counted(seen)], **common)
     retrains = [h for h in counted if h.action == "retrain"]
     last_retrain = retrains[-1] if retrains else None
     # retrains made against the current champion did not replace it: each one adds a cooldown to the wait
@@ -125,7 +133,7 @@ def _decide(
 
     if drifted:
         streak = 1
-        for entry in reversed(counted):
+        for entry in reversed(distinct):
             # a new champion is judged on its own windows: a streak does not carry over a promotion
             if not entry.drifted or entry.champion != summary.champion:
                 break
@@ -140,10 +148,50 @@ def _decide(
         return RetrainDecision(action="none", drifted=True, reasons=reasons, **common)
 
     if policy.retrain_every:
-        since_retrain = len(counted) - (counted.index(last_retrain) + 1 if last_retrain else 0)
+        after = counted[counted.index(last_retrain) + 1 :] if last_retrain else counted
+        new = {id(d) for d in distinct}
+        since_retrain = sum(1 for h in after if id(h) in new)
         if since_retrain + 1 >= policy.retrain_every and not in_cooldown:
             reason = (
                 f"fallback: {since_retrain + 1} monitor runs without a retrain (retrain_every {policy.retrain_every})"
             )
             return RetrainDecision(action="retrain", drifted=False, reasons=[reason], **common)
     return RetrainDecision(action="none", drifted=False, reasons=reasons or ["no drift"], **common)
+
+
+def _instant(iso: str) -> dt.datetime:
+    """An ISO time as an aware UTC instant (a naive one is UTC), so that differently written times compare."""
+    when = dt.datetime.fromisoformat(iso)
+    return when.astimezone(dt.UTC) if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def _distinct_windows(entries: Sequence[RetrainDecision]) -> list[RetrainDecision]:
+    """The entries that judged new predictions: each one's newest prediction is later than every earlier one's.
+
+    Entries without `window_end` (written before it was recorded) count as distinct, as they always did.
+    """
+    distinct, newest = [], None
+    for entry in entries:
+        if entry.window_end is None:
+            distinct.append(entry)
+            continue
+        end = _instant(entry.window_end)
+        if newest is None or end > newest:
+            distinct.append(entry)
+            newest = end
+    return distinct
+
+
+def _not_counted(seen: RetrainDecision) -> str:
+    return (
+        f"not counted: no prediction newer than {seen.window_end}, judged at {seen.time} already "
+        "(consecutive windows and retrain_every count distinct windows)"
+    )
+
+
+def _judged_before(window_end: str | None, distinct: Sequence[RetrainDecision]) -> RetrainDecision | None:
+    """The earlier decision that already judged a prediction as new as `window_end`'s, if any."""
+    if window_end is None:
+        return None
+    end = _instant(window_end)
+    return next((h for h in reversed(distinct) if h.window_end is not None and _instant(h.window_end) >= end), None)

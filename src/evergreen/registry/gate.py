@@ -5,7 +5,8 @@ A challenger replaces the champion only when every check passes:
 - ONNX parity held (onnxruntime agrees with torch within the declared tolerance);
 - it trained on at least `promote.min_train_rows` rows (a model of 8 rows beats nothing worth beating);
 - it is not worse than the best baseline (or the one `promote.baseline` names) by more than `baseline_margin`
-  on the declared metric (`promote.metric`; its direction from `evergreen.model.metrics.METRICS`);
+  on the declared metric (`promote.metric`; its direction from `evergreen.model.metrics.METRICS`); the margin is
+  0 unless declared, so a challenger worse than a baseline is not promoted: it would serve the worse model;
 - it is not worse than the champion by more than `champion_margin` on test rows that neither model trained on.
   The relative difference comes with a paired bootstrap confidence interval, so a reader can tell noise from a
   change. When too few test rows lie outside the champion's training rows (`promote.min_compare_rows`, e.g.

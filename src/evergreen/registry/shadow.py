@@ -25,22 +25,32 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import filelock
 import numpy as np
 import polars as pl
 
-from evergreen.artifacts.decisions import ShadowDecision, append_entry
+from evergreen.artifacts.decisions import ShadowDecision, append_entry, read_history
 from evergreen.artifacts.reports import Comparison, ShadowVerdict
 from evergreen.config import Params, PromoteConfig, ShadowConfig
 from evergreen.errors import RegistryError
 from evergreen.inference import SIGNATURE_FILE, servable
 from evergreen.registry.gate import align_classes, champion_check, compare
 from evergreen.registry.store import Registry
-from evergreen.serving.log import LogColumns, read_shadow_pairs
+from evergreen.serving.log import LogColumns, count_shadow_labels, read_shadow_pairs
 from evergreen.workspace import Workspace
 
-__all__ = ["LivePairs", "check_shadow", "judge", "live_pairs", "shadow_started", "version_classes"]
+__all__ = [
+    "LivePairs",
+    "check_shadow",
+    "judge",
+    "live_pairs",
+    "record_replaced",
+    "shadow_started",
+    "version_classes",
+]
 
 _ROWS = "labelled live records"
+SHADOW_LOCK = ".shadow.lock"  # in the registry's folder: held by whoever judges and ends the shadow
 
 
 @dataclass(frozen=True)
@@ -153,8 +163,27 @@ def check_shadow(ws: Workspace, now: dt.datetime | None = None, act: bool = True
     With `act` (the default), a verdict of promoted or discarded is carried out in the registry and recorded in
     the decisions log and the shadow's model card; without, it is only reported (`evergreen shadow`).
     `now` defaults to the current time (a naive one is taken as UTC).
+
+    Acting holds the registry's shadow lock from reading the shadow to recording its verdict: of two checks at
+    once, one ends the shadow and records it, the other then finds no shadow. Acting also records the end of any
+    shadow a newer challenger replaced before its verdict (`record_replaced`).
     """
-    registry = Registry(ws.registry)
+    registry = Registry(ws.registry, keep_versions=ws.params.promote.keep_versions)  # retention after a promotion
+    if not act:
+        return _check(ws, registry, now, act=False)
+    if not registry.root.is_dir():
+        return None  # no registry, no shadow (and no folder to create for a lock)
+    with _shadow_lock(registry):
+        record_replaced(ws, registry)
+        return _check(ws, registry, now, act=True)
+
+
+def _shadow_lock(registry: Registry) -> filelock.FileLock:
+    # one object per path in a process, so that `record_replaced` may take it again inside `check_shadow`
+    return filelock.FileLock(str(registry.root / SHADOW_LOCK), is_singleton=True)
+
+
+def _check(ws: Workspace, registry: Registry, now: dt.datetime | None, act: bool) -> ShadowVerdict | None:
     version = registry.shadow()
     if version is None:
         return None
@@ -164,7 +193,7 @@ def check_shadow(ws: Workspace, now: dt.datetime | None = None, act: bool = True
     now = now or dt.datetime.now(dt.UTC)
     now = now if now.tzinfo else now.replace(tzinfo=dt.UTC)
     if cfg.shadow is None or champion is None or champion == version:
-        verdict = _unjudged(version, champion, cfg.shadow, now)
+        verdict = _unjudged(registry, version, champion, cfg.shadow, now)
     else:
         # never negative: a clock behind the registry's (another machine's) is no reason to discard
         waited = max(0.0, (now - shadow_started(registry, version)).total_seconds() / 3600)
@@ -188,14 +217,26 @@ def check_shadow(ws: Workspace, now: dt.datetime | None = None, act: bool = True
     return verdict
 
 
-def _unjudged(version: str, champion: str | None, shadow: ShadowConfig | None, now: dt.datetime) -> ShadowVerdict:
+def _unjudged(
+    registry: Registry, version: str, champion: str | None, shadow: ShadowConfig | None, now: dt.datetime
+) -> ShadowVerdict:
     """A shadow that cannot be judged as configured: already the champion (ended here), or no settings."""
     evidence = {"version": version, "champion": champion, "labelled_rows": 0, "time": now.isoformat()}
     limits = {"min_labels": 0, "max_wait_hours": 0.0}
     if shadow is not None:
         limits = {"min_labels": shadow.min_labels, "max_wait_hours": shadow.max_wait_hours}
-    if champion == version:  # promoted, then interrupted before the shadow pointer was removed
+    if champion == version:
+        made = _champion_event(registry, version)
+        if made is not None and made["event"] == "rollback":  # the shadow gate never judged it: not a promotion
+            reason = (
+                f"{version} became the champion again by a rollback from {made.get('previous')}, not through the "
+                "shadow gate: its shadow ends unjudged"
+            )
+            return ShadowVerdict(outcome="rolled_back", waited_hours=0.0, reasons=[reason], **evidence, **limits)
+        # promoted, then interrupted before the shadow pointer was removed (or promoted by hand meanwhile)
         reason = f"{version} is the champion already"
+        if made is not None and not str(made.get("reason", "")).startswith("shadow gate"):
+            reason += f", promoted by hand ({made.get('reason')}), not judged on live traffic"
         return ShadowVerdict(outcome="promoted", waited_hours=0.0, reasons=[reason], **evidence, **limits)
     reason = (
         f"{version} is in the shadow but it cannot be judged: "
@@ -219,3 +260,73 @@ def _carry_out(ws: Workspace, registry: Registry, verdict: ShadowVerdict) -> Sha
     registry.annotate(version, {"shadow": verdict.to_dict()})
     append_entry(ws.decisions, ShadowDecision(**verdict.model_dump()))
     return verdict
+
+
+def _champion_event(registry: Registry, version: str) -> dict[str, Any] | None:
+    """The registry's last event that made `version` the champion (a promotion or a rollback), if any."""
+    made = [e for e in registry.history() if e.get("event") in ("promote", "rollback") and e.get("version") == version]
+    return made[-1] if made else None
+
+
+def record_replaced(ws: Workspace, registry: Registry | None = None) -> list[ShadowDecision]:
+    """Record in the decisions log each shadow that a newer challenger replaced before its verdict; returns what
+    it wrote.
+
+    `Registry.set_shadow` (a retrain's promote stage) ends a replaced shadow in the registry's history only; its
+    decision ("replaced", with the version that replaced it) is written here, once per such end: by the retrain
+    flow right after the pipeline, and by every acting `check_shadow` for a replacement made by hand. It holds
+    the shadow lock, so that two callers at once write each decision once.
+    """
+    registry = registry or Registry(ws.registry)
+    if not registry.root.is_dir():
+        return []
+    with _shadow_lock(registry):
+        return _record_replaced(ws, registry)
+
+
+def _record_replaced(ws: Workspace, registry: Registry) -> list[ShadowDecision]:
+    history = registry.history()
+    done = {
+        (e.version, e.time)
+        for e in read_history(ws.decisions)
+        if isinstance(e, ShadowDecision) and e.outcome == "replaced"
+    }
+    written = []
+    for index, event in enumerate(history):
+        if event.get("event") != "end_shadow" or event.get("outcome") != "replaced":
+            continue
+        version, ended = str(event["version"]), event.get("time")
+        if (version, ended) in done:
+            continue
+        decision = _replaced(ws, registry, history[:index], version, ended)
+        append_entry(ws.decisions, decision)
+        done.add((version, ended))
+        written.append(decision)
+    return written
+
+
+def _replaced(
+    ws: Workspace, registry: Registry, before: list[dict[str, Any]], version: str, ended: str | None
+) -> ShadowDecision:
+    """The decision on shadow `version`, replaced at `ended`; `before` is the registry's history up to then."""
+    took = [e for e in before if e.get("event") == "shadow"]
+    by = next((e.get("version") for e in reversed(took) if e.get("previous") == version), None)
+    started = next((e.get("time") for e in reversed(took) if e.get("version") == version), None)
+    waited = 0.0
+    if started and ended:
+        waited = max(0.0, (dt.datetime.fromisoformat(ended) - dt.datetime.fromisoformat(started)).total_seconds())
+    shadow = ws.params.promote.shadow
+    labelled = count_shadow_labels(ws.prediction_log_location, version)  # any champion's: the evidence it had
+    reason = f"replaced by {by or 'a newer challenger'} before its verdict ({labelled} {_ROWS} so far)"
+    return ShadowDecision(
+        outcome="replaced",
+        version=version,
+        champion=registry.champion(),
+        labelled_rows=labelled,
+        min_labels=shadow.min_labels if shadow else 0,
+        waited_hours=round(waited / 3600, 4),
+        max_wait_hours=shadow.max_wait_hours if shadow else 0.0,
+        reasons=[reason],
+        time=ended,
+        replaced_by=by,
+    )

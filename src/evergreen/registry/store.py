@@ -34,10 +34,21 @@ from typing import Any
 
 import filelock
 
-from evergreen.data.io import read_json
+from evergreen.data.io import publish, read_json
 from evergreen.errors import RegistryError
 
-__all__ = ["CARD", "CHAMPION", "SHADOW", "FILES_SHA256", "HISTORY", "MODEL_FILE", "Registry", "RegistryError", "Verify"]
+__all__ = [
+    "CARD",
+    "CHAMPION",
+    "FILES_REMOVED",
+    "FILES_SHA256",
+    "HISTORY",
+    "MODEL_FILE",
+    "SHADOW",
+    "Registry",
+    "RegistryError",
+    "Verify",
+]
 
 CHAMPION = "CHAMPION"
 SHADOW = "SHADOW"
@@ -45,6 +56,7 @@ HISTORY = "history.jsonl"
 CARD = "model_card.json"
 MODEL_FILE = "model.onnx"  # the file whose bytes identify a version (two versions never share them)
 FILES_SHA256 = "files_sha256"  # card key: {file name: SHA-256 hex} recorded when the version was registered
+FILES_REMOVED = "files_removed"  # card key: {"at": time, "keep_versions": N} once retention removed its files
 _VERSION = re.compile(r"^v(\d+)$")
 _STAGING = ".staging-"
 _EVENTS = ("promote", "rollback", "shadow", "end_shadow")
@@ -67,7 +79,7 @@ def _write_atomic(path: Path, text: str) -> None:
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    publish(tmp, path)
     _fsync_dir(path.parent)
 
 
@@ -88,10 +100,14 @@ class Registry:
 
     Reading (`versions`, `champion`, `path`, `card`, `history`) never writes. Each write (`add`, `promote`,
     `rollback`, `annotate`) holds the registry's file lock and starts by cleaning up after killed writers.
+
+    `keep_versions` (`promote.keep_versions`): after each promotion, only the newest N versions, the champion,
+    the shadow and the fallback keep their files (`prune`); the others keep their card, so the history reads.
     """
 
-    def __init__(self, root: Path | str):
+    def __init__(self, root: Path | str, keep_versions: int | None = None):
         self.root = Path(root)
+        self.keep_versions = keep_versions
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
@@ -233,7 +249,17 @@ class Registry:
             self._verify(version, folder, verify, f"cannot make {version} the champion")
             _write_atomic(self.root / CHAMPION, version + "\n")
             self._record({"event": "promote", "version": version, "previous": previous, "reason": reason})
+            if self.keep_versions is not None:
+                self._prune(self.keep_versions)
         return True
+
+    def prune(self, keep: int) -> list[str]:
+        """Remove the files of every version but the newest `keep`, the champion, the shadow and the fallback
+        (the champion before the current one, which a rollback or the service's fallback returns to). Their
+        cards stay, marked `files_removed`; such a version can no longer serve. Returns the versions pruned now.
+        """
+        with self._writing():
+            return self._prune(keep)
 
     def set_shadow(self, version: str, reason: str, verify: Verify | None = None) -> None:
         """Put `version` in the shadow (verified like `promote`), replacing any shadow there; recorded, and a
@@ -304,6 +330,31 @@ class Registry:
             return self._clean_leftovers()
 
     # ---------------------------------------------------------------------------------------------- helpers
+    def _prune(self, keep: int) -> list[str]:
+        # called with the lock held
+        versions = self.versions()
+        kept = set(versions[-keep:])
+        champion = self.champion()
+        if champion is not None:
+            stack = _champion_stack(self.history(), champion)
+            kept |= set(stack[-2:])  # the champion and its fallback
+        with contextlib.suppress(RegistryError):  # a damaged shadow pointer protects nothing
+            kept |= {self.shadow()} - {None}
+        pruned = []
+        for version in versions:
+            folder = self.root / version
+            if version in kept or FILES_REMOVED in self.card(version):
+                continue
+            for item in folder.iterdir():
+                if item.is_dir():
+                    shutil.rmtree(item)
+                elif item.name != CARD:
+                    item.unlink()
+            card = {**self.card(version), FILES_REMOVED: {"at": dt.datetime.now(dt.UTC).isoformat(), "keep": keep}}
+            _write_atomic(folder / CARD, json.dumps(card, indent=2, default=str) + "\n")
+            pruned.append(version)
+        return pruned
+
     def _clean_leftovers(self) -> list[Path]:
         # called with the lock held: no live writer owns a staging folder or a temporary file now
         removed = []
@@ -341,7 +392,14 @@ class Registry:
         return None
 
     def _verify(self, version: str, folder: Path, verify: Verify | None, action: str) -> None:
-        recorded = self.card(version).get(FILES_SHA256) or {}
+        card = self.card(version)
+        if FILES_REMOVED in card:
+            removed = card[FILES_REMOVED]
+            raise RegistryError(
+                f"{action}: the files of {version} were removed on {removed.get('at', '?')[:10]} by registry "
+                f"retention (promote.keep_versions: {removed.get('keep', '?')}); only its card is kept in {folder}"
+            )
+        recorded = card.get(FILES_SHA256) or {}
         for name, digest in recorded.items():
             path = folder / name
             if not path.is_file():

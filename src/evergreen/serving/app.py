@@ -8,12 +8,14 @@ What this layer checks, in order, before the service sees a body:
 1. the API token (when one is set), before anything else: a 401 is never logged;
 2. the content type: `POST` bodies must be sent as `Content-Type: application/json` (parameters such as
    `charset` allowed); anything else, or none, is a 415: a form or text body is not silently read as JSON;
-3. the body size, against a bound derived from `serve.max_batch` (413), while it is read.
+3. the body size, against a bound derived from `serve.max_batch` (413), while it is read. A client that closes
+   its connection before its body has arrived is answered nothing and counted apart (`serving.metrics`).
 Then `PredictionService` parses, validates, scores and logs (see `serving.service` for the rules), and a
 `Rejected` becomes its status and `{"error": ..., "detail": [...]}`.
 
 `/health` needs no token; it answers 200 while predictions can be acknowledged, and 503 with
 `"log": "unavailable"` while the prediction log cannot take a write (e.g. another process holds its lock).
+Where a token is set, a caller without it gets `{"status": ...}` only (never the log's location or versions).
 """
 
 from __future__ import annotations
@@ -73,6 +75,12 @@ def api_token(serve: ServeConfig) -> str | None:
     return token
 
 
+def _authorised(headers: list[tuple[bytes, bytes]], token: bytes) -> bool:
+    """Whether the request's headers carry `Authorization: Bearer <token>`."""
+    scheme, _, credential = dict(headers).get(b"authorization", b"").partition(b" ")
+    return scheme.lower() == b"bearer" and hmac.compare_digest(credential.strip(), token)
+
+
 class _Guard:
     """ASGI middleware: the API token on every path but /health, checked before the body is read."""
 
@@ -81,17 +89,15 @@ class _Guard:
         self.token = token.encode() if token else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.token is not None and scope["type"] == "http" and scope["path"] not in PUBLIC_PATHS:
-            supplied = dict(scope["headers"]).get(b"authorization", b"")
-            scheme, _, credential = supplied.partition(b" ")
-            if scheme.lower() != b"bearer" or not hmac.compare_digest(credential.strip(), self.token):
-                response = JSONResponse(
-                    {"error": "missing or wrong API token (send 'Authorization: Bearer <token>')"},
-                    status_code=401,
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
-                await response(scope, receive, send)
-                return
+        guarded = self.token is not None and scope["type"] == "http" and scope["path"] not in PUBLIC_PATHS
+        if guarded and not _authorised(scope["headers"], self.token):
+            response = JSONResponse(
+                {"error": "missing or wrong API token (send 'Authorization: Bearer <token>')"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+            await response(scope, receive, send)
+            return
         await self.app(scope, receive, send)
 
 
@@ -155,10 +161,16 @@ def create_app(workspace: Workspace) -> FastAPI:
         return JSONResponse(await run_in_threadpool(service.feedback, body))
 
     @app.get("/health")
-    async def health() -> JSONResponse:
-        """Liveness, the version served, whether the log takes writes (503 when not), any fallback; no token."""
+    async def health(request: Request) -> JSONResponse:
+        """Liveness, the version served, whether the log takes writes (503 when not), any fallback; no token.
+
+        Where a token is set, a caller without it is told the status only: the rest (the log's location in its
+        error, the versions) is for those who may use the service."""
         report = await run_in_threadpool(service.health)
-        return JSONResponse(report, status_code=200 if report["log"] == "ok" else 503)
+        status_code = 200 if report["log"] == "ok" else 503
+        if token is not None and not _authorised(request.scope["headers"], token.encode()):
+            return JSONResponse({"status": report["status"]}, status_code=status_code)
+        return JSONResponse(report, status_code=status_code)
 
     @app.get("/model")
     async def model_info() -> dict[str, Any]:

@@ -32,7 +32,7 @@ import polars as pl
 
 from evergreen.config import Column
 from evergreen.data.clean import clean
-from evergreen.data.io import read_text_table, write_parquet
+from evergreen.data.io import publish, read_text_table, write_parquet
 from evergreen.data.schema import EVENT_TIME, LINEAGE, SOURCE_FILE, SOURCE_ROW
 from evergreen.errors import DataError
 from evergreen.inference import check_compatible, load_champion, predict, predicted_labels
@@ -90,7 +90,7 @@ def _write(frame: pl.DataFrame, path: Path) -> None:
     os.close(fd)
     try:
         frame.write_csv(tmp)
-        os.replace(tmp, path)  # readers see the old file or the new one, never half of one
+        publish(tmp, path)  # readers see the old file or the new one, never half of one
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

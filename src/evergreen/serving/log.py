@@ -45,7 +45,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evergreen.serving.log_base import (
     COUNT_REQUEST,
@@ -64,6 +64,9 @@ from evergreen.serving.log_base import (
     utc_now,
 )
 from evergreen.serving.log_read import count_shadow_labels, read_log, read_shadow_pairs
+
+if TYPE_CHECKING:
+    from evergreen.privacy import Redactor
 
 __all__ = [
     "TIME_FORMAT",
@@ -94,8 +97,13 @@ def log_rows(
     predictions: list[Any],
     probabilities: list[list[float]] | None = None,
     out_of_range: list[list[str]] | None = None,
+    redactor: Redactor | None = None,
 ) -> list[tuple[Any, ...]]:
-    """The log rows of one request (one per record), ready for `PredictionLog.write`."""
+    """The log rows of one request (one per record), ready for `PredictionLog.write`.
+
+    `redactor`: the project's personal columns (`privacy.Redactor`), hashed or left out of what is stored."""
+    if redactor:
+        records = [redactor.record(record) for record in records]
     return [
         (
             request_id,

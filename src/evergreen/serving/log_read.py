@@ -66,7 +66,8 @@ def _feature_dtypes(data: DataConfig) -> dict[str, pl.DataType]:
     from evergreen.serving.schema import request_columns
 
     features, annotations = request_columns(data)
-    return {c.name: polars_type(c) for c in [*features, *annotations]}
+    # a personal column is stored as its keyed hash (text) or not at all (`evergreen.privacy`)
+    return {c.name: pl.String() if c.pii else polars_type(c) for c in [*features, *annotations] if c.pii != "drop"}
 
 
 def _features(text: pl.Series, data: DataConfig | None) -> pl.DataFrame:

@@ -23,7 +23,8 @@ raw value); `RequestSchema.out_of_range` names them, the answer flags them per r
 keeps the flags, so a client can distrust such a prediction and monitoring can count them.
 
 Labels (`POST /feedback`) are held to the declaration of the target: its min/max and allowed set, and its type
-(a regression label is any finite number, within int64 for an int target). A label is ground truth for the next
+(a regression label is any finite number; for an int target, a whole one within int64: `12.0` is 12, `1.5` is
+refused). A label is ground truth for the next
 training run: one the data contract would quarantine is refused at the door (422) instead.
 
 `evergreen predict` applies the same rules to batch files through the cleaning code (`serving_data`).
@@ -239,6 +240,17 @@ def _in_declaration(column: Column) -> Callable[[Any], Any]:
     return check
 
 
+def _whole(column: Column) -> Callable[[float], float]:
+    """A validator refusing a label with a fractional part for an `int` column."""
+
+    def check(value: float) -> float:
+        if not value.is_integer():
+            raise ValueError(f"{column.name} is declared int: send a whole number, not {value!r}")
+        return value
+
+    return check
+
+
 def build_schema(data: DataConfig, clean: CleanConfig, max_string_length: int) -> RequestSchema:
     """The request model from the declaration (see the module docstring for what it accepts and why)."""
     features, annotations = request_columns(data)
@@ -259,6 +271,9 @@ def build_schema(data: DataConfig, clean: CleanConfig, max_string_length: int) -
         if target.type == "int":
             value = Annotated[value, Field(ge=-_INT64, lt=_INT64)]
     label = Annotated[value, AfterValidator(_in_declaration(target))]
+    if data.task == "regression" and target.type == "int":
+        # taken as a float (as the log keeps it), but whole: 1.5 would land in the next training set as "1"
+        label = Annotated[label, AfterValidator(_whole(target))]
     checks = {c.name: _outside(c) for c in features}
     return RequestSchema(
         features=[c.name for c in features],

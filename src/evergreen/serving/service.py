@@ -50,10 +50,12 @@ import polars as pl
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_config
 from typing_extensions import TypedDict
 
+from evergreen.artifacts.card import redact_card
 from evergreen.config import DataConfig, ServeConfig
 from evergreen.data.schema import polars_type
 from evergreen.errors import EvergreenError
 from evergreen.inference import INPUT_NAME, ServingModel, feature_matrix, predicted_labels
+from evergreen.privacy import Redactor
 from evergreen.registry.store import Registry
 from evergreen.serving.champion import Champion
 from evergreen.serving.log import LabelCountMismatch, LogUnavailable, PredictionLog, UnknownRequest, log_rows, utc_now
@@ -204,6 +206,7 @@ class PredictionService:
         params = workspace.params
         self.serve, self.data = params.serve, params.data
         self.schema = build_schema(self.data, params.clean, self.serve.max_string_length)
+        self.redactor = Redactor(self.data)  # a `pii: hash` column without its key stops the start, not a request
         # the champion first: a service that cannot load one opens nothing else
         self.champion = Champion(
             Registry(workspace.registry), self.data, self.serve.reload_interval_s, self.serve.fallback
@@ -292,7 +295,9 @@ class PredictionService:
         if probabilities is not None:
             answer |= {"classes": model.classes, "probabilities": probabilities}
         answer["out_of_range"] = flagged
-        rows = log_rows(request_id, utc_now(), model.version, records, predictions, probabilities, flagged)
+        rows = log_rows(
+            request_id, utc_now(), model.version, records, predictions, probabilities, flagged, self.redactor
+        )
         if shadow is None:
             return _Scored(answer, rows, model.version, flagged)
         pair = (model.version, shadow.version)
@@ -403,7 +408,7 @@ class PredictionService:
             "shadow_version": shadow.version if shadow is not None else None,
             "task": model.task,
             "features": model.features,
-            "card": model.card,
+            "card": redact_card(model.card),  # a card from an older Evergreen may hold a password
             "signature": model.signature,
             "request_schema": self.schema.json_schema,
             "max_batch": self.serve.max_batch,

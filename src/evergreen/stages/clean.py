@@ -1,16 +1,45 @@
 """Stage `clean`: typed, repaired rows to `data/clean/`, the rest to `data/quarantine/` with a reason.
 
 Partition by partition (see `data.clean_partitions`): a raw part is cleaned once while it and the cleaning
-rules are unchanged.
+rules are unchanged. A partition of which a column parsed in no row fails the stage by file name: a format
+problem, not dirt (its rows are in the quarantine); one whose rows were all quarantined otherwise is warned of.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from evergreen.data import clean_partitions as cleaning
 from evergreen.data import io
 from evergreen.data.partitions import read_manifest
 from evergreen.errors import DataError
 from evergreen.workspace import Workspace
+
+
+def _refuse_unreadable_partitions(ws: Workspace, entries: list[dict[str, Any]]) -> None:
+    """Fail naming the files of which a column parsed in no row: that is a format problem (a date written
+    another way, a shifted column), not dirt, and its rows would never reach training. A partition whose rows
+    were all quarantined for other reasons (values outside the declared ranges, say) gets a loud warning."""
+    unreadable = []
+    for e in entries:
+        counts = e["summary"]
+        if not counts["rows_in"] or counts["rows_out"]:
+            continue
+        reasons = counts["quarantined_by_reason"]
+        every_row = [r for r, n in reasons.items() if r.startswith("unparseable:") and n == counts["rows_in"]]
+        if every_row:
+            unreadable.append(f"{e['file']} ({counts['rows_in']} rows, every one {every_row[0]!r})")
+            continue
+        top = max(reasons.items(), key=lambda kv: kv[1], default=("none", 0))
+        print(
+            f"clean: WARNING: every one of the {counts['rows_in']} rows of {e['file']} was quarantined (most "
+            f"often {top[0]!r}, {top[1]} rows); see {ws.show(ws.quarantine)}"
+        )
+    if unreadable:
+        raise DataError(
+            f"clean: a column parsed in no row of {'; '.join(unreadable)}: a format problem, not dirt. Fix or"
+            f" remove the file and run again (its rows are in {ws.show(ws.quarantine)})"
+        )
 
 
 def run(ws: Workspace) -> None:
@@ -26,9 +55,7 @@ def run(ws: Workspace) -> None:
     cleaning.commit(layout, entries)
     summary = cleaning.summarize(entries)
     io.write_json(summary, ws.data_metrics)
-    for e in entries:
-        if e["summary"]["rows_in"] and not e["summary"]["rows_out"]:
-            print(f"clean: warning: every row of partition {e['partition']} ({e['file']}) was quarantined")
+    _refuse_unreadable_partitions(ws, entries)
     if summary["rows_out"] == 0:
         top = sorted(summary["quarantined_by_reason"].items(), key=lambda kv: -kv[1])[:3]
         reasons = ", ".join(f"{reason!r} ({n} rows)" for reason, n in top)

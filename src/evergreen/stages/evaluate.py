@@ -1,5 +1,9 @@
 """Stage `evaluate`: the model and the baselines scored on the test split; metrics, plots, predictions.
 
+Also the leaderboard, `metrics/leaderboard.json`: every candidate the train stage listed in
+`models/candidates/index.json` (one, unless `model.type: auto`) with its valid metric, fit seconds and, from
+here, its test metric. The test split judges; it chose nothing (the train stage chose on valid).
+
 Plots for `dvc plots show`, all in `reports/eval/`: predicted against actual and the error over time
 (`predictions.csv`), residuals against prediction (`residuals.csv`, regression), the confusion matrix
 (`confusion.csv`) and the calibration curve of the predicted class (`calibration.csv`, classification).
@@ -16,9 +20,11 @@ from evergreen.artifacts.reports import EvalReport
 from evergreen.data import io
 from evergreen.data.schema import EVENT_TIME
 from evergreen.data.split import read_split
+from evergreen.errors import ModelError
 from evergreen.model.baselines import fit_baselines, predict_baseline
+from evergreen.model.candidates import load_candidate
+from evergreen.model.metrics import metric as metric_of
 from evergreen.model.metrics import per_class_metrics, score
-from evergreen.model.network import TabularNet
 from evergreen.model.preprocess import check_frame, encode_target
 from evergreen.workspace import Workspace
 
@@ -29,7 +35,7 @@ def _rounded(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def run(ws: Workspace) -> None:
     params = ws.params
-    model = TabularNet.load(ws.model)
+    model = load_candidate(ws.model)
     prep = model.prep
     train, valid, test = read_split(ws, "train"), read_split(ws, "valid"), read_split(ws, "test")
     check_frame(test, [*prep.input_columns, prep.target], "test")
@@ -56,6 +62,7 @@ def run(ws: Workspace) -> None:
     extra = {} if regression else {"per_class": per_class_metrics(actual, output, prep.classes or [])}
     report = EvalReport(model=model_scores, baselines=baseline_scores, **extra)
     report.write(ws.eval_metrics)
+    write_leaderboard(ws, test, actual, model_scores)
 
     # plots for `dvc plots show`, and the full-precision test predictions (serving checks it has no skew)
     keys = [c for c in (params.data.id_column.name if params.data.id_column else None, EVENT_TIME) if c in test]
@@ -90,6 +97,27 @@ def run(ws: Workspace) -> None:
     main = params.promote.metric_for(prep.task)
     scores = {"model": report.model[main]} | {k: v[main] for k, v in report.baselines.items()}
     print("evaluate: test " + main + " " + ", ".join(f"{k} {_show(v)}" for k, v in scores.items()))
+
+
+def write_leaderboard(ws: Workspace, test: pl.DataFrame, actual: np.ndarray, chosen: dict[str, Any]) -> None:
+    """`metrics/leaderboard.json`: the train stage's candidates (`models/candidates/index.json`), each with its
+    test metric; the chosen one's is the model's (`chosen`), the others are loaded and scored here."""
+    index_file = ws.candidates / "index.json"
+    if not index_file.exists():  # a model trained before candidates were listed
+        return
+    index = io.read_json(index_file, ModelError, subject="the list of candidates is ")
+    name = index["metric"]
+    rows = []
+    for entry in index["candidates"]:
+        if entry["chosen"]:
+            test_value = chosen.get(name)
+        else:
+            candidate = load_candidate(ws.models_dir / entry["file"])
+            output = candidate.predict(test)
+            test_value = score(candidate.prep.task, actual, output, candidate.prep.classes).get(name)
+        rows.append({**entry, "test": None if test_value is None else round(float(test_value), 6)})
+    board = {"metric": name, "direction": metric_of(name).direction, "candidates": rows}
+    io.write_json(board, ws.leaderboard)
 
 
 def _show(value: float | None) -> str:

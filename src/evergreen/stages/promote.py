@@ -25,6 +25,7 @@ from evergreen.config import Params
 from evergreen.data.schema import EVENT_TIME
 from evergreen.data.split import key_kind, read_split, row_keys
 from evergreen.inference import ServingModel, load_version, predict, predicted_labels, servable
+from evergreen.orchestration.summary import closing_summary
 from evergreen.provenance import code_version
 from evergreen.registry.gate import align_classes, compare, decide
 from evergreen.registry.store import Registry
@@ -105,9 +106,15 @@ def champion_comparison(
 
 
 def run(ws: Workspace) -> None:
+    _gate_and_promote(ws)
+    # the run's closing lines: the leaderboard, the verdict (or why not and what next), the next command
+    print("\n" + closing_summary(ws))
+
+
+def _gate_and_promote(ws: Workspace) -> None:
     params = ws.params
     cfg = params.promote
-    registry = Registry(ws.registry)
+    registry = Registry(ws.registry, keep_versions=cfg.keep_versions)  # retention after a promotion
     test = read_split(ws, "test")
     challenger = load_version(ws.models_dir, "challenger")
     metric = cfg.metric_for(challenger.task)

@@ -4,7 +4,12 @@ with `train.tensorboard` the same curves as TensorBoard event files in `tensorbo
 With `train.distributed` the stage relaunches itself through torchrun and each process it starts runs this same
 function as one rank: rank 0 alone writes the outputs. With `train.init: champion` it starts from the weights the
 registry's champion was promoted with (its `model.pt`; the registry is not a DVC dependency of this stage, so a
-new champion alone does not make DVC rerun it: new data does)."""
+new champion alone does not make DVC rerun it: new data does).
+
+With `model.type: auto` it trains the candidates of `evergreen.model.auto` (LightGBM, the deep families, their
+ensemble) within `train.time_budget_s` and writes the one best on valid as `models/model.pt`. Either way
+`models/candidates/index.json` lists each candidate (its valid metric, fit seconds, and file: the chosen one is
+`models/model.pt`, the others are kept beside the index so that `evaluate` scores them all on test)."""
 
 from __future__ import annotations
 
@@ -17,8 +22,10 @@ from dvclive import Live
 from evergreen.data import io
 from evergreen.data.split import read_split
 from evergreen.errors import ConfigError
-from evergreen.model import distributed
-from evergreen.model.network import TabularNet
+from evergreen.model import auto, distributed
+from evergreen.model.candidates import load_candidate, network_of, save_candidate
+from evergreen.model.metrics import metric as metric_of
+from evergreen.model.threads import configure_threads
 from evergreen.model.train import WarmStart, train_model
 from evergreen.registry.store import Registry
 from evergreen.workspace import Workspace
@@ -53,15 +60,26 @@ def champion_start(ws: Workspace) -> WarmStart | None:
     if not path.exists():  # registered before versions kept their torch model
         print(f"train.init is champion, but champion {champion} has no {MODEL_FILE}: training from scratch")
         return None
-    return WarmStart(champion, TabularNet.load(path))
+    net = network_of(load_candidate(path))  # an ensemble's network part; trees have no weights to start from
+    if net is None:
+        print(f"train.init is champion, but champion {champion} is not a network: training from scratch")
+        return None
+    return WarmStart(champion, net)
 
 
 def run(ws: Workspace) -> None:
     cfg = ws.params.train.distributed
+    if cfg is not None and ws.params.model.type == "auto":
+        raise ConfigError(
+            "model.type auto trains its candidates in one process: set train.distributed: null, or name one "
+            "family in model.type (e.g. mlp) to train it data-parallel"
+        )
     if cfg is not None and not distributed.launched():
         # this process only launches: torchrun starts the ranks, each of them runs this stage again
         distributed.launch(cfg, ws.root, ["evergreen.cli", "stage", "train"])
         return
+    # once, before any torch work: the CPU allowance shared out between this node's processes
+    configure_threads(ws.params.train.threads, cfg.nproc_per_node if cfg is not None else 1)
     with distributed.process_group(cfg) as group, distributed.recording_errors(group.rank):
         _train(ws, group)
 
@@ -73,8 +91,12 @@ def _train(ws: Workspace, group: distributed.Group) -> None:
     if group.leader:
         ws.model.unlink(missing_ok=True)
         ws.train_metrics.unlink(missing_ok=True)
+        shutil.rmtree(ws.candidates, ignore_errors=True)
     train, valid = read_split(ws, "train"), read_split(ws, "valid")
     warm = champion_start(ws) if params.train.init == "champion" else None
+    if params.model.type == "auto":
+        _train_auto(ws, train, valid, warm)
+        return
     if not group.leader:
         # the other ranks train their shards and write nothing: no curves, no model
         train_model(train, valid, params.data, params.model, params.train, checkpoint=ws.checkpoint,
@@ -105,6 +127,10 @@ def _train(ws: Workspace, group: distributed.Group) -> None:
         )  # fmt: skip
     ws.models_dir.mkdir(parents=True, exist_ok=True)
     result.model.save(ws.model)
+    metric = params.promote.metric_for(params.data.task)
+    entry = {"family": params.model.type, "valid": result.metrics["valid"].get(metric),
+             "seconds": result.metrics["seconds"], "file": ws.model.name, "chosen": True}  # fmt: skip
+    _write_index(ws, metric, [entry])
     io.write_json(result.metrics, ws.train_metrics)
     valid = ", ".join(f"{k} {v:.4g}" for k, v in result.metrics["valid"].items())
     print(
@@ -112,3 +138,63 @@ def _train(ws: Workspace, group: distributed.Group) -> None:
         f"{result.metrics['epochs_run']} in {result.metrics['seconds']:.0f} s on {result.metrics['device']}; "
         f"valid {valid}"
     )
+
+
+def _write_index(ws: Workspace, metric: str, entries: list[dict[str, Any]]) -> None:
+    """`models/candidates/index.json`: every candidate, best on valid first (`evaluate` adds their test metric)."""
+    ws.candidates.mkdir(parents=True, exist_ok=True)
+    io.write_json({"metric": metric, "candidates": entries}, ws.candidates / "index.json")
+
+
+def _rank(metric: str, value: float | None) -> tuple[bool, float]:
+    """A sort key: defined values first, best first in the metric's direction."""
+    if value is None:
+        return True, 0.0
+    return False, value if metric_of(metric).lower_is_better else -value
+
+
+def _train_auto(ws: Workspace, train: Any, valid: Any, warm: WarmStart | None) -> None:
+    """`model.type: auto`: every candidate within the time budget; the best on valid is the stage's model."""
+    params = ws.params
+    metric = params.promote.metric_for(params.data.task)
+    with Live(dir=str(ws.dvclive), save_dvc_exp=False, dvcyaml=None) as live:
+
+        def log(family: str, record: dict[str, float]) -> None:
+            for name, value in record.items():
+                if name != "epoch":
+                    live.log_metric(f"{family}/{name}", value)  # one curve per family and metric
+            live.next_step()
+
+        entries = auto.train_candidates(
+            train, valid, params.data, params.model, params.train, metric,
+            checkpoint=ws.checkpoint, on_epoch=log, params=params.model_dump(mode="json"), warm=warm,
+        )  # fmt: skip
+    chosen = auto.choose(entries, metric)
+    # best on valid first (the chosen one), undefined metrics last
+    ranked = sorted(entries, key=lambda e: (e is not chosen, *_rank(metric, e.valid)))
+    ws.models_dir.mkdir(parents=True, exist_ok=True)
+    ws.candidates.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for entry in ranked:
+        if entry is chosen:
+            save_candidate(entry.candidate, ws.model)
+            file = ws.model.name
+        else:
+            file = f"{ws.candidates.name}/{entry.family}.pt"
+            save_candidate(entry.candidate, ws.models_dir / file)
+        rows.append({"family": entry.family, "valid": entry.valid, "seconds": entry.seconds, "file": file,
+                     "chosen": entry is chosen, **entry.detail})  # fmt: skip
+    _write_index(ws, metric, rows)
+    info = getattr(chosen.candidate, "info", {})
+    metrics = {
+        **(info if "model_type" in info else {}),  # a network's own training record, as `model.type: mlp` writes
+        "model_type": chosen.family,
+        "valid": auto.valid_scores(chosen, valid),
+        "n_train": train.height,
+        "n_valid": valid.height,
+        "seconds": round(sum(e.seconds for e in entries if e.family != "ensemble"), 2),
+        "candidates": rows,
+    }
+    io.write_json(metrics, ws.train_metrics)
+    board = ", ".join(f"{r['family']} {r['valid']:.4g}" if r["valid"] is not None else r["family"] for r in rows)
+    print(f"train: model.type auto chose {chosen.family} on valid {metric} ({board})")

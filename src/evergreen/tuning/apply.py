@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from evergreen.orchestration.overrides import apply_overrides
+from evergreen.config import apply_overrides
 from evergreen.tuning.study import TuneError, open_study, storage_url, summarise
 from evergreen.workspace import Workspace
 

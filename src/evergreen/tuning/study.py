@@ -52,9 +52,10 @@ def direction_of(params: Params) -> str:
 
 def storage_url(ws: Workspace) -> str:
     """`tune.storage` as a SQLAlchemy URL: the project's SQLite file, a URL, or the URL in a named env var."""
-    declared = ws.params.tune.storage
-    if declared is None:
+    secret = ws.params.tune.storage
+    if secret is None:
         return f"sqlite:///{ws.at(ws.params.tune.output_dir) / 'study.db'}"
+    declared = secret.get_secret_value()  # revealed for Optuna only: messages show it through `shown`
     url = declared
     if "://" not in declared:
         url = os.environ.get(declared, "")

@@ -16,7 +16,7 @@ same outcomes to the example values):
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -159,12 +159,25 @@ def _outcome(result: dict[str, Any], example_values: int) -> ExpectationOutcome:
     )
 
 
+def _split_personal(suite: dict[str, Any], personal: Collection[str]) -> list[tuple[dict[str, Any], bool]]:
+    """The suite as (suite, personal) parts: the expectations on personal columns apart, so that they run
+    without example values (GX copies failing values into its results and Data Docs, one format per run)."""
+    expectations = suite.get("expectations", [])
+    private = [e for e in expectations if (e.get("kwargs") or {}).get("column") in personal]
+    if not private:
+        return [(suite, False)]
+    public = [e for e in expectations if e not in private]
+    parts = [({**suite, "expectations": public}, False)] if public else []
+    return [*parts, ({**suite, "name": f"{suite.get('name')}.personal", "expectations": private}, True)]
+
+
 def validate_batches(
     batches: Iterable[pl.DataFrame],
     suite: dict[str, Any],
     *,
     example_values: int = 5,
     docs_dir: Path | None = None,
+    personal: Collection[str] = (),
 ) -> list[ValidationSummary]:
     """Run an expectation suite (a dict as `suites.generate_suite` makes) on each of a stream of polars frames
     with the same columns, one summary per frame.
@@ -172,34 +185,40 @@ def validate_batches(
     The frames are taken one at a time, so a large dataset read in bounded batches is never held whole; the
     GX context and suite are built once for all of them. With `docs_dir`, GX's HTML Data Docs for these runs
     are built there once, at the end; each summary's `docs_index` is then the path of its index.html.
+    The expectations on `personal` columns (declared `pii`) show counts but no failing value, in the summary
+    and in the Data Docs; they come after the others.
     """
     frames = iter(batches)
     first = next(frames, None)
     if first is None:
         return []
     context = _context(docs_dir)
-    gx_suite = context.suites.add(_build_suite(_time_bounds_as_datetimes(suite, first)))
-    asset = context.data_sources.add_pandas("evergreen").add_dataframe_asset(gx_suite.name)
-    batch = asset.add_batch_definition_whole_dataframe("whole frame")
-    definition = context.validation_definitions.add(
-        gx.ValidationDefinition(name=gx_suite.name, data=batch, suite=gx_suite)
-    )
+    runs = []
+    for part, private in _split_personal(_time_bounds_as_datetimes(suite, first), personal):
+        gx_suite = context.suites.add(_build_suite(part))
+        source = context.data_sources.add_pandas("evergreen-personal" if private else "evergreen")
+        asset = source.add_dataframe_asset(gx_suite.name)
+        batch = asset.add_batch_definition_whole_dataframe("whole frame")
+        definition = gx.ValidationDefinition(name=gx_suite.name, data=batch, suite=gx_suite)
+        # SUMMARY gives counts and a few examples; COMPLETE would copy every failing value
+        shown = {"result_format": "SUMMARY", "partial_unexpected_count": 0 if private else example_values}
+        runs.append((context.validation_definitions.add(definition), shown))
     keep_dtype = _typed_columns(suite)
     results = []
     # pandas' Arrow-backed `str` dtype while GX runs, for RE2 (see the module's docstring)
     with pd.option_context("future.infer_string", _regexes_run_in_re2(suite)):
         for df in chain([first], frames):
-            result = definition.run(
-                batch_parameters={"dataframe": _to_pandas(df, keep_dtype)},
-                # SUMMARY gives counts and a few examples; COMPLETE would copy every failing value
-                result_format={"result_format": "SUMMARY", "partial_unexpected_count": example_values},
-            )
-            results.append((df.height, result.to_json_dict()))
+            frame = _to_pandas(df, keep_dtype)
+            parts = [d.run(batch_parameters={"dataframe": frame}, result_format=f).to_json_dict() for d, f in runs]
+            result = {**parts[0], "success": all(r["success"] for r in parts)}
+            result["results"] = [r for part in parts for r in part["results"]]
+            results.append((df.height, result))
     docs_index = None
     if docs_dir is not None:
         context.build_data_docs(site_names=["local"])
         docs_index = str(Path(docs_dir) / "index.html")
-    return [_summary(gx_suite.name, rows, result, example_values, docs_index) for rows, result in results]
+    name = suite.get("name") or gx_suite.name
+    return [_summary(name, rows, result, example_values, docs_index) for rows, result in results]
 
 
 def _summary(
@@ -218,7 +237,12 @@ def _summary(
 
 
 def validate_frame(
-    df: pl.DataFrame, suite: dict[str, Any], *, example_values: int = 5, docs_dir: Path | None = None
+    df: pl.DataFrame,
+    suite: dict[str, Any],
+    *,
+    example_values: int = 5,
+    docs_dir: Path | None = None,
+    personal: Collection[str] = (),
 ) -> ValidationSummary:
     """`validate_batches` on one frame."""
-    return validate_batches([df], suite, example_values=example_values, docs_dir=docs_dir)[0]
+    return validate_batches([df], suite, example_values=example_values, docs_dir=docs_dir, personal=personal)[0]

@@ -49,6 +49,7 @@ class Task:
     suite: dict[str, Any]
     example_values: int
     docs_dir: str
+    personal: tuple[str, ...] = ()  # columns declared pii: their failing values are never shown
 
 
 def _batches(task: Task) -> Iterator[pl.DataFrame]:
@@ -65,7 +66,9 @@ def validate_partition(task: Task) -> dict[str, Any]:
 
     docs_dir = Path(task.docs_dir)
     shutil.rmtree(docs_dir, ignore_errors=True)  # this part's docs show this validation only
-    batches = validate_batches(_batches(task), task.suite, example_values=task.example_values, docs_dir=docs_dir)
+    batches = validate_batches(
+        _batches(task), task.suite, example_values=task.example_values, docs_dir=docs_dir, personal=task.personal
+    )
     merged = merge_partitions([(task.name, batch) for batch in batches], task.example_values)
     summary = replace(merged, docs_index=batches[0].docs_index)
     # through JSON here, so a result computed now and one read back from the cache are the same values
@@ -115,13 +118,15 @@ def run_validation(ws: Workspace, stage: Stage, data_path: Path) -> None:
     # the adapter hashed by its path: importing it would cost GX's import time when nothing is to be done
     adapter = Path(summary_module.__file__ or "").with_name("gx_adapter.py")
     code = parts.code_version(suites_module, summary_module, parts, adapter, Path(__file__))
-    inputs = parts.fingerprint(suite, cfg.example_values, cfg.batch_rows, code)
+    personal = tuple(sorted(c.name for c in ws.params.data.columns if c.pii is not None))
+    # declaring a column personal redoes the reports that may show its values
+    inputs = parts.fingerprint(suite, cfg.example_values, cfg.batch_rows, code, *([personal] if personal else []))
     rows = {f.stem: _rows(f) for f in files}
     # an empty part has nothing to check, unless every part is empty: then the row count must fail
     checked = [f for f in files if rows[f.stem]] or files[:1]
     prints = {f.stem: parts.fingerprint(inputs, f.stem, parts.content_hash(str(f))) for f in checked}
     todo = [
-        Task(f.stem, str(f), rows[f.stem], cfg.batch_rows, suite, cfg.example_values, str(docs_root / f.stem))
+        Task(f.stem, str(f), rows[f.stem], cfg.batch_rows, suite, cfg.example_values, str(docs_root / f.stem), personal)
         for f in checked
         if prints[f.stem] not in cache or not (docs_root / f.stem / "index.html").is_file()
     ]

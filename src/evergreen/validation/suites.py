@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from evergreen.config import Column, DataConfig
+from evergreen.config import MODEL_FILLED, Column, DataConfig
 from evergreen.data.schema import clean_schema, raw_schema
 from evergreen.errors import EvergreenError
 
@@ -24,6 +24,9 @@ INT_PATTERN = r"^\s*[+-]?\d+\s*$"
 FLOAT_PATTERN = r"^\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*$"
 # Raw data is dirty by nature; these checks only catch a column that is unusable as a whole.
 RAW_MOSTLY = 0.95
+# a numeric column may hold some text cells (`clean` quarantines them); `init` declares a string column numeric
+# from this share of number cells on, so the raw suite must accept what `init` declared
+NUMERIC_MOSTLY = 0.8
 
 
 def _expectation(kind: str, critical: bool, **kwargs: Any) -> dict[str, Any]:
@@ -61,7 +64,7 @@ def _raw_expectations(data: DataConfig) -> list[dict[str, Any]]:
                     True,
                     column=col.name,
                     regex=pattern,
-                    mostly=RAW_MOSTLY,
+                    mostly=NUMERIC_MOSTLY,
                 )
             )
     if data.id_column is not None:
@@ -80,13 +83,18 @@ def _range_expectation(col: Column) -> dict[str, Any] | None:
     return None
 
 
-def _clean_expectations(data: DataConfig) -> list[dict[str, Any]]:
+def _null_after_clean(col: Column, default_missing: str) -> bool:
+    """Whether clean data may hold nulls in `col`: it is nullable, or the model fills its missing cells."""
+    return col.nullable or (col.missing or default_missing) in MODEL_FILLED
+
+
+def _clean_expectations(data: DataConfig, default_missing: str) -> list[dict[str, Any]]:
     out = [
         _expectation("expect_table_columns_to_match_set", True, column_set=list(clean_schema(data)), exact_match=True),
         _expectation("expect_table_row_count_to_be_between", True, min_value=1, max_value=None),
     ]
     for col in data.columns:
-        if not col.nullable:
+        if not _null_after_clean(col, default_missing):
             out.append(_expectation("expect_column_values_to_not_be_null", True, column=col.name))
         ranged = _range_expectation(col)
         if ranged is not None:
@@ -104,16 +112,19 @@ def _clean_expectations(data: DataConfig) -> list[dict[str, Any]]:
     return out
 
 
-def generate_suite(data: DataConfig, stage: Stage) -> dict[str, Any]:
-    """The expectation suite for raw or clean data, derived from the declared columns only."""
+def generate_suite(data: DataConfig, stage: Stage, default_missing: str = "quarantine") -> dict[str, Any]:
+    """The expectation suite for raw or clean data, derived from the declared columns (and `clean.missing`,
+    the policy of columns without their own: `default_missing`)."""
     if stage == "raw":
         return _suite("raw", _raw_expectations(data))
     if stage == "clean":
-        return _suite("clean", _clean_expectations(data))
+        return _suite("clean", _clean_expectations(data, default_missing))
     raise ValueError(f"stage must be 'raw' or 'clean', not {stage!r}")
 
 
-def write_suites(data: DataConfig, suites_dir: Path, overwrite: bool = False) -> list[Path]:
+def write_suites(
+    data: DataConfig, suites_dir: Path, overwrite: bool = False, default_missing: str = "quarantine"
+) -> list[Path]:
     """Write `raw.json` and `clean.json` into `suites_dir`; return the paths written.
 
     A suite file that already exists is left as it is unless `overwrite`: hand edits win over regeneration.
@@ -126,7 +137,7 @@ def write_suites(data: DataConfig, suites_dir: Path, overwrite: bool = False) ->
         if path.exists() and not overwrite:
             continue
         # sort_keys keeps the file byte-stable across runs, so DVC sees no change when nothing changed
-        path.write_text(json.dumps(generate_suite(data, stage), indent=2, sort_keys=True) + "\n")
+        path.write_text(json.dumps(generate_suite(data, stage, default_missing), indent=2, sort_keys=True) + "\n")
         written.append(path)
     return written
 
