@@ -72,7 +72,8 @@ def test_failed_validation_fails_the_run_with_its_message(api_url, project, tmp_
     assert flow_run.state.is_completed(), logs
     for name in ("ingest", "validate_raw", "clean"):
         assert f"{name} is up to date: skipped" in logs
-    assert "validate_clean: 35/35 expectations passed" in logs
+    # hum and windspeed may be missing in clean (the model fills them): no not-null expectation for them
+    assert "validate_clean: 33/33 expectations passed" in logs
 
 
 def test_retrain_while_the_workspace_is_busy_is_skipped_not_failed(api_url, project, tmp_path, monkeypatch):

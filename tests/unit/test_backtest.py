@@ -12,7 +12,14 @@ import pytest
 import evergreen
 from evergreen.backtest.plots import plot_backtest
 from evergreen.backtest.replay import PolicyRun, Served, Window, score_rows, should_retrain, summarise, windows
-from evergreen.backtest.sandbox import SOURCE, copy_sandbox, create_sandbox, sandbox_params, write_params
+from evergreen.backtest.sandbox import (
+    SANDBOX_AUTO_BUDGET_S,
+    SOURCE,
+    copy_sandbox,
+    create_sandbox,
+    sandbox_params,
+    write_params,
+)
 from evergreen.config import Params, load_params, with_overrides
 from evergreen.data.schema import EVENT_TIME
 from evergreen.errors import EvergreenError
@@ -60,6 +67,19 @@ def test_sandbox_params_gate_on_the_latest_days_and_validate_on_the_days_before(
     assert sandbox.data.source == SOURCE and sandbox.data.incoming == "data/incoming"
     assert sandbox.train.epochs == 2  # simulate.overrides apply
     assert params.train.epochs != 2  # ... to the copy only
+
+
+def test_sandbox_params_cap_the_budget_of_model_type_auto_unless_the_overrides_name_it(tiny: Params):
+    auto = with_overrides(tiny, {"model.type": "auto", "train.time_budget_s": None})
+    assert sandbox_params(auto, NOW).train.time_budget_s == SANDBOX_AUTO_BUDGET_S  # not 5 minutes a retrain
+    assert sandbox_params(with_overrides(auto, {"train.time_budget_s": 10}), NOW).train.time_budget_s == 10
+    # the user's own replay settings win: a budget, or a family pinned
+    declared = with_overrides(auto, {"simulate.overrides": {"train.time_budget_s": 90}})
+    assert sandbox_params(declared, NOW).train.time_budget_s == 90
+    pinned = sandbox_params(with_overrides(auto, {"simulate.overrides": {"model.type": "mlp"}}), NOW)
+    assert pinned.model.type == "mlp" and pinned.train.time_budget_s is None
+    # a named family keeps its own budget (none): only auto shares a budget out between candidates
+    assert sandbox_params(with_overrides(tiny, {"train.time_budget_s": None}), NOW).train.time_budget_s is None
 
 
 def test_sandbox_params_keep_every_location_inside_the_sandbox(tiny: Params, tmp_path: Path):

@@ -174,3 +174,30 @@ def test_init_proposes_pii_hash_for_columns_named_like_personal_data_and_says_so
     )
     assert columns["phone_number"].role == "feature" and columns["phone_number"].declaration["pii"] == "hash"
     assert "pii" not in columns["hostname"].declaration and "pii" not in columns["y"].declaration
+
+
+def test_feedback_never_lands_a_hash_or_a_gap_as_a_training_value(tiny_raw, tmp_path, monkeypatch):
+    """Promise: labelled predictions land as training rows without the log's stand-ins for personal columns: a
+    hashed feature lands empty (then `clean`'s missing policy applies), and a row keyed by a hashed id counts as
+    without id. Before: the hash landed as the feature's value and as the row's id."""
+    from evergreen.monitoring.feedback import feedback_batch
+
+    monkeypatch.setenv("EVERGREEN_PII_KEY", KEY)
+    records = [{"id": 7, "day": "2024-01-01", "hr": 3, "weather": 1, "temp": 0.25, "hum": 0.5}]
+
+    def landed(data: Any) -> Any:
+        location = tmp_path / f"log-{len(list(tmp_path.iterdir()))}.db"
+        log = PredictionLog(location, timeout_s=5)
+        try:
+            log.write(log_rows("r1", utc_now(), "v1", records, [4.0], redactor=Redactor(data)))
+            assert log.attach_labels("r1", [5]) == 1
+        finally:
+            log.close()
+        return feedback_batch(read_log(location, data=data), data, after=None)
+
+    batch = landed(_declared(tiny_raw, weather="hash").data)
+    assert batch.without_id == 0 and batch.rows.height == 1
+    row = batch.rows.row(0, named=True)
+    assert row["weather"] is None and row["temp"] == "0.25" and row["id"] == "7" and row["y"] == "5"
+    keyed_by_hash = landed(_declared(tiny_raw, id="hash").data)
+    assert keyed_by_hash.without_id == 1 and keyed_by_hash.rows.height == 0

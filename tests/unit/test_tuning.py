@@ -28,6 +28,8 @@ from evergreen.tuning.study import (
     run_worker,
     storage_url,
     summarise,
+    tuned_family,
+    workspace_with,
 )
 from evergreen.workspace import Workspace
 from tests.harness import ROOT, TINY, synthetic
@@ -116,8 +118,11 @@ def test_a_study_for_the_other_direction_is_refused(tmp_path):
 
 
 # ---------------------------------------------------------------------------------- a study on a tiny table
-def _tiny_project(root: Path, tune: dict[str, Any], train: dict[str, Any], task: str = "regression") -> Path:
-    model = {"hidden": [16], "embedding_dim": 4} | ({"target_transform": "none"} if task != "regression" else {})
+def _tiny_project(
+    root: Path, tune: dict[str, Any], train: dict[str, Any], task: str = "regression", model_type: str = "mlp"
+) -> Path:
+    model = {"type": model_type, "hidden": [16], "embedding_dim": 4}
+    model |= {"target_transform": "none"} if task != "regression" else {}
     raw = _params(tune, train=train, model=model)
     raw["data"]["task"] = task
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -237,3 +242,31 @@ def test_the_command_names_what_a_user_got_wrong(tmp_path, monkeypatch):
     assert unstarted.exit_code == 1 and "no study named 'evergreen'" in unstarted.output
     bad = CliRunner().invoke(app, ["tune", "-p", str(params), "--trials", "0"])
     assert bad.exit_code == 2 and "--trials" in bad.output  # refused before anything opens a database
+
+
+# ------------------------------------------------------------------------------------------ model.type: auto
+@pytest.mark.slow
+def test_a_study_of_an_auto_project_tunes_the_network_its_last_auto_run_ranked_first(tmp_path):
+    # `evergreen init` writes model.type: auto, which no trial can train (TabularNet knows the families only)
+    root = _tiny_project(tmp_path, {"n_trials": 1}, {"epochs": 1, "batch_size": 64}, model_type="auto")
+    with pytest.raises(TuneError, match=r"model\.type is auto and no models/candidates/index\.json .* set model\.type"):
+        workspace_with(str(root))
+    index = root / "models/candidates/index.json"
+    index.parent.mkdir(parents=True)
+    rows = [{"family": "ensemble"}, {"family": "lightgbm"}, {"family": "linear"}]
+    index.write_text(json.dumps({"metric": "rmse", "candidates": rows}))
+    with pytest.raises(TuneError, match="index.json lists no network to tune"):
+        workspace_with(str(root))
+    # ranked: the chosen one first, then best on valid; a tree champion still has its best network tuned
+    index.write_text(json.dumps({"metric": "rmse", "candidates": [rows[1], {"family": "tabm"}, {"family": "mlp"}]}))
+    ws = workspace_with(str(root))
+    assert ws.params.model.type == "tabm"
+    assert Workspace.open(str(root)).params.model.type == "auto"  # params.yaml itself is left as it is
+    summary = run_worker(str(root))  # trial 0 (the params as they are) trains: it crashed on `auto`
+    assert summary["trials"] == 1
+
+
+def test_a_named_family_is_tuned_as_it_is():
+    params = parse_params(_params(model={"type": "resnet"}))
+    assert tuned_family(params, None) == "resnet"
+    assert tuned_family(params, {"candidates": [{"family": "mlp"}]}) == "resnet"

@@ -49,6 +49,8 @@ __all__ = [
 
 SOURCE = "data/source/initial.parquet"  # the history before `simulate.start`, the sandbox's `data.source`
 STAGES_LOG = "stages.log"  # every retrain's stage output, appended
+# `model.type: auto`'s budget in each retrain (`auto_budget`): ~25 retrains at 30 s stay minutes, not hours
+SANDBOX_AUTO_BUDGET_S = 30.0
 
 # locations a sandbox writes to: an absolute one in the project's params would point outside the sandbox (at the
 # project's own registry or prediction log), so the sandbox uses the config's default, inside itself, instead
@@ -128,11 +130,22 @@ def replay_start(params: Params) -> dt.datetime:
     return params.simulate.start
 
 
+def auto_budget(params: Params) -> dict[str, Any]:
+    """The replay's budget for `model.type: auto`: each of its ~25 retrains trains every candidate within
+    `train.time_budget_s` (5 minutes when unset), so unless `simulate.overrides` names the budget or a family,
+    the replay caps it at `SANDBOX_AUTO_BUDGET_S` (the quick candidates come first, whatever the budget)."""
+    declared = params.simulate.overrides
+    if params.model.type != "auto" or "model.type" in declared or "train.time_budget_s" in declared:
+        return {}
+    return {"train.time_budget_s": min(params.train.time_budget_s or SANDBOX_AUTO_BUDGET_S, SANDBOX_AUTO_BUDGET_S)}
+
+
 def sandbox_params(params: Params, now: dt.datetime) -> Params:
     """Params for a retrain at `now`: gate on the latest `test_days`, validate on the days before.
 
     The source is the sandbox's initial history plus its landing folder; `simulate.overrides` (lighter
-    training) apply; every location stays inside the sandbox.
+    training) apply, and `model.type: auto` gets a small budget (`auto_budget`); every location stays inside
+    the sandbox.
     """
     sim = params.simulate
     test_from = now - dt.timedelta(days=sim.test_days)
@@ -140,6 +153,7 @@ def sandbox_params(params: Params, now: dt.datetime) -> Params:
         params,
         {
             **_inside(params),
+            **auto_budget(params),
             **sim.overrides,
             "data.source": SOURCE,
             "data.incoming": "data/incoming",

@@ -1,11 +1,12 @@
 """`model.type: auto`: the candidates trained on the same split within one time budget, chosen on valid only.
 
-The candidates are LightGBM (first: quick, so there is a result even when the networks use up the budget), each
-deep family the config knows (`mlp`, and `tabm` where declared), and the weighted ensemble of the best network
-and the trees (kept only when it beats both on valid). Each deep candidate gets an equal share of the time left
-(`train.time_budget_s`, passed to `train_model`, which stops after the epoch that would end past it). Every
-candidate is scored on the valid split by the gated metric, in target units, through its own predictions; the
-test split is never read here.
+The candidates are the quick ones first (`QUICK`: LightGBM and the linear model, the gate's own baselines, so
+there is a result even when the networks use up the budget), each deep family the config knows (`mlp`, and
+`tabm` where declared; TabM capped to CPU sizes on a CPU, `cpu_sized`), and the ensemble: the equal-weight
+average of the subset of candidates that scores best on valid (kept only when it beats every single one there).
+Each deep candidate gets an equal share of the time left (`train.time_budget_s`, passed to `train_model`, which
+stops after the epoch that would end past it). Every candidate is scored on the valid split by the gated metric,
+in target units, through its own predictions; the test split is never read here.
 """
 
 from __future__ import annotations
@@ -20,16 +21,23 @@ import polars as pl
 
 from evergreen.config import DataConfig, ModelConfig, TrainConfig
 from evergreen.model.candidates import Candidate, NetworkCandidate
-from evergreen.model.ensemble import EnsembleModel, fit_weight, valid_metric
+from evergreen.model.ensemble import best_blend, equal_blend, valid_metric
+from evergreen.model.linear import fit_linear_model
 from evergreen.model.metrics import metric as metric_of
 from evergreen.model.metrics import score
 from evergreen.model.preprocess import Preprocessing, encode_target, fit_preprocessing
-from evergreen.model.train import WarmStart, train_model
+from evergreen.model.train import WarmStart, resolve_device, train_model
 from evergreen.model.trees import fit_trees
 
 AUTO_BUDGET_S = 300.0  # train.time_budget_s when none is declared: a few minutes on a laptop's CPU
 TREE_SHARE = 0.25  # of the budget, at most, for LightGBM (it rarely needs it: early stopping ends it sooner)
 DEEP_FAMILIES = ("mlp", "tabm")  # tried in this order, where `model.type` knows them
+TABM_CPU = {"k": 8, "d_block": 256}  # TabM's caps on a CPU (`cpu_sized`)
+MIN_EPOCHS = 5  # a network that ran fewer (its share of the budget ended it) is flagged on the leaderboard
+
+Matrices = tuple[np.ndarray, np.ndarray]  # (x, y): the input matrix and the target as the metrics read it
+QuickFit = Callable[[Preprocessing, Matrices, Matrices, int, "dict[str, Any] | None", float],
+                    "tuple[Candidate, dict[str, Any]]"]  # fmt: skip
 
 
 @dataclass
@@ -74,6 +82,45 @@ def choose(entries: list[Entry], name: str) -> Entry:
     return chosen
 
 
+def _lightgbm(prep: Preprocessing, train: Matrices, valid: Matrices, seed: int, params: dict[str, Any] | None,
+              deadline: float) -> tuple[Candidate, dict[str, Any]]:  # fmt: skip
+    trees = fit_trees(prep, train, valid, seed=seed, params=params, deadline=deadline)
+    return trees, {k: trees.info[k] for k in ("best_round", "stopped_by_deadline")}
+
+
+def _linear(prep: Preprocessing, train: Matrices, valid: Matrices, seed: int, params: dict[str, Any] | None,
+            deadline: float) -> tuple[Candidate, dict[str, Any]]:  # fmt: skip
+    model = fit_linear_model(prep, train, valid, params)
+    return model, {"penalty": model.info["penalty"]}
+
+
+# the quick candidates, fitted first (seconds, even on a large table) so that there is a result whatever the
+# networks do: LightGBM, and the linear model, which the gate's `linear` baseline is: on small tables it is
+# often the best, and the choice on valid must be able to pick it
+QUICK: tuple[tuple[str, QuickFit], ...] = (("lightgbm", _lightgbm), ("linear", _linear))
+
+
+def cpu_sized(family: str, model_cfg: ModelConfig, cfg: TrainConfig) -> tuple[ModelConfig, dict[str, Any]]:
+    """The family's config for this run, and what was changed (for the leaderboard): on a CPU, TabM at its GPU
+    sizes (k 32, blocks of 512) runs about 85 s an epoch on 14k rows on one core, so it would stop after an
+    epoch or two of its share; it is capped at `TABM_CPU` (about 16x fewer operations a row)."""
+    family_cfg = model_cfg.model_copy(update={"type": family})
+    if family != "tabm" or resolve_device(cfg.device).type != "cpu":
+        return family_cfg, {}
+    sized = {k: min(getattr(model_cfg, k), v) for k, v in TABM_CPU.items()}
+    changed = {k: v for k, v in sized.items() if v != getattr(model_cfg, k)}
+    return family_cfg.model_copy(update=sized), ({"cpu_sized": changed} if changed else {})
+
+
+def _too_short(epochs: int, share: float, declared: int) -> dict[str, str]:
+    """A leaderboard note when a network's share of the budget ended it after too few epochs to judge the family
+    (TabM on a loaded 2-core CPU: one epoch of hotel_rates' 9.6k rows took 86 s, at CPU sizes)."""
+    if epochs >= min(MIN_EPOCHS, declared):
+        return {}
+    return {"note": f"{epochs} epoch(s) in its {share:.0f} s share: too few to judge it; give train.time_budget_s "
+                    "more, or a GPU"}  # fmt: skip
+
+
 def train_candidates(
     train: pl.DataFrame,
     valid: pl.DataFrame,
@@ -92,18 +139,20 @@ def train_candidates(
     started = time.perf_counter()
     budget = cfg.time_budget_s or AUTO_BUDGET_S
     prep = fit_preprocessing(train, data, model_cfg)
-    x_train, x_valid = prep.matrix(train), prep.matrix(valid)
-    y_train, actual = _units(train, prep), _units(valid, prep)
-    trees = fit_trees(prep, (x_train, y_train), (x_valid, actual), seed=cfg.seed, params=params,
-                      deadline=started + TREE_SHARE * budget)  # fmt: skip
-    trees_valid = trees.predict_matrix(x_valid)
-    entries = [Entry("lightgbm", trees, valid_metric(prep, metric, actual, trees_valid), trees.info["seconds"],
-                     {k: trees.info[k] for k in ("best_round", "stopped_by_deadline")})]  # fmt: skip
+    x_valid = prep.matrix(valid)
+    train_xy, actual = (prep.matrix(train), _units(train, prep)), _units(valid, prep)
+    outputs: list[tuple[Entry, np.ndarray]] = []
+    for family, fit in QUICK:
+        candidate, detail = fit(prep, train_xy, (x_valid, actual), cfg.seed, params,
+                                started + TREE_SHARE * budget)  # fmt: skip
+        output = candidate.predict_matrix(x_valid)
+        entry = Entry(family, candidate, valid_metric(prep, metric, actual, output),
+                      getattr(candidate, "info", {}).get("seconds", 0.0), detail)  # fmt: skip
+        outputs.append((entry, output))
     deep = families if families is not None else deep_families()
-    networks: list[tuple[Entry, np.ndarray]] = []
     for i, family in enumerate(deep):
         share = max(1.0, (started + budget - time.perf_counter()) / (len(deep) - i))
-        family_cfg = model_cfg.model_copy(update={"type": family})
+        family_cfg, sized = cpu_sized(family, model_cfg, cfg)
 
         def log(record: dict[str, float], family: str = family) -> None:
             if on_epoch is not None:
@@ -113,32 +162,28 @@ def train_candidates(
                              checkpoint=checkpoint, on_epoch=log, params=params, warm=warm)  # fmt: skip
         net = NetworkCandidate(result.model, result.metrics)
         output = net.predict_matrix(x_valid)
-        detail = {"best_epoch": result.metrics["best_epoch"], "epochs_run": result.metrics["epochs_run"],
-                  "budget_s": round(share, 1)}  # fmt: skip
+        epochs = result.metrics["epochs_run"]
+        detail = {"best_epoch": result.metrics["best_epoch"], "epochs_run": epochs, "budget_s": round(share, 1),
+                  **sized, **_too_short(epochs, share, cfg.epochs)}  # fmt: skip
         entry = Entry(family, net, valid_metric(prep, metric, actual, output), result.metrics["seconds"], detail)
-        entries.append(entry)
-        networks.append((entry, output))
-    if networks:
-        entry, output = networks[0]
-        for other, other_output in networks[1:]:
-            if better(metric, other.valid, entry.valid):
-                entry, output = other, other_output
-        entries += _ensemble(prep, metric, actual, entry, output, entries[0], trees_valid)
-    return entries
+        outputs.append((entry, output))
+    return [entry for entry, _ in outputs] + _blend(prep, metric, actual, outputs)
 
 
-def _ensemble(
-    prep: Preprocessing, metric: str, actual: np.ndarray, net: Entry, net_valid: np.ndarray, trees: Entry,
-    trees_valid: np.ndarray,
-) -> list[Entry]:  # fmt: skip
-    """The ensemble of the best network and the trees, when its weight chosen on valid beats both there."""
+def _blend(
+    prep: Preprocessing, metric: str, actual: np.ndarray, outputs: list[tuple[Entry, np.ndarray]]
+) -> list[Entry]:
+    """The equal-weight blend of the candidates whose average scores best on valid (`ensemble.best_blend`),
+    when it beats every single candidate there."""
     started = time.perf_counter()
-    weight, value = fit_weight(prep, metric, actual, net_valid, trees_valid)
-    if not (better(metric, value, net.valid) and better(metric, value, trees.valid)):
+    scored = {e.family: (e, o) for e, o in outputs if e.valid is not None and np.isfinite(e.valid)}
+    found = best_blend(prep, metric, actual, {family: o for family, (_, o) in scored.items()})
+    if found is None or not all(better(metric, found[1], e.valid) for e, _ in scored.values()):
         return []
-    model = EnsembleModel(net.candidate, trees.candidate, weight, {"weight": weight})
-    seconds = net.seconds + trees.seconds + time.perf_counter() - started
-    return [Entry("ensemble", model, value, round(seconds, 2), {"parts": model.parts})]
+    members = [scored[family][0] for family in found[0]]
+    model = equal_blend([e.candidate for e in members])
+    seconds = sum(e.seconds for e in members) + time.perf_counter() - started
+    return [Entry("ensemble", model, found[1], round(seconds, 2), {"parts": model.parts})]
 
 
 def valid_scores(entry: Entry, valid: pl.DataFrame) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from evergreen.model.trees import TreeModel, fit_trees
 _HGB_MAX_CATEGORIES = 255  # HistGradientBoosting bins each categorical value; more are treated as numeric
 
 
+_MISSING_CODE = -1e9  # a missing categorical code's one-hot column (codes are vocabulary codes or raw ints)
 _ALPHAS = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)  # ridge penalty; logistic regression's C is its inverse
 
 
@@ -42,9 +43,12 @@ def _valid_loss(task: str, y: np.ndarray, output: np.ndarray, classes: int) -> f
 
 
 def _linear(prep: Preprocessing, alpha: float) -> Pipeline:
+    # a missing category is its own one-hot column, as OneHotEncoder does with NaN, but through a constant fill:
+    # skl2onnx converts that (`evergreen.model.linear`), not NaN categories
+    missing = SimpleImputer(strategy="constant", fill_value=_MISSING_CODE)
     columns = ColumnTransformer(
         [
-            ("categorical", OneHotEncoder(handle_unknown="ignore"), prep.categorical),
+            ("categorical", make_pipeline(missing, OneHotEncoder(handle_unknown="ignore")), prep.categorical),
             ("numeric", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), prep.numeric),
         ]
     )
@@ -52,9 +56,9 @@ def _linear(prep: Preprocessing, alpha: float) -> Pipeline:
     return make_pipeline(columns, model)
 
 
-def _tuned_linear(
-    prep: Preprocessing, train: tuple[np.ndarray, np.ndarray], valid: tuple[np.ndarray, np.ndarray]
-) -> Any:
+def fit_linear(prep: Preprocessing, train: tuple[np.ndarray, np.ndarray], valid: tuple[np.ndarray, np.ndarray]) -> Any:
+    """Ridge or logistic regression with its penalty chosen on `valid` from `_ALPHAS`: the `linear` baseline,
+    and `model.type: auto`'s `linear` candidate (`evergreen.model.linear`)."""
     classes = len(prep.classes or [])
     fitted = [_linear(prep, alpha).fit(*train) for alpha in _ALPHAS]
     losses = [
@@ -111,7 +115,7 @@ def fit_baselines(
             model = DummyRegressor() if prep.task == "regression" else DummyClassifier(strategy="prior")
             fitted[name] = model.fit(*train)
         elif name == "linear":
-            fitted[name] = _tuned_linear(prep, train, valid)
+            fitted[name] = fit_linear(prep, train, valid)
         elif name == "lightgbm":
             fitted[name] = fit_trees(prep, train, valid, seed=seed)
         else:

@@ -4,8 +4,9 @@ A candidate has a `family`, the `prep` whose input matrix it reads, and `predict
 predictions: target units [N] or probabilities [N, C]), `predict(frame)`, `to_onnx(opset)` and `to_dict()`.
 `save_candidate` / `load_candidate` write and read the stage's model artefact, `models/model.pt`: for a network
 exactly the file `TabularNet.save` writes (so `model.type: mlp` runs are unchanged, and a warm start reads a
-network champion as before); for trees and ensembles a torch-serialised dict with a `kind`, holding LightGBM's
-text model and the preprocessing (tensors and plain values only: `torch.load(weights_only=True)` reads it).
+network champion as before); for trees, linear models and ensembles a torch-serialised dict with a `kind`,
+holding LightGBM's text model (or the linear model's ONNX graph) and the preprocessing (tensors and plain values
+only: `torch.load(weights_only=True)` reads it).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 
 from evergreen.config import ModelConfig
 from evergreen.errors import ModelError
-from evergreen.model import ensemble, trees
+from evergreen.model import ensemble, linear, trees
 from evergreen.model.export import export_onnx, torch_predict
 from evergreen.model.network import TabularNet
 from evergreen.model.preprocess import Preprocessing
@@ -85,6 +86,8 @@ def from_dict(saved: dict[str, Any]) -> Candidate:
         return NetworkCandidate(_network(saved))
     if kind == trees.KIND:
         return trees.TreeModel.from_dict(saved)
+    if kind == linear.KIND:
+        return linear.LinearModel.from_dict(saved)
     if kind == ensemble.KIND:
         first, second = from_dict(saved["first"]), from_dict(saved["second"])
         return ensemble.EnsembleModel(first, second, saved["weight"], saved.get("info"))
@@ -117,7 +120,8 @@ def network_of(candidate: Candidate) -> TabularNet | None:
     if isinstance(candidate, NetworkCandidate):
         return candidate.net
     if isinstance(candidate, ensemble.EnsembleModel):
-        for part in (candidate.first, candidate.second):
-            if isinstance(part, NetworkCandidate):
-                return part.net
+        for part in (candidate.first, candidate.second):  # a blend of several nests ensembles: look inside
+            net = network_of(part)
+            if net is not None:
+                return net
     return None

@@ -3,6 +3,9 @@
 A labelled prediction is a training row: its logged features, id and timestamp, with the label as the target.
 Rows are landed once: the log's label times after the last landing (kept in a small state file) select them.
 Rows that cannot become training rows (no id, where the data declares one) are counted, never silently lost.
+A personal column (`pii: hash | drop`) is stored in the log as a keyed hash or not at all, so the log cannot give
+back its values: it lands empty, and `clean` applies the column's missing-value policy (quarantine by default),
+never a hash standing in for a value. A personal id cannot key a training row: those rows count as without id.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import polars as pl
 from evergreen.config import DataConfig
 from evergreen.data import io
 from evergreen.data.schema import polars_type
+from evergreen.privacy import personal_columns
 from evergreen.serving.log import LogColumns
 
 
@@ -33,8 +37,11 @@ def feedback_batch(log: pl.DataFrame, data: DataConfig, after: str | None) -> Fe
     if after is not None:
         labelled = labelled.filter(pl.col(LogColumns.LABEL_TIME) > dt.datetime.fromisoformat(after))
     without_id = 0
+    personal = personal_columns(data)
     if data.id_column is not None:
-        has_id = pl.col(data.id_column.name).is_not_null() if data.id_column.name in labelled.columns else pl.lit(False)
+        id_name = data.id_column.name
+        keyed = id_name in labelled.columns and id_name not in personal
+        has_id = pl.col(id_name).is_not_null() if keyed else pl.lit(False)
         without_id = labelled.filter(~has_id).height
         labelled = labelled.filter(has_id)
     columns = []
@@ -42,7 +49,7 @@ def feedback_batch(log: pl.DataFrame, data: DataConfig, after: str | None) -> Fe
         if column.role == "target":
             # the log keeps labels as numbers; land them in the target's declared type ("48", not "48.0")
             columns.append(pl.col(LogColumns.LABEL).cast(polars_type(column)).alias(column.name))
-        elif column.name in labelled.columns:
+        elif column.name in labelled.columns and column.name not in personal:
             columns.append(pl.col(column.name))
         else:
             columns.append(pl.lit(None).alias(column.name))  # e.g. ignored columns the service never sees

@@ -6,8 +6,8 @@ function as one rank: rank 0 alone writes the outputs. With `train.init: champio
 registry's champion was promoted with (its `model.pt`; the registry is not a DVC dependency of this stage, so a
 new champion alone does not make DVC rerun it: new data does).
 
-With `model.type: auto` it trains the candidates of `evergreen.model.auto` (LightGBM, the deep families, their
-ensemble) within `train.time_budget_s` and writes the one best on valid as `models/model.pt`. Either way
+With `model.type: auto` it trains the candidates of `evergreen.model.auto` (LightGBM, the linear model, the deep
+families, their blend) within `train.time_budget_s` and writes the one best on valid as `models/model.pt`. Either way
 `models/candidates/index.json` lists each candidate (its valid metric, fit seconds, and file: the chosen one is
 `models/model.pt`, the others are kept beside the index so that `evaluate` scores them all on test)."""
 

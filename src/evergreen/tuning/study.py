@@ -18,12 +18,13 @@ import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
-from typing import Any
+from typing import Any, get_args
 
 import optuna
 from optuna.trial import TrialState
 
-from evergreen.config import Params, with_overrides
+from evergreen.config import ModelConfig, Params, with_overrides
+from evergreen.data.io import read_json
 from evergreen.errors import ConfigError, EvergreenError, TrainingDiverged
 from evergreen.model.metrics import metric
 from evergreen.tuning.space import decode, suggest, trial_params
@@ -172,10 +173,35 @@ def _count(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING)))
 
 
+def tuned_family(params: Params, index: dict[str, Any] | None) -> str:
+    """The network family a study trains: `model.type`, or with `model.type: auto` the network the last auto run
+    ranked first (`index`: its `models/candidates/index.json`, chosen first, then best on valid). The search
+    space is the networks' knobs: a tree or linear champion still has its best network tuned."""
+    if params.model.type != "auto":
+        return params.model.type
+    networks = set(get_args(ModelConfig.model_fields["type"].annotation)) - {"auto"}
+    rows = (index or {}).get("candidates", [])
+    family = next((row["family"] for row in rows if row.get("family") in networks), None)
+    if family is None:
+        where = "models/candidates/index.json lists no network" if index else "no models/candidates/index.json"
+        raise TuneError(
+            f"model.type is auto and {where} to tune: run `dvc repro` first (auto trains mlp and tabm), "
+            "or set model.type in params.yaml to the family to tune (mlp, resnet, ft_transformer or tabm)"
+        )
+    return family
+
+
 def workspace_with(root: str, overrides: dict[str, Any] | None = None) -> Workspace:
-    """The project at `root`, with `overrides` (dotted keys) applied to its params in memory."""
+    """The project at `root`, with `overrides` (dotted keys) applied to its params in memory, and `model.type:
+    auto` resolved to the family a trial trains (`tuned_family`)."""
     ws = Workspace.open(root)
-    return Workspace(ws.root, with_overrides(ws.params, overrides)) if overrides else ws
+    params = with_overrides(ws.params, overrides) if overrides else ws.params
+    index_file = ws.candidates / "index.json"
+    index = read_json(index_file, TuneError, subject="the list of candidates is ") if index_file.exists() else None
+    family = tuned_family(params, index)
+    if family != params.model.type:
+        params = params.model_copy(update={"model": params.model.model_copy(update={"type": family})})
+    return Workspace(ws.root, params) if params is not ws.params else ws
 
 
 def run_worker(root: str, overrides: dict[str, Any] | None = None, threads: int | None = None) -> dict[str, Any]:
