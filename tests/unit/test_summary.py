@@ -58,7 +58,16 @@ def test_no_champion_and_nothing_promoted_says_why_and_what_to_try(tmp_path, tin
     assert "the best candidate lightgbm scored RMSE 58.3 on test against baseline lightgbm 57.9" in flat
     assert "a longer train.time_budget_s" in flat and "`evergreen serve` serves nothing yet" in flat
     assert ("-S model.type=auto" in flat) == (model_type == "mlp")  # auto already: not suggested again
+    # 0.7% behind: a near miss is named, with the margin that would accept it
+    assert "`evergreen run -S promote.baseline_margin=0.007` accepts it (0.7% behind)" in flat
     assert text.splitlines()[-1].startswith("Next: `evergreen init TABLE`")
+
+
+def test_a_clear_miss_is_not_offered_a_margin(tmp_path, tiny_raw):
+    ws = _workspace(tmp_path, tiny_raw, promoted=False, champion=None)
+    EvalReport(model={"rmse": 70.0}, baselines={"lightgbm": {"rmse": 57.9}}).write(ws.eval_metrics)
+    flat = " ".join(closing_summary(ws).split())
+    assert "scored RMSE 70 on test" in flat and "baseline_margin" not in flat
 
 
 def test_a_fresh_project_says_how_to_run(tmp_path, tiny_raw):
