@@ -23,6 +23,7 @@ from onnx import helper, numpy_helper, version_converter
 
 from evergreen.errors import ModelError
 from evergreen.inference import INPUT_NAME
+from evergreen.model.onnx_graph import keep_only, rename_value
 from evergreen.model.preprocess import Preprocessing
 
 FAMILY = "linear"
@@ -126,7 +127,7 @@ def linear_graph(pipeline: Any, prep: Preprocessing) -> onnx.ModelProto:
         # the converter's outputs are (label, probabilities over the classes seen in train); a 0/1 matrix maps
         # them onto every class of the model, in its order
         raw = "eg_seen_probabilities"  # the converter's own name for it may be `probabilities`
-        _rename(graph, graph.output[-1].name, raw)
+        rename_value(graph, graph.output[-1].name, raw)
         seen = np.asarray(last.classes_, dtype=int)
         mapping = np.zeros((len(seen), len(prep.classes)), dtype=np.float32)
         mapping[np.arange(len(seen)), seen] = 1.0
@@ -135,24 +136,6 @@ def linear_graph(pipeline: Any, prep: Preprocessing) -> onnx.ModelProto:
         output = helper.make_tensor_value_info("probabilities", onnx.TensorProto.FLOAT, ["batch", len(prep.classes)])
     del graph.output[:]
     graph.output.append(output)
-    _drop_unused(graph, keep=output.name)
+    keep_only(graph, output.name)
     onnx.checker.check_model(converted, full_check=True)
     return converted
-
-
-def _rename(graph: onnx.GraphProto, old: str, new: str) -> None:
-    """Rename a value everywhere it is produced or read."""
-    for node in graph.node:
-        node.input[:] = [new if name == old else name for name in node.input]
-        node.output[:] = [new if name == old else name for name in node.output]
-
-
-def _drop_unused(graph: onnx.GraphProto, keep: str) -> None:
-    """Remove the nodes that do not lead to output `keep` (the converter's label branch)."""
-    needed, kept = {keep}, []
-    for node in reversed(list(graph.node)):
-        if any(name in needed for name in node.output):
-            kept.append(node)
-            needed.update(node.input)
-    del graph.node[:]
-    graph.node.extend(reversed(kept))

@@ -21,6 +21,7 @@ from onnx import helper, numpy_helper, version_converter
 
 from evergreen.errors import ModelError
 from evergreen.inference import INPUT_NAME
+from evergreen.model.onnx_graph import keep_only, rename_value
 from evergreen.model.preprocess import Preprocessing
 
 FAMILY = "lightgbm"
@@ -215,28 +216,10 @@ def tree_graph(booster: lgb.Booster, prep: Preprocessing, opset: int) -> onnx.Mo
     else:
         # the converter's outputs are (label, probabilities); the contract is the probabilities alone, whose
         # columns are the class indices 0..C-1, which are the positions in the model's classes
-        _rename(graph, graph.output[-1].name, "probabilities")
+        rename_value(graph, graph.output[-1].name, "probabilities")
         output = helper.make_tensor_value_info("probabilities", onnx.TensorProto.FLOAT, ["batch", len(prep.classes)])
-        _drop_unused(graph, keep="probabilities")
+        keep_only(graph, "probabilities")
     del graph.output[:]
     graph.output.append(output)
     onnx.checker.check_model(model, full_check=True)
     return model
-
-
-def _rename(graph: onnx.GraphProto, old: str, new: str) -> None:
-    """Rename a value everywhere it is produced or read."""
-    for node in graph.node:
-        node.input[:] = [new if name == old else name for name in node.input]
-        node.output[:] = [new if name == old else name for name in node.output]
-
-
-def _drop_unused(graph: onnx.GraphProto, keep: str) -> None:
-    """Remove the nodes that do not lead to output `keep` (the converter's label branch)."""
-    needed, kept = {keep}, []
-    for node in reversed(list(graph.node)):
-        if any(name in needed for name in node.output):
-            kept.append(node)
-            needed.update(node.input)
-    del graph.node[:]
-    graph.node.extend(reversed(kept))
