@@ -23,7 +23,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
-from evergreen.serving.log import PredictionLog, log_rows, utc_now  # noqa: E402
+from evergreen.prediction_log.base import utc_now  # noqa: E402
+from evergreen.prediction_log.writer import PredictionLog, log_rows  # noqa: E402
+from evergreen.workspace import LogLocation  # noqa: E402
 from tests.postgres_harness import start_cluster  # noqa: E402
 
 
@@ -61,9 +63,9 @@ def main() -> None:
     try:
         for kind in args.logs:
             if kind == "sqlite":
-                location: Path | str = Path(tempfile.mkdtemp(prefix="evergreen-bench-log-")) / "predictions.db"
+                location = LogLocation.sqlite(Path(tempfile.mkdtemp(prefix="evergreen-bench-log-")) / "predictions.db")
             else:
-                location = cluster.create_database("bench_writer")
+                location = LogLocation.postgresql(cluster.create_database("bench_writer"))
             log = PredictionLog(location, timeout_s=10)
             try:
                 for concurrency in args.concurrency:

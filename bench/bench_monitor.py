@@ -118,7 +118,8 @@ def _window(rows: int, kind: str, data: Any) -> Any:
 def child(rows: int, kind: str, max_rows: int, seeds: list[int], path: str) -> dict[str, Any]:
     """One measurement, in this (fresh) process."""
     from evergreen.config import load_params
-    from evergreen.monitoring.evidently_adapter import compute_report, parse_drift, save_report
+    from evergreen.monitoring.evidently_adapter import compute_report, parse_drift
+    from evergreen.monitoring.report_files import save_report
 
     params = load_params(ROOT / "params.yaml")
     config = params.monitor.model_copy(update={"max_rows": max_rows})

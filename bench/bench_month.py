@@ -49,9 +49,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from evergreen.inference import load_version, predict  # noqa: E402
 from evergreen.monitoring.monitor import monitor_once  # noqa: E402
+from evergreen.prediction_log.read import read_log  # noqa: E402
+from evergreen.prediction_log.retention import delete_older_than  # noqa: E402
 from evergreen.registry.store import Registry  # noqa: E402
-from evergreen.serving.log import read_log  # noqa: E402
-from evergreen.serving.log_retention import delete_older_than  # noqa: E402
 from evergreen.workspace import Workspace  # noqa: E402
 from tests.service_harness import AUTH, build_project, running_server  # noqa: E402
 

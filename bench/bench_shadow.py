@@ -3,7 +3,7 @@
     python bench/bench_shadow.py                        # 10 s per level, 1 and 2 workers
     python bench/bench_shadow.py --seconds 5 --workers 1
 
-In one run, with `bench/bench_service.py`'s setup and load generator (imported, not copied): the exported bike
+In one run, with `bench/service_load.py`'s setup and load generator (shared with `bench_service.py`): the exported bike
 model (`dvc repro`) is the champion v1 of two fresh registries; in the second, v2 (the same graph with other
 bytes: a retrained model of the same features, so the service reuses the champion's input matrix for it) is
 in the shadow. For each worker count, three servers run side by side: `evergreen serve` without a shadow,
@@ -29,18 +29,17 @@ import platform
 import shutil
 import sqlite3
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import onnx
+import service_load as service
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
-import bench_service as service  # noqa: E402, I001  (it puts the repository on the path: tests.harness next)
-from tests.harness import free_port  # noqa: E402
+from tests.harness import free_port  # on the path once service_load is imported
+
+ROOT = service.ROOT
 
 
 def _shadow_version(params: Path, models: Path, work: Path) -> str:
@@ -145,20 +144,20 @@ def main() -> None:
     try:
         for project in ("alone", "shadow"):
             (work / project).mkdir()
-        alone = service._prepare(work / "alone", args.models)
-        params = service._prepare(work / "shadow", args.models)
+        alone = service.prepare(work / "alone", args.models)
+        params = service.prepare(work / "shadow", args.models)
         shadow = _shadow_version(params, args.models, work)
         Registry(work / "shadow" / "registry").set_shadow(shadow, reason="benchmark")
         log = work / "shadow" / "predictions.db"
-        records = service._records(500)
-        script = service._lua_script(work / "post.lua", records)
+        records = service.records(500)
+        script = service.lua_script(work / "post.lua", records)
         for workers in args.workers:
             with contextlib.ExitStack() as servers:
                 targets = {
-                    "evergreen": servers.enter_context(service._server(alone, free_port(), workers)),
-                    "evergreen+shadow": servers.enter_context(service._server(params, free_port(), workers)),
+                    "evergreen": servers.enter_context(service.server(alone, free_port(), workers)),
+                    "evergreen+shadow": servers.enter_context(service.server(params, free_port(), workers)),
                     "bare": servers.enter_context(
-                        service._bare(args.models.resolve() / "model.onnx", free_port(), workers)
+                        service.bare(args.models.resolve() / "model.onnx", free_port(), workers)
                     ),
                 }
                 before = _count(log, "shadow_predictions")

@@ -21,7 +21,7 @@ from evergreen.monitoring.monitor import monitor_once
 from evergreen.orchestration.dag import WorkspaceBusy, workspace_lock
 from evergreen.orchestration.deploy import entrypoint
 from evergreen.orchestration.promotion import DRIFT_EVENT, workspace_resource
-from evergreen.serving.log_retention import apply_retention
+from evergreen.prediction_log.retention import apply_retention
 from evergreen.workspace import Workspace
 
 
@@ -34,7 +34,8 @@ def check_window(workspace: str) -> RetrainDecision:
 @task(retries=1, retry_delay_seconds=10)
 def enforce_retention(workspace: str) -> int:
     """Delete the predictions older than `serve.log_retention_days` (none when null); how many went."""
-    deleted = apply_retention(Workspace.open(workspace))
+    ws = Workspace.open(workspace)
+    deleted = apply_retention(ws.prediction_log_location, ws.params.serve.log_retention_days)
     return 0 if deleted is None else deleted.predictions
 
 

@@ -18,9 +18,9 @@ from evergreen.monitoring.feedback import land_feedback
 from evergreen.orchestration.dag import WorkspaceBusy, workspace_lock
 from evergreen.orchestration.promotion import commit_promotion, promotion_outcome, push_data, record_commit
 from evergreen.orchestration.tasks import run_dvc_pipeline, version_arrivals
+from evergreen.prediction_log.read import read_log
 from evergreen.registry.shadow import record_replaced
 from evergreen.registry.store import Registry
-from evergreen.serving.log import read_log
 from evergreen.workspace import Workspace
 
 

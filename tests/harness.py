@@ -4,13 +4,18 @@
 - `synthetic`, `SMALL_MODEL`, `SMALL_TRAIN`: rows of that dataset with a learnable target, and a network and
   training config small enough to train in well under a second on one CPU thread;
 - `free_port`: a free loopback TCP port for a server under test;
-- `wait_until`: poll for something to happen, with a deadline and a failure that says what never happened.
+- `wait_until`: poll for something to happen, with a deadline and a failure that says what never happened;
+- `run_command`, `command_env`, `GIT_IDENTITY`, `BIN`: run `evergreen`, `dvc`, git or Python in a project
+  folder as a user would, its output kept for the failure message.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +27,13 @@ import polars as pl
 from evergreen.config import ModelConfig, TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent  # where this interpreter's `evergreen`, `dvc` and `prefect` are installed
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "evergreen-test",
+    "GIT_AUTHOR_EMAIL": "test@evergreen.invalid",
+    "GIT_COMMITTER_NAME": "evergreen-test",
+    "GIT_COMMITTER_EMAIL": "test@evergreen.invalid",
+}
 
 TINY: dict[str, Any] = {
     "data": {
@@ -113,3 +125,37 @@ def wait_until(
             extra = f":\n{detail()}" if detail is not None else ""
             raise WaitTimeout(f"timed out after {timeout:g}s waiting for {what}{extra}")
         time.sleep(interval)
+
+
+def command_env() -> dict[str, str]:
+    """The environment for `evergreen`, `dvc` and git in a project copy: this interpreter's scripts first on
+    PATH (DVC stages call `evergreen` by name), and a git identity (promotions commit)."""
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **GIT_IDENTITY}
+
+
+def run_command(
+    cwd: Path,
+    *args: str | Path,
+    env: dict[str, str] | None = None,
+    check: bool = True,
+    timeout: float | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run `args` in `cwd` (environment: `command_env()` updated by `env`), stdout and stderr merged in
+    `.stdout`.
+
+    With `check`, a non-zero exit fails the test with the command and the tail of its output: the output is
+    what says why, and a bare CalledProcessError would hide it.
+    """
+    done = subprocess.run(
+        [str(arg) for arg in args],
+        cwd=cwd,
+        env={**command_env(), **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+    )
+    if check and done.returncode != 0:
+        command = " ".join(str(arg) for arg in args)
+        raise AssertionError(f"{command} failed ({done.returncode}) in {cwd}:\n{done.stdout[-6000:]}")
+    return done

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.harness import ROOT
+from tests.harness import ROOT, wait_until
 
 _CHILD = """
 import sys, time
@@ -49,11 +49,12 @@ def run_together(
         for mark in ready
     ]
     try:
-        deadline = time.monotonic() + timeout
-        while not all(mark.exists() for mark in ready):
-            if time.monotonic() > deadline or any(run.poll() is not None for run in runs):
-                break  # one died while importing: its output says why
-            time.sleep(0.01)
+        wait_until(  # or until one died while importing: its output says why
+            lambda: all(mark.exists() for mark in ready) or any(run.poll() is not None for run in runs),
+            timeout,
+            f"{copies} processes to import their setup",
+            interval=0.01,
+        )
         go.touch()
         outputs = [run.communicate(timeout=timeout)[0] for run in runs]
         return [(run.returncode, out) for run, out in zip(runs, outputs, strict=True)]

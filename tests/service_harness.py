@@ -1,6 +1,7 @@
 """A small trained project and a real `evergreen serve` process, shared by the service's end-to-end and fault
 tests: `build_project` (a model trained, evaluated and exported by the real stages on tiny synthetic data, as
-registry versions v1 and v2), `running_server`, `load_clients` (concurrent clients) and `wait_for_line`;
+registry versions v1 and v2), `running_server`, `load_clients` (concurrent clients), `wait_for_line` and
+`wait_for_health`;
 `kill_one_worker_under_load` and `missing_from_log`: the `serve.workers` attack, for either log.
 """
 
@@ -15,8 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,8 +33,8 @@ from evergreen.registry.store import Registry
 from evergreen.stages import evaluate as evaluate_stage
 from evergreen.stages import export as export_stage
 from evergreen.stages import train as train_stage
-from evergreen.workspace import Workspace
-from tests.harness import TINY, free_port, synthetic
+from evergreen.workspace import LogLocation, Workspace
+from tests.harness import TINY, free_port, synthetic, wait_until
 
 BIN = Path(sys.executable).parent
 TOKEN = "test-token-0123456789"
@@ -78,8 +78,8 @@ class Project:
         return Workspace.open(self.root)
 
     @property
-    def log_path(self) -> Path:
-        return self.workspace.prediction_log
+    def log_location(self) -> LogLocation:
+        return self.workspace.prediction_log_location
 
     def records(self, frame: pl.DataFrame | None = None) -> list[dict[str, Any]]:
         frame = self.test if frame is None else frame
@@ -132,16 +132,7 @@ def running_server(root: Path, *args: str) -> Iterator[tuple[str, subprocess.Pop
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"the server exited ({process.returncode}):\n{output.read_text()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise AssertionError("the server did not come up within 60 s")
-            time.sleep(0.1)
+        wait_until(lambda: _up(url, process, output), 60, "the server to come up", interval=0.1)
         yield url, process
     finally:
         if process.poll() is None:
@@ -151,6 +142,16 @@ def running_server(root: Path, *args: str) -> Iterator[tuple[str, subprocess.Pop
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def _up(url: str, process: subprocess.Popen, output: Path) -> bool:
+    """Whether the server answers /health; a server that exited fails at once, with its output."""
+    if process.poll() is not None:
+        raise AssertionError(f"the server exited ({process.returncode}):\n{output.read_text()}")
+    try:
+        return httpx.get(f"{url}/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def load_clients(
@@ -193,11 +194,25 @@ def load_clients(
 
 def wait_for_line(path: Path, needle: str, deadline_s: float = 10) -> str:
     """The server's output once it holds `needle` (fails after `deadline_s`)."""
-    deadline = time.monotonic() + deadline_s
-    while needle not in (text := path.read_text()):
-        assert time.monotonic() < deadline, f"{needle!r} never appeared in the server's output:\n{text}"
-        time.sleep(0.05)
-    return text
+
+    def output() -> str | None:
+        text = path.read_text()
+        return text if needle in text else None
+
+    return wait_until(output, deadline_s, f"{needle!r} in the server's output", interval=0.05, detail=path.read_text)
+
+
+def wait_for_health(
+    client: httpx.Client, holds: Callable[[dict[str, Any]], bool], what: str, timeout: float = 10
+) -> dict[str, Any]:
+    """The service's `/health` answer once `holds` it (fails after `timeout`, showing the last answer): the
+    watcher reloads the registry on its own schedule, so a test waits for the state it expects, not a time."""
+
+    def answer() -> dict[str, Any] | None:
+        health = client.get("/health").json()
+        return health if holds(health) else None
+
+    return wait_until(answer, timeout, what, interval=0.05, detail=lambda: str(client.get("/health").json()))
 
 
 def server_workers(pid: int) -> list[psutil.Process]:
@@ -221,10 +236,10 @@ def kill_one_worker_under_load(
     outcome: list[list[tuple]] = []
     loader = threading.Thread(target=lambda: outcome.extend(load_clients(base, records, 8, None, stop)))
     loader.start()
-    deadline = time.monotonic() + 20
-    while logged_rows() < 200:  # both under load for real before the kill
-        assert time.monotonic() < deadline and loader.is_alive()
-        time.sleep(0.05)
+    wait_until(  # both workers under load for real before the kill
+        lambda: logged_rows() >= 200 or not loader.is_alive(), 20, "200 rows logged under load", interval=0.05
+    )
+    assert loader.is_alive(), "the clients stopped before the kill"
     os.kill(workers[0].pid, signal.SIGKILL)
     workers[0].wait(10)  # dead for real
     after: list[tuple] = []
@@ -236,10 +251,12 @@ def kill_one_worker_under_load(
             after.append((batch, response.json()))
     stop.set()
     loader.join(60)
-    deadline = time.monotonic() + 30
-    while len([w for w in server_workers(supervisor.pid) if w.pid != workers[0].pid]) < 2:
-        assert time.monotonic() < deadline, "no worker was started in place of the killed one"
-        time.sleep(0.2)
+    wait_until(
+        lambda: len([w for w in server_workers(supervisor.pid) if w.pid != workers[0].pid]) >= 2,
+        30,
+        "a worker started in place of the killed one",
+        interval=0.2,
+    )
     *per_client, _ = outcome
     acknowledged = [(batch, answer) for client in per_client for batch, answer in client] + after
     assert len(acknowledged) > 50

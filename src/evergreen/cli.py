@@ -310,11 +310,12 @@ def predict(
 def monitor(params: Path = PARAMS_OPTION):
     """Compare the latest prediction-log window with the champion's reference; record the policy's decision."""
     from evergreen.monitoring.monitor import monitor_once
-    from evergreen.serving.log_retention import apply_retention
+    from evergreen.prediction_log.retention import apply_retention
 
     with _reported():
         ws = _workspace(params)
-        deleted = apply_retention(ws)  # first: the window is read from what the log may keep
+        # first: the window is read from what the log may keep
+        deleted = apply_retention(ws.prediction_log_location, ws.params.serve.log_retention_days)
         decision = monitor_once(ws)
     if deleted is not None and deleted.predictions:
         days = ws.params.serve.log_retention_days
@@ -330,7 +331,7 @@ def forget(
     params: Path = PARAMS_OPTION,
 ):
     """Remove one id's predictions and labels from the prediction log (the right to erasure)."""
-    from evergreen.serving.log_retention import forget_id
+    from evergreen.prediction_log.retention import forget_id
 
     with _reported():
         ws = _workspace(params)

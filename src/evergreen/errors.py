@@ -32,3 +32,16 @@ class TrainingDiverged(ModelError):
 
 class ParityFailed(ModelError):
     """The exported ONNX graph disagrees with the torch model beyond the tolerance."""
+
+
+class UnknownRequest(EvergreenError):
+    """Feedback for a request id that the prediction log does not hold."""
+
+
+class LabelCountMismatch(EvergreenError):
+    """Feedback whose number of labels differs from the number of records the request scored."""
+
+
+class LogUnavailable(EvergreenError):
+    """The prediction log did not take a write in time (locked by another process, disk full, database down,
+    closed): nothing of that write is acknowledged."""

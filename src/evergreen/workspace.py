@@ -14,14 +14,68 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-from evergreen.config import Params, load_params
+from pydantic import SecretStr
+
+from evergreen.config import Params, load_params, mask_url
 from evergreen.errors import EvergreenError
 
-__all__ = ["PARAMS_FILE", "SPLITS", "Workspace"]
+__all__ = ["PARAMS_FILE", "SPLITS", "LogLocation", "Workspace"]
 
 PARAMS_FILE = "params.yaml"
 SPLITS = ("train", "valid", "test")
+_POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+@dataclass(frozen=True, repr=False)
+class LogLocation:
+    """Where the prediction log lives: a SQLite file (`path`) or a PostgreSQL database (`url`).
+
+    Decided once, by `Workspace.prediction_log_location`, and passed as it is to the log's writer, readers and
+    retention: a bare `Path | str` made each of them guess the backend again from the text. The URL may hold a
+    password, so it is kept as a secret: `str`, `repr` and `where` mask it, and only `secret_url()` reveals it,
+    for the code that connects."""
+
+    kind: Literal["sqlite", "postgresql"]
+    path: Path | None = None
+    url: SecretStr | None = None
+
+    def __post_init__(self) -> None:
+        sqlite = self.kind == "sqlite" and self.path is not None and self.url is None
+        postgresql = self.kind == "postgresql" and self.path is None and self.url is not None
+        if not (sqlite or postgresql):
+            raise ValueError(f"a {self.kind} log location takes {'a path' if self.kind == 'sqlite' else 'a URL'}")
+        if postgresql and not self.secret_url().startswith(_POSTGRES_SCHEMES):
+            raise ValueError(f"not a PostgreSQL URL: {self.where}")
+
+    @classmethod
+    def sqlite(cls, path: Path | str) -> LogLocation:
+        """The log in one SQLite file at `path`."""
+        return cls("sqlite", path=Path(path))
+
+    @classmethod
+    def postgresql(cls, url: str | SecretStr) -> LogLocation:
+        """The log in the PostgreSQL database at `url` (postgresql://user:password@host:port/database)."""
+        # a plain SecretStr whatever came in (the config's masked kind, or text): equal URLs, equal locations
+        return cls("postgresql", url=SecretStr(url.get_secret_value() if isinstance(url, SecretStr) else url))
+
+    def secret_url(self) -> str:
+        """The PostgreSQL URL with its password: for the code that connects, never for a message."""
+        if self.url is None:
+            raise ValueError(f"{self.where}: a SQLite log has no URL")
+        return self.url.get_secret_value()
+
+    @property
+    def where(self) -> str:
+        """The location fit for a message: the path, or the URL with its password masked."""
+        return str(self.path) if self.path is not None else mask_url(self.secret_url())
+
+    def __str__(self) -> str:
+        return self.where
+
+    def __repr__(self) -> str:
+        return f"LogLocation({self.kind}: {self.where})"
 
 
 @dataclass(frozen=True)
@@ -191,6 +245,11 @@ class Workspace:
         return self.models_dir / "candidates"
 
     @property
+    def exported(self) -> Path:
+        """The export stage's graphs of the candidates not chosen (`index.json`: parity of each), for the gate."""
+        return self.models_dir / "exported"
+
+    @property
     def onnx_model(self) -> Path:
         return self.models_dir / "model.onnx"
 
@@ -251,21 +310,24 @@ class Workspace:
         return self.at(self.params.serve.log_path)
 
     @property
-    def prediction_log_location(self) -> Path | str:
+    def prediction_log_location(self) -> LogLocation:
         """Where the service logs predictions and monitoring reads them: the PostgreSQL URL of `serve.log_url`
-        (or of the environment variable `serve.log_url_env` names), else the SQLite file of `serve.log_path`."""
+        (or of the environment variable `serve.log_url_env` names), else the SQLite file of `serve.log_path`.
+
+        The one place that decides the log's backend; every reader and writer of the log is given its answer."""
         serve = self.params.serve
         if serve.log_url_env is None:
-            # the one place the secret is revealed: the log writer and readers connect with it
-            return serve.log_url.get_secret_value() if serve.log_url is not None else self.prediction_log
+            if serve.log_url is not None:
+                return LogLocation.postgresql(serve.log_url)
+            return LogLocation.sqlite(self.prediction_log)
         url = os.environ.get(serve.log_url_env, "").strip()
-        if not url.startswith(("postgresql://", "postgres://")):
+        if not url.startswith(_POSTGRES_SCHEMES):
             held = "holds no URL" if not url else "does not hold a PostgreSQL URL"
             raise EvergreenError(
                 f"serve.log_url_env names the environment variable {serve.log_url_env}, which {held}: "
                 "set it to postgresql://user:password@host:port/database"
             )
-        return url
+        return LogLocation.postgresql(url)
 
     @property
     def monitor_reports(self) -> Path:

@@ -1,14 +1,19 @@
-"""End-to-end fixtures: a throwaway copy of the project (its own git and DVC repository) and a runner."""
+"""End-to-end fixtures: a throwaway copy of the project (its own git and DVC repository), a runner, and the
+session's Prefect server (`prefect_api`, from `prefect_harness.py`)."""
 
 from __future__ import annotations
 
+import functools
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from .workspace import command_env, copy_project
+from tests.harness import run_command
+
+from .prefect_harness import prefect_api  # noqa: F401  (a fixture: imported here, it is the e2e tests')
+from .workspace import copy_project
 
 Runner = Callable[..., subprocess.CompletedProcess]
 
@@ -21,14 +26,5 @@ def project(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def run(project: Path) -> Runner:
-    """Run a command in the project copy; returns the completed process (stdout and stderr merged)."""
-
-    def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-        done = subprocess.run(
-            args, cwd=project, env=command_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        if check and done.returncode != 0:
-            raise AssertionError(f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout}")
-        return done
-
-    return _run
+    """Run a command in the project copy (`tests.harness.run_command`): `run("dvc", "repro")`."""
+    return functools.partial(run_command, project)

@@ -1,5 +1,7 @@
-"""A real Prefect server on a free loopback port, with its own PREFECT_HOME, for end-to-end tests; and waits
-on what the server has seen: a deployment registered, a flow run's logs complete."""
+"""The Prefect end-to-end tests' one harness: a real Prefect server on a free loopback port, with its own
+PREFECT_HOME (`prefect_server`; the session-wide `prefect_api` fixture, registered in `conftest.py`), the
+project's deployments served to it (`deployed`) and run (`run_deployed`), and waits on what the server has
+seen: a deployment registered, a flow run's logs complete."""
 
 from __future__ import annotations
 
@@ -7,20 +9,22 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
+import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+from prefect.client.schemas.objects import FlowRun
+from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from tests.harness import free_port, wait_until
-
-BIN = Path(sys.executable).parent
+from tests.harness import BIN, free_port, wait_until
 
 
 def prefect_env(home: Path, api_url: str | None = None) -> dict[str, str]:
@@ -83,6 +87,36 @@ def prefect_server(home: Path, env: dict[str, str] | None = None) -> Iterator[st
         yield api_url
     finally:
         stop(process)
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One Prefect server for the session's tests (its API URL): it takes seconds to start. A test that counts
+    the server's flow runs, or needs another database, starts its own with `prefect_server`."""
+    with prefect_server(tmp_path_factory.mktemp("prefect-server")) as url:
+        yield url
+
+
+@contextmanager
+def deployed(project: Path, api_url: str, home: Path, *names: str, env: dict[str, str] | None = None) -> Iterator[Path]:
+    """`evergreen deploy` in `project` serving its deployments to the server at `api_url`, deployments `names`
+    ("flow/deployment") registered there, and this process's Prefect client pointed at that server; yields
+    the deploy command's log. `home` holds the client's PREFECT_HOME and the log; `env` adds to its environment."""
+    log = home / "deploy.log"
+    command_env = prefect_env(home / "client-home", api_url) | (env or {})
+    with (
+        background([str(BIN / "evergreen"), "deploy"], project, command_env, log),
+        temporary_settings({PREFECT_API_URL: api_url}),
+    ):
+        wait_until_serving(log)
+        for name in names:
+            wait_for_deployment(name)
+        yield log
+
+
+def run_deployed(name: str, parameters: dict[str, Any], timeout: float = 600) -> FlowRun:
+    """Trigger deployment `name` through the API (inside `deployed`) and wait for its run to end."""
+    return run_deployment(name, parameters=parameters, timeout=timeout, poll_interval=2)
 
 
 @contextmanager

@@ -26,19 +26,31 @@ def test_init_then_dvc_repro_with_model_type_auto_serves_a_champion(project: Pat
     shutil.copy(TABLE, table)
     run("evergreen", "init", str(table), "--target", "price", "--force")
     assert yaml.safe_load((project / "params.yaml").read_text())["model"]["type"] == "auto"
-    # a small budget for the test: the candidates share 20 s; one network member. On 400 rows (about 80 test
-    # rows) ridge regression can beat every candidate on test, and then the gate rightly promotes nothing (the
-    # summary's no-champion lines have unit tests): here the gate compares with the mean, as FAST_TRAINING does
-    overrides = {"train.time_budget_s": 20, "model.ensemble": 1, "promote.baseline": "mean"}
+    # a small budget for the test: the candidates share 20 s; one network member. The gate compares with the
+    # linear baseline, which the `linear` candidate is (the same fit): so some candidate passes, the chosen one or
+    # a later one on valid (on 400 rows, about 80 test rows, hgb can beat every candidate, and then the gate would
+    # rightly promote nothing; the summary's no-champion lines have unit tests)
+    overrides = {"train.time_budget_s": 20, "model.ensemble": 1, "promote.baseline": "linear"}
     apply_overrides(project / "params.yaml", overrides)
     repro = run("dvc", "repro")
-    assert "promote: challenger promoted as v1" in repro.stdout, repro.stdout
+    assert "promoted as v1" in repro.stdout, repro.stdout
 
     board = json.loads((project / "metrics/leaderboard.json").read_text())
     families = [row["family"] for row in board["candidates"]]
     assert {"lightgbm", "mlp"} <= set(families) and all(row["test"] is not None for row in board["candidates"])
     chosen = [row for row in board["candidates"] if row["chosen"]]
     assert len(chosen) == 1 and chosen[0]["valid"] == min(row["valid"] for row in board["candidates"])
+
+    # the champion is the best candidate on valid that passed the gate: those refused before it were better on
+    # valid, and the one promoted is at least the linear baseline on test
+    promotion = json.loads((project / "metrics/promotion.json").read_text())
+    valid = {row["family"]: row["valid"] for row in board["candidates"]}
+    refused = [p["family"] for p in promotion.get("passed_over", [])]
+    assert all(valid[family] <= valid[promotion["family"]] for family in refused), (refused, valid)
+    assert [row["family"] for row in board["candidates"]][: len(refused) + 1] == [*refused, promotion["family"]]
+    linear = json.loads((project / "metrics/eval.json").read_text())["baselines"]["linear"]["rmse"]
+    promoted = next(row for row in board["candidates"] if row["family"] == promotion["family"])
+    assert promoted["test"] <= linear, (promoted, linear)
 
     # the closing summary ends the run: short lines, the leaderboard, the verdict, the next command
     after = repro.stdout[repro.stdout.index("Leaderboard (RMSE") :].splitlines()  # DVC's own lines follow

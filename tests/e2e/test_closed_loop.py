@@ -17,23 +17,13 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 from prefect.client.schemas.objects import StateType
-from prefect.deployments import run_deployment
-from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from evergreen.orchestration.overrides import apply_overrides
 from evergreen.orchestration.promotion import DRIFT_EVENT
-from tests.harness import free_port, wait_until
+from tests.harness import BIN, GIT_IDENTITY, free_port, wait_until
 
-from .prefect_harness import (
-    BIN,
-    background,
-    flow_run_logs,
-    prefect_env,
-    prefect_server,
-    wait_for_deployment,
-    wait_until_serving,
-)
-from .workspace import FAST_TRAINING, GIT_IDENTITY
+from .prefect_harness import background, deployed, flow_run_logs, prefect_env, prefect_server, run_deployed
+from .workspace import FAST_TRAINING
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -103,48 +93,37 @@ def test_drift_triggers_exactly_one_retrain_which_the_service_then_serves(projec
             assert answer["model_version"] == "v1"
             http.post("/feedback", json={"request_id": answer["request_id"], "labels": labels[start : start + 100]})
 
-        with prefect_server(tmp_path / "prefect-server") as api_url:
-            env = prefect_env(tmp_path / "client-home", api_url) | GIT_IDENTITY
-            log = tmp_path / "deploy.log"
-            with (
-                background([str(BIN / "evergreen"), "deploy"], project, env, log),
-                temporary_settings({PREFECT_API_URL: api_url}),
-            ):
-                wait_until_serving(log)
-                for name in ("monitor/monitor", "retrain/retrain"):
-                    wait_for_deployment(name)
-                monitor_run = run_deployment(
-                    "monitor/monitor", parameters={"workspace": str(project)}, timeout=300, poll_interval=2
-                )
-                assert monitor_run.state.is_completed()
-                decisions = [
-                    json.loads(line) for line in (project / "monitoring/decisions.jsonl").read_text().splitlines()
-                ]
-                assert decisions[-1]["action"] == "retrain", decisions[-1]
-                assert {"temp", "hum", "windspeed", "weathersit"} <= set(decisions[-1]["drifted_features"])
+        with (
+            # a server of its own, not the session's: it counts the retrain runs the server has seen
+            prefect_server(tmp_path / "prefect-server") as api_url,
+            deployed(project, api_url, tmp_path, "monitor/monitor", "retrain/retrain", env=GIT_IDENTITY) as log,
+        ):
+            monitor_run = run_deployed("monitor/monitor", {"workspace": str(project)}, timeout=300)
+            assert monitor_run.state.is_completed()
+            decisions = [json.loads(line) for line in (project / "monitoring/decisions.jsonl").read_text().splitlines()]
+            assert decisions[-1]["action"] == "retrain", decisions[-1]
+            assert {"temp", "hum", "windspeed", "weathersit"} <= set(decisions[-1]["drifted_features"])
 
-                # the event reaches the retrain deployment's trigger; the retrain runs to the end
-                retrain_run = wait_until(
-                    lambda: next((r for r in asyncio.run(_flow_runs("retrain")) if r.state.is_final()), None),
-                    600,
-                    "a triggered retrain run to finish",
-                    interval=2,
-                    detail=lambda: _tail(log),
-                )
-                assert retrain_run.state.is_completed(), log.read_text()[-3000:]
+            # the event reaches the retrain deployment's trigger; the retrain runs to the end
+            retrain_run = wait_until(
+                lambda: next((r for r in asyncio.run(_flow_runs("retrain")) if r.state.is_final()), None),
+                600,
+                "a triggered retrain run to finish",
+                interval=2,
+                detail=lambda: _tail(log),
+            )
+            assert retrain_run.state.is_completed(), log.read_text()[-3000:]
 
-                # a second monitor run in the same drift episode does not start another retrain
-                second = run_deployment(
-                    "monitor/monitor", parameters={"workspace": str(project)}, timeout=300, poll_interval=2
-                )
-                assert second.state.is_completed()
-                # only the monitor's event starts a retrain: once all of the second run's logs are on the
-                # server, they show whether it emitted one, so no wrongly triggered retrain can still be coming
-                second_logs = flow_run_logs(second.id)
-                assert "decision: " in second_logs and "decision: retrain" not in second_logs, second_logs
-                assert f"emitted {DRIFT_EVENT}" in flow_run_logs(monitor_run.id)  # what the check looks for
-                assert f"emitted {DRIFT_EVENT}" not in second_logs, second_logs
-                assert len(asyncio.run(_flow_runs("retrain"))) == 1
+            # a second monitor run in the same drift episode does not start another retrain
+            second = run_deployed("monitor/monitor", {"workspace": str(project)}, timeout=300)
+            assert second.state.is_completed()
+            # only the monitor's event starts a retrain: once all of the second run's logs are on the
+            # server, they show whether it emitted one, so no wrongly triggered retrain can still be coming
+            second_logs = flow_run_logs(second.id)
+            assert "decision: " in second_logs and "decision: retrain" not in second_logs, second_logs
+            assert f"emitted {DRIFT_EVENT}" in flow_run_logs(monitor_run.id)  # what the check looks for
+            assert f"emitted {DRIFT_EVENT}" not in second_logs, second_logs
+            assert len(asyncio.run(_flow_runs("retrain"))) == 1
 
         promotion = json.loads((project / "metrics/promotion.json").read_text())
         assert promotion["promoted"] and promotion["champion_after"] == "v2", promotion["reasons"]

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +26,10 @@ from sklearn import datasets
 from evergreen.config import load_params
 from evergreen.orchestration.overrides import apply_overrides
 from evergreen.registry.store import Registry
+from tests.harness import run_command
 from tests.service_harness import AUTH, running_server
 
-from .workspace import FAST_TRAINING, GIT_IDENTITY, copy_project
+from .workspace import FAST_TRAINING, copy_project
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -120,19 +119,6 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return copy_project(tmp_path_factory.mktemp("datasets") / "template")
 
 
-def _env() -> dict[str, str]:
-    from .workspace import BIN  # the folder of this interpreter's `evergreen` and `dvc`
-
-    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **GIT_IDENTITY}
-
-
-def _run(root: Path, *args: str) -> str:
-    done = subprocess.run(args, cwd=root, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if done.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({done.returncode}) in {root}:\n{done.stdout[-6000:]}")
-    return done.stdout
-
-
 def _records(schema: dict[str, Any], rows: pl.DataFrame) -> list[dict[str, Any]]:
     """Request records built from `GET /model`'s request schema: its fields, from the split's rows (dates and
     times as ISO text, as JSON carries them). A record never names a column the schema does not know."""
@@ -153,14 +139,14 @@ def test_a_table_goes_from_csv_to_a_monitored_model(name: str, template: Path, t
     make().write_csv(table)
 
     # init: the declaration and the suites from the table alone; the bundled bike declaration is replaced
-    out = _run(root, "evergreen", "init", str(table), "--target", "y", "--force")
+    out = run_command(root, "evergreen", "init", table, "--target", "y", "--force").stdout
     assert "y" in out
     params = load_params(root / "params.yaml")
     assert params.data.task == task and params.data.target.name == "y"
     apply_overrides(root / "params.yaml", LIGHT)
 
     # the whole pipeline, with no further edit
-    _run(root, "dvc", "repro")
+    run_command(root, "dvc", "repro")
     registry = Registry(root / "models/registry")
     assert registry.champion() == "v1", (root / "metrics/promotion.json").read_text()
     evaluated = json.loads((root / "metrics/eval.json").read_text())
@@ -170,7 +156,7 @@ def test_a_table_goes_from_csv_to_a_monitored_model(name: str, template: Path, t
     # batch scoring of the project's own test split, internal columns and all
     test = pl.read_parquet(root / "data/split/test.parquet")
     assert any(c.startswith("_") for c in test.columns) or params.data.timestamp is None
-    _run(root, "evergreen", "predict", "--input", "data/split/test.parquet", "--output", "scored.parquet")
+    run_command(root, "evergreen", "predict", "--input", "data/split/test.parquet", "--output", "scored.parquet")
     scored = pl.read_parquet(root / "scored.parquet")
     assert scored.height == test.height and scored["prediction"].null_count() == 0
     if task == "classification":
@@ -198,7 +184,7 @@ def test_a_table_goes_from_csv_to_a_monitored_model(name: str, template: Path, t
             assert stray.status_code == 422, stray.text
 
     # monitor: a decision on the labelled window, judged on the declared metric
-    out = _run(root, "evergreen", "monitor")
+    out = run_command(root, "evergreen", "monitor").stdout
     decisions = [json.loads(line) for line in (root / "monitoring/decisions.jsonl").read_text().splitlines()]
     [decision] = [d for d in decisions if d["kind"] == "decision"]
     assert decision["action"] in ("none", "retrain", "alert") and decision["champion"] == "v1", out

@@ -17,7 +17,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +37,7 @@ from evergreen.model.network import TabularNet
 from evergreen.model.preprocess import fit_preprocessing
 from evergreen.stages.train import run
 from evergreen.workspace import Workspace
-from tests.e2e.workspace import ROOT
-from tests.harness import SMALL_MODEL, SMALL_TRAIN, TINY, synthetic
+from tests.harness import ROOT, SMALL_MODEL, SMALL_TRAIN, TINY, synthetic, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -105,13 +103,16 @@ def kill_after_epoch(ws: Workspace, epoch: int) -> None:
         [sys.executable, "-m", "evergreen.cli", "stage", "train"],
         cwd=ws.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )  # fmt: skip
-    deadline = time.monotonic() + 120
+
+    def reached() -> bool:
+        if process.poll() is not None:
+            return True  # ended: the assertion below says so
+        with contextlib.suppress(Exception):  # absent, or being replaced: read it again
+            return torch.load(ws.checkpoint, weights_only=True)["epoch"] >= epoch
+        return False
+
     try:
-        while time.monotonic() < deadline and process.poll() is None:
-            with contextlib.suppress(Exception):  # absent, or being replaced: read it again
-                if torch.load(ws.checkpoint, weights_only=True)["epoch"] >= epoch:
-                    break
-            time.sleep(0.05)
+        wait_until(reached, 120, f"a checkpoint of {epoch} epoch(s)", interval=0.05)
         assert process.poll() is None, "training ended before it could be killed"
     finally:
         # everything at once, as a crash would: torchrun's workers run in sessions of their own

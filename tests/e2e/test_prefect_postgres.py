@@ -5,18 +5,8 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from prefect.deployments import run_deployment
-from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from .prefect_harness import (
-    BIN,
-    background,
-    flow_run_logs,
-    prefect_env,
-    prefect_server,
-    wait_for_deployment,
-    wait_until_serving,
-)
+from .prefect_harness import deployed, flow_run_logs, prefect_server, run_deployed
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -24,20 +14,12 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 def test_the_pipeline_runs_through_a_prefect_server_on_postgresql(postgres, project, tmp_path):
     postgres.create_database("prefect")
     database = {"PREFECT_API_DATABASE_CONNECTION_URL": postgres.url("prefect", driver="asyncpg")}
-    with prefect_server(tmp_path / "server-home", env=database) as api_url:
-        env = prefect_env(tmp_path / "client-home", api_url)
-        log = tmp_path / "deploy.log"
-        with background([str(BIN / "evergreen"), "deploy"], project, env, log):
-            wait_until_serving(log)
-            with temporary_settings({PREFECT_API_URL: api_url}):
-                wait_for_deployment("pipeline/pipeline")
-                flow_run = run_deployment(
-                    "pipeline/pipeline",
-                    parameters={"workspace": str(project), "targets": ["split"]},
-                    timeout=300,
-                    poll_interval=2,
-                )
-                logs = flow_run_logs(flow_run.id)
+    with (
+        prefect_server(tmp_path / "server-home", env=database) as api_url,
+        deployed(project, api_url, tmp_path, "pipeline/pipeline"),
+    ):
+        flow_run = run_deployed("pipeline/pipeline", {"workspace": str(project), "targets": ["split"]}, timeout=300)
+        logs = flow_run_logs(flow_run.id)
     assert flow_run.state.is_completed(), logs
     assert (project / "data/split/train.parquet").exists()
 

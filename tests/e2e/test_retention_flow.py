@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-import subprocess
 import sys
 
 import pytest
 import yaml
 
-from evergreen.serving.log import PredictionLog, log_rows, read_log
+from evergreen.prediction_log.read import read_log
+from evergreen.prediction_log.writer import PredictionLog, log_rows
 from evergreen.workspace import Workspace
 from tests.e2e.prefect_harness import prefect_env
-from tests.harness import ROOT
+from tests.harness import ROOT, run_command
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -31,14 +31,14 @@ def test_the_monitor_flow_deletes_what_is_past_the_retention_before_it_reads(tmp
         record = {"id": 1, "day": "2024-01-01", "hr": 1, "weather": 1, "temp": 0.5, "hum": 0.5}
         log.write(log_rows(request_id, stamp, "v1", [record], [1.0]))
     log.close()
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "flows" / "monitor.py")],
-        cwd=project,
+    done = run_command(
+        project,
+        sys.executable,
+        ROOT / "flows" / "monitor.py",
         # the ephemeral API starts in ~8 s, far longer on a loaded machine
         env=prefect_env(tmp_path / "prefect") | {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"},
-        capture_output=True,
-        text=True,
+        check=False,
         timeout=300,
     )
-    assert "no champion" in done.stdout + done.stderr
+    assert "no champion" in done.stdout, done.stdout
     assert read_log(ws.prediction_log_location)["request_id"].to_list() == ["new"]

@@ -15,8 +15,8 @@ import polars as pl
 import pytest
 
 from evergreen.config import load_params
+from evergreen.data.schema import request_columns
 from evergreen.orchestration.overrides import apply_overrides
-from evergreen.serving.schema import request_columns
 from tests.service_harness import AUTH, running_server
 
 from .workspace import FAST_TRAINING

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,8 +20,8 @@ import polars as pl
 import pytest
 import yaml
 
-from evergreen.serving.log import read_log
-from tests.harness import free_port
+from evergreen.prediction_log.read import read_log
+from tests.harness import free_port, wait_until
 from tests.service_harness import (
     AUTH,
     BIN,
@@ -34,6 +33,7 @@ from tests.service_harness import (
     load_clients,
     running_server,
     server_env,
+    wait_for_health,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -56,8 +56,10 @@ def client(url: str) -> Iterator[httpx.Client]:
         yield client
 
 
-def _logged(project: Project) -> int:
-    return read_log(project.log_path).height
+def _logged(project: Project, version: str | None = None) -> int:
+    """Rows in the log (scored by `version`, when given)."""
+    log = read_log(project.log_location)
+    return log.height if version is None else log.filter(pl.col("model_version") == version).height
 
 
 def _predict(client: httpx.Client, records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -67,10 +69,7 @@ def _predict(client: httpx.Client, records: list[dict[str, Any]]) -> dict[str, A
 
 
 def _wait_for_version(client: httpx.Client, version: str) -> None:
-    deadline = time.monotonic() + 10
-    while client.get("/health").json()["model_version"] != version:
-        assert time.monotonic() < deadline, f"the service did not switch to {version}"
-        time.sleep(0.05)
+    wait_for_health(client, lambda health: health["model_version"] == version, f"the service to switch to {version}")
 
 
 # ------------------------------------------------------------------------------------------------- tests
@@ -171,7 +170,7 @@ def test_parallel_clients_are_each_logged_exactly_once(project, url):
     assert failures == []
     answers = [answer for client in per_client for _, answer in client]
     assert len(answers) == 16 * 25
-    log = read_log(project.log_path)
+    log = read_log(project.log_location)
     counts = dict(log.group_by("request_id").len().iter_rows())
     assert log.select("request_id", "row").is_unique().all()
     for batch, answer in (pair for client in per_client for pair in client):
@@ -187,12 +186,14 @@ def test_a_promotion_under_load_fails_no_request(project, url, client):
     loader = threading.Thread(
         target=lambda: outcome.extend(load_clients(url, project.records(), clients=8, requests=None, stop=stop))
     )
+    before, v2_before = _logged(project), _logged(project, "v2")
     loader.start()
     try:
-        time.sleep(1.0)
+        # under load for real before the switch, and still under load well after it: 100 rows each way
+        wait_until(lambda: _logged(project) >= before + 100, 30, "100 rows logged under load", interval=0.05)
         project.registry.promote("v2", "test: promotion under load")
         _wait_for_version(client, "v2")
-        time.sleep(1.0)
+        wait_until(lambda: _logged(project, "v2") >= v2_before + 100, 30, "100 rows served by v2", interval=0.05)
     finally:
         stop.set()
         loader.join()
@@ -219,10 +220,8 @@ def test_a_champion_that_cannot_load_is_skipped_and_the_old_one_keeps_serving(pr
     version = project.registry.add({"model.onnx": broken, "signature.json": signature}, {"note": "broken"})
     project.registry.promote(version, "test: a broken champion")
     try:
-        deadline = time.monotonic() + 10
-        while "fallback" not in (health := client.get("/health").json()):  # the watcher tried and gave up
-            assert time.monotonic() < deadline, health
-            time.sleep(0.05)
+        # the watcher tried and gave up
+        health = wait_for_health(client, lambda health: "fallback" in health, f"the service to give up on {version}")
         assert health["model_version"] == "v1" and health["status"] == "degraded"
         assert health["fallback"]["wanted"] == version and health["fallback"]["serving"] == "v1"
         answer = _predict(client, project.records()[:1])
@@ -259,7 +258,7 @@ def test_feedback_attaches_labels_to_an_earlier_request(project, client):
     labels = project.test["y"][:3].to_list()
     response = client.post("/feedback", json={"request_id": request_id, "labels": labels})
     assert response.status_code == 200 and response.json() == {"request_id": request_id, "labelled": 3}
-    log = read_log(project.log_path).filter(pl.col("request_id") == request_id).sort("row")
+    log = read_log(project.log_location).filter(pl.col("request_id") == request_id).sort("row")
     assert log["label"].to_list() == labels and log["label_time"].null_count() == 0
     assert client.post("/feedback", json={"request_id": "unknown", "labels": [1]}).status_code == 404
     wrong_count = client.post("/feedback", json={"request_id": request_id, "labels": [1]})

@@ -11,10 +11,7 @@ is promoted first, by the promote stage as the first model, so the trained one h
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +23,12 @@ import yaml
 from evergreen.artifacts.decisions import ShadowDecision, read_history
 from evergreen.artifacts.reports import PromotionReport
 from evergreen.inference import servable
+from evergreen.prediction_log.read import read_shadow_pairs
 from evergreen.registry.store import Registry
-from evergreen.serving.log import read_shadow_pairs
 from evergreen.stages import promote as promote_stage
 from evergreen.workspace import Workspace
-from tests.service_harness import AUTH, BIN, MAX_BATCH, Project, build_project, running_server
+from tests.harness import run_command, wait_until
+from tests.service_harness import AUTH, BIN, MAX_BATCH, Project, build_project, running_server, wait_for_health
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -65,27 +63,28 @@ def _promote_stage(ws: Workspace, graph: Path) -> PromotionReport:
 
 
 def _evergreen(ws: Workspace, *args: str) -> str:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    done = subprocess.run([str(BIN / "evergreen"), *args], cwd=ws.root, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout + done.stderr
+    """What `evergreen <args>` printed (stdout and stderr) in the project; it must succeed."""
+    return run_command(ws.root, BIN / "evergreen", *args).stdout
 
 
 def _wait_for(client: httpx.Client, **expected: Any) -> dict[str, Any]:
-    deadline = time.monotonic() + 15
-    while True:
-        health = client.get("/health").json()
-        if all(health.get(key) == value for key, value in expected.items()):
-            return health
-        assert time.monotonic() < deadline, f"the service never reported {expected}: {health}"
-        time.sleep(0.05)
+    def reported(health: dict[str, Any]) -> bool:
+        return all(health.get(key) == value for key, value in expected.items())
+
+    return wait_for_health(client, reported, f"the service to report {expected}", timeout=15)
 
 
 def _wait_for_pairs(ws: Workspace, version: str, rows: int) -> None:
-    deadline = time.monotonic() + 15
-    while (found := read_shadow_pairs(ws.prediction_log, version, ws.params.data).height) < rows:
-        assert time.monotonic() < deadline, f"{found} labelled records with a shadow answer from {version}, not {rows}"
-        time.sleep(0.05)
+    def found() -> int:
+        return read_shadow_pairs(ws.prediction_log_location, version, ws.params.data).height
+
+    wait_until(
+        lambda: found() >= rows,
+        15,
+        f"{rows} labelled records with a shadow answer from {version}",
+        interval=0.05,
+        detail=lambda: f"{found()} found",
+    )
 
 
 def _traffic(client: httpx.Client, project: Project, start: int, stop: int, champion: str) -> list[dict[str, Any]]:
@@ -129,7 +128,7 @@ def test_a_better_challenger_is_promoted_from_the_shadow_and_a_worse_one_discard
         waiting = _evergreen(ws, "shadow")
         assert f"shadow v2 vs champion v1: waiting ({MAX_BATCH} of {MIN_LABELS} labelled records" in waiting
         # the champion answered; the shadow's answers are in the log, paired with the champion's and the labels
-        pairs = read_shadow_pairs(ws.prediction_log, "v2", ws.params.data)
+        pairs = read_shadow_pairs(ws.prediction_log_location, "v2", ws.params.data)
         assert pairs.height == MAX_BATCH and pairs["model_version"].unique().to_list() == ["v1"]
         assert pairs["prediction"].to_list() == pytest.approx(answers[0]["predictions"], rel=1e-6)
         # the doubled graph's answers are twice the shadow's: the same input, each model's own output

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import optuna
@@ -16,8 +15,9 @@ import yaml
 from optuna.trial import TrialState
 
 from evergreen.orchestration.overrides import apply_overrides
+from tests.harness import run_command
 
-from .workspace import FAST_TRAINING, command_env, copy_project
+from .workspace import FAST_TRAINING, copy_project
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -37,22 +37,8 @@ def split_project(tmp_path_factory) -> Path:
     """A project copy with light training, split once (`dvc repro split`) for the tests to copy."""
     root = copy_project(tmp_path_factory.mktemp("tune") / "project")
     apply_overrides(root / "params.yaml", LIGHT)
-    _run(root, "dvc", "repro", "split")
+    run_command(root, "dvc", "repro", "split")
     return root
-
-
-def _run(root: Path, *args: str, env: dict[str, str] | None = None) -> str:
-    """Run a command in a project folder (`run` of conftest is tied to the `project` fixture's folder)."""
-    done = subprocess.run(
-        args,
-        cwd=root,
-        env={**command_env(), **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert done.returncode == 0, f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout}"
-    return done.stdout
 
 
 def _copy(split_project: Path, dest: Path, overrides: dict) -> Path:
@@ -74,7 +60,9 @@ def test_two_workers_share_one_postgres_study_and_the_pruner_prunes(split_projec
     }
     root = _copy(split_project, tmp_path / "project", tune)
     # the URL comes from an environment variable, as a password would on a shared server
-    out = _run(root, "evergreen", "tune", "--workers", "2", "--storage", "TUNE_DB", "--no-exp", env={"TUNE_DB": url})
+    out = run_command(
+        root, "evergreen", "tune", "--workers", "2", "--storage", "TUNE_DB", "--no-exp", env={"TUNE_DB": url}
+    ).stdout
     assert "by 2 worker(s)" in out, out
 
     study = optuna.load_study(study_name="evergreen", storage=url)
@@ -92,7 +80,7 @@ def test_two_workers_share_one_postgres_study_and_the_pruner_prunes(split_projec
     assert (root / "tune/history.png").exists() and not (root / "tune/study.db").exists()  # the study is on the server
 
     # stopped and rerun with a larger budget: one worker (as on another machine) resumes the same study
-    out = _run(root, "evergreen", "tune", "--worker", "--trials", "9", "--storage", url, "--no-exp")
+    out = run_command(root, "evergreen", "tune", "--worker", "--trials", "9", "--storage", url, "--no-exp").stdout
     assert f"ran {9 - len(trials)} trial(s)" in out, out
     assert [t.number for t in optuna.load_study(study_name="evergreen", storage=url).get_trials()] == list(range(9))
 
@@ -104,15 +92,15 @@ def test_a_local_study_becomes_a_dvc_experiment_and_then_the_params(split_projec
         "tune.space": {"train.lr": {"low": 0.003, "high": 0.01, "log": True}},
     }
     root = _copy(split_project, tmp_path / "project", tune)
-    _run(root, "git", "commit", "-qam", "light params and a tune space")
-    out = _run(root, "evergreen", "tune")  # SQLite in the project: no server
+    run_command(root, "git", "commit", "-qam", "light params and a tune space")
+    out = run_command(root, "evergreen", "tune").stdout  # SQLite in the project: no server
     assert (root / "tune/study.db").exists()
     best = json.loads((root / "tune/best.json").read_text())
     assert best["best"]["number"] == 1 and best["best"]["value"] < best["baseline"]["value"], best
     lr = best["best"]["params"]["train.lr"]
     assert "experiment tune-evergreen-1" in out, out
 
-    shown = json.loads(_run(root, "dvc", "exp", "show", "--json"))
+    shown = json.loads(run_command(root, "dvc", "exp", "show", "--json").stdout)
     experiments = {rev["name"]: rev["data"] for row in shown for e in row.get("experiments") or [] for rev in e["revs"]}
     listed = experiments["tune-evergreen-1"]
     assert listed["params"]["params.yaml"]["data"]["train"]["lr"] == pytest.approx(lr)
@@ -120,7 +108,7 @@ def test_a_local_study_becomes_a_dvc_experiment_and_then_the_params(split_projec
 
     before = (root / "params.yaml").read_text()
     assert yaml.safe_load(before)["train"]["lr"] == 1e-6  # the experiment ran aside: the workspace is as it was
-    out = _run(root, "evergreen", "tune", "--apply")
+    out = run_command(root, "evergreen", "tune", "--apply").stdout
     after = (root / "params.yaml").read_text()
     assert yaml.safe_load(after)["train"]["lr"] == pytest.approx(lr)
     changed = [line for line in after.splitlines() if line not in before.splitlines()]
@@ -131,7 +119,7 @@ def test_a_local_study_becomes_a_dvc_experiment_and_then_the_params(split_projec
 def test_the_tune_flow_runs_its_workers_as_prefect_tasks_on_dask(split_project, tmp_path):
     tune = {"tune.n_trials": 3, "tune.workers": 2, "tune.space": {"train.lr": {"low": 0.001, "high": 0.01}}}
     root = _copy(split_project, tmp_path / "project", tune)
-    out = _run(root, "python", "flows/tune.py", env={"PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
+    out = run_command(root, "python", "flows/tune.py", env={"PREFECT_SERVER_ANALYTICS_ENABLED": "false"}).stdout
     assert "Task run 'tune_worker" in out and "Flow run" in out, out  # run by Prefect, as tasks
     storage = f"sqlite:///{root / 'tune/study.db'}"
     trials = optuna.load_study(study_name="evergreen", storage=storage).get_trials()

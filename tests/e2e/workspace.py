@@ -1,5 +1,6 @@
 """A throwaway copy of the project: its tracked (and not ignored) files, in a fresh git repository; light
-training params for runs that are about the pipeline, not the model; and what `dvc repro` ran.
+training params for runs that are about the pipeline, not the model; and what `dvc repro` ran. (The git
+identity and the environment for commands in a copy are `tests.harness.GIT_IDENTITY` and `command_env`.)
 
 Used by the end-to-end and fault tests and by the benchmarks that run the real pipeline.
 """
@@ -9,16 +10,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-GIT_IDENTITY = {
-    "GIT_AUTHOR_NAME": "evergreen-test",
-    "GIT_AUTHOR_EMAIL": "test@evergreen.invalid",
-    "GIT_COMMITTER_NAME": "evergreen-test",
-    "GIT_COMMITTER_EMAIL": "test@evergreen.invalid",
-}
+from tests.harness import GIT_IDENTITY, ROOT
 
 # light training for tests about the lifecycle, not the model: a few epochs, one ensemble member
 FAST_TRAINING = {
@@ -29,14 +23,6 @@ FAST_TRAINING = {
     # a few epochs do not beat gradient boosting; the baseline check has its own unit tests
     "promote.baseline": "mean",
 }
-
-
-BIN = str(Path(sys.executable).parent)  # where `evergreen` and `dvc` are installed
-
-
-def command_env() -> dict[str, str]:
-    """The environment for running `evergreen`, `dvc` and git in a project copy."""
-    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **GIT_IDENTITY}
 
 
 def project_files() -> list[str]:

@@ -8,9 +8,7 @@ Promises:
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -19,18 +17,10 @@ import pytest
 from evergreen.orchestration.dag import workspace_lock
 from evergreen.orchestration.overrides import apply_overrides
 from evergreen.workspace import Workspace
-from tests.e2e.workspace import FAST_TRAINING, GIT_IDENTITY, copy_project
+from tests.e2e.workspace import FAST_TRAINING, copy_project
+from tests.harness import command_env, run_command
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-BIN = str(Path(sys.executable).parent)
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **GIT_IDENTITY}
-
-
-def _run(project: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(args, cwd=project, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +28,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A project copy with a trained model (light training), built once for this module."""
     project = copy_project(tmp_path_factory.mktemp("faults") / "project")
     apply_overrides(project / "params.yaml", FAST_TRAINING)
-    done = _run(project, "dvc", "repro", "train")
-    assert done.returncode == 0, done.stdout
+    run_command(project, "dvc", "repro", "train")
     return project
 
 
@@ -58,7 +47,7 @@ def test_a_typo_in_params_does_not_cost_the_model(trained: Path) -> None:
     before = _digest(model)
     params.write_text(original.replace("\ntrain:\n", "\ntrain:\n  epocs: 3\n", 1))
     try:
-        done = _run(trained, "dvc", "repro", "train")
+        done = run_command(trained, "dvc", "repro", "train", check=False)
     finally:
         params.write_text(original)
     assert done.returncode != 0
@@ -79,7 +68,7 @@ def test_a_second_run_waits_for_the_first_and_says_so(trained: Path) -> None:
         second = subprocess.Popen(
             ["evergreen", "run", "-t", "ingest"],
             cwd=trained,
-            env={**_env(), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"},
+            env={**command_env(), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

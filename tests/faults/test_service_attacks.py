@@ -13,7 +13,7 @@ import httpx
 import pytest
 import yaml
 
-from evergreen.serving.log import read_log
+from evergreen.prediction_log.read import read_log
 from evergreen.workspace import Workspace
 from tests.harness import wait_until
 from tests.service_harness import AUTH, TOKEN, running_server
@@ -94,7 +94,7 @@ def test_feedback_labels_must_fit_the_targets_declared_type_and_range(server, tr
             body = answer.json()
             assert where in body["error"] and body["detail"][0]["field"] == where, body
             assert says in body["detail"][0]["message"], body
-            log = read_log(Workspace.open(module_project).prediction_log)
+            log = read_log(Workspace.open(module_project).prediction_log_location)
             assert log.filter(log["request_id"] == request_id)["label"].null_count() == 2  # nothing labelled
         accepted = client.post("/feedback", json={"request_id": request_id, "labels": [12.0, 7]})
         assert accepted.status_code == 200 and accepted.json()["labelled"] == 2, accepted.text

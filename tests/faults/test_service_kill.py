@@ -6,11 +6,11 @@ import os
 import signal
 import sqlite3
 import threading
-import time
 
 import pytest
 
-from evergreen.serving.log import read_log
+from evergreen.prediction_log.read import read_log
+from tests.harness import wait_until
 from tests.service_harness import load_clients, running_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -25,10 +25,13 @@ def test_kill_9_under_load_keeps_every_acknowledged_prediction_and_a_sound_log(m
         outcome: list[list[tuple]] = []
         loader = threading.Thread(target=lambda: outcome.extend(load_clients(url, trained.records(), 8, None, stop)))
         loader.start()
-        deadline = time.monotonic() + 15
-        while read_log(ws.prediction_log).height < 100:  # under load for real before the kill
-            assert time.monotonic() < deadline and loader.is_alive()
-            time.sleep(0.05)
+        wait_until(  # under load for real before the kill
+            lambda: read_log(ws.prediction_log_location).height >= 100 or not loader.is_alive(),
+            15,
+            "100 rows logged under load",
+            interval=0.05,
+        )
+        assert loader.is_alive(), "the clients stopped before the kill"
         os.kill(process.pid, signal.SIGKILL)
         loader.join(60)
         stop.set()
@@ -36,7 +39,7 @@ def test_kill_9_under_load_keeps_every_acknowledged_prediction_and_a_sound_log(m
     assert failures, "the clients never saw the server die"
     acknowledged = [(batch, answer) for client in per_client for batch, answer in client]
     assert len(acknowledged) > 20
-    log = read_log(ws.prediction_log)
+    log = read_log(ws.prediction_log_location)
     counts = dict(log.group_by("request_id").len().iter_rows())
     for batch, answer in acknowledged:
         assert counts.get(answer["request_id"]) == len(batch), answer["request_id"]

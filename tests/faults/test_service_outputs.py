@@ -12,13 +12,14 @@ import polars as pl
 import pytest
 import yaml
 
+from evergreen.prediction_log.base import LogColumns
+from evergreen.prediction_log.read import read_log
 from evergreen.registry.store import Registry
-from evergreen.serving.log import LogColumns, read_log
 from evergreen.serving.service import PredictionService, Rejected
 from evergreen.stages import evaluate as evaluate_stage
 from evergreen.stages import export as export_stage
 from evergreen.stages import train as train_stage
-from evergreen.workspace import Workspace
+from evergreen.workspace import LogLocation, Workspace
 from tests.harness import TINY, synthetic
 
 pytestmark = [pytest.mark.slow]
@@ -35,7 +36,7 @@ def test_predict_logs_each_record_and_answers_with_its_request_id(service, train
     answer = service.predict(json.dumps({"records": records}).encode())
     assert answer["model_version"] == "v1" and len(answer["predictions"]) == 3
     assert answer["out_of_range"] == [[], [], []]
-    log = read_log(service.log.path)
+    log = read_log(service.log.location)
     assert log["request_id"].to_list() == [answer["request_id"]] * 3
     assert log["prediction"].to_list() == answer["predictions"]
     assert log["id"].to_list() == [r["id"] for r in records]
@@ -56,7 +57,7 @@ def test_predict_refuses_bad_payloads_with_the_right_status(service, trained):
         with pytest.raises(Rejected) as caught:
             service.predict(body)
         assert caught.value.status == status, (body, caught.value.body())
-    assert read_log(service.log.path).height == 0
+    assert read_log(service.log.location).height == 0
 
 
 def test_a_non_finite_output_is_a_422_naming_the_record_and_is_not_logged(service, trained):
@@ -71,8 +72,8 @@ def test_a_non_finite_output_is_a_422_naming_the_record_and_is_not_logged(servic
         assert caught.value.status == 422
         assert "records[1]" in caught.value.error and caught.value.detail[0]["field"] == "records[1]"
         assert list(change)[0] in caught.value.detail[0]["message"]  # it names the feature out of range
-    assert read_log(service.log.path).height == 0
-    with sqlite3.connect(service.log.path) as conn:
+    assert read_log(service.log.location).height == 0
+    with sqlite3.connect(service.log.location.path) as conn:
         assert conn.execute("SELECT count(*) FROM predictions WHERE prediction IS NULL").fetchone() == (0,)
     assert len(service.predict({"records": [good]})["predictions"]) == 1  # and it keeps serving
 
@@ -85,7 +86,7 @@ def test_out_of_range_inputs_are_scored_and_flagged_in_the_answer_and_the_log(se
     records = [good, {**good, "temp": 1.5}, {**good, "temp": -0.5, "hr": 40}, {**good, "weather": 9}]
     answer = service.predict({"records": records})
     assert answer["out_of_range"] == [[], ["temp"], ["hr", "temp"], ["weather"]]
-    log = read_log(service.log.path)
+    log = read_log(service.log.location)
     assert log[LogColumns.OUT_OF_RANGE].to_list() == [[], ["temp"], ["hr", "temp"], ["weather"]]
     assert log["prediction"].to_list() == answer["predictions"]
 
@@ -99,12 +100,12 @@ def test_feedback_refuses_labels_outside_the_declared_range(service, trained):
         with pytest.raises(Rejected) as caught:
             service.feedback({"request_id": request_id, "labels": labels})
         assert caught.value.status == 422 and where in caught.value.error, caught.value.body()
-    assert read_log(service.log.path)["label"].null_count() == 3
+    assert read_log(service.log.location)["label"].null_count() == 3
     assert service.feedback({"request_id": request_id, "labels": [0, 12.0, None]}) == {
         "request_id": request_id,
         "labelled": 2,
     }
-    assert read_log(service.log.path)["label"].to_list() == [0, 12, None]
+    assert read_log(service.log.location)["label"].to_list() == [0, 12, None]
 
 
 @pytest.fixture(scope="module")
@@ -151,9 +152,9 @@ def test_feedback_refuses_a_label_outside_the_models_classes(classifier: Workspa
         with pytest.raises(Rejected) as caught:
             service.feedback({"request_id": request_id, "labels": [-1, 0, 1]})  # the declared min still holds
         assert caught.value.status == 422 and "labels[0]" in caught.value.error
-        assert read_log(log_path)["label"].null_count() == 3  # nothing was labelled
+        assert read_log(LogLocation.sqlite(log_path))["label"].null_count() == 3  # nothing was labelled
         assert service.feedback({"request_id": request_id, "labels": [1, None, 0]})["labelled"] == 2
-    assert read_log(log_path)["label"].to_list() == [1, None, 0]
+    assert read_log(LogLocation.sqlite(log_path))["label"].to_list() == [1, None, 0]
 
 
 def test_feedback_for_an_unknown_request_is_a_404(service):

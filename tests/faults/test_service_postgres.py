@@ -10,7 +10,8 @@ import subprocess
 import httpx
 import pytest
 
-from evergreen.serving.log import read_log
+from evergreen.prediction_log.read import read_log
+from evergreen.workspace import LogLocation
 from tests.harness import free_port
 from tests.service_harness import (
     AUTH,
@@ -32,14 +33,17 @@ def test_kill_9_of_one_of_two_workers_on_postgresql_keeps_every_acknowledged_pre
     one; monitoring reads the log from the same place. Attack: 8 clients, 1-3 records each, SIGKILL of one."""
     url = postgres.create_database("served_log")
     ws = make_project({"serve.workers": 2, "serve.log_url": url})
-    assert ws.prediction_log_location == url
+    location = ws.prediction_log_location
+    assert location == LogLocation.postgresql(url)
     with running_server(ws.root) as (base, process):
         assert httpx.get(f"{base}/health", headers=AUTH).json()["log_backend"] == "postgresql"
-        acknowledged, after = kill_one_worker_under_load(base, process, trained.records(), lambda: read_log(url).height)
+        acknowledged, after = kill_one_worker_under_load(
+            base, process, trained.records(), lambda: read_log(location).height
+        )
         with httpx.Client(base_url=base, headers=AUTH, timeout=10) as client:
             labelled = client.post("/feedback", json={"request_id": after[0][1]["request_id"], "labels": [3.0, 2]})
             assert labelled.status_code == 200 and labelled.json()["labelled"] == 2
-    log = read_log(ws.prediction_log_location, data=ws.params.data)  # where `evergreen monitor` reads
+    log = read_log(location, data=ws.params.data)  # where `evergreen monitor` reads
     assert missing_from_log(acknowledged, log) == []
     assert log.select("request_id", "row").is_unique().all()
     assert log.filter(log["request_id"] == after[0][1]["request_id"])["label"].to_list() == [3.0, 2.0]

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from evergreen.serving.log import read_log
+from evergreen.prediction_log.read import read_log
 from tests.service_harness import (
     AUTH,
     kill_one_worker_under_load,
@@ -29,9 +29,9 @@ def test_kill_9_of_one_of_two_workers_keeps_every_acknowledged_prediction(make_p
     ws = make_project({"serve.workers": 2})
     with running_server(ws.root) as (url, process):
         acknowledged, _ = kill_one_worker_under_load(
-            url, process, trained.records(), lambda: read_log(ws.prediction_log).height
+            url, process, trained.records(), lambda: read_log(ws.prediction_log_location).height
         )
-    assert missing_from_log(acknowledged, read_log(ws.prediction_log)) == []
+    assert missing_from_log(acknowledged, read_log(ws.prediction_log_location)) == []
     integrity = sqlite3.connect(ws.prediction_log)
     try:
         assert integrity.execute("PRAGMA integrity_check").fetchone() == ("ok",)

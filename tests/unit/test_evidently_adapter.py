@@ -16,13 +16,8 @@ from evergreen.data.schema import EVENT_TIME
 from evergreen.model.metrics import classification_metrics
 from evergreen.monitoring import evidently_adapter as adapter
 from evergreen.monitoring.drift import column_drift
-from evergreen.monitoring.evidently_adapter import (
-    add_to_workspace,
-    compute_report,
-    list_snapshots,
-    parse_drift,
-    save_report,
-)
+from evergreen.monitoring.evidently_adapter import compute_report, parse_drift
+from evergreen.monitoring.report_files import add_to_workspace, list_snapshots, save_report
 from evergreen.monitoring.window import select_window
 
 N = 2000

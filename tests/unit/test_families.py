@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import sys
+from collections.abc import Callable
 
 import numpy as np
 import onnx
@@ -46,6 +47,21 @@ def _train(family: str, task: str, **update: object) -> TabularNet:
     return train_model(train, valid, _params(task).data, config, SMALL_TRAIN, progress=False).model
 
 
+@pytest.fixture(scope="module")
+def trained() -> Callable[..., TabularNet]:
+    """`_train(family, task, **update)`, trained once per module for each set of arguments: most tests only read
+    the model, and training is most of their time. Each call returns a copy, so a test may change its own."""
+    models: dict[str, TabularNet] = {}
+
+    def get(family: str, task: str, **update: object) -> TabularNet:
+        key = repr((family, task, sorted(update.items())))
+        if key not in models:
+            models[key] = _train(family, task, **update)
+        return copy.deepcopy(models[key])
+
+    return get
+
+
 def _awkward_rows(model: TabularNet, task: str) -> np.ndarray:
     """Rows with unseen categories and missing values, which the graph must treat as torch does."""
     rows = synthetic(60, 3, task).with_columns(
@@ -57,8 +73,8 @@ def _awkward_rows(model: TabularNet, task: str) -> np.ndarray:
 
 @pytest.mark.parametrize("task", ["regression", "classification"])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_each_family_learns_and_exports_with_parity(family, task):
-    model = _train(family, task)
+def test_each_family_learns_and_exports_with_parity(family, task, trained):
+    model = trained(family, task)
     assert model.config.type == family and len(model.members) == 2
     # tabm's k members count as members: 2 x 4 outputs, each trained on its own loss
     k = model.config.k if family == "tabm" else 1
@@ -79,9 +95,9 @@ def test_each_family_learns_and_exports_with_parity(family, task):
         assert len(onnx_predict(session, x[:batch])) == batch
 
 
-def test_the_transformer_graph_holds_plain_onnx_ops_only():
+def test_the_transformer_graph_holds_plain_onnx_ops_only(trained):
     """nn.TransformerEncoder's fused fast path must not leak into the graph: standard ops, any batch size."""
-    graph = onnx.load_from_string(export_onnx(_train("ft_transformer", "regression"), opset=17))
+    graph = onnx.load_from_string(export_onnx(trained("ft_transformer", "regression"), opset=17))
     ops = {node.op_type for node in graph.graph.node}
     assert {"Softmax", "MatMul", "LayerNormalization"} <= ops
     assert all(node.domain in ("", "ai.onnx") for node in graph.graph.node)
@@ -100,8 +116,8 @@ def test_additive_features_skip_the_family(family):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_a_saved_family_loads_with_its_type_and_temperature(family, tmp_path):
-    model = _train(family, "classification")
+def test_a_saved_family_loads_with_its_type_and_temperature(family, tmp_path, trained):
+    model = trained(family, "classification")
     model.save(tmp_path / "model.pt")
     loaded = TabularNet.load(tmp_path / "model.pt")
     assert loaded.config.type == family and float(loaded.temperature) == float(model.temperature)
@@ -109,8 +125,8 @@ def test_a_saved_family_loads_with_its_type_and_temperature(family, tmp_path):
     np.testing.assert_array_equal(loaded.predict(rows), model.predict(rows))
 
 
-def test_a_model_saved_before_temperature_scaling_still_loads(tmp_path):
-    model = _train("mlp", "classification")
+def test_a_model_saved_before_temperature_scaling_still_loads(tmp_path, trained):
+    model = trained("mlp", "classification")
     model.temperature.fill_(1.0)
     saved = {"state_dict": {k: v for k, v in model.state_dict().items() if k != "temperature"},
              "config": {k: v for k, v in model.config.model_dump(mode="json").items() if k != "type"},
@@ -242,10 +258,10 @@ def test_tabm_variants_learn_and_export_with_parity(update):
     assert len(onnx_predict(session, x[:3])) == 3
 
 
-def test_tabm_bins_come_from_the_train_split_and_travel_with_the_model(tmp_path):
+def test_tabm_bins_come_from_the_train_split_and_travel_with_the_model(tmp_path, trained):
     from evergreen.model.tabm import TabMFamily
 
-    model = _train("tabm", "regression")
+    model = trained("tabm", "regression")
     member = model.members[0]
     assert isinstance(member, TabMFamily)
     impl = member.num_embeddings.impl
@@ -260,11 +276,11 @@ def test_tabm_bins_come_from_the_train_split_and_travel_with_the_model(tmp_path)
     np.testing.assert_array_equal(loaded.predict(synthetic(20, 7)), model.predict(synthetic(20, 7)))
 
 
-def test_tabm_is_trained_on_the_mean_of_its_members_losses_not_the_loss_of_their_mean():
+def test_tabm_is_trained_on_the_mean_of_its_members_losses_not_the_loss_of_their_mean(trained):
     """Members that disagree symmetrically have a perfect mean; the loss must still see each one's error."""
     from evergreen.model.train import _loss_function
 
-    model = _train("tabm", "regression")
+    model = trained("tabm", "regression")
     target = torch.zeros(4)
     loss_of = _loss_function(model.prep, target, SMALL_TRAIN, torch.device("cpu"))
     with torch.no_grad():

@@ -18,12 +18,12 @@ import yaml
 
 from evergreen.artifacts.decisions import RetrainDecision, read_history
 from evergreen.config import PolicyConfig
-from evergreen.monitoring.evidently_adapter import QUARANTINE, list_snapshots, open_workspace
 from evergreen.monitoring.monitor import monitor_once
 from evergreen.monitoring.policy import decide
+from evergreen.monitoring.report_files import QUARANTINE, list_snapshots, open_workspace
 from evergreen.monitoring.summary import ColumnDrift, MonitorSummary
+from evergreen.prediction_log.writer import PredictionLog, log_rows
 from evergreen.registry.store import Registry
-from evergreen.serving.log import PredictionLog, log_rows
 from evergreen.workspace import Workspace
 from tests.harness import TINY
 from tests.process_harness import run_together
@@ -60,7 +60,7 @@ def project(tmp_path: Path) -> Workspace:
 def _serve(ws: Workspace, seed: int, start: dt.datetime, n: int = 300) -> None:
     """`n` drifted predictions by v1, one a minute from `start`, through the real log."""
     features = _rows(n, seed, shift=0.4)
-    log = PredictionLog(ws.prediction_log)
+    log = PredictionLog(ws.prediction_log_location)
     try:
         for i in range(n):
             record = {name: features[name][i].item() for name in FEATURES}

@@ -16,19 +16,12 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from evergreen.errors import EvergreenError
-from evergreen.serving.log import (
-    LabelCountMismatch,
-    LogUnavailable,
-    PredictionLog,
-    UnknownRequest,
-    count_shadow_labels,
-    log_rows,
-    read_log,
-    read_shadow_pairs,
-    utc_now,
-)
-from evergreen.serving.log_base import INSERT, Backend
+from evergreen.errors import EvergreenError, LabelCountMismatch, LogUnavailable, UnknownRequest
+from evergreen.prediction_log.base import INSERT, Backend, utc_now
+from evergreen.prediction_log.read import count_shadow_labels, read_log, read_shadow_pairs
+from evergreen.prediction_log.writer import PredictionLog, log_rows
+from evergreen.workspace import LogLocation
+from tests.harness import wait_until
 
 
 def _rows(request_id: str, n: int = 2, version: str = "v1", time: str | None = None) -> list[tuple]:
@@ -38,7 +31,7 @@ def _rows(request_id: str, n: int = 2, version: str = "v1", time: str | None = N
 
 @pytest.fixture
 def log(tmp_path: Path):
-    log = PredictionLog(tmp_path / "log" / "predictions.db")
+    log = PredictionLog(LogLocation.sqlite(tmp_path / "log" / "predictions.db"))
     yield log
     log.close()
 
@@ -46,7 +39,7 @@ def log(tmp_path: Path):
 def test_rows_read_back_with_one_typed_column_per_feature(log, tiny):
     log.write(_rows("a", 3))
     log.write(_rows("b", 1, version="v2"))
-    frame = read_log(log.path, data=tiny.data)
+    frame = read_log(log.location, data=tiny.data)
     assert frame["request_id"].to_list() == ["a", "a", "a", "b"] and frame["row"].to_list() == [0, 1, 2, 0]
     assert frame["model_version"].to_list() == ["v1", "v1", "v1", "v2"]
     assert frame["hr"].to_list() == [0, 1, 2, 0] and frame["hum"].null_count() == 4
@@ -59,17 +52,17 @@ def test_rows_read_back_with_one_typed_column_per_feature(log, tiny):
 def test_last_rows_and_since_select_the_newest_rows(log):
     log.write(_rows("old", 2, time="2026-01-01T00:00:00.000000Z"))
     log.write(_rows("new", 2, time="2026-06-01T00:00:00.000000Z"))
-    assert read_log(log.path, last_rows=3)["request_id"].to_list() == ["old", "new", "new"]
-    assert read_log(log.path, since=dt.datetime(2026, 3, 1))["request_id"].to_list() == ["new", "new"]
-    assert read_log(log.path, since="2027-01-01").height == 0
+    assert read_log(log.location, last_rows=3)["request_id"].to_list() == ["old", "new", "new"]
+    assert read_log(log.location, since=dt.datetime(2026, 3, 1))["request_id"].to_list() == ["new", "new"]
+    assert read_log(log.location, since="2027-01-01").height == 0
 
 
 def test_a_log_that_does_not_exist_reads_as_empty(tmp_path, tiny):
-    frame = read_log(tmp_path / "none.db", data=tiny.data)
+    frame = read_log(LogLocation.sqlite(tmp_path / "none.db"), data=tiny.data)
     assert frame.height == 0 and {"hr", "prediction", "label"} <= set(frame.columns)
 
 
-def _written_concurrently(log: PredictionLog, location: Path | str, clients: int, requests: int) -> pl.DataFrame:
+def _written_concurrently(log: PredictionLog, location: LogLocation, clients: int, requests: int) -> pl.DataFrame:
     """`clients` threads write `requests` requests of 3 rows each, alternating between `log` and a second writer
     on the same log (as a second server would be); returns the log as read back."""
     second = PredictionLog(location)
@@ -88,7 +81,7 @@ def _written_concurrently(log: PredictionLog, location: Path | str, clients: int
 
 
 def test_concurrent_writers_are_logged_exactly_once(log, tmp_path):
-    frame = _written_concurrently(log, log.path, clients=8, requests=40)
+    frame = _written_concurrently(log, log.location, clients=8, requests=40)
     assert frame.height == 8 * 40 * 3
     assert frame.select("request_id", "row").is_unique().all()
     assert frame.group_by("request_id").len()["len"].to_list() == [3] * 320
@@ -110,17 +103,17 @@ def test_a_failing_request_does_not_fail_the_others_in_its_commit(log):
     for thread in threads:
         thread.join()
     assert len(errors) == 1
-    assert sorted(read_log(log.path)["request_id"].to_list()) == ["dup", "ok1", "ok2", "ok3"]
+    assert sorted(read_log(log.location)["request_id"].to_list()) == ["dup", "ok1", "ok2", "ok3"]
 
 
 def test_labels_attach_to_an_earlier_request_in_record_order(log):
     log.write(_rows("r1", 3))
     assert log.attach_labels("r1", [5, None, 7.5]) == 2
-    frame = read_log(log.path)
+    frame = read_log(log.location)
     assert frame["label"].to_list() == [5, None, 7.5]
     assert frame["label_time"].null_count() == 1
     log.attach_labels("r1", [6, 6, 6])  # a corrected label replaces the earlier one
-    assert read_log(log.path)["label"].to_list() == [6, 6, 6]
+    assert read_log(log.location)["label"].to_list() == [6, 6, 6]
 
 
 def test_labels_for_an_unknown_request_or_of_the_wrong_count_are_refused(log):
@@ -129,13 +122,13 @@ def test_labels_for_an_unknown_request_or_of_the_wrong_count_are_refused(log):
         log.attach_labels("nope", [1])
     with pytest.raises(LabelCountMismatch, match="scored 2 record"):
         log.attach_labels("r1", [1, 2, 3])
-    assert read_log(log.path)["label"].null_count() == 2
+    assert read_log(log.location)["label"].null_count() == 2
 
 
 def test_classification_rows_keep_their_class_and_probabilities(log):
     records = [{"hr": 1}, {"hr": 2}]
     log.write(log_rows("c", utc_now(), "v1", records, ["no", "yes"], [[0.9, 0.1], [0.3, 0.7]]))
-    frame = read_log(log.path)
+    frame = read_log(log.location)
     assert frame["prediction"].to_list() == ["no", "yes"]
     assert frame["probabilities"].to_list() == ["[0.9, 0.1]", "[0.3, 0.7]"]
 
@@ -153,7 +146,7 @@ def test_shadow_rows_pair_with_their_labelled_champion_rows(log, tiny):
     log.attach_labels("a", [1, None])
     log.attach_labels("b", [4, 5, 6])
     log.attach_labels("c", [7])
-    pairs = read_shadow_pairs(log.path, "s1", tiny.data)
+    pairs = read_shadow_pairs(log.location, "s1", tiny.data)
     assert pairs.columns == [
         "request_id", "row", "time", "model_version", "label", "prediction", "probabilities",
         "shadow_prediction", "shadow_probabilities",
@@ -163,9 +156,10 @@ def test_shadow_rows_pair_with_their_labelled_champion_rows(log, tiny):
     assert pairs["prediction"].to_list() == [0.0, 0.0, 10.0, 20.0]
     assert pairs["shadow_prediction"].to_list() == [1.0, 1.0, 11.0, 21.0]
     assert pairs["model_version"].to_list() == ["v1"] * 4
-    assert read_shadow_pairs(log.path, "s2", tiny.data)["shadow_prediction"].to_list() == [2.0, 12.0, 22.0]
-    assert count_shadow_labels(log.path, "s1") == 4 and count_shadow_labels(log.path, "s2") == 3
-    assert count_shadow_labels(log.path, "none") == 0 and read_shadow_pairs(log.path, "none", tiny.data).height == 0
+    assert read_shadow_pairs(log.location, "s2", tiny.data)["shadow_prediction"].to_list() == [2.0, 12.0, 22.0]
+    assert count_shadow_labels(log.location, "s1") == 4 and count_shadow_labels(log.location, "s2") == 3
+    assert count_shadow_labels(log.location, "none") == 0
+    assert read_shadow_pairs(log.location, "none", tiny.data).height == 0
 
 
 def test_shadow_rows_commit_with_their_request_or_not_at_all(log):
@@ -184,22 +178,24 @@ def test_shadow_rows_commit_with_their_request_or_not_at_all(log):
 
     outcomes = asyncio.run(many())
     assert outcomes[0] is None and isinstance(outcomes[1], sqlite3.IntegrityError)
-    assert sorted(read_log(log.path)["request_id"].to_list()) == ["ok", "x"]
-    with sqlite3.connect(log.path) as conn:
+    assert sorted(read_log(log.location)["request_id"].to_list()) == ["ok", "x"]
+    with sqlite3.connect(log.location.path) as conn:
         shadow = conn.execute("SELECT request_id FROM shadow_predictions ORDER BY request_id").fetchall()
     assert shadow == [("ok",), ("x",)]
 
 
 def test_a_log_without_shadow_rows_has_no_pairs(tmp_path, tiny):
-    assert read_shadow_pairs(tmp_path / "none.db", "s1", tiny.data).height == 0
-    assert count_shadow_labels(tmp_path / "none.db", "s1") == 0
+    assert read_shadow_pairs(LogLocation.sqlite(tmp_path / "none.db"), "s1", tiny.data).height == 0
+    assert count_shadow_labels(LogLocation.sqlite(tmp_path / "none.db"), "s1") == 0
 
 
 _WRITER = textwrap.dedent(
     """
     import sys
-    from evergreen.serving.log import PredictionLog, log_rows, utc_now
-    log = PredictionLog(sys.argv[1])
+    from evergreen.prediction_log.base import utc_now
+    from evergreen.prediction_log.writer import PredictionLog, log_rows
+    from evergreen.workspace import LogLocation
+    log = PredictionLog(LogLocation.sqlite(sys.argv[1]))
     i = 0
     while True:
         log.write(log_rows(f"r{i}", utc_now(), "v1", [{"hr": i}], [float(i)]))
@@ -214,13 +210,18 @@ def test_every_acknowledged_write_survives_kill_9(tmp_path):
     writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(path)], stdout=subprocess.PIPE, text=True, bufsize=1)
     acknowledged: list[str] = []
     assert writer.stdout is not None
-    deadline = time.monotonic() + 30
-    while len(acknowledged) < 50 and time.monotonic() < deadline:
+
+    def fifty_acknowledged() -> bool:
         acknowledged.append(writer.stdout.readline().strip())
-    os.kill(writer.pid, signal.SIGKILL)
-    writer.wait()
+        return len(acknowledged) >= 50
+
+    try:
+        wait_until(fifty_acknowledged, 30, "50 acknowledged writes", interval=0)
+    finally:
+        os.kill(writer.pid, signal.SIGKILL)
+        writer.wait()
     acknowledged += [line.strip() for line in writer.stdout if line.strip()]
-    logged = set(read_log(path)["request_id"].to_list())
+    logged = set(read_log(LogLocation.sqlite(path))["request_id"].to_list())
     assert len(acknowledged) >= 50
     assert set(acknowledged) <= logged
 
@@ -236,8 +237,8 @@ def _hold_write_lock(path: Path) -> sqlite3.Connection:
 def test_a_held_lock_fails_the_write_within_the_timeout_and_the_log_recovers(tmp_path, caplog):
     """Promise: a write that cannot commit raises `LogUnavailable` within about the timeout, writes nothing,
     and the next write after the lock goes commits. Before: the waiting futures were never resolved."""
-    log = PredictionLog(tmp_path / "predictions.db", timeout_s=0.5)
-    holder = _hold_write_lock(log.path)
+    log = PredictionLog(LogLocation.sqlite(tmp_path / "predictions.db"), timeout_s=0.5)
+    holder = _hold_write_lock(log.location.path)
     try:
         start = time.monotonic()
         with pytest.raises(LogUnavailable):
@@ -250,19 +251,19 @@ def test_a_held_lock_fails_the_write_within_the_timeout_and_the_log_recovers(tmp
     log.write(_rows("accepted", 1))
     assert log.check(0.5) is None
     log.close()
-    assert read_log(log.path)["request_id"].to_list() == ["accepted"]
+    assert read_log(log.location)["request_id"].to_list() == ["accepted"]
     assert "cannot commit" in caplog.text and "commits again" in caplog.text
 
 
 def test_close_finishes_queued_writes_and_refuses_new_ones(tmp_path):
     """Promise: every write queued before `close` is committed and answered; one after it raises at once."""
-    log = PredictionLog(tmp_path / "predictions.db")
+    log = PredictionLog(LogLocation.sqlite(tmp_path / "predictions.db"))
     futures = [log.submit(lambda backend, i=i: backend.insert(INSERT, _rows(f"q{i}", 1))) for i in range(50)]
     log.close()
     assert all(f.done() and f.exception() is None for f in futures)
     with pytest.raises(LogUnavailable, match="closed"):
         log.write(_rows("late", 1))
-    assert read_log(log.path).height == 50
+    assert read_log(log.location).height == 50
 
 
 class _Fatal(BaseException):
@@ -273,8 +274,8 @@ class _Fatal(BaseException):
 def test_a_writer_thread_that_dies_answers_every_waiter(tmp_path):
     """Promise: if the writer thread ends unexpectedly, every queued write fails with `LogUnavailable` and
     later ones are refused at once; no caller waits for ever. Before: they hung."""
-    log = PredictionLog(tmp_path / "predictions.db")
-    holder = _hold_write_lock(log.path)  # queue the work up behind the lock, then let the writer die on it
+    log = PredictionLog(LogLocation.sqlite(tmp_path / "predictions.db"))
+    holder = _hold_write_lock(log.location.path)  # queue the work up behind the lock, then let the writer die on it
 
     def die(_: Backend) -> None:
         raise _Fatal()
@@ -288,10 +289,10 @@ def test_a_writer_thread_that_dies_answers_every_waiter(tmp_path):
     with pytest.raises(LogUnavailable):
         log.write(_rows("after", 1))
     log.close()
-    other = PredictionLog(log.path, timeout_s=1)  # the dead writer's transaction did not keep the lock
+    other = PredictionLog(log.location, timeout_s=1)  # the dead writer's transaction did not keep the lock
     other.write(_rows("other", 1))
     other.close()
-    assert read_log(log.path)["request_id"].to_list() == ["other"]
+    assert read_log(log.location)["request_id"].to_list() == ["other"]
 
 
 def test_a_log_written_before_the_out_of_range_column_is_read_and_extended(tmp_path):
@@ -305,11 +306,12 @@ def test_a_log_written_before_the_out_of_range_column_is_read_and_extended(tmp_p
         conn.execute(
             "INSERT INTO predictions VALUES (1, 'old', 0, ?, 'v1', '{\"hr\": 1}', 2.0, NULL, NULL, NULL)", (utc_now(),)
         )
-    assert read_log(path)["out_of_range"].to_list() == [[]]
-    log = PredictionLog(path)
+    location = LogLocation.sqlite(path)
+    assert read_log(location)["out_of_range"].to_list() == [[]]
+    log = PredictionLog(location)
     log.write(log_rows("new", utc_now(), "v1", [{"hr": 30}], [1.0], out_of_range=[["hr"]]))
     log.close()
-    assert read_log(path)["out_of_range"].to_list() == [[], ["hr"]]
+    assert read_log(location)["out_of_range"].to_list() == [[], ["hr"]]
 
 
 def test_concurrent_awaited_writes_share_commits_and_each_is_logged(tmp_path):
@@ -318,7 +320,7 @@ def test_concurrent_awaited_writes_share_commits_and_each_is_logged(tmp_path):
     import asyncio
 
     commits: list[int] = []
-    log = PredictionLog(tmp_path / "predictions.db", on_commit=lambda _, n: commits.append(n))
+    log = PredictionLog(LogLocation.sqlite(tmp_path / "predictions.db"), on_commit=lambda _, n: commits.append(n))
 
     async def many() -> None:
         await asyncio.gather(*(log.write_async(_rows(f"r{i}", 1)) for i in range(64)))
@@ -329,13 +331,13 @@ def test_concurrent_awaited_writes_share_commits_and_each_is_logged(tmp_path):
         log.close()
     assert sum(commits) == 64
     assert len(commits) < 16, commits
-    assert read_log(log.path)["request_id"].n_unique() == 64
+    assert read_log(log.location)["request_id"].n_unique() == 64
 
 
 def test_an_awaited_write_behind_a_held_lock_is_refused_within_the_timeout_and_never_committed(tmp_path):
     import asyncio
 
-    log = PredictionLog(tmp_path / "predictions.db", timeout_s=0.5)
+    log = PredictionLog(LogLocation.sqlite(tmp_path / "predictions.db"), timeout_s=0.5)
     holder = sqlite3.connect(tmp_path / "predictions.db", isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     try:
@@ -348,13 +350,13 @@ def test_an_awaited_write_behind_a_held_lock_is_refused_within_the_timeout_and_n
         holder.close()
     asyncio.run(log.write_async(_rows("after", 1)))  # the lock gone, the log takes writes again
     log.close()
-    assert read_log(log.path)["request_id"].to_list() == ["after"]
+    assert read_log(log.location)["request_id"].to_list() == ["after"]
 
 
 def test_a_lock_held_briefly_by_another_writer_delays_a_write_but_does_not_fail_it(tmp_path):
     """Two server processes take turns on the write lock: a write waits for the other's commit (retrying
     within the timeout), it is not refused."""
-    log = PredictionLog(tmp_path / "predictions.db", timeout_s=5.0)
+    log = PredictionLog(LogLocation.sqlite(tmp_path / "predictions.db"), timeout_s=5.0)
     holder = sqlite3.connect(tmp_path / "predictions.db", isolation_level=None, check_same_thread=False)
     holder.execute("BEGIN IMMEDIATE")
     holder.execute(INSERT, _rows("other", 1)[0])
@@ -367,7 +369,7 @@ def test_a_lock_held_briefly_by_another_writer_delays_a_write_but_does_not_fail_
     holder.close()
     log.close()
     assert 0.25 < waited < 1.0  # it waited for the lock, and took it soon after it went
-    assert sorted(read_log(log.path)["request_id"].to_list()) == ["mine", "other"]
+    assert sorted(read_log(log.location)["request_id"].to_list()) == ["mine", "other"]
 
 
 def test_a_duplicate_inside_a_group_inserted_together_fails_alone(tmp_path):
@@ -376,7 +378,8 @@ def test_a_duplicate_inside_a_group_inserted_together_fails_alone(tmp_path):
     import asyncio
 
     commits: list[int] = []
-    log = PredictionLog(tmp_path / "predictions.db", timeout_s=5.0, on_commit=lambda _, n: commits.append(n))
+    location = LogLocation.sqlite(tmp_path / "predictions.db")
+    log = PredictionLog(location, timeout_s=5.0, on_commit=lambda _, n: commits.append(n))
     log.write(_rows("dup", 2))
     holder = sqlite3.connect(tmp_path / "predictions.db", isolation_level=None, check_same_thread=False)
     holder.execute("BEGIN IMMEDIATE")  # everything below queues up behind it, then commits as one group
@@ -391,7 +394,7 @@ def test_a_duplicate_inside_a_group_inserted_together_fails_alone(tmp_path):
     holder.close()
     assert [type(o).__name__ for o in outcomes] == ["NoneType", "NoneType", "IntegrityError", "NoneType", "NoneType"]
     assert commits[-1] == 4  # one commit for the four that succeeded
-    counts = dict(read_log(log.path).group_by("request_id").len().iter_rows())
+    counts = dict(read_log(log.location).group_by("request_id").len().iter_rows())
     assert counts == {"dup": 2, "a": 2, "b": 2, "c": 2, "d": 2}
 
 
@@ -400,7 +403,7 @@ def test_a_duplicate_in_a_group_of_over_a_thousand_rows_fails_alone(tmp_path):
     the last one fails, the earlier ones are undone too, and each request is then tried alone."""
     import asyncio
 
-    log = PredictionLog(tmp_path / "predictions.db", timeout_s=5.0)
+    log = PredictionLog(LogLocation.sqlite(tmp_path / "predictions.db"), timeout_s=5.0)
     log.write(_rows("dup", 1))
     holder = sqlite3.connect(tmp_path / "predictions.db", isolation_level=None, check_same_thread=False)
     holder.execute("BEGIN IMMEDIATE")
@@ -414,7 +417,7 @@ def test_a_duplicate_in_a_group_of_over_a_thousand_rows_fails_alone(tmp_path):
     log.close()
     holder.close()
     assert [o is None for o in outcomes] == [True] * 4 + [False]
-    counts = dict(read_log(log.path).group_by("request_id").len().iter_rows())
+    counts = dict(read_log(log.location).group_by("request_id").len().iter_rows())
     assert counts == {"dup": 1, **{f"big{i}": 300 for i in range(4)}}
 
 
@@ -426,9 +429,10 @@ _DATABASES = iter(range(10**6))
 def any_log(request, tmp_path: Path):
     """A log on each backend: a SQLite file, and a fresh database of the throwaway PostgreSQL cluster."""
     if request.param == "sqlite":
-        location: Path | str = tmp_path / "predictions.db"
+        location = LogLocation.sqlite(tmp_path / "predictions.db")
     else:
-        location = request.getfixturevalue("postgres").create_database(f"log_{os.getpid()}_{next(_DATABASES)}")
+        url = request.getfixturevalue("postgres").create_database(f"log_{os.getpid()}_{next(_DATABASES)}")
+        location = LogLocation.postgresql(url)
     log = PredictionLog(location, timeout_s=5.0)
     yield log
     log.close()
@@ -498,13 +502,13 @@ def test_each_backend_logs_concurrent_writers_exactly_once(any_log):
 def test_a_postgresql_log_that_cannot_be_reached_is_refused_naming_it_without_its_password():
     from tests.harness import free_port
 
-    url = f"postgresql://evergreen:s3cret@127.0.0.1:{free_port()}/log"
+    location = LogLocation.postgresql(f"postgresql://evergreen:s3cret@127.0.0.1:{free_port()}/log")
     with pytest.raises(LogUnavailable) as refused:
-        PredictionLog(url, timeout_s=1.0)
+        PredictionLog(location, timeout_s=1.0)
     message = str(refused.value)
     assert "127.0.0.1" in message and "cannot open the prediction log" in message and "s3cret" not in message
     with pytest.raises(EvergreenError, match="cannot read the prediction log") as unread:
-        read_log(url)
+        read_log(location)
     assert "s3cret" not in str(unread.value)
 
 
@@ -516,6 +520,7 @@ def test_a_postgresql_log_survives_the_database_dropping_its_connection(postgres
     import psycopg
 
     url = postgres.create_database(f"log_{os.getpid()}_drop")
+    location = LogLocation.postgresql(url)
 
     def drop_connections() -> None:
         with psycopg.connect(url, autocommit=True) as admin:
@@ -524,7 +529,7 @@ def test_a_postgresql_log_survives_the_database_dropping_its_connection(postgres
                 "AND pid <> pg_backend_pid()"
             )
 
-    log = PredictionLog(url, timeout_s=2.0)
+    log = PredictionLog(location, timeout_s=2.0)
     try:
         log.write(_rows("before", 1))
         drop_connections()
@@ -540,7 +545,7 @@ def test_a_postgresql_log_survives_the_database_dropping_its_connection(postgres
         log.write(_rows("after", 1))
     finally:
         log.close()
-    assert read_log(url)["request_id"].to_list() == ["before", "after idle drop", "after"]
+    assert read_log(location)["request_id"].to_list() == ["before", "after idle drop", "after"]
 
 
 def test_the_workspace_names_one_log_location(tiny, tmp_path, monkeypatch):
@@ -550,13 +555,17 @@ def test_the_workspace_names_one_log_location(tiny, tmp_path, monkeypatch):
     from evergreen.errors import ConfigError
     from evergreen.workspace import Workspace
 
-    def location(overrides: dict) -> Path | str:
+    def location(overrides: dict) -> LogLocation:
         return Workspace(tmp_path, with_overrides(tiny, overrides)).prediction_log_location
 
-    assert location({}) == tmp_path / tiny.serve.log_path
-    assert location({"serve.log_url": "postgresql://me@db:5432/log"}) == "postgresql://me@db:5432/log"
+    default = location({})
+    assert default.kind == "sqlite" and default.path == tmp_path / tiny.serve.log_path and default.url is None
+    declared = location({"serve.log_url": "postgresql://me@db:5432/log"})
+    assert declared.kind == "postgresql" and declared.path is None
+    assert declared == LogLocation.postgresql("postgresql://me@db:5432/log")
     monkeypatch.setenv("LOG_URL_FOR_TEST", "postgresql://me:pw@db/log")
-    assert location({"serve.log_url_env": "LOG_URL_FOR_TEST"}) == "postgresql://me:pw@db/log"
+    from_env = location({"serve.log_url_env": "LOG_URL_FOR_TEST"})
+    assert from_env.kind == "postgresql" and from_env.secret_url() == "postgresql://me:pw@db/log"
     with pytest.raises(ConfigError, match="log_url or log_url_env, not both"):
         location({"serve.log_url": "postgresql://db/x", "serve.log_url_env": "LOG_URL_FOR_TEST"})
     with pytest.raises(ConfigError, match="serve.log_url: .*not a PostgreSQL URL"):
@@ -566,14 +575,29 @@ def test_the_workspace_names_one_log_location(tiny, tmp_path, monkeypatch):
         location({"serve.log_url_env": "LOG_URL_FOR_TEST"})
 
 
-def test_a_url_shown_in_a_message_has_no_password():
-    from evergreen.serving.log import redact
+def test_a_log_location_shown_anywhere_has_no_password():
+    """`str`, `repr`, `where` and the dataclass's fields of a location mask the URL's password (in the user part
+    or the query); only `secret_url()`, for the code that connects, reveals it."""
+    user = LogLocation.postgresql("postgresql://me:pw@db:5432/log")
+    query = LogLocation.postgresql("postgresql://db/log?user=me&password=pw&sslmode=require")
+    assert str(user) == user.where == "postgresql://me:***@db:5432/log"
+    assert query.where == "postgresql://db/log?user=me&password=***&sslmode=require"
+    for location in (user, query):
+        assert "pw" not in f"{location} {location!r} {vars(location)} {location.url!r}"
+    assert user.secret_url() == "postgresql://me:pw@db:5432/log"
+    assert str(LogLocation.sqlite(Path("monitoring/predictions.db"))) == "monitoring/predictions.db"
 
-    assert redact("postgresql://me:pw@db:5432/log") == "postgresql://me:***@db:5432/log"
-    assert redact("postgresql://db/log?user=me&password=pw&sslmode=require") == (
-        "postgresql://db/log?user=me&password=***&sslmode=require"
-    )
-    assert redact(Path("monitoring/predictions.db")) == "monitoring/predictions.db"
+
+def test_a_log_location_is_one_backend_or_refused():
+    """A location is a SQLite path or a PostgreSQL URL, never both or neither; a SQLite one reveals no URL."""
+    with pytest.raises(ValueError, match="not a PostgreSQL URL"):
+        LogLocation.postgresql("mysql://me:pw@db/log")
+    with pytest.raises(ValueError, match="a sqlite log location takes a path"):
+        LogLocation("sqlite")
+    with pytest.raises(ValueError, match="a postgresql log location takes a URL"):
+        LogLocation("postgresql", path=Path("x.db"))
+    with pytest.raises(ValueError, match="has no URL"):
+        LogLocation.sqlite("x.db").secret_url()
 
 
 @pytest.mark.slow
@@ -586,7 +610,8 @@ def test_a_postgresql_table_lock_refuses_a_write_within_the_timeout_and_the_log_
     import psycopg
 
     url = postgres.create_database(f"log_{os.getpid()}_lock")
-    log = PredictionLog(url, timeout_s=0.5)
+    location = LogLocation.postgresql(url)
+    log = PredictionLog(location, timeout_s=0.5)
     holder = psycopg.connect(url)
     try:
         holder.execute("LOCK TABLE predictions IN ACCESS EXCLUSIVE MODE")
@@ -605,7 +630,7 @@ def test_a_postgresql_table_lock_refuses_a_write_within_the_timeout_and_the_log_
         holder.close()
     log.write(_rows("after", 1))
     log.close()
-    assert read_log(url)["request_id"].to_list() == ["after"]
+    assert read_log(location)["request_id"].to_list() == ["after"]
 
 
 @pytest.mark.slow
@@ -613,6 +638,7 @@ def test_postgresql_workers_starting_at_once_all_open_the_log(postgres):
     """Promise: several workers creating the tables of a fresh database at the same moment all start (without
     the advisory lock, concurrent `CREATE TABLE IF NOT EXISTS` can fail on PostgreSQL's catalog)."""
     url = postgres.create_database(f"log_{os.getpid()}_race")
+    location = LogLocation.postgresql(url)
     opened: list[PredictionLog] = []
     errors: list[Exception] = []
     barrier = threading.Barrier(6)
@@ -620,7 +646,7 @@ def test_postgresql_workers_starting_at_once_all_open_the_log(postgres):
     def open_log() -> None:
         barrier.wait()
         try:
-            opened.append(PredictionLog(url, timeout_s=5.0))
+            opened.append(PredictionLog(location, timeout_s=5.0))
         except Exception as exc:
             errors.append(exc)
 
@@ -633,7 +659,7 @@ def test_postgresql_workers_starting_at_once_all_open_the_log(postgres):
         log.write(_rows(f"w{i}", 1))
         log.close()
     assert errors == [] and len(opened) == 6
-    assert read_log(url).height == 6
+    assert read_log(location).height == 6
 
 
 def test_each_backend_pairs_a_classifiers_shadow_rows_in_the_targets_type(any_log, tiny_raw):

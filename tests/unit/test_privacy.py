@@ -15,8 +15,11 @@ import pytest
 
 from evergreen.config import parse_params
 from evergreen.errors import ConfigError
+from evergreen.prediction_log.base import utc_now
+from evergreen.prediction_log.read import read_log
+from evergreen.prediction_log.writer import PredictionLog, log_rows
 from evergreen.privacy import PiiKeyMissing, Redactor, hash_value, without_personal
-from evergreen.serving.log import PredictionLog, log_rows, read_log, utc_now
+from evergreen.workspace import LogLocation
 
 KEY = "test-pii-key-0123456789"
 EMAIL = "alice.smith@example.org"
@@ -65,20 +68,21 @@ _DATABASES = iter(range(10**6))
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
-def location(request, tmp_path: Path) -> Path | str:
+def location(request, tmp_path: Path) -> LogLocation:
     if request.param == "sqlite":
-        return tmp_path / "predictions.db"
-    return request.getfixturevalue("postgres").create_database(f"pii_{os.getpid()}_{next(_DATABASES)}")
+        return LogLocation.sqlite(tmp_path / "predictions.db")
+    url = request.getfixturevalue("postgres").create_database(f"pii_{os.getpid()}_{next(_DATABASES)}")
+    return LogLocation.postgresql(url)
 
 
-def _stored_features(location: Path | str) -> list[str]:
+def _stored_features(location: LogLocation) -> list[str]:
     """The log's `features` column as stored, read with the database's own client."""
-    if isinstance(location, Path):
-        with sqlite3.connect(location) as conn:
+    if location.path is not None:
+        with sqlite3.connect(location.path) as conn:
             return [row[0] for row in conn.execute("SELECT features FROM predictions ORDER BY seq")]
     import psycopg
 
-    with psycopg.connect(location) as conn:
+    with psycopg.connect(location.secret_url()) as conn:
         return [row[0] for row in conn.execute("SELECT features FROM predictions ORDER BY seq")]
 
 
@@ -186,7 +190,7 @@ def test_feedback_never_lands_a_hash_or_a_gap_as_a_training_value(tiny_raw, tmp_
     records = [{"id": 7, "day": "2024-01-01", "hr": 3, "weather": 1, "temp": 0.25, "hum": 0.5}]
 
     def landed(data: Any) -> Any:
-        location = tmp_path / f"log-{len(list(tmp_path.iterdir()))}.db"
+        location = LogLocation.sqlite(tmp_path / f"log-{len(list(tmp_path.iterdir()))}.db")
         log = PredictionLog(location, timeout_s=5)
         try:
             log.write(log_rows("r1", utc_now(), "v1", records, [4.0], redactor=Redactor(data)))

@@ -18,11 +18,12 @@ from typer.testing import CliRunner
 from evergreen.cli import app
 from evergreen.config import parse_params
 from evergreen.errors import EvergreenError, RegistryError
+from evergreen.prediction_log.read import read_log
+from evergreen.prediction_log.retention import delete_older_than, forget_id
+from evergreen.prediction_log.writer import PredictionLog, log_rows
 from evergreen.privacy import Redactor
 from evergreen.registry.store import CARD, FILES_REMOVED, Registry
-from evergreen.serving.log import PredictionLog, log_rows, read_log
-from evergreen.serving.log_retention import delete_older_than, forget_id
-from evergreen.workspace import Workspace
+from evergreen.workspace import LogLocation, Workspace
 
 KEY = "test-pii-key-0123456789"
 NOW = dt.datetime(2026, 6, 30, 12, 0)
@@ -30,17 +31,18 @@ _DATABASES = iter(range(10**6))
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
-def location(request, tmp_path: Path) -> Path | str:
+def location(request, tmp_path: Path) -> LogLocation:
     if request.param == "sqlite":
-        return tmp_path / "predictions.db"
-    return request.getfixturevalue("postgres").create_database(f"keep_{os.getpid()}_{next(_DATABASES)}")
+        return LogLocation.sqlite(tmp_path / "predictions.db")
+    url = request.getfixturevalue("postgres").create_database(f"keep_{os.getpid()}_{next(_DATABASES)}")
+    return LogLocation.postgresql(url)
 
 
 def _stamp(days_ago: float) -> str:
     return (NOW - dt.timedelta(days=days_ago)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _write(location: Path | str, data: Any, requests: list[tuple[str, float, list[Any]]]) -> None:
+def _write(location: LogLocation, data: Any, requests: list[tuple[str, float, list[Any]]]) -> None:
     """One request per (request id, age in days, ids of its records), each with a shadow answer per record."""
     log = PredictionLog(location, timeout_s=5)
     try:
@@ -54,14 +56,14 @@ def _write(location: Path | str, data: Any, requests: list[tuple[str, float, lis
         log.close()
 
 
-def _shadow_rows(location: Path | str) -> int:
+def _shadow_rows(location: LogLocation) -> int:
     query = "SELECT count(*) FROM shadow_predictions"
-    if isinstance(location, Path):
-        with sqlite3.connect(location) as conn:
+    if location.path is not None:
+        with sqlite3.connect(location.path) as conn:
             return conn.execute(query).fetchone()[0]
     import psycopg
 
-    with psycopg.connect(location) as conn:
+    with psycopg.connect(location.secret_url()) as conn:
         return conn.execute(query).fetchone()[0]
 
 
@@ -90,12 +92,12 @@ def test_forget_removes_one_ids_rows_and_finds_a_hashed_id_by_its_hash(tiny_raw,
 
 
 def test_forget_types_the_id_as_declared_and_refuses_one_of_another_type(tiny, tmp_path):
-    log = tmp_path / "predictions.db"
+    log = LogLocation.sqlite(tmp_path / "predictions.db")
     _write(log, tiny.data, [("a", 1, [17, 18]), ("b", 1, [17])])
     assert forget_id(log, tiny.data, "17").predictions == 2  # logged as the int 17
     with pytest.raises(EvergreenError, match="the id column 'id' is of type int"):
         forget_id(log, tiny.data, "seventeen")
-    assert forget_id(tmp_path / "never-served.db", tiny.data, "17").predictions == 0
+    assert forget_id(LogLocation.sqlite(tmp_path / "never-served.db"), tiny.data, "17").predictions == 0
 
 
 def _project(tmp_path: Path, tiny_raw: dict[str, Any], **serve: Any) -> Workspace:

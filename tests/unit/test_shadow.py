@@ -24,10 +24,11 @@ from evergreen.config import PolicyConfig, ShadowConfig, parse_params
 from evergreen.errors import ConfigError
 from evergreen.monitoring.policy import decide
 from evergreen.monitoring.summary import ColumnDrift, MonitorSummary
+from evergreen.prediction_log.base import utc_now
+from evergreen.prediction_log.writer import PredictionLog, log_rows
 from evergreen.registry.gate import GateDecision
 from evergreen.registry.shadow import check_shadow, judge, live_pairs
 from evergreen.registry.store import Registry
-from evergreen.serving.log import PredictionLog, log_rows, utc_now
 from evergreen.workspace import Workspace
 from tests.harness import TINY
 
@@ -219,7 +220,7 @@ def shadowed(tmp_path: Path) -> Workspace:
 def _serve_labelled(ws: Workspace, n: int, champion_noise: float, shadow_noise: float, champion: str = "v1") -> None:
     """`n` one-record requests scored by `champion` and the shadow v2, then labelled, through the real log."""
     rng = np.random.default_rng(n)
-    log = PredictionLog(ws.prediction_log)
+    log = PredictionLog(ws.prediction_log_location)
     try:
         for i in range(n):
             label = float(rng.uniform(0, 100))

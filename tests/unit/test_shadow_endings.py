@@ -16,9 +16,10 @@ import yaml
 from onnx import TensorProto, helper
 
 from evergreen.artifacts.decisions import ShadowDecision, read_history
+from evergreen.prediction_log.base import utc_now
+from evergreen.prediction_log.writer import PredictionLog, log_rows
 from evergreen.registry.shadow import check_shadow, record_replaced
 from evergreen.registry.store import Registry
-from evergreen.serving.log import PredictionLog, log_rows, utc_now
 from evergreen.workspace import Workspace
 from tests.harness import TINY
 from tests.process_harness import run_together
@@ -59,7 +60,7 @@ def project(tmp_path: Path) -> Workspace:
 def _serve_labelled(ws: Workspace, n: int, shadow: str) -> None:
     """`n` labelled one-record requests served by champion v2, the shadow scoring them ten times better."""
     rng = np.random.default_rng(n)
-    log = PredictionLog(ws.prediction_log)
+    log = PredictionLog(ws.prediction_log_location)
     try:
         for i in range(n):
             label = float(rng.uniform(0, 100))

@@ -18,8 +18,9 @@ import pytest
 import yaml
 
 from evergreen.inference import load_champion
+from evergreen.prediction_log.read import read_shadow_pairs
+from evergreen.prediction_log.writer import PredictionLog
 from evergreen.registry.store import Registry
-from evergreen.serving.log import PredictionLog, read_shadow_pairs
 from evergreen.serving.service import PredictionService
 from evergreen.serving.shadow import ShadowJob, ShadowScorer
 from evergreen.workspace import Workspace
@@ -60,7 +61,7 @@ def service(regression: Workspace) -> Iterator[PredictionService]:
 def _pairs(service: PredictionService, answer: dict[str, Any], version: str, labels: list[Any]):
     service.feedback({"request_id": answer["request_id"], "labels": labels})
     assert service.shadow_scorer.flush(10)  # the shadow scores on its own thread, after the answer
-    return read_shadow_pairs(service.log.path, version, service.data)
+    return read_shadow_pairs(service.log.location, version, service.data)
 
 
 def test_without_a_shadow_only_the_champion_scores(service):
@@ -106,13 +107,13 @@ def test_many_requests_are_scored_together_and_every_one_gets_its_own_answers(se
     assert service.shadow_scorer.flush(10) and service.shadow_scorer.scored == 80
     for answer in answers:
         service.feedback({"request_id": answer["request_id"], "labels": [1, 2]})
-    pairs = read_shadow_pairs(service.log.path, "v2", service.data)
+    pairs = read_shadow_pairs(service.log.location, "v2", service.data)
     expected = [float(t) for t in range(40) for _ in "ab"]  # 100 temp, in float32
     assert pairs.height == 80 and pairs["shadow_prediction"].to_list() == pytest.approx(expected, rel=1e-6)
 
 
 def test_closing_the_scorer_logs_what_is_still_pending_and_then_refuses_more(regression):
-    log = PredictionLog(regression.prediction_log)
+    log = PredictionLog(regression.prediction_log_location)
     model = load_champion(Registry(regression.registry), version="v2")
     scorer = ShadowScorer(log, build=lambda *_: np.zeros((1, 4), dtype=np.float32), interval_s=60)  # no pass yet
     for i in range(3):

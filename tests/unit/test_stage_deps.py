@@ -7,6 +7,7 @@ would serve outputs of code that no longer exists. This test makes that impossib
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,8 @@ def _module_file(module: str) -> Path | None:
     return None
 
 
-def _imports(path: Path) -> set[str]:
+@functools.cache  # every stage's closure walks much the same files: parse each once per run
+def _imports(path: Path) -> frozenset[str]:
     """Modules a file imports at any depth of its body (deferred imports inside functions count too)."""
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
@@ -37,7 +39,7 @@ def _imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.add(node.module)
             found.update(f"{node.module}.{alias.name}" for alias in node.names)  # `from pkg import module`
-    return found
+    return frozenset(found)
 
 
 def import_closure(module: str) -> set[Path]:

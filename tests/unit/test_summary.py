@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from evergreen.artifacts.reports import EvalReport, PromotionReport
+from evergreen.artifacts.reports import EvalReport, PassedOver, PromotionReport
 from evergreen.config import parse_params
 from evergreen.orchestration.summary import WIDTH, closing_summary
 from evergreen.workspace import Workspace
@@ -73,3 +73,18 @@ def test_a_clear_miss_is_not_offered_a_margin(tmp_path, tiny_raw):
 def test_a_fresh_project_says_how_to_run(tmp_path, tiny_raw):
     ws = Workspace(tmp_path, parse_params(tiny_raw))
     assert closing_summary(ws).splitlines()[0].startswith("Nothing has run here yet: `dvc repro`")
+
+
+def test_a_candidate_promoted_after_the_chosen_one_failed_names_those_refused(tmp_path, tiny_raw):
+    ws = _workspace(tmp_path, tiny_raw, promoted=True, champion="v2")
+    refused = [PassedOver(family="ensemble", reasons=["baseline: rmse 58.3 vs best baseline lightgbm 57.9"]),
+               PassedOver(family="mlp", reasons=["onnx_parity: max |onnx - torch| = 3 (limit 0.1)"])]  # fmt: skip
+    report = PromotionReport.read(ws.promotion_metrics).model_copy(update={"family": "linear", "passed_over": refused})
+    report.write(ws.promotion_metrics)
+    text = closing_summary(ws)
+    flat = " ".join(text.split())
+    assert "Promoted: v2 is the champion: linear, the best candidate on valid that passed the gate." in flat
+    assert "Refused first: ensemble, mlp (failed: baseline, onnx_parity)" in flat
+    assert all(len(line) < 100 for line in text.splitlines())
+    # read back from JSON as the summary command does: the refused list survives the file
+    assert [p.family for p in PromotionReport.read(ws.promotion_metrics).passed_over] == ["ensemble", "mlp"]

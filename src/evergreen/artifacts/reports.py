@@ -112,6 +112,13 @@ class ShadowVerdict(Record):
     replaced_by: str | None = None  # the challenger that took its place (outcome "replaced")
 
 
+class PassedOver(Record):
+    """A candidate better on valid than the one promoted, which the gate refused, and why."""
+
+    family: str
+    reasons: list[str]
+
+
 class PromotionReport(Artifact):
     """`metrics/promotion.json`, written by the `promote` stage whatever it decided; read by the retrain flow.
 
@@ -128,6 +135,9 @@ class PromotionReport(Artifact):
     checks: list[Check] = Field(default_factory=list)
     comparison: Comparison | None = None
     reasons: list[str] = Field(default_factory=list)
+    family: str | None = None  # the candidate judged last (the one promoted, when one was)
+    # with `model.type: auto`: the candidates better on valid that the gate refused before `family`
+    passed_over: list[PassedOver] = Field(default_factory=list)
 
     @classmethod
     def from_gate(
@@ -137,9 +147,13 @@ class PromotionReport(Artifact):
         champion_before: str | None,
         champion_after: str | None,
         shadow: bool = False,
+        family: str | None = None,
+        passed_over: list[PassedOver] | None = None,
     ) -> Self:
         """The report of a gate that ran; `shadow`: the challenger passed and went to the shadow."""
         return cls(
+            **({"family": family} if family else {}),
+            **({"passed_over": passed_over} if passed_over else {}),
             promoted=decision.promote and not shadow,
             version=version,
             **({"shadow": True} if shadow else {}),

@@ -30,16 +30,16 @@ from evergreen.config import SimulateConfig, with_overrides
 from evergreen.data import io
 from evergreen.data.clean import clean
 from evergreen.data.ingest import combine
-from evergreen.data.schema import EVENT_TIME
+from evergreen.data.schema import EVENT_TIME, request_columns
 from evergreen.errors import EvergreenError
 from evergreen.inference import load_champion, predict, predicted_labels
 from evergreen.model.metrics import metric as metric_info
 from evergreen.model.metrics import score
 from evergreen.monitoring.monitor import judged_metric, monitor_once
+from evergreen.prediction_log.base import TIME_FORMAT
+from evergreen.prediction_log.writer import PredictionLog, log_rows
 from evergreen.privacy import Redactor
 from evergreen.registry.store import Registry
-from evergreen.serving.log import TIME_FORMAT, PredictionLog, log_rows
-from evergreen.serving.schema import request_columns
 from evergreen.workspace import Workspace
 
 __all__ = ["PolicyRun", "Served", "Window", "backtest", "history", "score_rows", "summarise", "windows"]
@@ -68,6 +68,7 @@ class Served:
     actual: list[Any]
     output: np.ndarray
     classes: list[Any] = field(default_factory=list)
+    decision_weights: list[float] = field(default_factory=list)  # the champion's (empty: the most probable)
 
 
 def score_rows(task: str, metric: str, parts: list[Served]) -> float | None:
@@ -88,7 +89,14 @@ def score_rows(task: str, metric: str, parts: list[Served]) -> float | None:
     row = 0
     for part in parts:
         columns = [index[c] for c in part.classes]
-        probabilities[row : row + len(part.actual), columns] = part.output
+        output = part.output
+        if part.decision_weights:
+            # windows served by different models decide with different weights: each part's probabilities are
+            # reweighted (p * w, renormalised) so that argmax gives the class it served. Weights exist only on a
+            # model chosen for macro F1, the metric the replay then scores, which reads only those classes
+            output = output * np.asarray(part.decision_weights)
+            output = output / np.maximum(output.sum(axis=1, keepdims=True), 1e-12)
+        probabilities[row : row + len(part.actual), columns] = output
         row += len(part.actual)
     values = score(task, np.array([index[a] for a in actual]), probabilities, order)
     return _finite(values.get(metric))
@@ -150,7 +158,7 @@ def serve_window(ws: Workspace, rows: pl.DataFrame) -> tuple[str, Served]:
     features, annotations = request_columns(data)
     annotate = [c.name for c in [*features, *annotations]]
     redactor = Redactor(data)  # the sandbox's log keeps personal columns as the service's does
-    log = PredictionLog(ws.prediction_log)
+    log = PredictionLog(ws.prediction_log_location)  # the sandbox's own SQLite file (`sandbox_params`)
     try:
         days = rows.with_columns(_day=pl.col(EVENT_TIME).dt.date()).partition_by("_day", maintain_order=True)
         offset = 0
@@ -174,7 +182,9 @@ def serve_window(ws: Workspace, rows: pl.DataFrame) -> tuple[str, Served]:
             offset += day.height
     finally:
         log.close()
-    return model.version, Served(rows[data.target.name].to_list(), np.asarray(outputs), list(model.classes))
+    served = Served(rows[data.target.name].to_list(), np.asarray(outputs), list(model.classes),
+                    list(model.decision_weights))  # fmt: skip
+    return model.version, served
 
 
 def should_retrain(

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import logging
 import os
 import shutil
 import sys
@@ -22,17 +21,17 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from dvc.repo import Repo
 
 import evergreen
+from evergreen import dvc_adapter
 from evergreen.config import Params, parse_params, with_overrides
 from evergreen.data import io
 from evergreen.errors import EvergreenError
 from evergreen.monitoring.feedback import land_feedback
 from evergreen.orchestration.dag import reproduce
 from evergreen.params_file import dump_plain, load_plain
+from evergreen.prediction_log.read import read_log
 from evergreen.registry.store import Registry
-from evergreen.serving.log import read_log
 from evergreen.validation.suites import write_suites
 from evergreen.workspace import Workspace
 
@@ -93,18 +92,12 @@ def _silenced_terminal() -> Iterator[None]:
 def _output_to(path: Path) -> Iterator[Callable[[str], None]]:
     """Send DVC's messages, the stages' output and anything printed to the file at `path` (appended).
 
-    `import dvc` installs handlers that print DVC's log to the terminal; the backtest keeps its terminal for
-    progress bars and its summary, and a sandbox's `stages.log` for what its pipeline said. Yields a function
-    that appends one line.
+    DVC's log goes to the terminal by default; the backtest keeps its terminal for progress bars and its
+    summary, and a sandbox's `stages.log` for what its pipeline said. Yields a function that appends one line.
     """
-    dvc_logger = logging.getLogger("dvc")
-    with path.open("a") as out, contextlib.redirect_stdout(out), _silenced_terminal():
-        handlers = dvc_logger.handlers[:]
-        dvc_logger.handlers = [logging.StreamHandler(out)]
-        try:
-            yield lambda line: print(line, file=out, flush=True)
-        finally:
-            dvc_logger.handlers = handlers
+    # DVC's log first, while stdout is still the terminal its own handlers are bound to
+    with path.open("a") as out, dvc_adapter.log_to(out), contextlib.redirect_stdout(out), _silenced_terminal():
+        yield lambda line: print(line, file=out, flush=True)
 
 
 def _inside(params: Params) -> dict[str, Any]:
@@ -208,7 +201,7 @@ def create_sandbox(project: Workspace, folder: Path, first: pl.DataFrame) -> Wor
     write_suites(params.data, ws.suites_dir, overwrite=True, default_missing=params.clean.missing)
     write_params(params, ws.params_file)
     with _output_to(ws.root / STAGES_LOG):
-        Repo.init(str(ws.root), no_scm=True).close()
+        dvc_adapter.init_repo(ws.root)
     return ws
 
 
@@ -238,7 +231,8 @@ def retrain(root: Path, params: Params, now: dt.datetime) -> Retrained:
     """
     ws = Workspace(root, sandbox_params(params, now))
     write_params(ws.params, ws.params_file)
-    land_feedback(read_log(ws.prediction_log, data=ws.params.data), ws.params.data, ws.incoming, ws.feedback_state)
+    log = read_log(ws.prediction_log_location, data=ws.params.data)
+    land_feedback(log, ws.params.data, ws.incoming, ws.feedback_state)
     registry = Registry(ws.registry)
     before = registry.champion()
     with _output_to(ws.root / STAGES_LOG) as append:

@@ -28,6 +28,22 @@ def polars_type(column: Column) -> pl.DataType:
     return _POLARS_TYPES[column.type]
 
 
+def request_columns(data: DataConfig) -> tuple[list[Column], list[Column]]:
+    """(features, annotations): the columns a record must hold, and the optional id/timestamp columns.
+
+    Derived calendar features are never request fields: the model computes them from the timestamp, which is
+    then a required field like a feature. Here, not in serving: the prediction log reads records of these
+    columns back, and it sits below serving."""
+    extra = [data.id_column.name] if data.id_column else []
+    if data.timestamp is not None:
+        extra += [n for n in (data.timestamp.column, data.timestamp.hour_column) if n]
+    sources = [data.column(n) for n in dict.fromkeys(d.from_ for d in data.derived)]
+    features = data.features + [c for c in sources if c.role != "feature"]
+    feature_names = {c.name for c in features}
+    annotations = [data.column(n) for n in dict.fromkeys(extra) if n not in feature_names]
+    return features, annotations
+
+
 def raw_schema(data: DataConfig) -> dict[str, pl.DataType]:
     """Raw data keeps every declared column as the text it arrived as, plus lineage."""
     return {**{c.name: pl.String() for c in data.columns}, SOURCE_FILE: pl.String(), SOURCE_ROW: pl.Int64()}

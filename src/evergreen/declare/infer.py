@@ -397,6 +397,26 @@ def infer(
     margin: float = 0.1,
 ) -> Inference:
     """Infer the declaration of `frame` (read by polars) whose target column is `target`."""
+    _check_options(frame, target, timestamp, id_column, margin)
+    target_column, task, task_reason = _target(frame[target], _type(frame.schema[target]), task, margin)
+    columns, found_time = _infer_columns(frame, target_column, timestamp, id_column, margin)
+    if not any(c.role == "feature" for c in columns) and found_time is None:
+        raise ConfigError("no column can be a feature: " + "; ".join(f"{c.name}: {c.reason}" for c in columns))
+    split, split_reason, derived, derived_reason = _split_and_derived(frame, columns, found_time, task)
+    columns = [_personal(c) for c in columns]
+    taken = set(frame.columns)
+    derived = [d for d in derived if d["name"] not in taken]
+    transform, transform_reason = _target_transform(frame[target], task)
+    return Inference(
+        task, task_reason, columns, found_time, derived, derived_reason, split, split_reason,
+        transform, transform_reason,
+    )  # fmt: skip
+
+
+def _check_options(
+    frame: pl.DataFrame, target: str, timestamp: str | None, id_column: str | None, margin: float
+) -> None:
+    """`ConfigError` for an option the table cannot honour, before any column is looked at."""
     if margin < 0:
         raise ConfigError(f"--margin must be zero or more, not {margin}")
     for option, name in (("--target", target), ("--timestamp", timestamp), ("--id", id_column)):
@@ -408,7 +428,16 @@ def infer(
         raise ConfigError(f"--timestamp {timestamp!r} does not hold dates or datetimes (polars read it as "
                           f"{frame.schema[timestamp]})")  # fmt: skip
 
-    target_column, task, task_reason = _target(frame[target], _type(frame.schema[target]), task, margin)
+
+def _infer_columns(
+    frame: pl.DataFrame,
+    target_column: InferredColumn,
+    timestamp: str | None,
+    id_column: str | None,
+    margin: float,
+) -> tuple[list[InferredColumn], str | None]:
+    """Each column's declaration by the module's rules, in table order, and the timestamp found (if any)."""
+    target = target_column.name
     distinct_rows = frame.unique(maintain_order=True)
     columns: list[InferredColumn] = []
     found_time, found_id = timestamp, id_column
@@ -458,26 +487,23 @@ def infer(
             columns.append(_ignored(name, column_type, why))
         else:
             columns.append(_feature(series, column_type, margin, text_cells))
-    if not any(c.role == "feature" for c in columns) and found_time is None:
-        raise ConfigError("no column can be a feature: " + "; ".join(f"{c.name}: {c.reason}" for c in columns))
+    return columns, found_time
 
+
+def _split_and_derived(
+    frame: pl.DataFrame, columns: list[InferredColumn], found_time: str | None, task: Task
+) -> tuple[dict[str, Any], str, list[dict[str, Any]], str]:
+    """The split and the calendar features, with why: by time (and derived from it) with a timestamp, else at
+    random (stratified for classification) and none."""
     if found_time is not None:
         split, split_reason = _time_split(frame[found_time])
         kind = next(c.declaration["type"] for c in columns if c.name == found_time)
         derived, derived_reason = _derived(frame[found_time], kind, split["valid_from"])
-    else:
-        stratified = task == "classification"
-        split = {"method": "random", "valid_fraction": 0.15, "test_fraction": 0.15, "stratify": stratified}
-        split_reason = "at random (no timestamp)" + (", stratified on the target" if stratified else "")
-        derived, derived_reason = [], "none (no timestamp)"
-    columns = [_personal(c) for c in columns]
-    taken = set(frame.columns)
-    derived = [d for d in derived if d["name"] not in taken]
-    transform, transform_reason = _target_transform(frame[target], task)
-    return Inference(
-        task, task_reason, columns, found_time, derived, derived_reason, split, split_reason,
-        transform, transform_reason,
-    )  # fmt: skip
+        return split, split_reason, derived, derived_reason
+    stratified = task == "classification"
+    split = {"method": "random", "valid_fraction": 0.15, "test_fraction": 0.15, "stratify": stratified}
+    split_reason = "at random (no timestamp)" + (", stratified on the target" if stratified else "")
+    return split, split_reason, [], "none (no timestamp)"
 
 
 # names that usually hold personal data: proposed `pii: hash` (stored as a keyed hash, still seen by the model)

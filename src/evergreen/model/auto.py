@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 
 from evergreen.config import DataConfig, ModelConfig, TrainConfig
-from evergreen.model.candidates import Candidate, NetworkCandidate
+from evergreen.model.candidates import Candidate, NetworkCandidate, with_decision
 from evergreen.model.ensemble import best_blend, equal_blend, valid_metric
 from evergreen.model.linear import fit_linear_model
 from evergreen.model.metrics import metric as metric_of
@@ -145,6 +145,7 @@ def train_candidates(
     for family, fit in QUICK:
         candidate, detail = fit(prep, train_xy, (x_valid, actual), cfg.seed, params,
                                 started + TREE_SHARE * budget)  # fmt: skip
+        candidate = with_decision(candidate, metric, x_valid, actual)
         output = candidate.predict_matrix(x_valid)
         entry = Entry(family, candidate, valid_metric(prep, metric, actual, output),
                       getattr(candidate, "info", {}).get("seconds", 0.0), detail)  # fmt: skip
@@ -160,18 +161,18 @@ def train_candidates(
 
         result = train_model(train, valid, data, family_cfg, cfg.model_copy(update={"time_budget_s": share}),
                              checkpoint=checkpoint, on_epoch=log, params=params, warm=warm)  # fmt: skip
-        net = NetworkCandidate(result.model, result.metrics)
+        net = with_decision(NetworkCandidate(result.model, result.metrics), metric, x_valid, actual)
         output = net.predict_matrix(x_valid)
         epochs = result.metrics["epochs_run"]
         detail = {"best_epoch": result.metrics["best_epoch"], "epochs_run": epochs, "budget_s": round(share, 1),
                   **sized, **_too_short(epochs, share, cfg.epochs)}  # fmt: skip
         entry = Entry(family, net, valid_metric(prep, metric, actual, output), result.metrics["seconds"], detail)
         outputs.append((entry, output))
-    return [entry for entry, _ in outputs] + _blend(prep, metric, actual, outputs)
+    return [entry for entry, _ in outputs] + _blend(prep, metric, x_valid, actual, outputs)
 
 
 def _blend(
-    prep: Preprocessing, metric: str, actual: np.ndarray, outputs: list[tuple[Entry, np.ndarray]]
+    prep: Preprocessing, metric: str, x_valid: np.ndarray, actual: np.ndarray, outputs: list[tuple[Entry, np.ndarray]]
 ) -> list[Entry]:
     """The equal-weight blend of the candidates whose average scores best on valid (`ensemble.best_blend`),
     when it beats every single candidate there."""
@@ -181,7 +182,7 @@ def _blend(
     if found is None or not all(better(metric, found[1], e.valid) for e, _ in scored.values()):
         return []
     members = [scored[family][0] for family in found[0]]
-    model = equal_blend([e.candidate for e in members])
+    model = with_decision(equal_blend([e.candidate for e in members]), metric, x_valid, actual)
     seconds = sum(e.seconds for e in members) + time.perf_counter() - started
     return [Entry("ensemble", model, found[1], round(seconds, 2), {"parts": model.parts})]
 
@@ -190,4 +191,5 @@ def valid_scores(entry: Entry, valid: pl.DataFrame) -> dict[str, Any]:
     """Every metric of the entry's candidate on the valid split (for `metrics/train.json`)."""
     prep = entry.candidate.prep
     output = entry.candidate.predict_matrix(prep.matrix(valid))
-    return {k: v for k, v in score(prep.task, _units(valid, prep), output, prep.classes).items() if v is not None}
+    scores = score(prep.task, _units(valid, prep), output, prep.classes, prep.decision_weights)
+    return {k: v for k, v in scores.items() if v is not None}

@@ -11,6 +11,7 @@ only: `torch.load(weights_only=True)` reads it).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,6 +23,7 @@ from evergreen.config import ModelConfig
 from evergreen.errors import ModelError
 from evergreen.model import ensemble, linear, trees
 from evergreen.model.export import export_onnx, torch_predict
+from evergreen.model.metrics import decision_for
 from evergreen.model.network import TabularNet
 from evergreen.model.preprocess import Preprocessing
 
@@ -90,7 +92,9 @@ def from_dict(saved: dict[str, Any]) -> Candidate:
         return linear.LinearModel.from_dict(saved)
     if kind == ensemble.KIND:
         first, second = from_dict(saved["first"]), from_dict(saved["second"])
-        return ensemble.EnsembleModel(first, second, saved["weight"], saved.get("info"))
+        blend = ensemble.EnsembleModel(first, second, saved["weight"], saved.get("info"))
+        blend.prep = replace(blend.prep, decision_weights=saved.get("decision_weights", []))
+        return blend
     raise ModelError(f"unknown model kind {kind!r} in a saved model: written by a newer Evergreen?")
 
 
@@ -125,3 +129,18 @@ def network_of(candidate: Candidate) -> TabularNet | None:
             if net is not None:
                 return net
     return None
+
+
+def with_decision(candidate: Candidate, metric: str, x_valid: np.ndarray, actual: np.ndarray) -> Candidate:
+    """The candidate with its classifier's decision weights fitted on the valid rows for the gated `metric`
+    (`metrics.decision_for`), kept in its preprocessing so that evaluation, export and serving decide alike."""
+    prep = candidate.prep
+    if prep.task != "classification":
+        return candidate
+    output = candidate.predict_matrix(x_valid)
+    weights = decision_for(metric, prep.task, actual, output, len(prep.classes or []))
+    decided = replace(prep, decision_weights=weights)
+    if isinstance(candidate, NetworkCandidate):
+        candidate.net.prep = decided  # what `TabularNet.save` writes
+    candidate.prep = decided
+    return candidate

@@ -10,6 +10,7 @@ probabilities. Torch-free: the parts bring their own graphs."""
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -17,8 +18,8 @@ import onnx
 from onnx import compose, helper, numpy_helper
 
 from evergreen.inference import INPUT_NAME
+from evergreen.model.metrics import decision_for, score
 from evergreen.model.metrics import metric as metric_of
-from evergreen.model.metrics import score
 from evergreen.model.preprocess import Preprocessing
 
 FAMILY = "ensemble"
@@ -41,8 +42,10 @@ class Part(Protocol):
 
 
 def valid_metric(prep: Preprocessing, name: str, actual: np.ndarray, output: np.ndarray) -> float | None:
-    """The metric `name` of `output` against `actual` (target units, or class indices)."""
-    return score(prep.task, actual, output, prep.classes).get(name)
+    """The metric `name` of `output` against `actual` (target units, or class indices), a classifier's classes
+    decided as its model will decide them: with the decision weights fitted on these rows (`decision_for`)."""
+    weights = decision_for(name, prep.task, actual, output, len(prep.classes))
+    return score(prep.task, actual, output, prep.classes, weights).get(name)
 
 
 def fit_weight(
@@ -103,7 +106,7 @@ class EnsembleModel:
         if first.prep.features != second.prep.features:
             raise ValueError("the ensemble's parts read different input columns")
         self.first, self.second, self.weight = first, second, float(weight)
-        self.prep = first.prep
+        self.prep = replace(first.prep, decision_weights=[])  # its own decision (`candidates.with_decision`)
         self.params: dict[str, Any] = getattr(first, "params", {})
         self.info = info or {}
 
@@ -131,6 +134,7 @@ class EnsembleModel:
             "first": self.first.to_dict(),
             "second": self.second.to_dict(),
             "info": self.info,
+            "decision_weights": self.prep.decision_weights,  # its own: the parts keep theirs
         }
 
 

@@ -152,6 +152,8 @@ def signature(model: TabularNet) -> dict[str, Any]:
             "shape": ["batch", len(prep.classes)],
             "meaning": f"probability of each class of {prep.target}",
             "classes": prep.classes,
+            # the decision: the class of largest p * w (w chosen on valid for macro F1); absent: the most probable
+            **({"decision_weights": prep.decision_weights} if prep.decision_weights else {}),
         }
     return {
         "task": prep.task,

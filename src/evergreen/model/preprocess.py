@@ -62,6 +62,9 @@ class Preprocessing:
     # per categorical feature, the code a missing value becomes (train mode, `impute_mode`), or None: the
     # unknown bucket. Empty in a model saved before it existed: every missing value goes to the unknown bucket
     categorical_fill: list[float | None] = field(default_factory=list)
+    # classification: per-class weights w of the decision argmax(p * w), chosen on valid for macro F1
+    # (`metrics.fit_decision_weights`); empty: the most probable class. The probabilities stay the model's own
+    decision_weights: list[float] = field(default_factory=list)
 
     @property
     def numeric(self) -> list[int]:
@@ -113,6 +116,40 @@ def check_frame(frame: pl.DataFrame, needed: list[str], split: str) -> None:
 def fit_preprocessing(frame: pl.DataFrame, data: DataConfig, model: ModelConfig) -> Preprocessing:
     """Learn normalisation, vocabularies and target transform from the training split."""
     derived = [{"name": d.name, "from": d.from_, "part": d.part} for d in data.derived]
+    _check_train_split(frame, data)
+    string_vocabularies = _string_vocabularies(frame, data)
+    # strings as codes and calendar features computed: from here on every input column is a number
+    frame = encode_strings(derive_features(frame, derived), string_vocabularies)
+    features = _input_features(data)
+    names = [name for name, _, _ in features]
+    numeric = [name for name, kind, _ in features if kind == "numeric"]
+    categorical = [name for name, kind, _ in features if kind == "categorical"]
+    by_mode = {c.name for c in data.features if c.missing == "impute_mode"}
+    numeric_statistics = _numeric_statistics(frame, numeric, by_mode)
+    vocabularies = [
+        sorted(float(v) for v in frame[n].drop_nulls().cast(pl.Float32).unique().to_list()) for n in categorical
+    ]
+    crosses = _cross_positions(model, categorical)
+    _check_additive(model, names)
+    target = _fit_target(frame[data.target.name], data.task, model.target_transform)
+    return Preprocessing(
+        task=data.task,
+        target=data.target.name,
+        features=names,
+        kinds=[kind for _, kind, _ in features],
+        types=[column_type for _, _, column_type in features],
+        **numeric_statistics,
+        categorical_fill=[_mode(frame[n]) if n in by_mode else None for n in categorical],
+        vocabularies=vocabularies,
+        crosses=crosses,
+        string_vocabularies=string_vocabularies,
+        derived=derived,
+        **target,
+    )
+
+
+def _check_train_split(frame: pl.DataFrame, data: DataConfig) -> None:
+    """The train split holds every declared column, and every feature has a type the model can take."""
     sources = [d.from_ for d in data.derived]
     check_frame(frame, list(dict.fromkeys([c.name for c in data.features] + sources + [data.target.name])), "train")
     for column in data.features:
@@ -121,84 +158,82 @@ def fit_preprocessing(frame: pl.DataFrame, data: DataConfig, model: ModelConfig)
                 f"feature {column.name!r} has type {column.type}: the model takes numbers, bools and strings; "
                 "declare a date as the timestamp and derive calendar features from it (data.derived)"
             )
-    string_vocabularies = {
+
+
+def _string_vocabularies(frame: pl.DataFrame, data: DataConfig) -> dict[str, list[str]]:
+    """Per string feature, its declared order, or else its sorted train values (a value's code: its position)."""
+    return {
         c.name: list(c.order) if c.order else sorted(frame[c.name].drop_nulls().unique().to_list())
         for c in data.features
         if c.type == "str"
     }
-    # strings as codes and calendar features computed: from here on every input column is a number
-    frame = encode_strings(derive_features(frame, derived), string_vocabularies)
+
+
+def _input_features(data: DataConfig) -> list[tuple[str, str, str]]:
+    """(name, kind, declared type) of each input column: the declared features, then the derived ones."""
     # an ordered string column is one number to every family: its rank in the declared order
     features = [(c.name, "numeric" if c.order else c.kind or "numeric", c.type) for c in data.features]
     features += [(d.name, d.kind or "numeric", "int") for d in data.derived]
-    numeric = [name for name, kind, _ in features if kind == "numeric"]
-    categorical = [name for name, kind, _ in features if kind == "categorical"]
+    return features
+
+
+def _numeric_statistics(frame: pl.DataFrame, numeric: list[str], by_mode: set[str]) -> dict[str, list[Any]]:
+    """Mean, std and fill value of each numeric feature (0, 1 and 0 where undefined), and the constant ones."""
     stats = frame.select(
         *(pl.col(n).cast(pl.Float64).mean().alias(f"mean_{n}") for n in numeric),
         *(pl.col(n).cast(pl.Float64).std().alias(f"std_{n}") for n in numeric),
         *(pl.col(n).cast(pl.Float64).median().alias(f"median_{n}") for n in numeric),
     ).row(0, named=True)
-
-    def _finite(value: float | None, default: float) -> float:
-        return default if value is None or not math.isfinite(value) else float(value)
-
     stds = [_finite(stats[f"std_{n}"], 1.0) for n in numeric]
-    by_mode = {c.name for c in data.features if c.missing == "impute_mode"}
     numeric_fill = [_mode(frame[n]) if n in by_mode else stats[f"median_{n}"] for n in numeric]
-    constant = [n for n in numeric if frame[n].drop_nulls().n_unique() <= 1]
-    vocabularies = [
-        sorted(float(v) for v in frame[n].drop_nulls().cast(pl.Float32).unique().to_list()) for n in categorical
-    ]
+    return {
+        "numeric_mean": [_finite(stats[f"mean_{n}"], 0.0) for n in numeric],
+        "numeric_std": [s if s > 0 else 1.0 for s in stds],
+        "numeric_fill": [_finite(value, 0.0) for value in numeric_fill],
+        "constant": [n for n in numeric if frame[n].drop_nulls().n_unique() <= 1],
+    }
+
+
+def _finite(value: float | None, default: float) -> float:
+    return default if value is None or not math.isfinite(value) else float(value)
+
+
+def _cross_positions(model: ModelConfig, categorical: list[str]) -> list[list[int]]:
+    """Each declared cross as positions among the categorical features; `ModelError` naming one that is not."""
     crosses = []
     for i, cross in enumerate(model.crosses):
         unknown = [n for n in cross if n not in categorical]
         if unknown:
             raise ModelError(f"model.crosses[{i}]: {', '.join(unknown)} is not a categorical feature")
         crosses.append([categorical.index(n) for n in cross])
+    return crosses
 
-    names = [name for name, _, _ in features]
+
+def _check_additive(model: ModelConfig, names: list[str]) -> None:
     for i, name in enumerate(model.additive):
         if name not in names:
             raise ModelError(f"model.additive[{i}]: {name!r} is not a feature")
 
-    target = frame[data.target.name]
+
+def _fit_target(target: pl.Series, task: Task, transform: str) -> dict[str, Any]:
+    """The target's fields of `Preprocessing`: transform and statistics (regression), or the classes."""
     if target.null_count():
         raise ModelError(f"the train split has {target.null_count()} missing value(s) in target {target.name!r}")
-    kwargs: dict[str, Any] = {}
-    if data.task == "regression":
+    if task == "regression":
         y = target.cast(pl.Float64).to_numpy()
-        transform = model.target_transform
         if transform == "log1p" and y.min() <= -1:
             raise ModelError(f"model.target_transform log1p needs target values > -1; the minimum is {y.min()}")
         yt = np.log1p(y) if transform == "log1p" else y
-        kwargs = {
+        return {
             "target_transform": transform,
             "target_mean": float(yt.mean()),
             "target_std": float(yt.std()) or 1.0,
             "target_scale": float(y.std()) or 1.0,
         }
-    else:
-        classes = sorted(target.unique().to_list())
-        if len(classes) < 2:
-            raise ModelError(f"the train split has a single class ({classes[0]!r}) in {target.name!r}")
-        kwargs = {"classes": classes}
-    return Preprocessing(
-        task=data.task,
-        target=data.target.name,
-        features=names,
-        kinds=[kind for _, kind, _ in features],
-        types=[column_type for _, _, column_type in features],
-        numeric_mean=[_finite(stats[f"mean_{n}"], 0.0) for n in numeric],
-        numeric_std=[s if s > 0 else 1.0 for s in stds],
-        numeric_fill=[_finite(value, 0.0) for value in numeric_fill],
-        categorical_fill=[_mode(frame[n]) if n in by_mode else None for n in categorical],
-        vocabularies=vocabularies,
-        crosses=crosses,
-        string_vocabularies=string_vocabularies,
-        derived=derived,
-        constant=constant,
-        **kwargs,
-    )
+    classes = sorted(target.unique().to_list())
+    if len(classes) < 2:
+        raise ModelError(f"the train split has a single class ({classes[0]!r}) in {target.name!r}")
+    return {"classes": classes}
 
 
 def _mode(values: pl.Series) -> float | None:

@@ -1,11 +1,11 @@
-"""The one module that imports Evidently: compute a report, parse it into a `MonitorSummary`, persist it.
+"""The one module that imports Evidently: run a report, parse it, and read and write Evidently's own files.
 
 Compute, then parse, then persist (STYLE.md, Monitoring): `compute_report` runs one Evidently 0.7 `Report`
 over the champion's reference sample and the current window of the prediction log and returns the typed
-summary with the snapshot; `save_report` writes the snapshot's HTML and JSON, `add_to_workspace` adds it to a
-local Evidently workspace so that `evidently ui --workspace DIR` shows the history (a workspace file Evidently
-cannot read is set aside first, `open_workspace`). Nothing else in Evergreen knows Evidently's API (it changed a
-lot between 0.4 and 0.7).
+summary with the snapshot; `parse_drift` reads a snapshot's drift back. Persisting is
+`evergreen.monitoring.report_files` (where the files go, the lock, damaged files set aside), which reaches
+Evidently's snapshot files and local workspace only through the functions at the end of this module. Nothing
+else in Evergreen knows Evidently's API (it changed a lot between 0.4 and 0.7).
 
 What the report holds:
 - data drift of every declared feature (`DataDriftPreset`), with the method pinned per column to Evidently's
@@ -25,26 +25,20 @@ row the check looks at, by `evergreen.monitoring.drift` (Evidently's definitions
 thresholds), while the report draws its distributions from a sample of at most `REPORT_ROWS` (issue 12: 17 s for
 Evidently on a 1M-row window, mostly each column's drift computed three times on pandas copies).
 
-Performance per model version (the summary's `performance`) is computed here with the project's own metric
-functions (`evergreen.model.metrics`), the ones evaluation and the gate use, so a window's number means what
-the model card's number means: RMSE, MAE, R2 for regression; accuracy, macro F1 and, where the log kept the
-served probabilities, log loss and ROC AUC for classification. (Evidently's `GroupBy` returns the ungrouped
-value for every regression and classification metric in 0.7.23, checked: it cannot split by version.)
+Performance per model version (the summary's `performance`) is not Evidently's either: it is
+`evergreen.monitoring.performance`, scored with the project's own metric functions.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 import warnings
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import filelock
-import numpy as np
 import polars as pl
 from evidently import BinaryClassification, DataDefinition, Dataset, MulticlassClassification, Regression, Report
 from evidently.core.report import Snapshot
@@ -54,22 +48,34 @@ from evidently.presets import ClassificationPreset, DataDriftPreset, RegressionP
 from evidently.sdk.models import PanelMetric
 from evidently.sdk.panels import line_plot_panel
 from evidently.ui.workspace import Workspace
-from sklearn import metrics as skm
 
 from evergreen.config import Column, DataConfig, MonitorConfig
 from evergreen.data.schema import EVENT_TIME
-from evergreen.errors import EvergreenError
-from evergreen.model.metrics import METRICS, MONITORED, classification_metrics, regression_metrics
+from evergreen.model.metrics import METRICS, MONITORED
 from evergreen.monitoring.drift import column_drift
-from evergreen.monitoring.summary import ColumnDrift, MonitorSummary, Performance
-from evergreen.serving.log import LogColumns
+from evergreen.monitoring.performance import class_text, probability_matrix, score_versions
+from evergreen.monitoring.summary import ColumnDrift, MonitorSummary
+from evergreen.prediction_log.base import LogColumns
+
+__all__ = [
+    "REPORT_ROWS",
+    "Snapshot",
+    "Workspace",
+    "add_run",
+    "compute_report",
+    "damaged_files",
+    "list_runs",
+    "load_workspace",
+    "parse_drift",
+    "write_snapshot",
+]
 
 PREDICTION = LogColumns.PREDICTION
 PROBABILITIES = LogColumns.PROBABILITIES
 LABEL = LogColumns.LABEL
 VERSION = LogColumns.MODEL_VERSION
 TIME = LogColumns.TIME
-# columns the prediction log adds to the features (evergreen.serving.log.read_log): never "unexpected"
+# columns the prediction log adds to the features (evergreen.prediction_log.read.read_log): never "unexpected"
 LOG_METADATA = LogColumns.METADATA
 _VALUE_DRIFT = "evidently:metric_v2:ValueDrift"
 _DRIFTED_COUNT = "evidently:metric_v2:DriftedColumnsCount"
@@ -88,12 +94,7 @@ _MAX_CATEGORICAL_NUMERIC = 5  # Evidently treats numeric columns with this many 
 # column's drift three times, plots), while its binned distributions look the same on more rows: it draws them
 # from a sample of the rows the decisions are computed on (issue 12, BENCHMARKS.md)
 REPORT_ROWS = 50_000
-# damaged files of the Evidently workspace are moved here (kept for a look, never deleted); Evidently skips a
-# folder without a project's metadata.json, so the quarantine inside the workspace is invisible to it and its UI
-QUARANTINE = ".quarantine"
 _SNAPSHOTS, _PROJECT_FILE = "snapshots", "metadata.json"  # Evidently 0.7's local layout: <project>/snapshots/
-
-logger = logging.getLogger("evergreen.monitor")
 
 
 # ------------------------------------------------------------------------------------------------ compute
@@ -127,30 +128,16 @@ def compute_report(
     `classes` maps a model version to its class labels in output order (its signature): how the log's
     probabilities are read. A version without them is judged on its predicted labels only.
     """
+    classes = classes or {}
     features = [c for c in data.features if _judgeable(c.name, reference, current)]
-    missing = [c.name for c in data.features if c not in features]
-    known = set(data.names) | LOG_METADATA | {EVENT_TIME}
-    summary_base = {
-        "rows": current.height,
-        "reference_rows": reference.height,
-        **_window_bounds(current),
-        "champion": champion,
-        "missing_columns": missing,
-        "unexpected_columns": [c for c in current.columns if c not in known],
-        "null_share": _null_share(current, [c.name for c in data.features if c.name in current.columns]),
-        "performance": _performance(current, data.task, classes or {}),
-        "reference_metrics": _floats(reference_metrics or {}),
-        "metric": metric or MONITORED[data.task],
-    }
+    base = _window_facts(reference, current, data, features, champion, reference_metrics, metric, classes)
     if current.height == 0 or not features:
-        return MonitorSummary(**summary_base), None
+        return MonitorSummary(**base), None
 
     ref, cur = _sample(reference, config.max_rows, seed), _sample(current, config.max_rows, seed)
-    has_prediction = _judgeable(PREDICTION, ref, cur)
-    policy = config.policy
-    judged = [(c.name, c.kind == "numeric") for c in features]
-    judged += [(PREDICTION, data.task == "regression")] if has_prediction else []
+    judged = _judged_columns(features, data.task, ref, cur)
     methods = {name: _method(name, numeric, ref, cur) for name, numeric in judged}
+    policy = config.policy
     thresholds = {name: policy.feature_thresholds.get(name, policy.feature_threshold) for name, _ in judged}
 
     # the report (the UI) draws its distributions from a sample; the decisions use every row of `ref`, `cur`
@@ -162,9 +149,9 @@ def compute_report(
         "rows": str(current.height),
         "drift_rows": str(cur.height),  # the rows the decisions were computed on
         "report_rows": str(cur_report.height),  # the rows this report's distributions and scores come from
-        "metric": summary_base["metric"],
+        "metric": base["metric"],
     }
-    window = summary_base["window_end"]
+    window = base["window_end"]
     # numpy and polars release the GIL: the distances run on a second core while Evidently builds its report
     with ThreadPoolExecutor(max_workers=1) as pool:
         exact = pool.submit(_drifts, ref, cur, judged, methods, thresholds) if not evidently_drift else None
@@ -176,17 +163,51 @@ def compute_report(
             methods,
             thresholds,
             policy.drift_share,
-            classes or {},
+            classes,
             metadata,
             _naive_utc(window) if window else None,
         )
     drifts = exact.result() if exact is not None else parse_drift(snapshot)
     summary = MonitorSummary(
-        **summary_base,
+        **base,
         features=[drifts[c.name] for c in features if c.name in drifts],
-        prediction=drifts.get(PREDICTION) if has_prediction else None,
+        prediction=drifts.get(PREDICTION) if PREDICTION in methods else None,
     )
     return summary, snapshot
+
+
+def _window_facts(
+    reference: pl.DataFrame,
+    current: pl.DataFrame,
+    data: DataConfig,
+    features: list[Column],
+    champion: str | None,
+    reference_metrics: dict[str, Any] | None,
+    metric: str | None,
+    classes: Mapping[str, Sequence[Any]],
+) -> dict[str, Any]:
+    """What the summary says of the whole window besides drift: its size and bounds, the schema's changes,
+    missing values and each version's performance (an empty window, or one without features, stops here)."""
+    known = set(data.names) | LOG_METADATA | {EVENT_TIME}
+    return {
+        "rows": current.height,
+        "reference_rows": reference.height,
+        **_window_bounds(current),
+        "champion": champion,
+        "missing_columns": [c.name for c in data.features if c not in features],
+        "unexpected_columns": [c for c in current.columns if c not in known],
+        "null_share": _null_share(current, [c.name for c in data.features if c.name in current.columns]),
+        "performance": score_versions(current, data.task, classes),
+        "reference_metrics": _floats(reference_metrics or {}),
+        "metric": metric or MONITORED[data.task],
+    }
+
+
+def _judged_columns(features: list[Column], task: str, ref: pl.DataFrame, cur: pl.DataFrame) -> list[tuple[str, bool]]:
+    """(name, numeric) of each column the drift check judges: the features, then the prediction when both
+    frames hold one."""
+    judged = [(c.name, c.kind == "numeric") for c in features]
+    return judged + ([(PREDICTION, task == "regression")] if _judgeable(PREDICTION, ref, cur) else [])
 
 
 def _drifts(
@@ -326,7 +347,7 @@ def _method(name: str, numeric: bool, reference: pl.DataFrame, current: pl.DataF
 
 def _classes(data: DataConfig, reference: Any, current: Any) -> list[str]:
     """The class labels as text (how `_to_pandas` passes them), declared order first."""
-    declared = [_text(v) for v in data.target.allowed or []]
+    declared = [class_text(v) for v in data.target.allowed or []]
     target = data.target.name
     seen = set(reference[target].dropna()) | set(current[target].dropna())
     seen |= set(reference[PREDICTION].dropna()) | set(current[PREDICTION].dropna())
@@ -362,11 +383,11 @@ def _probability_columns(
     one of them, and no class may share its name with a column Evidently already has: Evidently names a
     multiclass probability column after its class.
     """
-    order = [_text(c) for c in classes.get(champion or "", [])]
+    order = [class_text(c) for c in classes.get(champion or "", [])]
     if not order or not set(labels) <= set(order) or set(order) & set(columns):
         return []
     versions = set(current[VERSION].unique().to_list()) if VERSION in current.columns else set()
-    if any([_text(c) for c in classes.get(str(v), [])] != order for v in versions):
+    if any([class_text(c) for c in classes.get(str(v), [])] != order for v in versions):
         return []
     for frame in (reference, current):
         if PROBABILITIES not in frame.columns or frame[PROBABILITIES].null_count():
@@ -376,27 +397,11 @@ def _probability_columns(
 
 def _with_probabilities(frame: pl.DataFrame, pandas_frame: Any, order: list[str]) -> Any:
     """`pandas_frame` plus one column per class (named after it) from `frame`'s probabilities."""
-    matrix = _probability_matrix(frame[PROBABILITIES], len(order))
+    matrix = probability_matrix(frame[PROBABILITIES], len(order))
     out = pandas_frame.copy()
     for i, name in enumerate(order):
         out[name] = matrix[:, i]
     return out
-
-
-def _probability_matrix(column: pl.Series, width: int) -> np.ndarray:
-    """The JSON lists of a `probabilities` column as an [N, width] float array (NaN where a row has none)."""
-    values = column.cast(pl.String).str.json_decode(pl.List(pl.Float64))
-    rows = [v if v is not None and len(v) == width else [np.nan] * width for v in values.to_list()]
-    return np.asarray(rows, dtype=np.float64).reshape(len(rows), width)
-
-
-def _text(value: Any) -> str:
-    """A class label as text, the way `_to_pandas` passes labels to Evidently (and compares them)."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))  # a label logged as 1.0 is the class 1
-    return str(value)
 
 
 def _definition(
@@ -449,46 +454,6 @@ def _to_pandas(frame: pl.DataFrame, columns: list[str], features: list[Column], 
     return frame.select(cast(c) for c in columns).to_pandas()
 
 
-def _performance(current: pl.DataFrame, task: str, classes: Mapping[str, Sequence[Any]]) -> list[Performance]:
-    """Quality of each model version on the labelled rows of the whole window (not the drift sample)."""
-    if not {LABEL, PREDICTION, VERSION} <= set(current.columns):
-        return []
-    rows = current.filter(pl.col(LABEL).is_not_null() & pl.col(PREDICTION).is_not_null())
-    out = []
-    for (version,), group in sorted(rows.group_by(VERSION), key=lambda g: str(g[0][0])):
-        if task == "regression":
-            actual, predicted = group[LABEL].cast(pl.Float64), group[PREDICTION].cast(pl.Float64)
-            metrics = regression_metrics(actual.to_numpy(), predicted.to_numpy())
-        else:
-            metrics = _classification(group, list(classes.get(str(version), [])))
-        metrics = {k: v for k, v in metrics.items() if v is not None and not np.isnan(v)}  # undefined: left out
-        out.append(Performance(model_version=str(version), rows=group.height, metrics=metrics))
-    return out
-
-
-def _classification(group: pl.DataFrame, classes: list[Any]) -> dict[str, float | None]:
-    """One version's classification metrics: from the served probabilities when the log kept them for every
-    row and the version's classes are known (as evaluation computes them), else from the predicted labels.
-
-    A label the model has no class for counts as a miss with probability zero (clipped, as log loss does).
-    """
-    actual = [_text(v) for v in group[LABEL].to_list()]
-    if classes and PROBABILITIES in group.columns and group[PROBABILITIES].null_count() == 0:
-        probabilities = _probability_matrix(group[PROBABILITIES], len(classes))
-        if not np.isnan(probabilities).any():
-            order = [_text(c) for c in classes]
-            order += sorted(set(actual) - set(order))  # labels outside the model's classes: columns of zeros
-            padded = np.zeros((len(actual), len(order)))
-            padded[:, : len(classes)] = probabilities
-            index = {label: i for i, label in enumerate(order)}
-            return classification_metrics(np.array([index[a] for a in actual]), padded, order)
-    predicted = [_text(v) for v in group[PREDICTION].to_list()]
-    return {
-        "accuracy": float(skm.accuracy_score(actual, predicted)),
-        "f1_macro": float(skm.f1_score(actual, predicted, average="macro", zero_division=0)),
-    }
-
-
 # -------------------------------------------------------------------------------------------------- parse
 def parse_drift(snapshot: Snapshot) -> dict[str, ColumnDrift]:
     """Per-column drift from a snapshot's `ValueDrift` results: method, score, threshold and Evidently's
@@ -515,70 +480,28 @@ def parse_drift(snapshot: Snapshot) -> dict[str, ColumnDrift]:
     return drifts
 
 
-# ------------------------------------------------------------------------------------------------ persist
-def save_report(snapshot: Snapshot, html_path: Path | str, json_path: Path | str) -> None:
+# --------------------------------------------------------------------- Evidently's files and workspace
+def write_snapshot(snapshot: Snapshot, html_path: Path, json_path: Path) -> None:
     """Write the report as a standalone HTML page and as Evidently's JSON (metrics and tests)."""
-    for path in (Path(html_path), Path(json_path)):
-        path.parent.mkdir(parents=True, exist_ok=True)
     snapshot.save_html(str(html_path))  # Evidently writes only when given a str
     snapshot.save_json(str(json_path))
 
 
-def add_to_workspace(snapshot: Snapshot, workspace_dir: Path | str, project_name: str) -> str:
-    """Add the snapshot to the project named `project_name` in a local workspace; return the snapshot id.
+def load_workspace(root: Path) -> Workspace:
+    """Evidently's local workspace at `root` (created when absent).
 
-    The project (with a dashboard of drift and quality over time) is created on first use and found by name
-    afterwards; a file lock keeps two monitor runs from creating it twice.
+    Evidently reads every project's metadata and every snapshot here, and raises a `ValueError`
+    (JSONDecodeError, its own "malformed", pydantic's ValidationError) when one of them cannot be read:
+    `damaged_files` says which.
     """
-    root = Path(workspace_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    # opened under the lock too: Evidently reads every snapshot when it opens a workspace, and one that another
-    # run is writing at that moment is torn (and a project that run just created would be created again)
-    with filelock.FileLock(str(root / ".evergreen.lock")):
-        workspace = open_workspace(root)
-        found = workspace.search_project(project_name)
-        if found:
-            project = found[0]
-        else:
-            project = workspace.create_project(project_name, description="Evergreen: the champion's monitoring")
-            _add_panels(project, snapshot)
-        return str(workspace.add_run(project.id, snapshot).id)
-
-
-def list_snapshots(workspace_dir: Path | str, project_name: str) -> list[str]:
-    """Ids of the snapshots the project holds (empty when the project does not exist)."""
-    root = Path(workspace_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    with filelock.FileLock(str(root / ".evergreen.lock")):
-        workspace = open_workspace(root)
-        found = workspace.search_project(project_name)
-        return [str(s) for s in workspace.list_runs(found[0].id)] if found else []
-
-
-def open_workspace(root: Path) -> Workspace:
-    """Evidently's local workspace at `root`, its damaged files set aside first (call with its lock held).
-
-    Evidently reads every project's metadata and every snapshot when it opens a workspace, and one file it
-    cannot read (a snapshot cut short by a killed run, a full disk) made every later open raise, so monitoring
-    recorded no decision again. Such a file is moved to `root/.quarantine/` with a warning naming it, and the
-    workspace opens without it; a project whose metadata is damaged goes there whole, with its snapshots.
-    """
-    for _ in range(3):  # the damaged files are all found at once; a retry only covers a file damaged meanwhile
-        try:
-            return Workspace.create(str(root))
-        except ValueError as exc:  # JSONDecodeError, Evidently's "malformed", pydantic's ValidationError
-            damaged = _damaged_files(root)
-            if not damaged:
-                raise EvergreenError(f"{root}: Evidently cannot open this workspace: {_first_line(exc)}") from None
-            for path in damaged:
-                _quarantine(root, path)
     return Workspace.create(str(root))
 
 
-def _damaged_files(root: Path) -> list[Path]:
-    """Project folders with unreadable metadata, and snapshot files Evidently cannot parse, under `root`."""
+def damaged_files(root: Path, skip: str) -> list[Path]:
+    """Project folders with unreadable metadata, and snapshot files Evidently cannot parse, under `root`
+    (a folder named `skip` left out)."""
     damaged: list[Path] = []
-    for project in sorted(p for p in root.iterdir() if p.is_dir() and p.name != QUARANTINE):
+    for project in sorted(p for p in root.iterdir() if p.is_dir() and p.name != skip):
         metadata = project / _PROJECT_FILE
         if metadata.exists() and not _parses(metadata):
             damaged.append(project)
@@ -599,21 +522,25 @@ def _parses(path: Path, model: Any = None) -> bool:
     return True
 
 
-def _quarantine(root: Path, path: Path) -> Path:
-    """Move `path` (inside `root`) under `root/.quarantine/`, keeping its relative path; returns where it went."""
-    target = root / QUARANTINE / path.relative_to(root)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
-    if target.exists():  # the same name set aside before: keep both
-        target = target.with_name(f"{target.stem}.{stamp}{target.suffix}")
-    path.rename(target)
-    what = "project folder (its metadata unreadable; its snapshots with it)" if target.is_dir() else "file"
-    logger.warning("Evidently workspace: damaged %s %s moved to %s", what, path, target)
-    return target
+def add_run(workspace: Workspace, project_name: str, snapshot: Snapshot) -> str:
+    """Add the snapshot to the project named `project_name`; return the snapshot id.
+
+    The project (with a dashboard of drift and quality over time) is created on first use and found by name
+    afterwards.
+    """
+    found = workspace.search_project(project_name)
+    if found:
+        project = found[0]
+    else:
+        project = workspace.create_project(project_name, description="Evergreen: the champion's monitoring")
+        _add_panels(project, snapshot)
+    return str(workspace.add_run(project.id, snapshot).id)
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+def list_runs(workspace: Workspace, project_name: str) -> list[str]:
+    """Ids of the snapshots the project holds (empty when the project does not exist)."""
+    found = workspace.search_project(project_name)
+    return [str(s) for s in workspace.list_runs(found[0].id)] if found else []
 
 
 def _add_panels(project: Any, snapshot: Snapshot) -> None:

@@ -20,8 +20,8 @@ import polars as pl
 from evergreen.config import DataConfig
 from evergreen.data import io
 from evergreen.data.schema import polars_type
+from evergreen.prediction_log.base import LogColumns
 from evergreen.privacy import personal_columns
-from evergreen.serving.log import LogColumns
 
 
 @dataclass(frozen=True)

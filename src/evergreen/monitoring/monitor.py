@@ -24,13 +24,15 @@ from evergreen.artifacts.decisions import RetrainDecision, append_entry, read_hi
 from evergreen.config import Params
 from evergreen.errors import EvergreenError
 from evergreen.inference import load_version, predict
-from evergreen.monitoring.evidently_adapter import add_to_workspace, compute_report, save_report
+from evergreen.monitoring.evidently_adapter import compute_report
 from evergreen.monitoring.policy import decide
+from evergreen.monitoring.report_files import add_to_workspace, save_report
 from evergreen.monitoring.window import select_window
+from evergreen.prediction_log.base import LogColumns
+from evergreen.prediction_log.read import read_log
 from evergreen.privacy import personal_columns, without_personal
 from evergreen.registry.shadow import check_shadow, version_classes
 from evergreen.registry.store import Registry
-from evergreen.serving.log import LogColumns, read_log
 from evergreen.workspace import Workspace
 
 logger = logging.getLogger("evergreen.monitor")

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from evergreen.artifacts.decisions import Action, DecisionLogEntry, RetrainDecision
 from evergreen.config import PolicyConfig
@@ -78,6 +80,7 @@ def decide(
 def _decide(
     summary: MonitorSummary, history: Sequence[DecisionLogEntry], policy: PolicyConfig, now: str
 ) -> RetrainDecision:
+    """Rules 1 to 5 and 7 in the module's order, each a step below (rule 6 is `decide`'s)."""
     common = {
         "time": now,
         "window_end": summary.window_end,
@@ -85,6 +88,25 @@ def _decide(
         "drift_share": summary.drift_share,
         "drifted_features": summary.drifted_features,
     }
+    unfit = _unfit_window(summary, policy, common)
+    if unfit is not None:
+        return unfit
+    drifted, reasons, worse = _judge_window(summary, policy)
+    common["degradation"] = worse[1] if worse else None
+
+    counted = [h for h in history if isinstance(h, RetrainDecision) and h.action != "insufficient_data"]
+    distinct = _distinct_windows(counted)
+    seen = _judged_before(summary.window_end, distinct)
+    if seen is not None:  # no new prediction since that decision: the same evidence must not count twice
+        return RetrainDecision(action="none", drifted=drifted, reasons=[*reasons, _not_counted(seen)], **common)
+    cooldown = _cooldown(counted, summary.champion, policy, now)
+    if drifted:
+        return _decide_drifted(summary, distinct, policy, cooldown, reasons, common)
+    return _decide_fallback(counted, distinct, policy, cooldown, reasons, common)
+
+
+def _unfit_window(summary: MonitorSummary, policy: PolicyConfig, common: dict[str, Any]) -> RetrainDecision | None:
+    """Rules 1 and 2: a window too small to judge, or a feed whose schema changed; None for a window to judge."""
     if summary.rows < policy.min_rows:
         reason = f"insufficient data: {summary.rows} rows in the window, the policy needs {policy.min_rows}"
         return RetrainDecision(action="insufficient_data", drifted=False, reasons=[reason], **common)
@@ -97,7 +119,12 @@ def _decide(
         if summary.unexpected_columns:
             reasons.append(f"schema drift: undeclared column(s) in the log: {', '.join(summary.unexpected_columns)}")
         return RetrainDecision(action="alert", drifted=False, reasons=reasons, **common)
+    return None
 
+
+def _judge_window(summary: MonitorSummary, policy: PolicyConfig) -> tuple[bool, list[str], tuple[str, float] | None]:
+    """Rule 3: whether the window is drifted (features, prediction, or performance), the reasons, and the
+    champion's degradation (metric, relative worsening) where labels allow one."""
     reasons: list[str] = []
     data_drift = summary.drift_share >= policy.drift_share
     if data_drift:
@@ -115,43 +142,74 @@ def _decide(
             f"performance: {worse[0]} {worse[1]:+.0%} vs the champion at promotion "
             f"(threshold +{policy.performance_degradation:.0%})"
         )
-    drifted = data_drift or degraded
-    common["degradation"] = worse[1] if worse else None
+    return data_drift or degraded, reasons, worse
 
-    counted = [h for h in history if isinstance(h, RetrainDecision) and h.action != "insufficient_data"]
-    distinct = _distinct_windows(counted)
-    seen = _judged_before(summary.window_end, distinct)
-    if seen is not None:  # no new prediction since that decision: the same evidence must not count twice
-        return RetrainDecision(action="none", drifted=drifted, reasons=[*reasons, _not_counted(seen)], **common)
+
+@dataclass(frozen=True)
+class _Cooldown:
+    """Where the wait after the last retrain stands: that retrain, how many retrains left the current champion
+    serving (each adds a cooldown: backoff), and the hours still to wait (0 or less: none)."""
+
+    last_retrain: RetrainDecision | None
+    unanswered: int
+    hours_left: float
+
+    @property
+    def active(self) -> bool:
+        return self.hours_left > 0
+
+
+def _cooldown(counted: list[RetrainDecision], champion: str | None, policy: PolicyConfig, now: str) -> _Cooldown:
     retrains = [h for h in counted if h.action == "retrain"]
     last_retrain = retrains[-1] if retrains else None
     # retrains made against the current champion did not replace it: each one adds a cooldown to the wait
-    unanswered = sum(1 for h in retrains if h.champion == summary.champion)
+    unanswered = sum(1 for h in retrains if h.champion == champion)
     wait = policy.cooldown_hours * (1 + unanswered)
-    cooldown_left = wait - _hours_between(last_retrain.time, now) if last_retrain else 0.0
-    in_cooldown = cooldown_left > 0
+    hours_left = wait - _hours_between(last_retrain.time, now) if last_retrain else 0.0
+    return _Cooldown(last_retrain, unanswered, hours_left)
 
-    if drifted:
-        streak = 1
-        for entry in reversed(distinct):
-            # a new champion is judged on its own windows: a streak does not carry over a promotion
-            if not entry.drifted or entry.champion != summary.champion:
-                break
-            streak += 1
-        if streak < policy.consecutive:
-            reasons.append(f"waiting: drifted {streak} of {policy.consecutive} windows in a row")
-        elif in_cooldown:
-            backoff = f" ({unanswered} earlier retrain(s) did not replace {summary.champion})" if unanswered else ""
-            reasons.append(f"cooldown: {cooldown_left:.0f} h left since the retrain at {last_retrain.time}{backoff}")
-        else:
-            return RetrainDecision(action="retrain", drifted=True, reasons=reasons, **common)
-        return RetrainDecision(action="none", drifted=True, reasons=reasons, **common)
 
+def _decide_drifted(
+    summary: MonitorSummary,
+    distinct: list[RetrainDecision],
+    policy: PolicyConfig,
+    cooldown: _Cooldown,
+    reasons: list[str],
+    common: dict[str, Any],
+) -> RetrainDecision:
+    """Rule 4: retrain a drifted window once the streak is long enough and the cooldown has passed."""
+    streak = 1
+    for entry in reversed(distinct):
+        # a new champion is judged on its own windows: a streak does not carry over a promotion
+        if not entry.drifted or entry.champion != summary.champion:
+            break
+        streak += 1
+    if streak < policy.consecutive:
+        reasons.append(f"waiting: drifted {streak} of {policy.consecutive} windows in a row")
+    elif cooldown.active and cooldown.last_retrain is not None:  # (a cooldown is only left after a retrain)
+        unanswered, since = cooldown.unanswered, cooldown.last_retrain.time
+        backoff = f" ({unanswered} earlier retrain(s) did not replace {summary.champion})" if unanswered else ""
+        reasons.append(f"cooldown: {cooldown.hours_left:.0f} h left since the retrain at {since}{backoff}")
+    else:
+        return RetrainDecision(action="retrain", drifted=True, reasons=reasons, **common)
+    return RetrainDecision(action="none", drifted=True, reasons=reasons, **common)
+
+
+def _decide_fallback(
+    counted: list[RetrainDecision],
+    distinct: list[RetrainDecision],
+    policy: PolicyConfig,
+    cooldown: _Cooldown,
+    reasons: list[str],
+    common: dict[str, Any],
+) -> RetrainDecision:
+    """Rule 5: a window without drift retrains after `retrain_every` distinct windows without one."""
     if policy.retrain_every:
+        last_retrain = cooldown.last_retrain
         after = counted[counted.index(last_retrain) + 1 :] if last_retrain else counted
         new = {id(d) for d in distinct}
         since_retrain = sum(1 for h in after if id(h) in new)
-        if since_retrain + 1 >= policy.retrain_every and not in_cooldown:
+        if since_retrain + 1 >= policy.retrain_every and not cooldown.active:
             reason = (
                 f"fallback: {since_retrain + 1} monitor runs without a retrain (retrain_every {policy.retrain_every})"
             )

@@ -1,6 +1,6 @@
 """Which rows of the prediction log a monitoring run looks at: the last N rows and/or the last T hours.
 
-Pure: takes the log as a frame (`evergreen.serving.log.read_log`) and returns a slice of it. Hours are counted
+Pure: takes the log as a frame (`evergreen.prediction_log.read.read_log`) and returns a slice of it. Hours are counted
 back from `now` when given, else from the newest prediction in the log, so that a replayed or paused log is
 judged on its own clock (the retraining policy's cooldown uses the same clock).
 """
@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import polars as pl
 
 from evergreen.config import WindowConfig
-from evergreen.serving.log import LogColumns
+from evergreen.prediction_log.base import LogColumns
 
 TIME = LogColumns.TIME
 

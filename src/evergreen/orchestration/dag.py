@@ -1,7 +1,8 @@
 """The DVC pipeline as seen by an orchestrator: stage order, up-to-date checks and running one stage.
 
-The DAG is declared once, in `dvc.yaml`; this module reads it through DVC's own Python API, so Prefect (or the
-backtest, or any other scheduler) never holds a second list of stages, and DVC decides what is up to date.
+The DAG is declared once, in `dvc.yaml`; this module reads it through DVC's own Python API (by way of
+`evergreen.dvc_adapter`, the one module that imports DVC), so Prefect (or the backtest, or any other scheduler)
+never holds a second list of stages, and DVC decides what is up to date.
 Stages run in this process through `Repo.reproduce`, one repository object per run, rather than one
 `dvc repro` subprocess per stage. DVC still runs each stage's command (`evergreen stage NAME`) as a child
 process; that child copies its output to the file named by `STAGE_LOG_ENV`, which `run_stage` follows so
@@ -12,19 +13,21 @@ every line reaches the caller (the Prefect logs) while the stage runs. A stage w
 from __future__ import annotations
 
 import os
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import filelock
 import networkx as nx
-from dvc.exceptions import DvcException
-from dvc.repo import Repo
 
+from evergreen.dvc_adapter import DvcStageFailed, changed_stages, open_repo, reproduce_stage, stage_graph, tmp_dir
 from evergreen.errors import EvergreenError
 from evergreen.orchestration.dvcfile import STAGE_LOG_ENV
+
+if TYPE_CHECKING:
+    from evergreen.dvc_adapter import Repo
 
 __all__ = [
     "STAGE_LOG_ENV",
@@ -49,81 +52,20 @@ class WorkspaceBusy(EvergreenError):
     """Another orchestrated run holds this workspace (DVC allows one `repro` per workspace at a time)."""
 
 
-@contextmanager
-def open_repo(workspace: Path) -> Iterator[Repo]:
-    """The DVC repository at `workspace`, with the project's commands on PATH for DVC's child processes."""
-    bin_dir = str(Path(sys.executable).parent)  # where `evergreen` is installed, as `dvc repro` would find it
-    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
-        os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
-    repo = Repo(str(workspace))
-    _root_run_cache(repo)
-    try:
-        yield repo
-    finally:
-        repo.close()
-
-
-def _address(repo: Repo, stage) -> str:
-    """A stage's name as `dvc.yaml` declares it: the same wherever this process's working directory is."""
-    where = os.path.relpath(stage.path, repo.root_dir)
-    name = getattr(stage, "name", None)
-    if name is None:  # a `.dvc` file (a landing file's pointer): data, not a command to run
-        return where
-    return name if where == "dvc.yaml" else f"{where}:{name}"
-
-
-def _target(repo: Repo, name: str) -> str:
-    """`name` as a target DVC resolves without the working directory (an absolute `dvc.yaml` path)."""
-    return os.path.join(repo.root_dir, name if ":" in name else f"dvc.yaml:{name}")
-
-
-def _root_run_cache(repo: Repo) -> None:
-    """Make DVC's run cache work when this process's working directory is outside the repository.
-
-    DVC builds its run-cache stages at the relative path `dvc.yaml` (the `dvc` command always runs inside the
-    repository); from elsewhere saving a stage fails with "outside of DVC repo". This is DVC 3.x's own
-    `StageCache._create_stage` with an absolute path, set on this one repository object; without it the Prefect
-    flow and the backtest would have to change the working directory. `tests/unit/test_dag_runner.py` runs a
-    stage from outside its repository, so a DVC release that changes this method fails there first.
-    """
-    from dvc.stage import PipelineStage, create_stage
-    from dvc.stage.loader import StageLoader
-
-    def rooted(cache: dict, wdir: str | None = None) -> PipelineStage:
-        outs = [out["path"] for out in cache["outs"]]
-        path = os.path.join(repo.root_dir, "dvc.yaml")
-        stage = create_stage(PipelineStage, repo=repo, path=path, cmd=cache["cmd"], wdir=wdir, outs=outs)
-        StageLoader.fill_from_lock(stage, cache)
-        return stage
-
-    repo.stage_cache._create_stage = rooted
-
-
 def pipeline_stages(repo: Repo, targets: list[str] | None = None) -> list[str]:
     """Names of the pipeline's command stages in dependency order (upstream first).
 
     With `targets`, only those stages and what they depend on. Data-only `.dvc` files are not stages to run.
     """
-    graph = repo.index.graph  # edges point from a stage to the stages it depends on
-    by_name = {_address(repo, stage): stage for stage in graph.nodes}
+    graph = stage_graph(repo)  # edges point from a stage to the stages it depends on
     if targets:
-        unknown = [t for t in targets if t not in by_name]
+        unknown = [t for t in targets if t not in graph]
         if unknown:
-            raise EvergreenError(f"unknown stage(s) {', '.join(unknown)}; dvc.yaml has: {', '.join(by_name)}")
-        wanted = set().union(*({by_name[t], *nx.descendants(graph, by_name[t])} for t in targets))
+            raise EvergreenError(f"unknown stage(s) {', '.join(unknown)}; dvc.yaml has: {', '.join(graph)}")
+        wanted = set().union(*({t, *nx.descendants(graph, t)} for t in targets))
         graph = graph.subgraph(wanted)
-    ordered = reversed(list(nx.lexicographical_topological_sort(graph, key=lambda s: _address(repo, s))))
-    return [_address(repo, stage) for stage in ordered if getattr(stage, "cmd", None)]
-
-
-def changed_stages(repo: Repo) -> set[str]:
-    """Stages DVC would run now: their deps, params or outs differ from what `dvc.lock` recorded.
-
-    One check for the whole DAG up front is enough: a stage unchanged now stays unchanged unless a stage
-    upstream of it runs, and `run_stage` lets DVC re-check everything after that.
-    """
-    with repo.lock:
-        return {_address(repo, s) for s in repo.index.stages if getattr(s, "cmd", None) and s.changed()}
+    ordered = reversed(list(nx.lexicographical_topological_sort(graph)))
+    return [name for name in ordered if graph.nodes[name]["runs"]]
 
 
 @contextmanager
@@ -169,14 +111,14 @@ def run_stage(repo: Repo, name: str, on_line: Callable[[str], None] = print) -> 
     Returns False when DVC found the stage up to date and skipped it; raises `StageFailed` with the stage's
     own error line when it failed.
     """
-    log = Path(repo.tmp_dir) / f"evergreen-stage-{name.replace('/', '_').replace(':', '_')}.log"
+    log = tmp_dir(repo) / f"evergreen-stage-{name.replace('/', '_').replace(':', '_')}.log"
     previous = os.environ.get(STAGE_LOG_ENV)
     os.environ[STAGE_LOG_ENV] = str(log)  # DVC's child process inherits it
     try:
         with _following(log, on_line) as tail:
             try:
-                ran = repo.reproduce(_target(repo, name), single_item=True)
-            except DvcException as exc:
+                ran = reproduce_stage(repo, name)
+            except DvcStageFailed as exc:
                 failure = exc
             else:
                 failure = None
@@ -189,7 +131,7 @@ def run_stage(repo: Repo, name: str, on_line: Callable[[str], None] = print) -> 
         errors = [line for line in tail if line.startswith("error:")]
         summary = errors[-1].removeprefix("error: ") if errors else str(failure) or "no output"
         raise StageFailed(f"stage '{name}' failed: {summary}\n" + "\n".join(tail))
-    return bool(ran)
+    return ran
 
 
 def reproduce(

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
+from evergreen import dvc_adapter
 from evergreen.data.io import list_landing
 from evergreen.errors import EvergreenError
 
@@ -26,11 +25,8 @@ def version_landing(workspace: Path, incoming: str) -> str:
     new = unversioned_arrivals(folder)
     if not new:
         return "no new arrivals"
-    dvc = str(Path(sys.executable).parent / "dvc")
     targets = [str(p.relative_to(workspace)) if p.is_absolute() else str(p) for p in new]
-    done = subprocess.run([dvc, "add", *targets], cwd=workspace, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise EvergreenError(f"dvc add {' '.join(targets)} failed: {done.stderr.strip() or done.stdout.strip()}")
+    dvc_adapter.add(workspace, targets)
     return f"versioned {len(targets)} new arrival(s): {', '.join(p.name for p in new)}"
 
 

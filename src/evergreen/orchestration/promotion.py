@@ -9,9 +9,9 @@ version's model card.
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
+from evergreen import dvc_adapter
 from evergreen.artifacts.card import ModelCard
 from evergreen.artifacts.reports import PromotionReport
 from evergreen.errors import EvergreenError
@@ -56,14 +56,11 @@ def commit_promotion(root: Path, version: str, reasons: list[str]) -> str | None
 
 def push_data(root: Path) -> str:
     """`dvc push` to the default remote, when one is configured; returns what happened."""
-    dvc = str(Path(sys.executable).parent / "dvc")
-    remote = subprocess.run([dvc, "remote", "default"], cwd=root, capture_output=True, text=True)
-    if remote.returncode != 0 or not remote.stdout.strip():
+    remote = dvc_adapter.default_remote(root)
+    if remote is None:
         return "no DVC remote configured: data not pushed"
-    done = subprocess.run([dvc, "push"], cwd=root, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise EvergreenError(f"dvc push failed: {(done.stderr or done.stdout).strip()}")
-    return f"pushed to DVC remote {remote.stdout.strip()}"
+    dvc_adapter.push(root)
+    return f"pushed to DVC remote {remote}"
 
 
 def promotion_outcome(path: Path) -> PromotionReport:

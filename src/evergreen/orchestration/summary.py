@@ -100,12 +100,22 @@ def _chosen_family(ws: Workspace) -> str:
 def _promotion_lines(ws: Workspace, report: PromotionReport, evaluation: EvalReport | None) -> list[str]:
     """What was promoted and why, or why not and what to try next (never a dead end)."""
     reasons = "; ".join(report.reasons) or "no reason recorded"
+    # candidates better on valid that the gate refused: before the one promoted, or besides the chosen one
+    checks = sorted({r.split(":")[0] for p in report.passed_over for r in p.reasons})
+    refused = f"{', '.join(p.family for p in report.passed_over)} (failed: {', '.join(checks)})"
+    if report.promoted and report.passed_over:
+        return _wrapped(
+            f"Promoted: {report.version} is the champion: {report.family}, the best candidate on "
+            f"valid that passed the gate. Refused first: {refused}; see metrics/promotion.json."
+        )
     if report.promoted:
         return _wrapped(f"Promoted: {report.version} is the champion ({reasons}).")
     if report.shadow:
         return _wrapped(f"Passed the gate: {report.version} serves in the shadow of {report.champion_before} "
                         "until labelled records judge it (`evergreen shadow`).")  # fmt: skip
     lines = _wrapped(f"Not promoted: {reasons}.")
+    if report.passed_over:
+        lines += _wrapped(f"Nor the next candidates on valid: {refused}.")
     if report.champion_after is not None:
         return lines + _wrapped(f"Champion {report.champion_after} keeps serving.")
     gated = metric(ws.params.promote.metric_for(ws.params.data.task))

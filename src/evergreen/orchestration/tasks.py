@@ -7,9 +7,8 @@ the outside world (reading the source) retry; pure computation does not.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dvc.repo import Repo
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, State
@@ -18,6 +17,9 @@ from evergreen.orchestration.dag import changed_stages, open_repo, pipeline_stag
 from evergreen.orchestration.landing import version_landing
 from evergreen.orchestration.overrides import apply_overrides
 from evergreen.workspace import Workspace
+
+if TYPE_CHECKING:
+    from evergreen.dvc_adapter import Repo
 
 SKIPPED = "Skipped"
 

@@ -24,10 +24,12 @@ from typing import Any
 import numpy as np
 
 from evergreen.artifacts.reports import Check, Comparison, GateDecision
-from evergreen.model.metrics import best, resampled, within_margin, worsening
+from evergreen.model.metrics import Weights, best, resampled, within_margin, worsening
 from evergreen.model.metrics import metric as metric_of
 
-__all__ = ["Check", "Comparison", "GateDecision", "align_classes", "champion_check", "compare", "decide"]
+__all__ = [
+    "Check", "Comparison", "GateDecision", "align_classes", "align_weights", "champion_check", "compare", "decide"
+]  # fmt: skip
 
 _CELLS_PER_CHUNK = 4_000_000  # resampled rows held at once: bounds the bootstrap's memory on a large test split
 
@@ -41,26 +43,29 @@ def compare(
     confidence: float,
     seed: int,
     excluded_rows: int = 0,
+    weights: tuple[Weights, Weights] = (None, None),
 ) -> Comparison:
     """Challenger against champion on the same rows: `metric` for both, and the relative worsening of the
     challenger (positive is worse, whatever the metric's direction) with a paired bootstrap interval.
 
-    `actual` holds target values (regression) or class indices; the outputs are predictions or probabilities.
+    `actual` holds target values (regression) or class indices; the outputs are predictions or probabilities,
+    decided with each model's decision `weights` (challenger's, champion's), aligned like the outputs.
     """
+    ours_w, theirs_w = weights
     n = len(actual)
     rng = np.random.default_rng(seed)
     chunk = max(1, _CELLS_PER_CHUNK // max(n, 1))
     relative: list[np.ndarray] = []
     for start in range(0, samples, chunk):
         idx = rng.integers(0, n, size=(min(chunk, samples - start), n))
-        ours = resampled(metric, actual, challenger_output, idx)
-        theirs = resampled(metric, actual, champion_output, idx)
+        ours = resampled(metric, actual, challenger_output, idx, ours_w)
+        theirs = resampled(metric, actual, champion_output, idx, theirs_w)
         relative.append(np.array([worsening(metric, a, b) for a, b in zip(ours, theirs, strict=True)]))
     spread = np.concatenate(relative)
     spread = spread[np.isfinite(spread)]  # ROC AUC is undefined on a resample holding one class
     every = np.arange(n)[None, :]
-    challenger = float(resampled(metric, actual, challenger_output, every)[0])
-    champion = float(resampled(metric, actual, champion_output, every)[0])
+    challenger = float(resampled(metric, actual, challenger_output, every, ours_w)[0])
+    champion = float(resampled(metric, actual, champion_output, every, theirs_w)[0])
     alpha = (1 - confidence) / 2
     return Comparison(
         metric=metric,
@@ -98,6 +103,16 @@ def align_classes(output: np.ndarray, classes: list[Any], every: list[Any]) -> n
     aligned = np.zeros((len(output), len(every)))
     aligned[:, [every.index(c) for c in classes]] = output
     return aligned
+
+
+def align_weights(weights: list[float], classes: list[Any], every: list[Any]) -> list[float]:
+    """A model's decision weights over `every` class, as `align_classes` aligns its probabilities (1 for a class
+    it does not know: its probability there is 0); empty stays empty (the most probable class)."""
+    if not weights:
+        return []
+    aligned = np.ones(len(every))
+    aligned[[every.index(c) for c in classes]] = weights
+    return aligned.tolist()
 
 
 def champion_check(metric: str, champion: Comparison | str | None, margin: float, rows: str = "test rows") -> Check:

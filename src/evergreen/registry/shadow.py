@@ -2,7 +2,7 @@
 
 With `promote.shadow`, a challenger that passed the offline gate goes to the registry's shadow (`SHADOW`)
 instead of becoming the champion. The service scores every request with both, answers with the champion and
-logs the shadow's answer beside it (`serving.log`'s `shadow_predictions`). Labels arrive through `/feedback`.
+logs the shadow's answer beside it (the prediction log's `shadow_predictions`). Labels arrive through `/feedback`.
 This gate then judges:
 - fewer than `min_labels` labelled records that both scored: wait; after `max_wait_hours` in the shadow,
   discard it (a challenger nobody can judge is not promoted on faith);
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import filelock
@@ -34,9 +34,10 @@ from evergreen.artifacts.reports import Comparison, ShadowVerdict
 from evergreen.config import Params, PromoteConfig, ShadowConfig
 from evergreen.errors import RegistryError
 from evergreen.inference import SIGNATURE_FILE, servable
-from evergreen.registry.gate import align_classes, champion_check, compare
+from evergreen.prediction_log.base import LogColumns
+from evergreen.prediction_log.read import count_shadow_labels, read_shadow_pairs
+from evergreen.registry.gate import align_classes, align_weights, champion_check, compare
 from evergreen.registry.store import Registry
-from evergreen.serving.log import LogColumns, count_shadow_labels, read_shadow_pairs
 from evergreen.workspace import Workspace
 
 __all__ = [
@@ -61,6 +62,9 @@ class LivePairs:
     actual: np.ndarray
     shadow: np.ndarray
     champion: np.ndarray
+    # each model's decision weights over the same classes (`gate.align_weights`); empty: the most probable class
+    shadow_weights: list[float] = field(default_factory=list)
+    champion_weights: list[float] = field(default_factory=list)
 
     @property
     def rows(self) -> int:
@@ -113,11 +117,22 @@ def judge(
 
 def version_classes(registry: Registry, version: str) -> list[Any]:
     """A version's class labels in output order (its signature): how its logged probabilities are read."""
-    signature = json.loads((registry.path(version) / SIGNATURE_FILE).read_text())
-    return list(signature.get("output", {}).get("classes", []))
+    return list(_output(registry, version).get("classes", []))
 
 
-def live_pairs(pairs: pl.DataFrame, task: str, shadow_classes: list[Any], champion_classes: list[Any]) -> LivePairs:
+def version_weights(registry: Registry, version: str) -> list[float]:
+    """A version's decision weights (its signature; empty: it decides the most probable class)."""
+    return list(_output(registry, version).get("decision_weights", []))
+
+
+def _output(registry: Registry, version: str) -> dict[str, Any]:
+    return json.loads((registry.path(version) / SIGNATURE_FILE).read_text()).get("output", {})
+
+
+def live_pairs(
+    pairs: pl.DataFrame, task: str, shadow_classes: list[Any], champion_classes: list[Any],
+    weights: tuple[list[float], list[float]] = ([], []),
+) -> LivePairs:  # fmt: skip
     """`read_shadow_pairs`' frame as arrays for `gate.compare`. Classification: probabilities of both models
     aligned on one class list (theirs, then any label neither knows), labels as indices into it."""
     c = LogColumns
@@ -140,6 +155,8 @@ def live_pairs(pairs: pl.DataFrame, task: str, shadow_classes: list[Any], champi
         actual=np.array([every.index(v) for v in labels], dtype=np.int64),
         shadow=probabilities(c.SHADOW_PROBABILITIES, shadow_classes),
         champion=probabilities(c.PROBABILITIES, champion_classes),
+        shadow_weights=align_weights(weights[0], shadow_classes, every),
+        champion_weights=align_weights(weights[1], champion_classes, every),
     )
 
 
@@ -154,7 +171,8 @@ def shadow_started(registry: Registry, version: str) -> dt.datetime:
 
 
 def _comparison(pairs: LivePairs, metric: str, cfg: PromoteConfig) -> Comparison:
-    return compare(metric, pairs.actual, pairs.shadow, pairs.champion, cfg.bootstrap_samples, cfg.confidence, cfg.seed)
+    return compare(metric, pairs.actual, pairs.shadow, pairs.champion, cfg.bootstrap_samples, cfg.confidence,
+                   cfg.seed, weights=(pairs.shadow_weights, pairs.champion_weights))  # fmt: skip
 
 
 def check_shadow(ws: Workspace, now: dt.datetime | None = None, act: bool = True) -> ShadowVerdict | None:
@@ -200,7 +218,9 @@ def _check(ws: Workspace, registry: Registry, now: dt.datetime | None, act: bool
         frame = read_shadow_pairs(ws.prediction_log_location, version, params.data)
         frame = frame.filter(pl.col(LogColumns.MODEL_VERSION) == champion)  # scored beside this champion
         task = params.data.task
-        pairs = live_pairs(frame, task, version_classes(registry, version), version_classes(registry, champion))
+        weights = (version_weights(registry, version), version_weights(registry, champion))
+        pairs = live_pairs(frame, task, version_classes(registry, version), version_classes(registry, champion),
+                           weights)  # fmt: skip
         enough = pairs.rows >= cfg.shadow.min_labels
         verdict = judge(
             version=version,

@@ -27,7 +27,7 @@ import ipaddress
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +112,20 @@ def create_app(workspace: Workspace) -> FastAPI:
     service = PredictionService(workspace, on_scored=metrics.observe_scored, on_commit=metrics.observe_commit)
     metrics.watch(lambda: (service.champion.model, service.champion.fallback), workspace.decisions)
 
+    app = FastAPI(title="Evergreen prediction service", lifespan=_lifespan(service))
+    app.add_middleware(_Guard, token=token)
+    app.add_middleware(RequestMetrics, metrics=metrics)  # added last, so outermost: a 401 is counted too
+    app.state.service, app.state.metrics = service, metrics
+    app.add_exception_handler(Rejected, _rejected)
+    _add_scoring_routes(app, service)
+    _add_status_routes(app, service, metrics, token)
+    metrics.endpoints = route_paths(app.routes)
+    return app
+
+
+def _lifespan(service: PredictionService) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
+    """The service starts (its log writer) with the app and closes with it."""
+
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         service.start()
@@ -120,45 +134,52 @@ def create_app(workspace: Workspace) -> FastAPI:
         finally:
             service.close()
 
-    app = FastAPI(title="Evergreen prediction service", lifespan=lifespan)
-    app.add_middleware(_Guard, token=token)
-    app.add_middleware(RequestMetrics, metrics=metrics)  # added last, so outermost: a 401 is counted too
-    app.state.service, app.state.metrics = service, metrics
+    return lifespan
 
-    @app.exception_handler(Rejected)
-    async def _rejected(_: Request, reject: Rejected) -> JSONResponse:
-        return JSONResponse(reject.body(), status_code=reject.status)
 
-    async def read_body(request: Request) -> bytes:
-        content_type = request.headers.get("content-type", "")
-        if content_type.partition(";")[0].strip().lower() != JSON:
-            shown = f"'{clip(content_type)}'" if content_type else "none"
-            raise Rejected(415, f"send the body as JSON with 'Content-Type: {JSON}' (got {shown})")
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > service.body_limit:
-            raise Rejected(413, f"the body is {declared} bytes; at most {service.body_limit} are accepted")
-        chunks, size = [], 0
-        async for chunk in request.stream():  # a chunked body has no length to check up front
-            size += len(chunk)
-            if size > service.body_limit:
-                raise Rejected(413, f"the body exceeds {service.body_limit} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+async def _rejected(_: Request, reject: Rejected) -> JSONResponse:
+    return JSONResponse(reject.body(), status_code=reject.status)
 
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request's JSON body, at most `limit` bytes: `Rejected` (415) for another content type, (413) for
+    a larger body, told by its declared length or while it streams in."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.partition(";")[0].strip().lower() != JSON:
+        shown = f"'{clip(content_type)}'" if content_type else "none"
+        raise Rejected(415, f"send the body as JSON with 'Content-Type: {JSON}' (got {shown})")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise Rejected(413, f"the body is {declared} bytes; at most {limit} are accepted")
+    chunks, size = [], 0
+    async for chunk in request.stream():  # a chunked body has no length to check up front
+        size += len(chunk)
+        if size > limit:
+            raise Rejected(413, f"the body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _add_scoring_routes(app: FastAPI, service: PredictionService) -> None:
+    """`POST /predict` and `POST /feedback`: the routes that take a body."""
     schema = service.schema.json_schema
     body_schema = {"type": "object", "properties": {"records": schema}, "required": ["records"]}
 
     @app.post("/predict", openapi_extra={"requestBody": {"content": {JSON: {"schema": body_schema}}}})
     async def predict_route(request: Request) -> JSONResponse:
         """Score a batch of records; each is logged with the request id before the answer is sent."""
-        body = await read_body(request)
+        body = await _read_body(request, service.body_limit)
         return JSONResponse(await service.predict_async(body))  # scored on the loop, the commit awaited
 
     @app.post("/feedback")
     async def feedback_route(request: Request) -> JSONResponse:
         """Attach ground-truth labels, in record order, to the records of an earlier request."""
-        body = await read_body(request)
+        body = await _read_body(request, service.body_limit)
         return JSONResponse(await run_in_threadpool(service.feedback, body))
+
+
+def _add_status_routes(app: FastAPI, service: PredictionService, metrics: ServiceMetrics, token: str | None) -> None:
+    """`GET /health`, `/model` and `/metrics`: what the service is and how it is doing."""
 
     @app.get("/health")
     async def health(request: Request) -> JSONResponse:
@@ -183,9 +204,6 @@ def create_app(workspace: Workspace) -> FastAPI:
         in Prometheus' text format (OpenMetrics when the scraper asks for it)."""
         body, content_type = await run_in_threadpool(metrics.render, request.headers.get("accept"))
         return Response(body, media_type=content_type)
-
-    metrics.endpoints = route_paths(app.routes)
-    return app
 
 
 # --------------------------------------------------------------------------------- several processes

@@ -33,11 +33,11 @@ import polars as pl
 from evergreen.config import Column
 from evergreen.data.clean import clean
 from evergreen.data.io import publish, read_text_table, write_parquet
-from evergreen.data.schema import EVENT_TIME, LINEAGE, SOURCE_FILE, SOURCE_ROW
+from evergreen.data.schema import EVENT_TIME, LINEAGE, SOURCE_FILE, SOURCE_ROW, request_columns
 from evergreen.errors import DataError
 from evergreen.inference import check_compatible, load_champion, predict, predicted_labels
 from evergreen.registry.store import Registry
-from evergreen.serving.schema import request_columns, serving_data
+from evergreen.serving.schema import serving_data
 from evergreen.workspace import Workspace
 
 __all__ = ["BatchResult", "quarantine_path", "score_file", "score_frame"]

@@ -50,6 +50,7 @@ from pydantic import (
 from typing_extensions import TypedDict  # pydantic needs this one, not typing's, before Python 3.12
 
 from evergreen.config import CleanConfig, Column, DataConfig
+from evergreen.data.schema import request_columns
 
 _INT64 = 2**63
 ECHO_LIMIT = 80  # characters of a client's own text (a key, a header) that an error message repeats
@@ -95,21 +96,6 @@ def _value_type(column: Column, max_string_length: int) -> Any:
 def accepts_missing(column: Column, clean: CleanConfig) -> bool:
     """Whether a missing value is scored (cleaning keeps or imputes it) rather than refused (quarantined)."""
     return (column.missing or ("keep" if column.nullable else clean.missing)) != "quarantine"
-
-
-def request_columns(data: DataConfig) -> tuple[list[Column], list[Column]]:
-    """(features, annotations): the columns a record must hold, and the optional id/timestamp columns.
-
-    Derived calendar features are never request fields: the model computes them from the timestamp, which is
-    then a required field like a feature."""
-    extra = [data.id_column.name] if data.id_column else []
-    if data.timestamp is not None:
-        extra += [n for n in (data.timestamp.column, data.timestamp.hour_column) if n]
-    sources = [data.column(n) for n in dict.fromkeys(d.from_ for d in data.derived)]
-    features = data.features + [c for c in sources if c.role != "feature"]
-    feature_names = {c.name for c in features}
-    annotations = [data.column(n) for n in dict.fromkeys(extra) if n not in feature_names]
-    return features, annotations
 
 
 def serving_data(data: DataConfig, clean: CleanConfig) -> tuple[DataConfig, CleanConfig]:

@@ -1,8 +1,8 @@
 """The prediction service without HTTP: score records, log them, attach feedback, report health.
 
 `PredictionService` holds the champion (`serving.champion`), the request model (`serving.schema`) and the
-prediction log (`serving.log`). The FastAPI app (`serving.app`) is a thin layer over it: it checks the token,
-the content type and the body size, then hands the body to `predict` or `feedback`, and turns a `Rejected`
+prediction log (`prediction_log.writer`). The FastAPI app (`serving.app`) is a thin layer over it: it checks the
+token, the content type and the body size, then hands the body to `predict` or `feedback`, and turns a `Rejected`
 into its status and JSON body. Anything a client can send is answered with a 2xx or a `Rejected`, never a 500.
 
 How a request is scored:
@@ -53,12 +53,13 @@ from typing_extensions import TypedDict
 from evergreen.artifacts.card import redact_card
 from evergreen.config import DataConfig, ServeConfig
 from evergreen.data.schema import polars_type
-from evergreen.errors import EvergreenError
+from evergreen.errors import EvergreenError, LabelCountMismatch, LogUnavailable, UnknownRequest
 from evergreen.inference import INPUT_NAME, ServingModel, feature_matrix, predicted_labels
+from evergreen.prediction_log.base import utc_now
+from evergreen.prediction_log.writer import PredictionLog, log_rows
 from evergreen.privacy import Redactor
 from evergreen.registry.store import Registry
 from evergreen.serving.champion import Champion
-from evergreen.serving.log import LabelCountMismatch, LogUnavailable, PredictionLog, UnknownRequest, log_rows, utc_now
 from evergreen.serving.schema import RequestSchema, build_schema, clip, field_errors
 from evergreen.serving.shadow import ShadowJob, ShadowScorer
 from evergreen.workspace import Workspace

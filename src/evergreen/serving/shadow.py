@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from evergreen.inference import ServingModel, onnx_predict, predicted_labels
-from evergreen.serving.log import PredictionLog
+from evergreen.prediction_log.writer import PredictionLog
 from evergreen.serving.schema import clip
 
 __all__ = ["ShadowJob", "ShadowScorer"]

@@ -2,7 +2,7 @@
 
 Also the leaderboard, `metrics/leaderboard.json`: every candidate the train stage listed in
 `models/candidates/index.json` (one, unless `model.type: auto`) with its valid metric, fit seconds and, from
-here, its test metric. The test split judges; it chose nothing (the train stage chose on valid).
+here, its test metrics. The test split judges; it chose nothing (the train stage chose on valid).
 
 Plots for `dvc plots show`, all in `reports/eval/`: predicted against actual and the error over time
 (`predictions.csv`), residuals against prediction (`residuals.csv`, regression), the confusion matrix
@@ -21,10 +21,11 @@ from evergreen.data import io
 from evergreen.data.schema import EVENT_TIME
 from evergreen.data.split import read_split
 from evergreen.errors import ModelError
+from evergreen.inference import predicted_classes
 from evergreen.model.baselines import fit_baselines, predict_baseline
 from evergreen.model.candidates import load_candidate
+from evergreen.model.metrics import decision_for, per_class_metrics, score
 from evergreen.model.metrics import metric as metric_of
-from evergreen.model.metrics import per_class_metrics, score
 from evergreen.model.preprocess import check_frame, encode_target
 from evergreen.workspace import Workspace
 
@@ -43,23 +44,28 @@ def run(ws: Workspace) -> None:
     # actual values: target units (regression), or indices into the model's classes (classification)
     actual = test[prep.target].cast(pl.Float64).to_numpy() if regression else encode_target(test, prep)
     output = model.predict(test)
-    model_scores = _rounded(score(prep.task, actual, output, prep.classes))
+    decision = prep.decision_weights  # the classes as the model decides them (empty: the most probable)
+    model_scores = _rounded(score(prep.task, actual, output, prep.classes, decision))
 
     def xy(part: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         y = part[prep.target].cast(pl.Float64).to_numpy() if regression else encode_target(part, prep)
         return prep.matrix(part), y
 
-    cfg, classes = params.evaluate, len(prep.classes or [])
-    x_test = prep.matrix(test)
-    # valid chooses the linear penalty and the number of boosted trees, as it stops the network's training
-    fitted = fit_baselines(prep, xy(train), xy(valid), cfg.baselines, cfg.hgb_max_iter, cfg.hgb_patience,
+    cfg, classes, gated = params.evaluate, len(prep.classes or []), params.promote.metric_for(prep.task)
+    x_test, (x_valid, y_valid) = prep.matrix(test), xy(valid)
+    # valid chooses the linear penalty and the number of boosted trees, as it stops the network's training, and
+    # a classifier's decision weights, as it chose the model's (`decision_for`)
+    fitted = fit_baselines(prep, xy(train), (x_valid, y_valid), cfg.baselines, cfg.hgb_max_iter, cfg.hgb_patience,
                            params.train.seed)  # fmt: skip
-    baseline_scores = {
-        name: _rounded(score(prep.task, actual, predict_baseline(fit, prep.task, x_test, classes), prep.classes))
-        for name, fit in fitted.items()
-    }
+
+    def baseline_score(fit: Any) -> dict[str, Any]:
+        weights = decision_for(gated, prep.task, y_valid, predict_baseline(fit, prep.task, x_valid, classes), classes)
+        return _rounded(score(prep.task, actual, predict_baseline(fit, prep.task, x_test, classes), prep.classes,
+                              weights))  # fmt: skip
+
+    baseline_scores = {name: baseline_score(fit) for name, fit in fitted.items()}
     # per-class figures only where there are classes: a null in metrics/eval.json is dropped by `dvc exp show`
-    extra = {} if regression else {"per_class": per_class_metrics(actual, output, prep.classes or [])}
+    extra = {} if regression else {"per_class": per_class_metrics(actual, output, prep.classes or [], decision)}
     report = EvalReport(model=model_scores, baselines=baseline_scores, **extra)
     report.write(ws.eval_metrics)
     write_leaderboard(ws, test, actual, model_scores)
@@ -74,10 +80,11 @@ def run(ws: Workspace) -> None:
     else:
         labels = np.array(prep.classes, dtype=object)
         probabilities = {f"p_{label}": pl.Series(output[:, i]) for i, label in enumerate(prep.classes)}
-        predicted = [str(v) for v in labels[output.argmax(axis=1)]]
+        decided = predicted_classes(output, decision)
+        predicted = [str(v) for v in labels[decided]]
         predictions = predictions.with_columns(prediction=pl.Series(predicted), **probabilities)
         plot = pl.DataFrame({"actual": [str(v) for v in labels[actual]], "predicted": predicted})
-        error = (output.argmax(axis=1) != actual).astype(float)  # 0/1: the error rate over time
+        error = (decided != actual).astype(float)  # 0/1: the error rate over time
     ws.eval_reports.mkdir(parents=True, exist_ok=True)
     # every plot file is written for either task (empty, with its header, where it does not apply): dvc.yaml
     # declares them all, and a declared output must exist
@@ -110,12 +117,14 @@ def write_leaderboard(ws: Workspace, test: pl.DataFrame, actual: np.ndarray, cho
     rows = []
     for entry in index["candidates"]:
         if entry["chosen"]:
-            test_value = chosen.get(name)
+            scores = chosen
         else:
             candidate = load_candidate(ws.models_dir / entry["file"])
             output = candidate.predict(test)
-            test_value = score(candidate.prep.task, actual, output, candidate.prep.classes).get(name)
-        rows.append({**entry, "test": None if test_value is None else round(float(test_value), 6)})
+            cp = candidate.prep
+            scores = _rounded(score(cp.task, actual, output, cp.classes, cp.decision_weights))
+        # every test metric: the gate judges a candidate by these, as it judges the chosen one by eval.json's
+        rows.append({**entry, "test": scores.get(name), "test_scores": scores})
     board = {"metric": name, "direction": metric_of(name).direction, "candidates": rows}
     io.write_json(board, ws.leaderboard)
 

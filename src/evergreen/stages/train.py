@@ -23,8 +23,9 @@ from evergreen.data import io
 from evergreen.data.split import read_split
 from evergreen.errors import ConfigError
 from evergreen.model import auto, distributed
-from evergreen.model.candidates import load_candidate, network_of, save_candidate
+from evergreen.model.candidates import NetworkCandidate, load_candidate, network_of, save_candidate, with_decision
 from evergreen.model.metrics import metric as metric_of
+from evergreen.model.preprocess import encode_target
 from evergreen.model.threads import configure_threads
 from evergreen.model.train import WarmStart, train_model
 from evergreen.registry.store import Registry
@@ -126,8 +127,11 @@ def _train(ws: Workspace, group: distributed.Group) -> None:
             group=group,
         )  # fmt: skip
     ws.models_dir.mkdir(parents=True, exist_ok=True)
-    result.model.save(ws.model)
     metric = params.promote.metric_for(params.data.task)
+    prep = result.model.prep
+    if prep.task == "classification":  # its decision fitted on valid, as `model.type: auto` does for each
+        with_decision(NetworkCandidate(result.model), metric, prep.matrix(valid), encode_target(valid, prep))
+    result.model.save(ws.model)
     entry = {"family": params.model.type, "valid": result.metrics["valid"].get(metric),
              "seconds": result.metrics["seconds"], "file": ws.model.name, "chosen": True}  # fmt: skip
     _write_index(ws, metric, [entry])

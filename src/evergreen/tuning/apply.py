@@ -4,13 +4,11 @@ params and metrics), and `evergreen tune --apply`, which writes its params into 
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
+from evergreen import dvc_adapter
 from evergreen.config import apply_overrides
 from evergreen.tuning.study import TuneError, open_study, storage_url, summarise
 from evergreen.workspace import Workspace
@@ -42,19 +40,14 @@ def experiment_name(study: str, number: int) -> str:
 
 def run_experiment(root: Path, name: str, values: dict[str, Any]) -> str:
     """`dvc exp run --temp -s --name NAME -S key=value ... train evaluate` in the project; DVC's output."""
-    bin_dir = str(Path(sys.executable).parent)  # dvc.yaml's `evergreen stage ...` commands live beside python
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
-    sets = [arg for key, value in values.items() for arg in ("-S", f"{key}={json.dumps(value)}")]
     # --temp: in a copy under .dvc/tmp, so the workspace (params.yaml, models/) is left as it was; writing
     # the params into params.yaml is `--apply`'s job, on request
     # --single-item: train and evaluate on the split the study used, without re-validating the data stages
-    command = [sys.executable, "-m", "dvc", "exp", "run", "--temp", "--single-item", "--name", name, *sets,
-               *EXPERIMENT_STAGES]  # fmt: skip
-    done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
-        raise TuneError(f"`dvc exp run --name {name}` failed in {root} (exit {done.returncode}):\n{tail}")
-    return done.stdout
+    sets = {key: json.dumps(value) for key, value in values.items()}  # JSON is YAML, as `-S` reads it
+    try:
+        return dvc_adapter.exp_run(root, name, sets, EXPERIMENT_STAGES)
+    except dvc_adapter.DvcCommandFailed as exc:
+        raise TuneError(f"experiment {name}: {exc}") from exc
 
 
 def record_best(ws: Workspace) -> str | None:

@@ -1,7 +1,7 @@
 """The durable prediction log: every served prediction, read by monitoring, labelled later by feedback.
 
-One SQLite file in WAL mode (`serve.log_path`, `serving.log_sqlite`), or one PostgreSQL database
-(`serve.log_url`, `serving.log_postgres`) for replicas on several machines. One row per scored record:
+One SQLite file in WAL mode (`serve.log_path`, `prediction_log.sqlite`), or one PostgreSQL database
+(`serve.log_url`, `prediction_log.postgres`) for replicas on several machines. One row per scored record:
 
     seq            integer, primary key  insertion order
     request_id     text                  one id per /predict call; (request_id, row) is unique
@@ -15,7 +15,7 @@ One SQLite file in WAL mode (`serve.log_path`, `serving.log_sqlite`), or one Pos
     label          (any)                 ground truth, attached later by POST /feedback
     label_time     text                  when the label arrived
 
-and, in `shadow_predictions`, what a shadow challenger answered for the same records (see `log_base`).
+and, in `shadow_predictions`, what a shadow challenger answered for the same records (see `base`).
 
 Durability: a request's rows (and its shadow rows) are committed in one transaction before its response is
 sent, so every acknowledged prediction survives `kill -9` (and a power cut). Writes from concurrent requests go
@@ -23,14 +23,14 @@ through one writer thread that commits them together (group commit: one fsync fo
 moment, their rows inserted in a few statements; should one request fail, e.g. a duplicate id, each is retried
 alone in its own savepoint, so it cannot fail the others). The service awaits its commit (`write_async`) on the
 event loop; `write` blocks a thread for callers without one. The writer is the same for both backends; a
-backend (`log_base.Backend`) is only a connection: begin, insert, savepoints, commit.
+backend (`base.Backend`) is only a connection: begin, insert, savepoints, commit.
 
 No writer waits for ever: a write that cannot commit within the log's timeout (another process holds a lock,
 the disk is full, the database is down) raises `LogUnavailable`, and nothing of it is acknowledged; the next
 commit is tried afresh (reconnecting if need be), so the log recovers by itself. Every queued operation is
 resolved, whatever happens to the writer thread, and nothing can be queued once the log is closing.
 
-The column names live in `LogColumns`: monitoring and feedback read them from there.
+The column names live in `base.LogColumns`: monitoring and feedback read them from there.
 """
 
 from __future__ import annotations
@@ -44,46 +44,24 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from evergreen.serving.log_base import (
+from evergreen.errors import LabelCountMismatch, LogUnavailable, UnknownRequest
+from evergreen.prediction_log.base import (
     COUNT_REQUEST,
     INSERT,
     INSERT_SHADOW,
     ROWS_PER_STATEMENT,
     SET_LABEL,
-    TIME_FORMAT,
     Backend,
-    LabelCountMismatch,
-    LogColumns,
-    LogUnavailable,
-    UnknownRequest,
-    is_url,
-    redact,
     utc_now,
 )
-from evergreen.serving.log_read import count_shadow_labels, read_log, read_shadow_pairs
+from evergreen.workspace import LogLocation
 
 if TYPE_CHECKING:
     from evergreen.privacy import Redactor
 
-__all__ = [
-    "TIME_FORMAT",
-    "LabelCountMismatch",
-    "LogColumns",
-    "LogUnavailable",
-    "PredictionLog",
-    "UnknownRequest",
-    "count_shadow_labels",
-    "is_url",
-    "log_rows",
-    "open_backend",
-    "read_log",
-    "read_shadow_pairs",
-    "redact",
-    "utc_now",
-]
+__all__ = ["PredictionLog", "log_rows", "open_backend"]
 
 logger = logging.getLogger("evergreen.serve")
 _MAX_GROUP = 512  # requests per commit at most
@@ -119,20 +97,21 @@ def log_rows(
     ]
 
 
-def open_backend(location: Path | str, timeout_s: float) -> Backend:
-    """The writer's connection to the log at `location`: a PostgreSQL URL, else a SQLite path.
+def open_backend(location: LogLocation, timeout_s: float) -> Backend:
+    """The writer's connection to the log at `location`, in its backend.
 
     Raises `LogUnavailable` naming the location (never its password) when it cannot be opened."""
-    if is_url(location):
-        from evergreen.serving.log_postgres import PostgresBackend  # psycopg only for a PostgreSQL log
+    if location.kind == "postgresql":
+        from evergreen.prediction_log.postgres import PostgresBackend  # psycopg only for a PostgreSQL log
 
-        return PostgresBackend(str(location), timeout_s)
-    from evergreen.serving.log_sqlite import SQLiteBackend
+        return PostgresBackend(location, timeout_s)
+    from evergreen.prediction_log.sqlite import SQLiteBackend
 
+    assert location.path is not None  # a SQLite location always has its path
     try:
-        return SQLiteBackend(Path(location), timeout_s)
+        return SQLiteBackend(location.path, timeout_s)
     except Exception as exc:  # sqlite3.Error, or a folder that cannot be made
-        raise LogUnavailable(f"{location}: cannot open the prediction log: {exc}") from None
+        raise LogUnavailable(f"{location.where}: cannot open the prediction log: {exc}") from None
 
 
 def _noop(_: Backend) -> None:
@@ -184,14 +163,14 @@ class PredictionLog:
     """The writer side of the log: `write` returns once the rows are durable, or raises `LogUnavailable`
     within about `timeout_s` (how long a commit may wait for a lock, and a caller for its commit).
 
-    `location`: a SQLite path or a PostgreSQL URL (`Workspace.prediction_log_location`). Opening it raises
-    `LogUnavailable` when it cannot be opened (a database that does not answer, a folder that cannot be made).
+    `location`: where the log lives (`Workspace.prediction_log_location`). Opening it raises `LogUnavailable`
+    when it cannot be opened (a database that does not answer, a folder that cannot be made).
     """
 
     def __init__(
-        self, location: Path | str, timeout_s: float = 30.0, on_commit: Callable[[float, int], None] | None = None
+        self, location: LogLocation, timeout_s: float = 30.0, on_commit: Callable[[float, int], None] | None = None
     ):
-        self.location: Path | str = location if is_url(location) else Path(location)
+        self.location = location
         self.timeout_s = timeout_s
         self.on_commit = on_commit  # told (seconds, operations) after each commit; the service's metrics
         self.backend = open_backend(self.location, timeout_s)
@@ -204,14 +183,9 @@ class PredictionLog:
         self._writer.start()
 
     @property
-    def path(self) -> Path | str:
-        """The log's location (a SQLite log's path)."""
-        return self.location
-
-    @property
     def kind(self) -> str:
         """ "sqlite" or "postgresql"."""
-        return self.backend.name
+        return self.location.kind
 
     # ------------------------------------------------------------------------------------------- writing
     def submit(self, operation: _Operation) -> Future:

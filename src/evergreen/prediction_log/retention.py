@@ -1,5 +1,5 @@
 """What the prediction log forgets: rows older than `serve.log_retention_days`, and one id's rows on request
-(`evergreen forget --id`, the right to erasure). Either backend: a SQLite path or a PostgreSQL URL.
+(`evergreen forget --id`, the right to erasure). Either backend (a `LogLocation`: SQLite or PostgreSQL).
 
 A row's label lives in the row, so deleting a prediction deletes its label; what a shadow challenger answered
 for the same record (`shadow_predictions`) goes with it. Rows are deleted a few thousand at a time, each batch
@@ -15,15 +15,12 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from evergreen.config import DataConfig
 from evergreen.errors import EvergreenError
-from evergreen.serving.log_base import TIME_FORMAT, is_url, redact
-
-if TYPE_CHECKING:
-    from evergreen.workspace import Workspace
+from evergreen.prediction_log.base import TIME_FORMAT
+from evergreen.workspace import LogLocation
 
 __all__ = ["Deleted", "apply_retention", "delete_older_than", "forget_id", "id_value"]
 
@@ -41,16 +38,16 @@ class Deleted:
 class _Log:
     """One connection to the log for deleting: `?` statements on SQLite, `%s` on PostgreSQL."""
 
-    def __init__(self, location: Path | str):
-        self.postgres = is_url(location)
-        self.where = redact(location)
+    def __init__(self, location: LogLocation):
+        self.postgres = location.kind == "postgresql"
+        self.where = location.where
         self.shadow = True  # whether the log has a shadow_predictions table
-        if self.postgres:
+        if location.path is None:
             import psycopg  # only for a PostgreSQL log
 
-            self.conn: Any = psycopg.connect(str(location), autocommit=True, connect_timeout=10)
+            self.conn: Any = psycopg.connect(location.secret_url(), autocommit=True, connect_timeout=10)
         else:
-            self.conn = sqlite3.connect(location, timeout=30, isolation_level=None)
+            self.conn = sqlite3.connect(location.path, timeout=30, isolation_level=None)
             self.conn.execute("PRAGMA busy_timeout=30000")
 
     def sql(self, statement: str) -> str:
@@ -89,15 +86,15 @@ class _Log:
 
 
 @contextlib.contextmanager
-def _opened(location: Path | str) -> Iterator[_Log | None]:
+def _opened(location: LogLocation) -> Iterator[_Log | None]:
     """The log, or None when it holds nothing yet (no file, no tables); a failure names the log, no password."""
-    if not is_url(location) and not Path(location).exists():
+    if location.path is not None and not location.path.exists():
         yield None
         return
     try:
         log = _Log(location)
     except Exception as exc:  # sqlite3.Error, psycopg.Error
-        raise EvergreenError(f"{redact(location)}: cannot open the prediction log: {_why(exc)}") from None
+        raise EvergreenError(f"{location.where}: cannot open the prediction log: {_why(exc)}") from None
     try:
         log.shadow = "shadow_predictions" in (tables := log.tables())
         yield log if "predictions" in tables else None  # no table: nothing was ever served
@@ -136,7 +133,7 @@ def _delete(log: _Log, where: str, args: list[Any]) -> Deleted:
     return Deleted(predictions, shadow)
 
 
-def delete_older_than(location: Path | str, days: float, now: dt.datetime | None = None) -> Deleted:
+def delete_older_than(location: LogLocation, days: float, now: dt.datetime | None = None) -> Deleted:
     """Delete the predictions (and labels, and shadow answers) scored more than `days` days before `now`
     (UTC; default the current time). A log that does not exist yet deletes nothing."""
     now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
@@ -172,7 +169,7 @@ def id_value(data: DataConfig, text: str) -> Any:
     return value
 
 
-def forget_id(location: Path | str, data: DataConfig, text: str) -> Deleted:
+def forget_id(location: LogLocation, data: DataConfig, text: str) -> Deleted:
     """Delete every prediction (with its label and shadow answers) of the record whose id is `text`."""
     column = data.id_column
     value = id_value(data, text)
@@ -190,10 +187,9 @@ def forget_id(location: Path | str, data: DataConfig, text: str) -> Deleted:
     return Deleted()
 
 
-def apply_retention(ws: Workspace, now: dt.datetime | None = None) -> Deleted | None:
-    """`serve.log_retention_days` applied to the workspace's log: what was deleted, or None when it keeps
-    everything (the setting is null). `evergreen monitor` and the `monitor` flow call this before reading."""
-    days = ws.params.serve.log_retention_days
+def apply_retention(location: LogLocation, days: float | None, now: dt.datetime | None = None) -> Deleted | None:
+    """`serve.log_retention_days` (`days`) applied to the log: what was deleted, or None when it keeps everything
+    (the setting is null). `evergreen monitor` and the `monitor` flow call this before reading."""
     if days is None:
         return None
-    return delete_older_than(ws.prediction_log_location, days, now)
+    return delete_older_than(location, days, now)

@@ -1,20 +1,20 @@
-"""Reading the prediction log as frames, from either backend: a SQLite path or a PostgreSQL URL.
+"""Reading the prediction log as frames, from either backend (a `LogLocation`: SQLite file or PostgreSQL).
 
 `read_log` is what monitoring, feedback and the backtest read; `read_shadow_pairs` and `count_shadow_labels`
-what the shadow gate reads. The queries are the same for both backends (see `log_base`).
+what the shadow gate reads. The queries are the same for both backends (see `base`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from evergreen.config import DataConfig
-from evergreen.data.schema import polars_type
-from evergreen.serving.log_base import TIME_FORMAT, LogColumns, is_url
+from evergreen.data.schema import polars_type, request_columns
+from evergreen.prediction_log.base import TIME_FORMAT, LogColumns
+from evergreen.workspace import LogLocation
 
 __all__ = ["count_shadow_labels", "read_log", "read_shadow_pairs"]
 
@@ -33,14 +33,15 @@ _SHADOW_PAIRS = (
 )
 
 
-def _fetch(log: Path | str, query: str, args: list[Any]) -> list[tuple[Any, ...]]:
-    if is_url(log):
-        from evergreen.serving import log_postgres  # psycopg only for a PostgreSQL log
+def _fetch(log: LogLocation, query: str, args: list[Any]) -> list[tuple[Any, ...]]:
+    if log.kind == "postgresql":
+        from evergreen.prediction_log import postgres  # psycopg only for a PostgreSQL log
 
-        return log_postgres.fetch(str(log), query, args)
-    from evergreen.serving import log_sqlite
+        return postgres.fetch(log, query, args)
+    from evergreen.prediction_log import sqlite
 
-    return log_sqlite.fetch(Path(log), query, args)
+    assert log.path is not None  # a SQLite location always has its path
+    return sqlite.fetch(log.path, query, args)
 
 
 def _query(last_rows: int | None, since: dt.datetime | str | None, old: bool = False) -> tuple[str, list[Any]]:
@@ -63,8 +64,6 @@ def _utc(column: str) -> pl.Expr:
 
 
 def _feature_dtypes(data: DataConfig) -> dict[str, pl.DataType]:
-    from evergreen.serving.schema import request_columns
-
     features, annotations = request_columns(data)
     # a personal column is stored as its keyed hash (text) or not at all (`evergreen.privacy`)
     return {c.name: pl.String() if c.pii else polars_type(c) for c in [*features, *annotations] if c.pii != "drop"}
@@ -87,24 +86,24 @@ def _features(text: pl.Series, data: DataConfig | None) -> pl.DataFrame:
 
 
 def read_log(
-    log: Path | str,
+    log: LogLocation,
     last_rows: int | None = None,
     since: dt.datetime | str | None = None,
     data: DataConfig | None = None,
 ) -> pl.DataFrame:
     """The log as a frame with one column per feature (typed as declared when `data` is given).
 
-    `log` is a SQLite path or a PostgreSQL URL (`Workspace.prediction_log_location`). Columns (see
+    `log`: where it lives (`Workspace.prediction_log_location`). Columns (see
     `LogColumns`): request_id, row, time (UTC), model_version, the features (and id/timestamp columns),
     prediction, probabilities, out_of_range (list of feature names), label, label_time. `last_rows` keeps the
     newest rows, `since` the rows scored at or after a time (a naive datetime is taken as UTC). A log that does
     not exist yet is an empty frame.
     """
     old = False
-    if not is_url(log):
-        from evergreen.serving.log_sqlite import table_columns
+    if log.path is not None:
+        from evergreen.prediction_log.sqlite import table_columns
 
-        columns = table_columns(Path(log))
+        columns = table_columns(log.path)
         old = bool(columns) and C.OUT_OF_RANGE not in columns
     rows = _fetch(log, *_query(last_rows, since, old))
     frame = pl.DataFrame(rows, schema=_COLUMNS, orient="row", infer_schema_length=None)
@@ -128,11 +127,11 @@ def read_log(
     return pl.concat([head, features, tail], how="horizontal")
 
 
-def read_shadow_pairs(log: Path | str, version: str, data: DataConfig) -> pl.DataFrame:
+def read_shadow_pairs(log: LogLocation, version: str, data: DataConfig) -> pl.DataFrame:
     """The labelled records that the shadow model `version` also scored, in log order: one row per record with
     request_id, row, time (UTC), model_version (the champion's), label, prediction and probabilities (the
-    champion's), shadow_prediction and shadow_probabilities. `log` is a SQLite path or a PostgreSQL URL. Label
-    and predictions are floats for regression (as `read_log` reads them), else the target's declared type."""
+    champion's), shadow_prediction and shadow_probabilities. Label and predictions are floats for regression
+    (as `read_log` reads them), else the target's declared type."""
     rows = _fetch(log, _SHADOW_PAIRS, [version])
     frame = pl.DataFrame(rows, schema=_SHADOW_COLUMNS, orient="row", infer_schema_length=None)
     outcome = pl.Float64() if data.task == "regression" else polars_type(data.target)
@@ -149,7 +148,7 @@ def read_shadow_pairs(log: Path | str, version: str, data: DataConfig) -> pl.Dat
     )
 
 
-def count_shadow_labels(log: Path | str, version: str) -> int:
+def count_shadow_labels(log: LogLocation, version: str) -> int:
     """How many labelled records the shadow model `version` scored (a count, without reading them)."""
     rows = _fetch(log, "SELECT count(*)" + _SHADOW_FROM, [version])
     return int(rows[0][0]) if rows else 0

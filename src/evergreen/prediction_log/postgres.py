@@ -1,7 +1,7 @@
 """The prediction log in PostgreSQL (`serve.log_url`): for several server workers, or replicas on several
 machines, committing to one database. The writer's backend and the reads; psycopg 3.
 
-The tables are SQLite's (see `log_base`), with the values of no fixed type (predictions, labels) as `jsonb`, so
+The tables are SQLite's (see `base`), with the values of no fixed type (predictions, labels) as `jsonb`, so
 that a number, a class name and a boolean read back as they were written, as SQLite's dynamic typing does.
 Durability is PostgreSQL's own: a COMMIT returns once its WAL record is flushed (`synchronous_commit` on).
 Each connection sets `lock_timeout` and `statement_timeout` to the log's timeout, so no write waits longer.
@@ -23,8 +23,9 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from evergreen.errors import EvergreenError
-from evergreen.serving.log_base import DYNAMIC, LogUnavailable, chunks, insert_values, redact
+from evergreen.errors import EvergreenError, LogUnavailable
+from evergreen.prediction_log.base import DYNAMIC, chunks, insert_values
+from evergreen.workspace import LogLocation
 
 __all__ = ["PostgresBackend", "fetch"]
 
@@ -61,7 +62,7 @@ _CONNECT_TIMEOUT_S = 10  # a reader's wait for the server
 
 @functools.lru_cache(maxsize=256)
 def _sql(statement: str) -> str:
-    """A statement of `log_base` (`?` placeholders) in psycopg's style."""
+    """A statement of `base` (`?` placeholders) in psycopg's style."""
     return statement.replace("?", "%s")
 
 
@@ -81,18 +82,18 @@ def _connect(url: str, timeout_s: float) -> psycopg.Connection:
 
 
 class PostgresBackend:
-    """The writer's connection to a PostgreSQL log (see `log_base.Backend`); reconnects after losing it."""
+    """The writer's connection to a PostgreSQL log (see `base.Backend`); reconnects after losing it."""
 
     name = "postgresql"
     Error = psycopg.Error
     Unavailable = psycopg.OperationalError  # lock or statement timeout, connection lost, server shutting down
     atomic_statements = False  # an error aborts the whole transaction: the writer adds savepoints
 
-    def __init__(self, url: str, timeout_s: float):
-        self.url, self.where, self.timeout_s = url, redact(url), timeout_s
+    def __init__(self, location: LogLocation, timeout_s: float):
+        self.url, self.where, self.timeout_s = location.secret_url(), location.where, timeout_s
         self._held: list[str] = []  # statements without arguments not sent yet
         try:
-            self.conn = _connect(url, timeout_s)
+            self.conn = _connect(self.url, timeout_s)
             self._create_schema()
         except psycopg.Error as exc:
             raise LogUnavailable(f"{self.where}: cannot open the prediction log: {_why(exc)}") from None
@@ -162,12 +163,13 @@ def _adapt(row: tuple[Any, ...], dynamic: tuple[int, ...]) -> tuple[Any, ...]:
 
 
 # ----------------------------------------------------------------------------------------------- reading
-def fetch(url: str, query: str, args: list[Any]) -> list[tuple[Any, ...]]:
-    """The rows of `query` on the log at `url`; none when its tables do not exist yet (nothing served)."""
+def fetch(location: LogLocation, query: str, args: list[Any]) -> list[tuple[Any, ...]]:
+    """The rows of `query` on the log at `location`; none when its tables do not exist yet (nothing served)."""
     try:  # no statement timeout: a window of a million rows may take a while
+        url = location.secret_url()
         with psycopg.connect(url, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S) as conn:
             return conn.execute(_sql(query), args).fetchall()
     except psycopg.errors.UndefinedTable:
         return []
     except psycopg.Error as exc:
-        raise EvergreenError(f"{redact(url)}: cannot read the prediction log: {_why(exc)}") from None
+        raise EvergreenError(f"{location.where}: cannot read the prediction log: {_why(exc)}") from None

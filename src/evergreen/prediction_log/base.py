@@ -1,9 +1,9 @@
-"""What both prediction-log backends share: the column names, the errors, the clock, the statements, and the
-interface a backend implements for the one writer (`serving.log.PredictionLog`).
+"""What both prediction-log backends share: the column names, the clock, the statements, and the interface a
+backend implements for the one writer (`writer.PredictionLog`). The log's errors are in `evergreen.errors`.
 
 Two tables, the same in SQLite and PostgreSQL:
 
-    predictions          one row per scored record (see `serving.log` for the columns)
+    predictions          one row per scored record (see `writer` for the columns)
     shadow_predictions   what a shadow challenger answered for the same record: request_id, row,
                          model_version, prediction, probabilities; (request_id, row, model_version) unique
 
@@ -15,11 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
-
-from evergreen.errors import EvergreenError
 
 __all__ = [
     "INSERT",
@@ -30,14 +26,9 @@ __all__ = [
     "COUNT_REQUEST",
     "DYNAMIC",
     "Backend",
-    "LabelCountMismatch",
     "LogColumns",
-    "LogUnavailable",
-    "UnknownRequest",
     "chunks",
     "insert_values",
-    "is_url",
-    "redact",
     "utc_now",
 ]
 
@@ -63,19 +54,6 @@ class LogColumns:
     METADATA = frozenset(
         {SEQ, REQUEST_ID, ROW, TIME, MODEL_VERSION, PREDICTION, PROBABILITIES, OUT_OF_RANGE, LABEL, LABEL_TIME}
     )
-
-
-class UnknownRequest(EvergreenError):
-    """Feedback for a request id that the log does not hold."""
-
-
-class LabelCountMismatch(EvergreenError):
-    """Feedback whose number of labels differs from the number of records the request scored."""
-
-
-class LogUnavailable(EvergreenError):
-    """The log did not take a write in time (locked by another process, disk full, database down, closed):
-    nothing of that write is acknowledged."""
 
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # ISO-8601 UTC with microseconds: sorts as text
@@ -107,29 +85,6 @@ def insert_values(insert: str, rows: int) -> str:
     return head + " VALUES " + ", ".join([f"({', '.join('?' * width)})"] * rows)
 
 
-_SCHEMES = ("postgresql://", "postgres://")
-
-
-def is_url(location: Path | str) -> bool:
-    """Whether a log location is a PostgreSQL URL (else it is the path of a SQLite file)."""
-    return isinstance(location, str) and location.startswith(_SCHEMES)
-
-
-def redact(location: Path | str) -> str:
-    """A log location fit for a message: a URL without its password (in the user part or the query)."""
-    if not is_url(location):
-        return str(location)
-    parts = urlsplit(str(location))
-    netloc = parts.netloc
-    if parts.password is not None:
-        user = parts.username or ""
-        netloc = f"{user}:***@" + netloc.rpartition("@")[2]
-    query = "&".join(
-        "password=***" if item.lower().startswith("password=") else item for item in parts.query.split("&") if item
-    )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
 class Backend(Protocol):
     """One connection to the log, driven by the writer thread only: explicit transactions and savepoints.
 
@@ -139,7 +94,7 @@ class Backend(Protocol):
     transaction, so the writer puts a savepoint around every statement that may fail."""
 
     name: str  # "sqlite" or "postgresql", as /health reports it
-    where: str  # the location, for messages (no password)
+    where: str  # the location, for messages (`LogLocation.where`: no password)
     Error: type[Exception]
     Unavailable: type[Exception]
     atomic_statements: bool

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from evergreen.errors import EvergreenError
-from evergreen.serving.log_base import LogColumns, chunks, insert_values
+from evergreen.prediction_log.base import LogColumns, chunks, insert_values
 
 __all__ = ["SQLiteBackend", "fetch", "table_columns"]
 
@@ -65,7 +65,7 @@ def _connect(path: Path, timeout_s: float) -> sqlite3.Connection:
 
 
 class SQLiteBackend:
-    """The writer's connection to a SQLite log (see `log_base.Backend`)."""
+    """The writer's connection to a SQLite log (see `base.Backend`)."""
 
     name = "sqlite"
     Error = sqlite3.Error
