@@ -20,9 +20,10 @@ What it does, in one process on the CPU (no DVC), with the project's own functio
    valid marked.
    Fits the baselines of `evaluate.baselines` (mean, linear, hgb, lightgbm) with `fit_baselines`, as `evaluate` does.
 4. Scores every model on the same test rows with `score`, on the declared metric (`promote.metric_for(task)`),
-   and says what the gate would do: the best family by valid metric is the challenger; it passes when its test
-   metric is within `promote.baseline_margin` of the best baseline's. `issue_target` is issue 21's bar: RMSE
-   at most 1.01x the best baseline's, a score (macro F1, ...) at most 0.01 below it.
+   and says what the gate would do: the candidates in their valid order, the first whose test metric is within
+   `promote.baseline_margin` of the best baseline's promoted (as the promote stage does). Classifiers, the
+   baselines included, decide with weights fitted on valid for macro F1, as in the pipeline. `issue_target` is
+   issue 21's bar: RMSE at most 1.01x the best baseline's, a score (macro F1, ...) at most 0.01 below it.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from evergreen.data.io import read_text_table, resolve_source  # noqa: E402
 from evergreen.data.split import split  # noqa: E402
 from evergreen.declare.infer import infer  # noqa: E402
 from evergreen.model.auto import choose, train_candidates  # noqa: E402
-from evergreen.model.baselines import fit_baselines, predict_baseline  # noqa: E402
+from evergreen.model.baselines import baseline_decision, fit_baselines, predict_baseline  # noqa: E402
 from evergreen.model.metrics import best, metric, score, within_margin  # noqa: E402
 from evergreen.model.preprocess import encode_target, fit_preprocessing  # noqa: E402
 from evergreen.model.train import train_model  # noqa: E402
@@ -141,7 +142,8 @@ def _auto(raw: dict[str, Any], parts: dict[str, pl.DataFrame], budget: float) ->
     rows = {}
     for entry in entries:
         prep = entry.candidate.prep
-        test = score(prep.task, _actual(parts["test"], prep), entry.candidate.predict(parts["test"]), prep.classes)
+        output = entry.candidate.predict(parts["test"])
+        test = score(prep.task, _actual(parts["test"], prep), output, prep.classes, prep.decision_weights)
         row = {"kind": "family", "test": test, "valid": {name: entry.valid}, "seconds": entry.seconds}
         rows[f"auto:{entry.family}"] = row | {"chosen": entry is chosen, **entry.detail}
     return rows
@@ -187,22 +189,31 @@ def _baselines(params: Params, parts: dict[str, pl.DataFrame]) -> dict[str, dict
     started = time.perf_counter()
     fitted = fit_baselines(prep, train, valid, cfg.baselines, cfg.hgb_max_iter, cfg.hgb_patience, params.train.seed)
     seconds = round(time.perf_counter() - started, 2)
+    gated = params.promote.metric_for(params.data.task)
     for name, baseline in fitted.items():
         output = predict_baseline(baseline, prep.task, x_test, len(prep.classes))
-        test = score(prep.task, actual, output, prep.classes)
+        test = score(prep.task, actual, output, prep.classes, baseline_decision(baseline, prep, valid, gated))
         out[name] = {"kind": "baseline", "test": test, "seconds": seconds}
     return out
 
 
 def _gate(params: Params, rows: dict[str, dict]) -> dict[str, Any]:
-    """What the gate would do with the best family (by valid metric) as the challenger."""
+    """What the gate would do: the candidates of `model.type: auto` (else every family) in their valid order,
+    the first whose test metric is within `promote.baseline_margin` of the best baseline's is promoted, as the
+    promote stage does; `challenger` is that one (or the best on valid, when none passes)."""
     name = params.promote.metric_for(params.data.task)
     families = {k: v for k, v in rows.items() if v["kind"] == "family"}
+    families = {k: v for k, v in families.items() if k.startswith("auto:")} or families
     baselines = {k: v["test"][name] for k, v in rows.items() if v["kind"] == "baseline"}
-    challenger, _ = best(name, {k: v["valid"].get(name) for k, v in families.items()})
     reference, value = best(name, baselines)
+    lower = metric(name).lower_is_better
+    ranked = sorted(families, key=lambda k: (families[k]["valid"].get(name) is None,
+                                             (1 if lower else -1) * (families[k]["valid"].get(name) or 0)))  # fmt: skip
+    passing = [k for k in ranked if within_margin(name, families[k]["test"][name], value,
+                                                   params.promote.baseline_margin)]  # fmt: skip
+    challenger = passing[0] if passing else ranked[0]
     test = families[challenger]["test"][name]
-    passes = within_margin(name, test, value, params.promote.baseline_margin)
+    passes = bool(passing)
     target = test <= 1.01 * value if metric(name).lower_is_better else test >= value - 0.01
     return {"metric": name, "challenger": challenger, "challenger_test": test, "best_baseline": reference,
             "best_baseline_test": value, "margin": params.promote.baseline_margin, "promoted": passes,

@@ -13,7 +13,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from tests.harness import wait_until  # noqa: E402
 
 BIN = Path(sys.executable).parent
 TOKEN = "bench-token"
@@ -55,15 +55,20 @@ def prepare(work: Path, models: Path, log_url: str | None = None) -> Path:
 
 @contextlib.contextmanager
 def _running(command: list[str], cwd: Path, env: dict[str, str], url: str, ready: str) -> Iterator[str]:
+    """`command` running until the block ends, once `url` + `ready` answers (a benchmark of a server that never
+    came up would measure connection errors)."""
     process = subprocess.Popen(command, cwd=cwd, env=env)
+
+    def up() -> bool:
+        if process.poll() is not None:
+            raise SystemExit(f"{command[0]} exited with {process.returncode}")
+        try:
+            return httpx.get(f"{url}{ready}", timeout=1).status_code in (200, 405)
+        except httpx.HTTPError:
+            return False
+
     try:
-        for _ in range(600):
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}{ready}", timeout=1).status_code in (200, 405):
-                    break
-            if process.poll() is not None:
-                raise SystemExit(f"{command[0]} exited with {process.returncode}")
-            time.sleep(0.1)
+        wait_until(up, 60, f"{command[0]} to answer on {url}{ready}", interval=0.1)
         yield url
     finally:
         process.terminate()

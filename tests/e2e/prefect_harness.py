@@ -103,9 +103,9 @@ def deployed(project: Path, api_url: str, home: Path, *names: str, env: dict[str
     ("flow/deployment") registered there, and this process's Prefect client pointed at that server; yields
     the deploy command's log. `home` holds the client's PREFECT_HOME and the log; `env` adds to its environment."""
     log = home / "deploy.log"
-    command_env = prefect_env(home / "client-home", api_url) | (env or {})
+    client_env = prefect_env(home / "client-home", api_url) | (env or {})
     with (
-        background([str(BIN / "evergreen"), "deploy"], project, command_env, log),
+        background([str(BIN / "evergreen"), "deploy"], project, client_env, log),
         temporary_settings({PREFECT_API_URL: api_url}),
     ):
         wait_until_serving(log)

@@ -58,6 +58,11 @@ def regressor() -> TreeModel:
     return _fit("regression")
 
 
+@pytest.fixture(scope="module")
+def classifier() -> TreeModel:
+    return _fit("classification")
+
+
 def test_trees_learn_and_declare_the_categorical_codes(regressor):
     prep = regressor.prep
     assert [prep.features[i] for i in tree_categoricals(prep, prep.matrix(synthetic(50, 1)))] == ["hr", "weather"]
@@ -82,7 +87,7 @@ def test_regression_graph_returns_target_units_like_lightgbm(transform, regresso
 
 
 @pytest.mark.parametrize("task", ["classification", "multiclass"])
-def test_classifier_graph_returns_probabilities_in_class_order(task):
+def test_classifier_graph_returns_probabilities_in_class_order(task, classifier):
     if task == "multiclass":
         params = _params("classification")
         frames = [synthetic(n, s) for n, s in ((600, 1), (200, 2))]
@@ -98,7 +103,7 @@ def test_classifier_graph_returns_probabilities_in_class_order(task):
         model = fit_trees(prep, _xy(frames[0], prep), _xy(frames[1], prep), seed=0)
         expected_classes = ["a", "b", "c"]
     else:
-        model = _fit("classification")
+        model = classifier
         expected_classes = [0, 1]
         frames = [synthetic(200, 2, "classification")]
     assert model.prep.classes == expected_classes
@@ -137,8 +142,8 @@ def test_a_file_that_is_not_a_model_is_refused_by_name(tmp_path):
         load_candidate(path)
 
 
-def test_the_ensemble_weight_is_chosen_on_valid():
-    prep = _fit("regression").prep
+def test_the_ensemble_weight_is_chosen_on_valid(regressor):
+    prep = regressor.prep
     actual = np.linspace(0, 100, 200)
     good, bad = actual + np.sin(np.arange(200)), actual + 20
     weight, value = fit_weight(prep, "rmse", actual, good, bad)
@@ -166,8 +171,8 @@ def test_the_ensemble_is_one_graph_matching_its_parts(tmp_path, regressor):
     assert network_of(loaded) is not None and network_of(regressor) is None
 
 
-def test_combining_classifier_graphs_keeps_probabilities():
-    model = _fit("classification")
+def test_combining_classifier_graphs_keeps_probabilities(classifier):
+    model = classifier
     graph = onnx.load_from_string(model.to_onnx(17))
     combined = combine_graphs(graph, graph, 0.3)
     x = _awkward(model.prep)

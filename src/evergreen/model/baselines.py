@@ -25,6 +25,7 @@ from sklearn.metrics import log_loss
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from evergreen.model.metrics import decision_for
 from evergreen.model.preprocess import Preprocessing
 from evergreen.model.trees import TreeModel, fit_trees
 
@@ -121,6 +122,16 @@ def fit_baselines(
         else:
             fitted[name] = _early_stopped_hgb(prep, train, valid, max_iter, patience, seed)
     return fitted
+
+
+def baseline_decision(
+    model: Any, prep: Preprocessing, valid: tuple[np.ndarray, np.ndarray], metric: str
+) -> list[float]:
+    """A baseline classifier's decision weights, fitted on `valid` (x, y) for the gated `metric` as each
+    candidate's are (`metrics.decision_for`): a careful practitioner tunes a macro-F1 threshold too."""
+    classes = len(prep.classes or [])
+    output = predict_baseline(model, prep.task, valid[0], classes)
+    return decision_for(metric, prep.task, valid[1], output, classes)
 
 
 def _all_classes(probabilities: np.ndarray, seen: np.ndarray, classes: int) -> np.ndarray:

@@ -22,10 +22,10 @@ from evergreen.data.schema import EVENT_TIME
 from evergreen.data.split import read_split
 from evergreen.errors import ModelError
 from evergreen.inference import predicted_classes
-from evergreen.model.baselines import fit_baselines, predict_baseline
+from evergreen.model.baselines import baseline_decision, fit_baselines, predict_baseline
 from evergreen.model.candidates import load_candidate
-from evergreen.model.metrics import decision_for, per_class_metrics, score
 from evergreen.model.metrics import metric as metric_of
+from evergreen.model.metrics import per_class_metrics, score
 from evergreen.model.preprocess import check_frame, encode_target
 from evergreen.workspace import Workspace
 
@@ -59,7 +59,7 @@ def run(ws: Workspace) -> None:
                            params.train.seed)  # fmt: skip
 
     def baseline_score(fit: Any) -> dict[str, Any]:
-        weights = decision_for(gated, prep.task, y_valid, predict_baseline(fit, prep.task, x_valid, classes), classes)
+        weights = baseline_decision(fit, prep, (x_valid, y_valid), gated)
         return _rounded(score(prep.task, actual, predict_baseline(fit, prep.task, x_test, classes), prep.classes,
                               weights))  # fmt: skip
 
