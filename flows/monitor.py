@@ -17,8 +17,9 @@ from prefect.events import emit_event
 from prefect.flows import load_flow_from_entrypoint
 
 from evergreen.artifacts.decisions import RetrainDecision, RetrainResult, append_entry
+from evergreen.errors import WorkspaceBusy
 from evergreen.monitoring.monitor import monitor_once
-from evergreen.orchestration.dag import WorkspaceBusy, workspace_lock
+from evergreen.orchestration.dag import workspace_lock
 from evergreen.orchestration.deploy import entrypoint
 from evergreen.orchestration.promotion import DRIFT_EVENT, workspace_resource
 from evergreen.prediction_log.retention import apply_retention

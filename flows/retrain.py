@@ -13,9 +13,9 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 
 from evergreen.artifacts.decisions import RetrainResult, append_entry
-from evergreen.errors import EvergreenError
+from evergreen.errors import EvergreenError, WorkspaceBusy
 from evergreen.monitoring.feedback import land_feedback
-from evergreen.orchestration.dag import WorkspaceBusy, workspace_lock
+from evergreen.orchestration.dag import workspace_lock
 from evergreen.orchestration.promotion import commit_promotion, promotion_outcome, push_data, record_commit
 from evergreen.orchestration.tasks import run_dvc_pipeline, version_arrivals
 from evergreen.prediction_log.read import read_log

@@ -128,7 +128,8 @@ def expectations_generate(
 
 def _wait_for_other_runs(ws: Workspace) -> None:
     """Say so and wait when another run holds the workspace, before starting Prefect (two at once would race)."""
-    from evergreen.orchestration.dag import WorkspaceBusy, workspace_lock
+    from evergreen.errors import WorkspaceBusy
+    from evergreen.orchestration.dag import workspace_lock
 
     try:
         with workspace_lock(ws.run_lock, wait=False):

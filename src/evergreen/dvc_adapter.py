@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, TextIO
 
 import networkx as nx
 
-from evergreen.errors import EvergreenError
+from evergreen.errors import DvcCommandFailed, DvcStageFailed, DvcVersionUnsupported
 
 if TYPE_CHECKING:
     from dvc.repo import Repo
@@ -55,18 +55,6 @@ __all__ = [
 SUPPORTED_DVC = ">=3.67,<3.68"
 _LOWEST, _BEYOND = (3, 67), (3, 68)
 _TAIL_LINES = 15
-
-
-class DvcVersionUnsupported(EvergreenError):
-    """The installed DVC is outside the releases this adapter was tested with (it patches a private method)."""
-
-
-class DvcStageFailed(EvergreenError):
-    """`Repo.reproduce` raised: a stage's command failed, or DVC could not run or save it."""
-
-
-class DvcCommandFailed(EvergreenError):
-    """A `dvc` command (`add`, `push`, `exp run`) exited non-zero; the message carries its last lines."""
 
 
 def check_version(installed: str) -> None:

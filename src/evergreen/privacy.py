@@ -16,15 +16,11 @@ import os
 from typing import Any
 
 from evergreen.config import DataConfig
-from evergreen.errors import EvergreenError
+from evergreen.errors import PiiKeyMissing
 
 __all__ = ["HASH_PREFIX", "PiiKeyMissing", "Redactor", "hash_value", "personal_columns", "without_personal"]
 
 HASH_PREFIX = "hmac-sha256:"  # says what a stored value is, so nobody mistakes it for the value
-
-
-class PiiKeyMissing(EvergreenError):
-    """A column is declared `pii: hash` but the environment variable holding the hash key is unset or empty."""
 
 
 def personal_columns(data: DataConfig) -> dict[str, str]:

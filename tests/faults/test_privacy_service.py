@@ -10,7 +10,8 @@ import sqlite3
 import pytest
 from fastapi.testclient import TestClient
 
-from evergreen.privacy import PiiKeyMissing, hash_value
+from evergreen.errors import PiiKeyMissing
+from evergreen.privacy import hash_value
 from evergreen.serving.app import create_app
 from evergreen.serving.service import PredictionService
 from tests.service_harness import AUTH, TOKEN

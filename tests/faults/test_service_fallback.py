@@ -9,8 +9,8 @@ import httpx
 import onnx
 import pytest
 
+from evergreen.errors import ServeError
 from evergreen.registry.store import Registry
-from evergreen.serving import ServeError
 from evergreen.serving.service import PredictionService
 from evergreen.workspace import Workspace
 from tests.harness import free_port

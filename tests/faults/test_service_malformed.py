@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from evergreen.serving import ServeError
+from evergreen.errors import ServeError
 from evergreen.serving.app import api_token
 from tests.harness import free_port
 from tests.service_harness import AUTH, BIN, running_server, server_env

@@ -12,10 +12,11 @@ import polars as pl
 import pytest
 import yaml
 
+from evergreen.errors import Rejected
 from evergreen.prediction_log.base import LogColumns
 from evergreen.prediction_log.read import read_log
 from evergreen.registry.store import Registry
-from evergreen.serving.service import PredictionService, Rejected
+from evergreen.serving.service import PredictionService
 from evergreen.stages import evaluate as evaluate_stage
 from evergreen.stages import export as export_stage
 from evergreen.stages import train as train_stage

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evergreen.artifacts.base import ArtifactError
 from evergreen.artifacts.card import ModelCard
 from evergreen.artifacts.decisions import RetrainDecision, RetrainResult, append_entry, read_history
 from evergreen.artifacts.reports import Check, EvalReport, ExportReport, GateDecision, PromotionReport
 from evergreen.config import with_overrides
+from evergreen.errors import ArtifactError
 from evergreen.model.metrics import GATED, METRICS, MONITORED, within_margin, worsening
 from evergreen.orchestration.promotion import promotion_outcome, record_commit
 from evergreen.orchestration.summary import run_summary

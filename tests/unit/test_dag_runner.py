@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from dvc.repo import Repo
 
-from evergreen.orchestration.dag import StageFailed, reproduce
+from evergreen.errors import StageFailed
+from evergreen.orchestration.dag import reproduce
 
 # each stage command copies its output lines to the file the runner names in EVERGREEN_STAGE_LOG, as
 # `evergreen stage` does

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from evergreen import dvc_adapter
-from evergreen.dvc_adapter import SUPPORTED_DVC, DvcVersionUnsupported, check_version
+from evergreen.dvc_adapter import SUPPORTED_DVC, check_version
+from evergreen.errors import DvcVersionUnsupported
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "src" / "evergreen"

@@ -110,3 +110,25 @@ def test_the_check_sees_a_cycle_and_ignores_type_checking_imports(tmp_path: Path
     graph = import_graph(tmp_path)
     assert mutual_pairs(graph) == {("a", "b")}
     assert graph["a"] == {"b", "c"} and "a" not in graph["c"]
+
+
+def test_every_user_facing_error_is_defined_in_errors_py():
+    """One home for the errors a user can cause: every class deriving (directly or not) from `EvergreenError`
+    lives in `evergreen/errors.py`, so a reader finds them, and their wording, in one place."""
+    bases: dict[str, tuple[Path, list[str]]] = {}
+    for path in SRC.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                bases[node.name] = (path, [ast.unparse(b).split(".")[-1] for b in node.bases])
+
+    def user_facing(name: str, seen: frozenset[str] = frozenset()) -> bool:
+        if name == "EvergreenError":
+            return True
+        if name not in bases or name in seen:
+            return False
+        return any(user_facing(base, seen | {name}) for base in bases[name][1])
+
+    elsewhere = sorted(f"{path.relative_to(SRC)}: {name}" for name, (path, _) in bases.items()
+                       if user_facing(name) and path.name != "errors.py")  # fmt: skip
+    assert not elsewhere, f"errors defined outside errors.py: {elsewhere}"
+    assert user_facing("StageFailed") and user_facing("ParityFailed")  # the walk does find them (a control)

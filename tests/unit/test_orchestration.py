@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from evergreen.errors import ConfigError, EvergreenError
-from evergreen.orchestration.dag import WorkspaceBusy, open_repo, pipeline_stages, workspace_lock
+from evergreen.errors import ConfigError, EvergreenError, WorkspaceBusy
+from evergreen.orchestration.dag import open_repo, pipeline_stages, workspace_lock
 from evergreen.orchestration.dvcfile import declared_stages
 from evergreen.orchestration.overrides import apply_overrides
 from evergreen.orchestration.summary import parse_overrides, run_summary

@@ -14,11 +14,11 @@ import polars as pl
 import pytest
 
 from evergreen.config import parse_params
-from evergreen.errors import ConfigError
+from evergreen.errors import ConfigError, PiiKeyMissing
 from evergreen.prediction_log.base import utc_now
 from evergreen.prediction_log.read import read_log
 from evergreen.prediction_log.writer import PredictionLog, log_rows
-from evergreen.privacy import PiiKeyMissing, Redactor, hash_value, without_personal
+from evergreen.privacy import Redactor, hash_value, without_personal
 from evergreen.workspace import LogLocation
 
 KEY = "test-pii-key-0123456789"

@@ -17,10 +17,11 @@ from onnx import TensorProto, helper
 from prometheus_client.parser import text_string_to_metric_families
 
 from evergreen.artifacts.decisions import RetrainDecision, RetrainResult, append_entry
+from evergreen.errors import Rejected
 from evergreen.registry.store import Registry
 from evergreen.serving.app import create_app
 from evergreen.serving.metrics import ServiceMetrics
-from evergreen.serving.service import PredictionService, Rejected
+from evergreen.serving.service import PredictionService
 from evergreen.workspace import Workspace
 from tests.harness import TINY
 

@@ -13,13 +13,9 @@ from typing import Any, Self
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from evergreen.data import io
-from evergreen.errors import EvergreenError
+from evergreen.errors import ArtifactError
 
 __all__ = ["Artifact", "ArtifactError", "Record", "describe"]
-
-
-class ArtifactError(EvergreenError):
-    """An artefact that cannot be read: names the file (or record) and the key that is wrong."""
 
 
 def describe(exc: ValidationError) -> str:

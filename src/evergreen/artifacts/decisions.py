@@ -21,8 +21,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, TypeAdapter, ValidationError, model_validator
 
-from evergreen.artifacts.base import ArtifactError, Record, describe
+from evergreen.artifacts.base import Record, describe
 from evergreen.artifacts.reports import ShadowVerdict
+from evergreen.errors import ArtifactError
 
 __all__ = [
     "Action",

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 import filelock
 import networkx as nx
 
-from evergreen.dvc_adapter import DvcStageFailed, changed_stages, open_repo, reproduce_stage, stage_graph, tmp_dir
-from evergreen.errors import EvergreenError
+from evergreen.dvc_adapter import changed_stages, open_repo, reproduce_stage, stage_graph, tmp_dir
+from evergreen.errors import DvcStageFailed, EvergreenError, StageFailed, WorkspaceBusy
 from evergreen.orchestration.dvcfile import STAGE_LOG_ENV
 
 if TYPE_CHECKING:
@@ -42,14 +42,6 @@ __all__ = [
 ]
 
 _TAIL_LINES = 30
-
-
-class StageFailed(EvergreenError):
-    """A DVC stage failed; the message carries the stage's own last lines of output."""
-
-
-class WorkspaceBusy(EvergreenError):
-    """Another orchestrated run holds this workspace (DVC allows one `repro` per workspace at a time)."""
 
 
 def pipeline_stages(repo: Repo, targets: list[str] | None = None) -> list[str]:

@@ -14,14 +14,10 @@ from pathlib import Path
 from evergreen import dvc_adapter
 from evergreen.artifacts.card import ModelCard
 from evergreen.artifacts.reports import PromotionReport
-from evergreen.errors import EvergreenError
+from evergreen.errors import PromotionNotCommitted
 from evergreen.registry.store import Registry
 
 DRIFT_EVENT = "evergreen.drift.detected"
-
-
-class PromotionNotCommitted(EvergreenError):
-    """The champion changed, but git could not record it (e.g. no git identity configured)."""
 
 
 COMMITTED_PATHS = ("dvc.lock", "params.yaml", "data/incoming")  # the folder: its files' .dvc pointers

@@ -37,10 +37,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from evergreen.config import ServeConfig
-from evergreen.serving import ServeError
+from evergreen.errors import Rejected, ServeError
 from evergreen.serving.metrics import MULTIPROCESS_ENV, RequestMetrics, ServiceMetrics, route_paths
 from evergreen.serving.schema import clip
-from evergreen.serving.service import PredictionService, Rejected
+from evergreen.serving.service import PredictionService
 from evergreen.workspace import Workspace
 
 __all__ = ["PUBLIC_PATHS", "ServeError", "api_token", "create_app", "is_loopback", "worker_environment"]

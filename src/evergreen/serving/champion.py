@@ -28,9 +28,9 @@ import threading
 from dataclasses import asdict, dataclass
 
 from evergreen.config import DataConfig
+from evergreen.errors import ServeError
 from evergreen.inference import ServingModel, check_compatible, load_champion
 from evergreen.registry.store import Registry
-from evergreen.serving import ServeError
 from evergreen.serving.schema import clip
 
 __all__ = ["Champion", "Fallback", "Shadow", "earlier_champions"]

@@ -55,8 +55,8 @@ from prometheus_client.registry import Collector
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from evergreen.artifacts.base import ArtifactError
 from evergreen.artifacts.decisions import Action, RetrainDecision, read_history
+from evergreen.errors import ArtifactError
 from evergreen.inference import ServingModel
 from evergreen.serving.champion import Fallback
 

@@ -53,7 +53,7 @@ from typing_extensions import TypedDict
 from evergreen.artifacts.card import redact_card
 from evergreen.config import DataConfig, ServeConfig
 from evergreen.data.schema import polars_type
-from evergreen.errors import EvergreenError, LabelCountMismatch, LogUnavailable, UnknownRequest
+from evergreen.errors import LabelCountMismatch, LogUnavailable, Rejected, UnknownRequest
 from evergreen.inference import INPUT_NAME, ServingModel, feature_matrix, predicted_labels
 from evergreen.prediction_log.base import utc_now
 from evergreen.prediction_log.writer import PredictionLog, log_rows
@@ -70,17 +70,6 @@ logger = logging.getLogger("evergreen.serve")
 MAX_DETAIL = 20  # problems listed in one error body
 _HEALTH_TIMEOUT_S = 1.0
 _INLINE_BODY_BYTES = 16_384  # `predict_async` scores a body up to this size on the event loop
-
-
-class Rejected(EvergreenError):
-    """A request answered with something other than 200: its status, a one-line error and per-field details."""
-
-    def __init__(self, status: int, error: str, detail: list[dict[str, str]] | None = None):
-        super().__init__(error)
-        self.status, self.error, self.detail = status, error, detail or []
-
-    def body(self) -> dict[str, Any]:
-        return {"error": self.error, **({"detail": self.detail} if self.detail else {})}
 
 
 _Feedback = with_config(ConfigDict(extra="forbid"))(

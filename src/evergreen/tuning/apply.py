@@ -10,7 +10,8 @@ from typing import Any
 
 from evergreen import dvc_adapter
 from evergreen.config import apply_overrides
-from evergreen.tuning.study import TuneError, open_study, storage_url, summarise
+from evergreen.errors import TuneError
+from evergreen.tuning.study import open_study, storage_url, summarise
 from evergreen.workspace import Workspace
 
 # the experiment trains and evaluates: its params, valid and test metrics; nothing is exported or promoted

@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 
 from evergreen.config import ModelConfig, Params, with_overrides
 from evergreen.data.io import read_json
-from evergreen.errors import ConfigError, EvergreenError, TrainingDiverged
+from evergreen.errors import ConfigError, TrainingDiverged, TuneError
 from evergreen.model.metrics import metric
 from evergreen.tuning.space import decode, suggest, trial_params
 from evergreen.workspace import Workspace
@@ -36,10 +36,6 @@ HEARTBEAT_S = 10
 GRACE_S = 60
 BASELINE = "baseline"  # the user attr of the trial that trains the params as they are
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-
-
-class TuneError(EvergreenError):
-    """A study that cannot be opened, resumed or applied as asked: names the study and its storage."""
 
 
 def metric_of(params: Params) -> str:
