@@ -23,6 +23,7 @@ from evergreen.errors import ModelError
 from evergreen.inference import INPUT_NAME
 from evergreen.model.onnx_graph import keep_only, rename_value
 from evergreen.model.preprocess import Preprocessing
+from evergreen.model.threads import available_cpus
 
 FAMILY = "lightgbm"
 KIND = "lightgbm"  # the saved form's `kind` (`evergreen.model.candidates.load_candidate`)
@@ -163,6 +164,9 @@ def fit_trees(
         "lambda_l2": settings.lambda_l2,
         "seed": seed,
         "deterministic": True,  # with force_row_wise: the same data and seed give the same trees
+        # the process's CPU allowance (affinity, cgroup quota), not the host's cores; not reduced for load as
+        # torch's threads are: the candidate and the `lightgbm` baseline must be the same fit on one machine
+        "num_threads": available_cpus(),
         "force_row_wise": True,
         "verbose": -1,
     }
