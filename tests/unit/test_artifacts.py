@@ -11,9 +11,9 @@ import pytest
 from evergreen.artifacts.card import ModelCard
 from evergreen.artifacts.decisions import RetrainDecision, RetrainResult, append_entry, read_history
 from evergreen.artifacts.reports import Check, EvalReport, ExportReport, GateDecision, PromotionReport
-from evergreen.config import with_overrides
+from evergreen.config import DEFAULT_METRIC, METRICS, MONITORED, with_overrides
 from evergreen.errors import ArtifactError
-from evergreen.model.metrics import GATED, METRICS, MONITORED, within_margin, worsening
+from evergreen.model.metrics import within_margin, worsening
 from evergreen.orchestration.promotion import promotion_outcome, record_commit
 from evergreen.orchestration.summary import run_summary
 from evergreen.registry.gate import compare
@@ -215,7 +215,7 @@ def test_a_bad_log_line_is_named_and_a_torn_last_line_is_skipped(tmp_path):
 # ------------------------------------------------------------------------------------------ metrics table
 def test_one_metrics_table_with_directions():
     assert [m for m, info in METRICS.items() if info.lower_is_better] == ["rmse", "mae", "log_loss"]
-    assert GATED == {"regression": "rmse", "classification": "f1_macro"}  # the defaults params.yaml explains
+    assert DEFAULT_METRIC == {"regression": "rmse", "classification": "f1_macro"}  # the defaults params.yaml explains
     assert set(MONITORED.values()) <= set(METRICS)
     assert worsening("r2", -0.2, -0.1) == pytest.approx(1.0)  # a negative R2 keeps its direction
     assert within_margin("r2", -0.1, -0.1, 0.0) and not within_margin("r2", -0.2, -0.1, 0.5)

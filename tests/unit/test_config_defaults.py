@@ -1,4 +1,5 @@
-"""The defaults in `config.py` are the values `params.yaml` ships with, so a key left out means the same thing."""
+"""The defaults in `evergreen.config` (one module per section) are the values `params.yaml` ships with, so a
+key left out means the same thing."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def _differences(shipped: Any, default: Any, path: str) -> list[str]:
         return []
     if isinstance(shipped, dict) and isinstance(default, dict):
         return [d for key in shipped for d in _differences(shipped[key], default.get(key), f"{path}.{key}")]
-    return [] if shipped == default else [f"{path}: params.yaml has {shipped!r}, config.py defaults to {default!r}"]
+    return [] if shipped == default else [f"{path}: params.yaml has {shipped!r}, the config defaults to {default!r}"]
 
 
 def test_config_defaults_match_the_shipped_params() -> None:
@@ -43,5 +44,5 @@ def test_config_defaults_match_the_shipped_params() -> None:
 
 def test_the_comparison_sees_a_difference() -> None:
     assert _differences({"epochs": 40}, {"epochs": 60}, "train") == [
-        "train.epochs: params.yaml has 40, config.py defaults to 60"
+        "train.epochs: params.yaml has 40, the config defaults to 60"
     ]

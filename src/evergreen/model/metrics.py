@@ -1,50 +1,20 @@
-"""Metric functions shared by training (valid split), evaluation (test split) and the baselines, and the one
-table of every metric Evergreen reports with its direction (the gate, the policy and the summaries read it).
+"""Metric functions shared by training (valid split), evaluation (test split) and the baselines.
 
-Torch-free: monitoring imports this module.
+The table of the metrics (names, labels, directions, the task each suits, the per-task defaults) lives in
+`evergreen.config.metrics`, one definition that the config validates `promote.metric` against;
+`metric(name)` reads it for the gate, the policy and the summaries. Torch-free: monitoring imports this module.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from sklearn import metrics as skm
 
-from evergreen.config import DEFAULT_METRIC
+from evergreen.config.metrics import METRICS, Metric
 from evergreen.inference import predicted_classes
-
-
-@dataclass(frozen=True)
-class Metric:
-    name: str  # the key in metrics files (`metrics/eval.json`, the model card, monitoring's performance)
-    label: str  # how a person reads it in summaries and dashboards
-    lower_is_better: bool
-
-    @property
-    def direction(self) -> str:
-        return "lower is better" if self.lower_is_better else "higher is better"
-
-
-METRICS: dict[str, Metric] = {
-    m.name: m
-    for m in (
-        Metric("rmse", "RMSE", lower_is_better=True),
-        Metric("mae", "MAE", lower_is_better=True),
-        Metric("r2", "R2", lower_is_better=False),
-        Metric("accuracy", "accuracy", lower_is_better=False),
-        Metric("f1_macro", "macro F1", lower_is_better=False),
-        Metric("log_loss", "log loss", lower_is_better=True),
-        Metric("roc_auc", "ROC AUC", lower_is_better=False),
-    )
-}
-# the metric the promotion gate and the policy's performance rule judge by when `promote.metric` is not declared
-# (`PromoteConfig.metric_for`); params.yaml says why these defaults
-GATED: dict[str, str] = DEFAULT_METRIC
-# the metric monitoring's dashboard panel shows on labelled windows, per task
-MONITORED: dict[str, str] = {"regression": "rmse", "classification": "accuracy"}
 
 
 def metric(name: str) -> Metric:
@@ -165,20 +135,23 @@ def classification_metrics(
     probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)
     labels = list(range(len(classes)))
     predicted = predicted_classes(probabilities, weights)
-    roc_auc = None
-    if len(np.unique(actual)) > 1:
-        if len(classes) == 2:
-            roc_auc = float(skm.roc_auc_score(actual, probabilities[:, 1]))
-        else:
-            present = np.unique(actual)
-            # macro over the classes present: AUC of an absent class is undefined
-            roc_auc = float(np.mean([skm.roc_auc_score(actual == c, probabilities[:, c]) for c in present]))
     return {
         "accuracy": float(skm.accuracy_score(actual, predicted)),
         "f1_macro": float(skm.f1_score(actual, predicted, labels=labels, average="macro", zero_division=0)),
         "log_loss": float(skm.log_loss(actual, probabilities, labels=labels)),
-        "roc_auc": roc_auc,
+        "roc_auc": roc_auc(actual, probabilities),
     }
+
+
+def roc_auc(actual: np.ndarray, probabilities: np.ndarray) -> float | None:
+    """ROC AUC of class probabilities [N, C] (one-vs-rest macro over the classes present when C > 2); None when
+    `actual` holds one class, where it is undefined."""
+    if len(np.unique(actual)) < 2:
+        return None
+    if probabilities.shape[1] == 2:
+        return float(skm.roc_auc_score(actual, probabilities[:, 1]))
+    # macro over the classes present: AUC of an absent class is undefined
+    return float(np.mean([skm.roc_auc_score(actual == c, probabilities[:, c]) for c in np.unique(actual)]))
 
 
 def per_class_metrics(
@@ -233,8 +206,11 @@ def resampled(
         f1 = np.divide(2 * tp, 2 * tp + fp + fn, out=np.zeros(tp.shape), where=(2 * tp + fp + fn) > 0)
         return f1.mean(axis=1)
     if name == "roc_auc":
-        classes = list(range(k))
-        values = [classification_metrics(actual[row], output[row], classes)["roc_auc"] for row in idx]
+        # the AUC alone per resample (the other metrics of `classification_metrics` cost as much again), of the
+        # probabilities clipped and normalised as there
+        probabilities = np.clip(output, 1e-12, 1.0)
+        probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)
+        values = [roc_auc(actual[row], probabilities[row]) for row in idx]
         return np.array([np.nan if v is None else v for v in values])
     raise KeyError(f"unknown metric {name!r}; known: {', '.join(METRICS)}")
 
