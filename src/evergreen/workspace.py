@@ -133,38 +133,59 @@ class Workspace:
 
     # The data stages' datasets are folders of Parquet parts, one per arrival (see `data.partitions`), named
     # `*.parquet` as Spark names its datasets: `pl.scan_parquet(ws.clean)` reads one like a single file.
+    # The folders below are the stages' outs in `dvc.yaml` (tests/unit/test_paths_agree.py holds them equal).
+    @property
+    def raw_dir(self) -> Path:
+        """The `ingest` stage's out: the raw dataset, its key conflicts, key index and manifest."""
+        return self.root / "data/raw"
+
     @property
     def raw(self) -> Path:
-        return self.root / "data/raw/raw.parquet"
+        return self.raw_dir / "raw.parquet"
 
     @property
     def raw_conflicts(self) -> Path:
-        return self.root / "data/raw/key_conflicts.parquet"
+        return self.raw_dir / "key_conflicts.parquet"
 
     @property
     def raw_keys(self) -> Path:
         """The key index: each raw partition's keys and row hashes, so dedup never rereads old partitions."""
-        return self.root / "data/raw/keys"
+        return self.raw_dir / "keys"
 
     @property
     def raw_manifest(self) -> Path:
-        return self.root / "data/raw/manifest.json"
+        return self.raw_dir / "manifest.json"
+
+    @property
+    def clean_dir(self) -> Path:
+        """An out of the `clean` stage: the clean dataset and its manifest."""
+        return self.root / "data/clean"
 
     @property
     def clean(self) -> Path:
-        return self.root / "data/clean/clean.parquet"
+        return self.clean_dir / "clean.parquet"
 
     @property
     def clean_manifest(self) -> Path:
-        return self.root / "data/clean/manifest.json"
+        return self.clean_dir / "manifest.json"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        """An out of the `clean` stage: the rows set aside, each with its reason."""
+        return self.root / "data/quarantine"
 
     @property
     def quarantine(self) -> Path:
-        return self.root / "data/quarantine/quarantine.parquet"
+        return self.quarantine_dir / "quarantine.parquet"
+
+    @property
+    def split_dir(self) -> Path:
+        """The `split` stage's out; later stages depend on its parts one by one (`split`)."""
+        return self.root / "data/split"
 
     def split(self, name: str) -> Path:
         """One part written by the `split` stage: train, valid or test."""
-        return self.root / "data/split" / f"{name}.parquet"
+        return self.split_dir / f"{name}.parquet"
 
     # ------------------------------------------------------------------------------------------ metrics
     @property
@@ -264,6 +285,11 @@ class Workspace:
     @property
     def dvclive(self) -> Path:
         return self.root / "dvclive"
+
+    @property
+    def dvclive_plots(self) -> Path:
+        """The training curves DVCLive writes under `dvclive` (its own layout): the plots `dvc.yaml` declares."""
+        return self.dvclive / "plots" / "metrics"
 
     @property
     def tensorboard(self) -> Path:

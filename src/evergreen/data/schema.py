@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import polars as pl
 
 from evergreen.config import Column, ColumnType, DataConfig
@@ -28,6 +30,17 @@ def polars_type(column: Column) -> pl.DataType:
     return _POLARS_TYPES[column.type]
 
 
+def required_inputs(features: Sequence[str], derived: Sequence[tuple[str, str]]) -> list[str]:
+    """The columns a row must carry to be scored, given the model's input `features` and its derived features
+    as (name, timestamp it comes from) pairs: the features not derived, then those timestamps, each name once.
+
+    The one answer for the declaration (`request_columns`), the trained model (`Preprocessing.input_columns`) and
+    the exported one (`ServingModel.request_columns`): computed apart, they could drift, and the service would
+    accept requests the model cannot score. Here because this module is below all three."""
+    names = {name for name, _ in derived}
+    return list(dict.fromkeys([n for n in features if n not in names] + [source for _, source in derived]))
+
+
 def request_columns(data: DataConfig) -> tuple[list[Column], list[Column]]:
     """(features, annotations): the columns a record must hold, and the optional id/timestamp columns.
 
@@ -37,8 +50,8 @@ def request_columns(data: DataConfig) -> tuple[list[Column], list[Column]]:
     extra = [data.id_column.name] if data.id_column else []
     if data.timestamp is not None:
         extra += [n for n in (data.timestamp.column, data.timestamp.hour_column) if n]
-    sources = [data.column(n) for n in dict.fromkeys(d.from_ for d in data.derived)]
-    features = data.features + [c for c in sources if c.role != "feature"]
+    derived = [(d.name, d.from_) for d in data.derived]
+    features = [data.column(n) for n in required_inputs(data.model_inputs, derived)]
     feature_names = {c.name for c in features}
     annotations = [data.column(n) for n in dict.fromkeys(extra) if n not in feature_names]
     return features, annotations

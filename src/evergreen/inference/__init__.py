@@ -20,6 +20,7 @@ import onnxruntime as ort
 import polars as pl
 
 from evergreen.config import DataConfig, DerivedFeature
+from evergreen.data.schema import required_inputs
 from evergreen.errors import ModelError, RegistryError
 
 if TYPE_CHECKING:  # the registry is passed in; importing it here would make every model stage depend on it
@@ -157,9 +158,7 @@ class ServingModel:
     def request_columns(self) -> list[str]:
         """The columns a row must carry to be scored: the non-derived features, then the timestamp(s) that
         derived features come from."""
-        derived = {d["name"] for d in self.derived}
-        sources = [d["from"] for d in self.derived]
-        return list(dict.fromkeys([n for n in self.features if n not in derived] + sources))
+        return required_inputs(self.features, [(d["name"], d["from"]) for d in self.derived])
 
     @property
     def task(self) -> str:

@@ -28,6 +28,7 @@ import numpy as np
 import polars as pl
 
 from evergreen.config import DataConfig, ModelConfig
+from evergreen.data.schema import required_inputs
 from evergreen.errors import ModelError
 from evergreen.inference import derive_features, encode_strings, feature_matrix
 
@@ -77,9 +78,7 @@ class Preprocessing:
     @property
     def input_columns(self) -> list[str]:
         """The columns rows must carry to be scored: non-derived features, then the derived ones' timestamp."""
-        derived = {d["name"] for d in self.derived}
-        sources = [d["from"] for d in self.derived]
-        return list(dict.fromkeys([n for n in self.features if n not in derived] + sources))
+        return required_inputs(self.features, [(d["name"], d["from"]) for d in self.derived])
 
     def matrix(self, frame: pl.DataFrame) -> np.ndarray:
         """The network's input for `frame`: `inference.feature_matrix` with this model's vocabularies and

@@ -49,9 +49,8 @@ from evidently.sdk.models import PanelMetric
 from evidently.sdk.panels import line_plot_panel
 from evidently.ui.workspace import Workspace
 
-from evergreen.config import Column, DataConfig, MonitorConfig
+from evergreen.config import METRICS, MONITORED, Column, DataConfig, MonitorConfig
 from evergreen.data.schema import EVENT_TIME
-from evergreen.model.metrics import METRICS, MONITORED
 from evergreen.monitoring.drift import column_drift
 from evergreen.monitoring.performance import class_text, probability_matrix, score_versions
 from evergreen.monitoring.summary import ColumnDrift, MonitorSummary

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from evergreen.artifacts.decisions import Action, DecisionLogEntry, RetrainDecision
-from evergreen.config import PolicyConfig
-from evergreen.model.metrics import MONITORED, worsening
+from evergreen.config import MONITORED, PolicyConfig
+from evergreen.model.metrics import worsening
 from evergreen.monitoring.summary import MonitorSummary
 
 __all__ = ["Action", "RetrainDecision", "decide", "degradation"]

@@ -1,0 +1,20 @@
+"""`evaluate`: scoring on the test split, and the baselines fitted beside the model."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from evergreen.config.base import StrictModel
+
+Baseline = Literal["mean", "linear", "hgb", "lightgbm"]
+
+
+class EvaluateConfig(StrictModel):
+    """Scoring on the test split, and the baselines fitted on the same split."""
+
+    baselines: list[Baseline] = Field(default_factory=lambda: ["mean", "linear", "hgb", "lightgbm"], min_length=1)
+    # an upper bound: HistGradientBoosting stops early on the valid split (`hgb_patience` rounds without gain)
+    hgb_max_iter: int = Field(500, ge=1)
+    hgb_patience: int = Field(20, ge=1)
