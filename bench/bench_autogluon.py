@@ -3,7 +3,8 @@
 Two steps, so the project's venv never imports AutoGluon and AutoGluon's venv never imports Evergreen:
 
     .venv/bin/python bench/bench_autogluon.py export --out /tmp/ag-splits
-    python3 -m venv /tmp/ag-venv && /tmp/ag-venv/bin/pip install torch==2.13.0 "autogluon.tabular[lightgbm,catboost,xgboost]"
+    python3 -m venv /tmp/ag-venv
+    /tmp/ag-venv/bin/pip install torch==2.13.0 "autogluon.tabular[lightgbm,catboost,xgboost]"
     /tmp/ag-venv/bin/python bench/bench_autogluon.py fit --splits /tmp/ag-splits --budget 60 \
         --out bench/results/autogluon.json --compare /tmp/bench/tables.json
 
@@ -27,6 +28,7 @@ Two steps, so the project's venv never imports AutoGluon and AutoGluon's venv ne
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -46,8 +48,8 @@ def export(out: Path, datasets: list[str]) -> None:
     """Write each dataset's parts and spec under `out` (the project's venv: Evergreen's own functions)."""
     sys.path[:0] = [str(ROOT / "src"), str(ROOT / "bench")]
     import polars as pl
-
     from bench_datasets import TABLES, _bike, _real, _sklearn
+
     from evergreen.config import parse_params
     from evergreen.inference import derive_features
     from evergreen.model.preprocess import fit_preprocessing
@@ -109,7 +111,7 @@ def _test_metric(spec: dict[str, Any], actual: Any, predicted: Any) -> float:
     return float(f1_score(actual, predicted, labels=classes, average="macro", zero_division=0))
 
 
-def _fit_one(folder: Path, budget: float, models: Path) -> dict[str, Any]:
+def _fit_one(folder: Path, budget: float, models: Path, num_cpus: int | str) -> dict[str, Any]:
     from autogluon.tabular import TabularPredictor
 
     spec = json.loads((folder / "spec.json").read_text())
@@ -119,7 +121,9 @@ def _fit_one(folder: Path, budget: float, models: Path) -> dict[str, Any]:
     predictor = TabularPredictor(label=target, problem_type=problem, eval_metric=AG_METRIC[spec["metric"]],
                                  path=str(models / spec["dataset"]), verbosity=1)  # fmt: skip
     load_before, started = os.getloadavg()[0], time.perf_counter()
-    predictor.fit(frames["train"], tuning_data=frames["valid"], presets="medium_quality", time_limit=budget)
+    predictor.fit(
+        frames["train"], tuning_data=frames["valid"], presets="medium_quality", time_limit=budget, num_cpus=num_cpus
+    )
     seconds = time.perf_counter() - started
     test = frames["test"]
     test_value = _test_metric(spec, test[target], predictor.predict(test.drop(columns=[target])))
@@ -146,14 +150,12 @@ def _versions() -> dict[str, str]:
 
     found = {}
     for package in ("autogluon.tabular", "lightgbm", "catboost", "xgboost-cpu", "xgboost", "torch", "pandas"):
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             found[package] = version(package)
-        except PackageNotFoundError:
-            pass
     return found
 
 
-def fit(splits: Path, budget: float, out: Path, datasets: list[str], compare: Path | None) -> None:
+def fit(splits: Path, budget: float, out: Path, datasets: list[str], compare: Path | None, num_cpus: int | str) -> None:
     """Fit and score AutoGluon on each exported dataset (AutoGluon's venv); write `out`."""
     import tempfile
 
@@ -163,7 +165,7 @@ def fit(splits: Path, budget: float, out: Path, datasets: list[str], compare: Pa
             if not (splits / name / "spec.json").exists():
                 print(f"{name}: not exported under {splits}, skipped", flush=True)
                 continue
-            results[name] = row = _fit_one(splits / name, budget, Path(models))
+            results[name] = row = _fit_one(splits / name, budget, Path(models), num_cpus)
             print(f"{name}: {row['metric']} {row['test']:.4g} ({row['best_model']}, fit {row['fit_seconds']} s, "
                   f"load {row['load_1min']})", flush=True)  # fmt: skip
     report = {
@@ -171,6 +173,7 @@ def fit(splits: Path, budget: float, out: Path, datasets: list[str], compare: Pa
         "versions": _versions(),
         "presets": "medium_quality",
         "budget_s": budget,
+        "num_cpus": num_cpus,
         "seconds": round(time.perf_counter() - started, 1),
         "results": results,
     }
@@ -209,11 +212,17 @@ def main() -> None:
     ag.add_argument("--out", type=Path, default=ROOT / "bench/results/autogluon.json")
     ag.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
     ag.add_argument("--compare", type=Path, help="a bench_datasets.py result on the same datasets")
+    ag.add_argument(
+        "--num-cpus",
+        type=lambda v: v if v == "auto" else int(v),
+        default="auto",
+        help="AutoGluon's num_cpus (auto: every core; on busy shared cores 1 can be faster)",
+    )
     args = parser.parse_args()
     if args.step == "export":
         export(args.out, args.datasets)
     else:
-        fit(args.splits, args.budget, args.out, args.datasets, args.compare)
+        fit(args.splits, args.budget, args.out, args.datasets, args.compare, args.num_cpus)
 
 
 if __name__ == "__main__":
