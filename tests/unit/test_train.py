@@ -309,6 +309,20 @@ def test_a_time_budget_stops_training_before_its_epochs_are_done(tiny):
     assert not unlimited.metrics["stopped_on_time"] and unlimited.metrics["epochs_run"] == 2
 
 
+def test_a_deadline_cuts_a_long_epoch_short_after_its_first_batch(tiny):
+    import time
+
+    # 4,000 rows in batches of 8: a whole epoch is hundreds of steps; a passed deadline stops it after one
+    slow = SMALL_TRAIN.model_copy(update={"epochs": 3, "batch_size": 8})
+    started = time.monotonic()
+    frames = (synthetic(4000, 1), synthetic(200, 2))
+    cut = _train(tiny, cfg=slow, deadline=started, frames=frames)
+    whole = _train(tiny, cfg=slow.model_copy(update={"epochs": 1}), frames=frames)
+    assert cut.metrics["epochs_run"] == 1 and cut.metrics["stopped_on_time"]
+    assert np.isfinite(cut.model.predict(synthetic(5, 3))).all()
+    assert cut.metrics["seconds"] < whole.metrics["seconds"] / 3  # it did not finish the epoch
+
+
 @pytest.mark.parametrize(
     ("affinity", "quota", "period", "expected"),
     [
