@@ -14,9 +14,12 @@ families, their blend) within `train.time_budget_s` and writes the one best on v
 from __future__ import annotations
 
 import shutil
+import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from dvclive import Live
 from evergreen.data import io
@@ -169,9 +172,12 @@ def _train_auto(ws: Workspace, train: Any, valid: Any, warm: WarmStart | None) -
                     live.log_metric(f"{family}/{name}", value)  # one curve per family and metric
             live.next_step()
 
+        # the budget counts from the process's start: imports and reading the split are the stage's time too
+        spent = time.time() - psutil.Process().create_time()
         entries = auto.train_candidates(
             train, valid, params.data, params.model, params.train, metric,
             checkpoint=ws.checkpoint, on_epoch=log, params=params.model_dump(mode="json"), warm=warm,
+            spent_s=spent,
         )  # fmt: skip
     chosen = auto.choose(entries, metric)
     # best on valid first (the chosen one), undefined metrics last
