@@ -184,8 +184,13 @@ class Workspace:
         return self.root / "data/split"
 
     def split(self, name: str) -> Path:
-        """One part written by the `split` stage: train, valid or test."""
+        """One part written by the `split` stage: train, valid or test (a file, or a folder of parts)."""
         return self.split_dir / f"{name}.parquet"
+
+    @property
+    def split_manifest(self) -> Path:
+        """A partitioned split's record of its parts (`data.split_partitions`)."""
+        return self.split_dir / "manifest.json"
 
     # ------------------------------------------------------------------------------------------ metrics
     @property

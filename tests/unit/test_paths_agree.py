@@ -51,7 +51,7 @@ WRITES: dict[str, list[str]] = {
     "validate_raw": _validation("raw"),
     "clean": ["clean_dir", "clean", "clean_manifest", "quarantine_dir", "quarantine", "data_metrics"],
     "validate_clean": _validation("clean"),
-    "split": ["split_dir", *(f"split({s!r})" for s in SPLITS), "split_metrics"],
+    "split": ["split_dir", *(f"split({s!r})" for s in SPLITS), "split_manifest", "split_metrics"],
     "train": ["model", "checkpoint", "candidates", "train_metrics", "dvclive_plots"],
     "evaluate": [
         "test_predictions",

@@ -24,6 +24,10 @@ class SplitConfig(StrictModel):
     test_fraction: float = Field(0.1, gt=0, lt=1)
     stratify: bool = True
     seed: int = 42
+    # From this many clean rows on, each partition is split alone and a row's part is fixed by its time or a
+    # hash of its key (`data.split_partitions`): bounded memory, and an arrival splits only its own rows.
+    # Below it the whole history is split at once: stratified, with exact fractions.
+    partitioned_from_rows: int = Field(1_000_000, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> SplitConfig:

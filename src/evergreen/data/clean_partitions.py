@@ -35,7 +35,7 @@ class Layout:
 class Task:
     name: str
     pid: str
-    raw_part: str
+    source: str  # the raw part
     data: DataConfig
     policy: CleanConfig
     layout: Layout
@@ -43,7 +43,7 @@ class Task:
 
 def clean_partition(task: Task) -> dict[str, Any]:
     """One raw part into its clean part and quarantine part (a Dask task); returns its summary."""
-    result = clean(pl.read_parquet(task.raw_part), task.data, task.policy)
+    result = clean(pl.read_parquet(task.source), task.data, task.policy)
     parts.write_part(result.clean, Path(task.layout.clean), task.name)
     quarantine = result.quarantine.with_columns(pl.lit(task.pid).alias(parts.PARTITION))
     parts.write_part(quarantine, Path(task.layout.quarantine), task.name)
@@ -87,8 +87,6 @@ def clean_dataset(
 ) -> tuple[list[dict[str, Any]], int, str]:
     """Bring the clean dataset and the quarantine up to date with the raw partitions (the raw manifest's
     entries, in order); returns the new manifest's entries, how many parts were made, and where."""
-    from evergreen.parallel import run_partitions  # Dask is imported only when there is work
-
     for dataset in (layout.clean, layout.quarantine):
         parts.prepare_dataset(Path(dataset))
     inputs = (
@@ -107,22 +105,7 @@ def clean_dataset(
         for raw, print_, name in planned
         if print_ not in done
     ]
-    sizes = [Path(t.raw_part).stat().st_size for t in todo]
-    summaries, ran = run_partitions(
-        clean_partition, todo, scheduler=scheduler, label="clean", sizes=sizes, cluster_from=parts.CLUSTER_FROM_PARQUET
-    )
-    made = {t.name: s for t, s in zip(todo, summaries, strict=True)}
-    entries = [
-        {
-            "name": name,
-            "partition": raw["partition"],
-            "file": raw["file"],
-            "fingerprint": print_,
-            "summary": made[name] if name in made else done[print_]["summary"],
-        }
-        for raw, print_, name in planned
-    ]
-    return entries, len(todo), ran.describe()
+    return parts.run_planned(clean_partition, todo, planned, done, key="summary", label="clean", scheduler=scheduler)
 
 
 def commit(layout: Layout, entries: list[dict[str, Any]]) -> None:

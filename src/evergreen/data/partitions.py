@@ -18,7 +18,7 @@ import hashlib
 import json
 import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -136,9 +136,10 @@ def read_manifest(path: Path) -> dict[str, Any]:
     return manifest
 
 
-def write_manifest(partitions: list[dict[str, Any]], path: Path) -> None:
-    """Record the finished parts; written last (and atomically), after every part it names is in place."""
-    write_json({"version": MANIFEST_VERSION, "partitions": partitions}, path)
+def write_manifest(partitions: list[dict[str, Any]], path: Path, **header: Any) -> None:
+    """Record the finished parts (and a stage's own `header` fields); written last (and atomically), after
+    every part it names is in place."""
+    write_json({"version": MANIFEST_VERSION, **header, "partitions": partitions}, path)
 
 
 def reusable(manifest: dict[str, Any], *datasets: Path) -> dict[str, dict[str, Any]]:
@@ -148,6 +149,39 @@ def reusable(manifest: dict[str, Any], *datasets: Path) -> dict[str, dict[str, A
         for entry in manifest.get("partitions", [])
         if all(part_path(d, entry["name"]).is_file() for d in datasets)
     }
+
+
+def run_planned(
+    fn: Callable[[Any], dict[str, Any]],
+    todo: Sequence[Any],
+    planned: Sequence[tuple[dict[str, Any], str, str]],
+    done: dict[str, dict[str, Any]],
+    *,
+    key: str,
+    label: str,
+    scheduler: str | None,
+) -> tuple[list[dict[str, Any]], int, str]:
+    """Run `fn` on each task still to do (where: by the size of its input part, `task.source`), then the
+    manifest's entries in the `planned` order of (source entry, fingerprint, part name): each one's `key` is
+    this run's result, or the one kept in `done` for its fingerprint. Returns them, how many ran, and where."""
+    from evergreen.parallel import run_partitions  # Dask is imported only when there is work
+
+    sizes = [Path(task.source).stat().st_size for task in todo]
+    results, ran = run_partitions(
+        fn, todo, scheduler=scheduler, label=label, sizes=sizes, cluster_from=CLUSTER_FROM_PARQUET
+    )
+    made = {task.name: result for task, result in zip(todo, results, strict=True)}
+    entries = [
+        {
+            "name": name,
+            "partition": source["partition"],
+            "file": source["file"],
+            "fingerprint": print_,
+            key: made[name] if name in made else done[print_][key],
+        }
+        for source, print_, name in planned
+    ]
+    return entries, len(todo), ran.describe()
 
 
 def parts(dataset: Path) -> list[Path]:

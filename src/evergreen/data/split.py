@@ -46,7 +46,8 @@ def _describe(frame: pl.DataFrame, config: SplitConfig) -> str:
     return f"{frame.height} rows with {fractions}"
 
 
-def _time_cuts(frame: pl.DataFrame, config: SplitConfig) -> tuple[dt.datetime, dt.datetime]:
+def time_cuts(frame: pl.DataFrame, config: SplitConfig) -> tuple[dt.datetime, dt.datetime]:
+    """The declared cuts, else the moments that leave the fractions of `frame`'s times after them."""
     if config.valid_from is not None and config.test_from is not None:
         return config.valid_from, config.test_from
     times = frame[EVENT_TIME].sort()
@@ -57,13 +58,29 @@ def _time_cuts(frame: pl.DataFrame, config: SplitConfig) -> tuple[dt.datetime, d
 
 
 def _split_by_time(frame: pl.DataFrame, config: SplitConfig) -> Splits:
-    valid_from, test_from = _time_cuts(frame, config)
+    return at_cuts(frame, *time_cuts(frame, config))
+
+
+def at_cuts(frame: pl.DataFrame, valid_from: dt.datetime, test_from: dt.datetime) -> Splits:
+    """Rows before `valid_from` to train, from `test_from` on to test, the rest to valid; sorted by time."""
     ordered = frame.sort(EVENT_TIME)
     when = pl.col(EVENT_TIME)
     return {
         "train": ordered.filter(when < valid_from),
         "valid": ordered.filter((when >= valid_from) & (when < test_from)),
         "test": ordered.filter(when >= test_from),
+    }
+
+
+def by_unit(frame: pl.DataFrame, unit: pl.Expr | pl.Series, config: SplitConfig) -> Splits:
+    """Each row by its place in [0, 1): the last `test_fraction` to test, the `valid_fraction` before it to
+    valid, the rest to train."""
+    test_cut = 1 - config.test_fraction
+    valid_cut = test_cut - config.valid_fraction
+    return {
+        "train": frame.filter(unit < valid_cut),
+        "valid": frame.filter((unit >= valid_cut) & (unit < test_cut)),
+        "test": frame.filter(unit >= test_cut),
     }
 
 
@@ -75,14 +92,7 @@ def _split_at_random(frame: pl.DataFrame, data: DataConfig, config: SplitConfig)
         _u=pl.int_range(pl.len()).shuffle(seed=config.seed).over(groups or pl.lit(0)),
         _n=pl.len().over(groups or pl.lit(0)),
     ).with_columns(_q=(pl.col("_u") + 0.5) / pl.col("_n"))
-    test_cut = 1 - config.test_fraction
-    valid_cut = test_cut - config.valid_fraction
-    q = pl.col("_q")
-    parts = {
-        "train": ranked.filter(q < valid_cut),
-        "valid": ranked.filter((q >= valid_cut) & (q < test_cut)),
-        "test": ranked.filter(q >= test_cut),
-    }
+    parts = by_unit(ranked, pl.col("_q"), config)
     return {name: part.drop("_u", "_n", "_q") for name, part in parts.items()}
 
 
@@ -123,7 +133,14 @@ def summarize(parts: Splits, data: DataConfig | None = None) -> dict[str, object
 def class_warnings(parts: Splits, data: DataConfig) -> list[str]:
     """A line for each class (declared, or seen in any part) missing from or rare in the valid or test part."""
     target = data.target.name
-    counts = {name: dict(part[target].value_counts().iter_rows()) for name, part in parts.items()}
+    return class_warnings_from_counts(
+        {name: dict(part[target].value_counts().iter_rows()) for name, part in parts.items()}, data
+    )
+
+
+def class_warnings_from_counts(counts: dict[str, dict[object, int]], data: DataConfig) -> list[str]:
+    """`class_warnings` from rows per class of each part (what a partitioned split keeps in its manifest)."""
+    target = data.target.name
     classes = data.target.allowed or sorted({c for part in counts.values() for c in part if c is not None}, key=str)
     warnings = []
     for name in ("valid", "test"):
@@ -157,4 +174,4 @@ def read_split(workspace: Workspace, name: str) -> pl.DataFrame:
     path = workspace.split(name)
     if not path.exists():
         raise DataError(f"{workspace.show(path)}: no such split (run `dvc repro split` first)")
-    return pl.read_parquet(path)
+    return pl.read_parquet(path)  # one file, or the folder of a partitioned split's parts (read in name order)

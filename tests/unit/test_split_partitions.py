@@ -1,0 +1,183 @@
+"""A partitioned split: each clean part split alone, a row's part fixed by its own time or key, an arrival
+splitting only its own rows; the leakage checks over parts; and the switch to and from a whole split."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from evergreen.config import parse_params
+from evergreen.data import partitions
+from evergreen.data.schema import EVENT_TIME
+from evergreen.data.split import read_split, split
+from evergreen.data.split_partitions import PARTS, stable_unit
+from evergreen.errors import DataError
+from evergreen.parallel import SCHEDULER_ENV, SYNCHRONOUS
+from evergreen.stages import split as split_stage
+from evergreen.workspace import Workspace
+from tests.harness import synthetic
+
+START = dt.datetime(2011, 1, 1)
+
+
+@pytest.fixture(autouse=True)
+def _in_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SCHEDULER_ENV, SYNCHRONOUS)
+
+
+def _workspace(root: Path, tiny_raw: dict[str, Any], **split_params: Any) -> Workspace:
+    tiny_raw["split"] = {"partitioned_from_rows": 1, **split_params}
+    return Workspace(root, parse_params(tiny_raw))
+
+
+def _rows(first_id: int, n: int, first_hour: int, seed: int) -> pl.DataFrame:
+    frame = synthetic(n, seed)
+    return frame.with_columns(
+        id=pl.int_range(first_id, first_id + n),
+        **{EVENT_TIME: pl.Series([START + dt.timedelta(hours=first_hour + i) for i in range(n)])},
+    )
+
+
+def _land_clean(ws: Workspace, frames: list[pl.DataFrame]) -> None:
+    """Clean parts and their manifest, as the `clean` stage leaves them."""
+    entries = []
+    for seq, frame in enumerate(frames):
+        pid = f"arrival{seq}"
+        name = partitions.part_name(seq, pid, partitions.fingerprint(pid))
+        if not partitions.part_path(ws.clean, name).exists():
+            partitions.write_part(frame, ws.clean, name)
+        entries.append(
+            {
+                "name": name,
+                "partition": pid,
+                "file": f"{pid}.csv",
+                "fingerprint": partitions.fingerprint(pid),
+                "summary": {"rows_out": frame.height},
+            }  # fmt: skip
+        )
+    partitions.write_manifest(entries, ws.clean_manifest)
+
+
+def _ids(ws: Workspace) -> dict[str, set[int]]:
+    return {name: set(read_split(ws, name)["id"].to_list()) for name in PARTS}
+
+
+def _pieces(ws: Workspace) -> dict[str, int]:
+    return {str(p): p.stat().st_mtime_ns for name in PARTS for p in partitions.parts(ws.split(name))}
+
+
+def test_with_the_same_cuts_a_partitioned_split_holds_the_whole_splits_rows(tmp_path, tiny_raw, capsys) -> None:
+    cuts = {"valid_from": START + dt.timedelta(hours=300), "test_from": START + dt.timedelta(hours=400)}
+    ws = _workspace(tmp_path, tiny_raw, **cuts)
+    frames = [_rows(1 + 150 * k, 150, 150 * k, seed=k) for k in range(4)]
+    _land_clean(ws, frames)
+    split_stage.run(ws)
+    out = capsys.readouterr().out
+    assert "(4 partition(s), 4 split now: this process" in out and "warning" not in out
+    expected = split(pl.concat(frames), ws.params.data, ws.params.split)
+    assert _ids(ws) == {name: set(part["id"].to_list()) for name, part in expected.items()}
+    summary = json.loads(ws.split_metrics.read_text())
+    assert [summary[name]["rows"] for name in PARTS] == [300, 100, 200]
+    assert summary["train"]["to"] < summary["valid"]["from"] <= summary["valid"]["to"] < summary["test"]["from"]
+
+
+def test_an_arrival_splits_only_its_own_rows_and_no_row_changes_part(tmp_path, tiny_raw, capsys) -> None:
+    ws = _workspace(tmp_path, tiny_raw, method="random")
+    frames = [_rows(1 + 2000 * k, 2000, 0, seed=k) for k in range(3)]
+    _land_clean(ws, frames)
+    split_stage.run(ws)
+    before_ids, before_pieces = _ids(ws), _pieces(ws)
+    capsys.readouterr()
+
+    _land_clean(ws, [*frames, _rows(6001, 2000, 0, seed=3)])
+    split_stage.run(ws)
+    assert "(4 partition(s), 1 split now" in capsys.readouterr().out
+    now = _pieces(ws)
+    assert all(now[path] == mtime for path, mtime in before_pieces.items())  # untouched
+    after = _ids(ws)
+    assert all(before_ids[name] <= after[name] for name in PARTS)
+    # the fractions hold for a hash of the key, within sampling noise (8,000 rows: sd about 0.34%)
+    shares = {name: len(after[name]) / 8000 for name in PARTS}
+    assert abs(shares["valid"] - 0.1) < 0.015 and abs(shares["test"] - 0.1) < 0.015, shares
+
+
+def test_the_hash_of_a_key_is_the_same_on_every_run_and_moves_with_the_seed() -> None:
+    keys = pl.Series(["1", "2", "alice@example.com"])
+    first = stable_unit(keys, 42).to_list()
+    assert first == stable_unit(keys, 42).to_list() and first != stable_unit(keys, 7).to_list()
+    assert all(0 <= u < 1 for u in first)
+    # BLAKE2b is fixed by its RFC: a change here would move rows between parts on every existing project
+    assert round(first[0], 12) == round(stable_unit(pl.Series(["1"]), 42)[0], 12) == 0.401898440949
+
+
+def test_cuts_from_fractions_are_kept_while_rows_arrive(tmp_path, tiny_raw, capsys) -> None:
+    ws = _workspace(tmp_path, tiny_raw)  # a time split with the default fractions
+    frames = [_rows(1 + 500 * k, 500, 500 * k, seed=k) for k in range(2)]
+    _land_clean(ws, frames)
+    split_stage.run(ws)
+    cuts = json.loads(ws.split_metrics.read_text())["partitioned"]["cuts"]
+    before = _ids(ws)
+    capsys.readouterr()
+
+    later = [_rows(1001 + 500 * k, 500, 1000 + 500 * k, seed=5 + k) for k in range(2)]
+    _land_clean(ws, [*frames, *later])
+    split_stage.run(ws)
+    out = capsys.readouterr().out
+    summary = json.loads(ws.split_metrics.read_text())
+    assert summary["partitioned"]["cuts"] == cuts
+    after = _ids(ws)
+    assert after["test"] == before["test"] | set(range(1001, 2001)) and after["train"] == before["train"]
+    assert "the test part holds 55% of the rows against its fraction 0.1" in out
+
+    # changing the split params computes the cuts again, over the whole history: every partition is split again
+    tiny_raw["split"]["test_fraction"] = 0.2
+    ws = Workspace(tmp_path, parse_params(tiny_raw))
+    split_stage.run(ws)
+    assert "(4 partition(s), 4 split now" in capsys.readouterr().out
+    assert json.loads(ws.split_metrics.read_text())["test"]["rows"] == 400
+
+
+def test_an_id_in_two_parts_fails_naming_it(tmp_path, tiny_raw) -> None:
+    ws = _workspace(
+        tmp_path, tiny_raw, valid_from=START + dt.timedelta(hours=80), test_from=START + dt.timedelta(hours=160)
+    )
+    early, late = _rows(1, 100, 0, seed=1), _rows(101, 100, 100, seed=2)
+    late = late.with_columns(id=pl.when(pl.col("id") == 190).then(7).otherwise(pl.col("id")))
+    _land_clean(ws, [early, late])
+    with pytest.raises(DataError, match=r"split leaks: id value\(s\) are in both train and test, for example 7"):
+        split_stage.run(ws)
+
+
+def test_an_empty_part_and_a_missing_timestamp_are_refused_with_what_to_change(tmp_path, tiny_raw) -> None:
+    ws = _workspace(tmp_path, tiny_raw, valid_from=dt.datetime(2030, 1, 1), test_from=dt.datetime(2031, 1, 1))
+    _land_clean(ws, [_rows(1, 100, 0, seed=1)])
+    with pytest.raises(DataError, match=r"the 'valid' part is empty \(rows train 100, valid 0, test 0; the cuts"):
+        split_stage.run(ws)
+    ws = _workspace(tmp_path / "b", tiny_raw, method="time")
+    _land_clean(ws, [_rows(1, 100, 0, seed=1).drop(EVENT_TIME)])
+    with pytest.raises(DataError, match="data.timestamp is not declared"):
+        split_stage.run(ws)
+
+
+def test_a_history_that_shrinks_below_the_threshold_is_split_whole_again(tmp_path, tiny_raw) -> None:
+    ws = _workspace(tmp_path, tiny_raw, method="random")
+    frames = [_rows(1 + 300 * k, 300, 0, seed=k) for k in range(2)]
+    _land_clean(ws, frames)
+    split_stage.run(ws)
+    assert ws.split("train").is_dir() and ws.split_manifest.exists()
+
+    tiny_raw["split"]["partitioned_from_rows"] = 10_000
+    ws = Workspace(tmp_path, parse_params(tiny_raw))
+    split_stage.run(ws)
+    assert ws.split("train").is_file() and not ws.split_manifest.exists()
+    expected = split(pl.concat(frames), ws.params.data, ws.params.split)
+    assert all(read_split(ws, name).equals(expected[name]) for name in PARTS)  # row for row, as before
+
+    tiny_raw["split"]["partitioned_from_rows"] = 1
+    split_stage.run(Workspace(tmp_path, parse_params(tiny_raw)))
+    assert ws.split("train").is_dir() and sum(len(s) for s in _ids(ws).values()) == 600
