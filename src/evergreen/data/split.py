@@ -52,9 +52,13 @@ def time_cuts(frame: pl.DataFrame, config: SplitConfig) -> tuple[dt.datetime, dt
         return config.valid_from, config.test_from
     times = frame[EVENT_TIME].sort()
     # cut at a moment, not a row count, so rows sharing a timestamp stay together
-    valid_at = times[int(len(times) * (1 - config.valid_fraction - config.test_fraction))]
-    test_at = times[int(len(times) * (1 - config.test_fraction))]
-    return valid_at, test_at
+    valid_rank, test_rank = cut_ranks(len(times), config)
+    return times[valid_rank], times[test_rank]
+
+
+def cut_ranks(rows: int, config: SplitConfig) -> tuple[int, int]:
+    """The positions, in the sorted times of `rows` rows, of the moments that cut valid and test off."""
+    return int(rows * (1 - config.valid_fraction - config.test_fraction)), int(rows * (1 - config.test_fraction))
 
 
 def _split_by_time(frame: pl.DataFrame, config: SplitConfig) -> Splits:

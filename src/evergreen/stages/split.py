@@ -37,14 +37,15 @@ def _split_partitioned(ws: Workspace, clean_entries: list[dict[str, Any]]) -> di
     for name in partitioned.PARTS:  # a whole split's single files, from when the history was smaller
         if ws.split(name).is_file():
             ws.split(name).unlink()
-    manifest, made, where = partitioned.split_dataset(
+    manifest, new, where = partitioned.split_dataset(
         clean_entries, params.data, params.split, layout, scheduler=params.data.scheduler
     )
+    # checked before the manifest names the new pieces: a failing split is split again on the next run
+    partitioned.check_leakage(manifest, params.data, layout, new)
     partitioned.commit(layout, manifest)
-    partitioned.check_leakage(manifest, params.data, layout)
-    summary = partitioned.summarize(manifest, params.data, params.split)
+    summary = partitioned.summarize(manifest, params.data)
     rows = ", ".join(f"{name} {summary[name]['rows']} rows" for name in partitioned.PARTS)
-    print(f"split: {rows} ({len(clean_entries)} partition(s), {made} split now: {where})")
+    print(f"split: {rows} ({len(clean_entries)} partition(s), {len(new)} split now: {where})")
     return summary
 
 
