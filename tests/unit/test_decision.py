@@ -15,6 +15,8 @@ from evergreen.model.candidates import load_candidate, save_candidate, with_deci
 from evergreen.model.export import signature
 from evergreen.model.metrics import classification_metrics, decision_for, fit_decision_weights, resampled
 from evergreen.model.trees import fit_trees
+from evergreen.monitoring.monitor import _with_probabilities
+from evergreen.stages.promote import reference_sample
 from tests.harness import synthetic
 from tests.unit.test_linear import _prep, _xy
 
@@ -95,3 +97,10 @@ def test_the_decision_travels_with_the_model_through_save_export_and_serving(tmp
     labels = predicted_labels(served, output)
     expected = [served.classes[i] for i in (output * np.array([0.2, 0.8])).argmax(axis=1)]
     assert labels == expected and labels != [served.classes[i] for i in output.argmax(axis=1)]
+
+    # monitoring's reference keeps the version's scores, so monitoring never loads the model to score it again
+    reference = reference_sample(test, served, rows=100, seed=0)
+    assert reference["prediction"].to_list() == predicted_labels(served, predict(served, reference))
+    kept = np.array([json.loads(p) for p in reference["probabilities"]])
+    assert np.allclose(kept, predict(served, reference)) and kept.shape == (100, 2)
+    assert _with_probabilities(reference, registry=None, champion="v1") is reference  # type: ignore[arg-type]

@@ -303,8 +303,14 @@ def check_leakage(manifest: dict[str, Any], data: DataConfig, layout: Layout, ne
         ]
         return pl.scan_parquet(files).select(key) if files else pl.LazyFrame(schema={key: pl.Int64})
 
+    everything_new = all(e["name"] in new for e in manifest["partitions"])
     for a, b in (("train", "valid"), ("train", "test"), ("valid", "test")):
-        for left, right in ((ids(a, False), ids(b, True)), (ids(b, False), ids(a, True))):
+        # the right side is the join's hash table: the new pieces only, or on a first build the smaller part
+        pairs = [(ids(a, False), ids(b, True)), (ids(b, False), ids(a, True))]
+        if everything_new:
+            larger, smaller = sorted((a, b), key=lambda name: -parts_[name]["rows"])
+            pairs = [(ids(larger, False), ids(smaller, False))]
+        for left, right in pairs:
             shared = left.join(right, on=key, how="semi").head(5).collect(engine="streaming")[key]
             if shared.len():
                 examples = ", ".join(map(str, shared.to_list()))

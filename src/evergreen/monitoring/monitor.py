@@ -11,7 +11,6 @@ in the Evidently workspace, one line in the decisions log), decide (the pure pol
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from evergreen.monitoring.evidently_adapter import compute_report
 from evergreen.monitoring.policy import decide
 from evergreen.monitoring.report_files import add_to_workspace, save_report
 from evergreen.monitoring.window import select_window
-from evergreen.prediction_log.base import LogColumns
+from evergreen.prediction_log.base import LogColumns, probabilities_column
 from evergreen.prediction_log.read import read_log
 from evergreen.privacy import personal_columns, without_personal
 from evergreen.registry.shadow import check_shadow, version_classes
@@ -123,13 +122,11 @@ def judged_metric(params: Params) -> str:
 def _with_probabilities(reference: pl.DataFrame, registry: Registry, champion: str) -> pl.DataFrame:
     """The reference sample with the champion's class probabilities, in the prediction log's form.
 
-    The registry keeps predicted labels only; Evidently's log loss and ROC AUC need the probabilities of both
-    the reference and the window, so the champion scores its own reference rows again (a few ms).
+    Evidently's log loss and ROC AUC need the probabilities of both the reference and the window. `promote`
+    keeps them in the version's reference sample, scored once; a version promoted before it did has its
+    reference rows scored again here, on every run.
     """
     if LogColumns.PROBABILITIES in reference.columns or reference.height == 0:
         return reference
     model = load_version(registry.path(champion), champion)
-    output = predict(model, reference)
-    return reference.with_columns(
-        pl.Series(LogColumns.PROBABILITIES, [json.dumps(row) for row in output.tolist()], dtype=pl.String)
-    )
+    return reference.with_columns(probabilities_column(predict(model, reference).tolist()))

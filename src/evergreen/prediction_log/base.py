@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import json
 from typing import Any, Protocol
+
+import polars as pl
 
 __all__ = [
     "INSERT",
@@ -54,6 +57,11 @@ class LogColumns:
     METADATA = frozenset(
         {SEQ, REQUEST_ID, ROW, TIME, MODEL_VERSION, PREDICTION, PROBABILITIES, OUT_OF_RANGE, LABEL, LABEL_TIME}
     )
+
+
+def probabilities_column(rows: list[list[float]]) -> pl.Series:
+    """Class probabilities per row, as the log keeps them: a JSON list each."""
+    return pl.Series(LogColumns.PROBABILITIES, [json.dumps(row) for row in rows], dtype=pl.String)
 
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # ISO-8601 UTC with microseconds: sorts as text

@@ -33,6 +33,7 @@ from evergreen.errors import ModelError
 from evergreen.inference import ServingModel, load_version, predict, predicted_labels, servable
 from evergreen.model.metrics import score
 from evergreen.orchestration.summary import closing_summary
+from evergreen.prediction_log.base import LogColumns, probabilities_column
 from evergreen.provenance import code_version
 from evergreen.registry.gate import align_classes, align_weights, compare, decide
 from evergreen.registry.store import Registry
@@ -46,12 +47,17 @@ def _suite_passed(path: Path) -> bool:
 
 
 def reference_sample(train: pl.DataFrame, model: ServingModel, rows: int, seed: int) -> pl.DataFrame:
-    """A sample of the training rows with the model's predictions: monitoring's reference window."""
+    """A sample of the training rows with the model's predictions: monitoring's reference window, kept with the
+    version. Its scores are computed once, here: monitoring reuses them on every run while this is the champion."""
     sample = train.sample(n=min(rows, train.height), seed=seed, shuffle=True)
     if EVENT_TIME in sample.columns:
         sample = sample.sort(EVENT_TIME)
-    # the same form the prediction log keeps: values (regression) or class labels (classification)
-    return sample.with_columns(pl.Series("prediction", predicted_labels(model, predict(model, sample))))
+    output = predict(model, sample)
+    # the same form the prediction log keeps: values (regression) or class labels and their probabilities
+    sample = sample.with_columns(pl.Series(LogColumns.PREDICTION, predicted_labels(model, output)))
+    if model.task == "classification":
+        sample = sample.with_columns(probabilities_column(output.tolist()))
+    return sample
 
 
 def _same_graph(a: Path, b: Path) -> bool:
