@@ -19,6 +19,7 @@ from evergreen.inference import feature_matrix, onnx_predict
 from evergreen.model.export import check_parity, export_onnx, onnx_session, parity, signature
 from evergreen.model.network import TabularNet
 from evergreen.model.train import train_model
+from evergreen.orchestration.summary import closing_summary
 from evergreen.provenance import data_hashes
 from evergreen.stages import evaluate as evaluate_stage
 from evergreen.stages import export as export_stage
@@ -153,6 +154,13 @@ def test_train_evaluate_export_stages(tmp_path):
         predictions["prediction"].to_numpy(),
         rtol=1e-4,
     )
+    assert "baselines_fit_on" not in report  # every train row, and nothing to say
+
+    # a train split above evaluate.baseline_rows: the baselines fit on a seeded sample, and both files say so
+    raw["evaluate"]["baseline_rows"] = 300
+    evaluate_stage.run(Workspace(tmp_path, parse_params(raw)))
+    assert json.loads(ws.eval_metrics.read_text())["baselines_fit_on"] == {"rows": 300, "of": 500}
+    assert "(RMSE; fitted on 300 of 500 train rows)" in closing_summary(ws)
 
 
 def test_train_and_evaluate_stages_for_classification(tmp_path):

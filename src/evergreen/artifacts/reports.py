@@ -32,6 +32,8 @@ class EvalReport(Artifact):
     model: Scores
     baselines: dict[str, Scores] = Field(default_factory=dict)
     per_class: dict[str, dict[str, float]] | None = None  # class label -> precision, recall, f1, support
+    # set only when the baselines fit on a sample of train (`evaluate.baseline_rows`): {"rows", "of"}
+    baselines_fit_on: dict[str, int] | None = None
 
     def baseline_values(self, metric: str, only: str = "best") -> dict[str, float | None]:
         """Each baseline's `metric` (or only the one named; "best" keeps them all for the gate to pick from)."""

@@ -18,3 +18,6 @@ class EvaluateConfig(StrictModel):
     # an upper bound: HistGradientBoosting stops early on the valid split (`hgb_patience` rounds without gain)
     hgb_max_iter: int = Field(500, ge=1)
     hgb_patience: int = Field(20, ge=1)
+    # the baselines fit on at most this many train rows, a seeded sample of them (eval.json says so): on a
+    # history of tens of millions of rows they would otherwise hold the whole train matrix and take hours
+    baseline_rows: int = Field(2_000_000, ge=100)

@@ -145,7 +145,9 @@ def closing_summary(ws: Workspace) -> str:
     evaluation = EvalReport.read_if_exists(ws.eval_metrics)
     if evaluation is not None:
         shown = ", ".join(f"{k} {_figure(v)}" for k, v in evaluation.baseline_values(gated.name).items())
-        lines += _wrapped(f"Baselines on test ({gated.label}): {shown}")
+        sample = evaluation.baselines_fit_on
+        fit_on = f"; fitted on {sample['rows']:,} of {sample['of']:,} train rows" if sample else ""
+        lines += _wrapped(f"Baselines on test ({gated.label}{fit_on}): {shown}")
     report = PromotionReport.read_if_exists(ws.promotion_metrics)
     if report is not None:
         lines += _promotion_lines(ws, report, evaluation)

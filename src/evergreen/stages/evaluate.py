@@ -55,8 +55,10 @@ def run(ws: Workspace) -> None:
     x_test, (x_valid, y_valid) = prep.matrix(test), xy(valid)
     # valid chooses the linear penalty and the number of boosted trees, as it stops the network's training, and
     # a classifier's decision weights, as it chose the model's (`decision_for`)
-    fitted = fit_baselines(prep, xy(train), (x_valid, y_valid), cfg.baselines, cfg.hgb_max_iter, cfg.hgb_patience,
-                           params.train.seed)  # fmt: skip
+    sampled = train.height > cfg.baseline_rows
+    fit_rows = train.sample(n=cfg.baseline_rows, seed=params.train.seed) if sampled else train
+    fitted = fit_baselines(prep, xy(fit_rows), (x_valid, y_valid), cfg.baselines, cfg.hgb_max_iter,
+                           cfg.hgb_patience, params.train.seed)  # fmt: skip
 
     def baseline_score(fit: Any) -> dict[str, Any]:
         weights = baseline_decision(fit, prep, (x_valid, y_valid), gated)
@@ -66,6 +68,8 @@ def run(ws: Workspace) -> None:
     baseline_scores = {name: baseline_score(fit) for name, fit in fitted.items()}
     # per-class figures only where there are classes: a null in metrics/eval.json is dropped by `dvc exp show`
     extra = {} if regression else {"per_class": per_class_metrics(actual, output, prep.classes or [], decision)}
+    if sampled:
+        extra["baselines_fit_on"] = {"rows": fit_rows.height, "of": train.height}
     report = EvalReport(model=model_scores, baselines=baseline_scores, **extra)
     report.write(ws.eval_metrics)
     write_leaderboard(ws, test, actual, model_scores)
