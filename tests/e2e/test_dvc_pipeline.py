@@ -56,7 +56,12 @@ def test_repro_builds_caches_and_reruns_only_what_changed(project, run):
 
 
 def test_landing_file_becomes_a_new_raw_version(project, run):
-    run("dvc", "repro", "split")
+    # split partition by partition from 1,000 rows: the shipped file is one partition, the landing file another
+    _set_param(project, r"^  seed: 42", "  seed: 42\n  partitioned_from_rows: 1000")
+    first = run("dvc", "repro", "split")
+    assert "(1 partition(s), 1 split now" in first.stdout
+    splits = {p: pl.read_parquet(project / f"data/split/{p}.parquet").height for p in ("train", "valid", "test")}
+    assert splits == {"train": 14491, "valid": 1428, "test": 1460}  # the whole split's rows, by the same cuts
     raw_before = pl.read_parquet(project / "data/raw/raw.parquet")
     header = (project / "data/source/bike-sharing/hour.csv").read_text().splitlines()[0]
     landing = project / "data/incoming/2013-01-01.csv"
@@ -65,13 +70,15 @@ def test_landing_file_becomes_a_new_raw_version(project, run):
         "17380,2013-01-01,1,1,1,0,1,2,1,1,0.2,0.2,0.5,0.1,3,40,43\n"
         "17379,2012-12-31,1,1,12,23,0,1,1,1,0.26,0.2727,0.65,0.1343,12,37,49\n"  # a re-delivered row
     )
-    rerun = ran_stages(run("dvc", "repro", "split").stdout)
-    assert rerun[:2] == ["ingest", "validate_raw"]
+    output = run("dvc", "repro", "split").stdout
+    assert ran_stages(output)[:2] == ["ingest", "validate_raw"]
     raw_after = pl.read_parquet(project / "data/raw/raw.parquet")
     assert raw_after.height == raw_before.height + 1  # deduplicated by instant
     ingest = json.loads((project / "metrics/ingest.json").read_text())
     assert ingest["files"] == 2 and ingest["repeated_rows_dropped"] == 1
     assert raw_before.equals(raw_after.head(raw_before.height))  # earlier rows untouched
+    # the new row is after the declared test cut: its partition is split alone, into test; the old one is kept
+    assert "split: train 14491 rows, valid 1428 rows, test 1461 rows (2 partition(s), 1 split now" in output
 
 
 def test_bad_landing_file_fails_ingest_and_records_nothing(project, run):
