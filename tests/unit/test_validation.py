@@ -6,6 +6,7 @@ import datetime as dt
 import json
 from pathlib import Path
 
+import jinja2
 import polars as pl
 import pytest
 
@@ -125,6 +126,26 @@ def test_clean_data_passes_completely(data: DataConfig, tmp_path: Path) -> None:
     assert summary.success, failure_message(summary, "validate_clean")
     assert summary.passed == summary.evaluated == len(generate_suite(data, "clean")["expectations"])
     assert summary.docs_index is not None and Path(summary.docs_index).is_file()
+
+
+def test_data_docs_compile_their_templates_once_per_process(
+    data: DataConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    compiled: list[str] = []
+    compile_ = jinja2.Environment.compile
+
+    def counting(self: jinja2.Environment, source: str, name: str | None = None, *args: object) -> object:
+        compiled.append(str(name))
+        return compile_(self, source, name, *args)
+
+    monkeypatch.setattr(jinja2.Environment, "compile", counting)
+    suite = generate_suite(data, "clean")
+    validate_frame(_clean(), suite, docs_dir=tmp_path / "first")
+    compiled.clear()
+    summary = validate_frame(_clean(), suite, docs_dir=tmp_path / "second")
+    assert compiled == []  # GX made new jinja environments; the templates came compiled from the first build
+    page = (tmp_path / "second" / "index.html").read_text()
+    assert summary.docs_index == str(tmp_path / "second" / "index.html") and suite["name"] in page
 
 
 def test_date_before_min_and_value_outside_set_fail_clean(data: DataConfig) -> None:

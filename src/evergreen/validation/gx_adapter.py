@@ -12,6 +12,9 @@ same outcomes to the example values):
   cell (0.9 s of the 2.0). With pandas' Arrow-backed `str` dtype (`future.infer_string`) the same call runs in
   Arrow's RE2. RE2 lacks a few Python features (look-arounds, back-references); a suite with such a pattern
   runs on Python's `re` as before.
+- Every Data Docs build makes new jinja environments, which compile GX's ~50 templates again: 0.72 s of a
+  2.2 s partition (100k rows, the raw suite). The compiled templates are kept for the process
+  (`_TEMPLATES`), so only the first build of a stage run compiles them.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import great_expectations as gx
+import jinja2
+import jinja2.bccache
 import pandas as pd
 import polars as pl
 from great_expectations.data_context.types.base import (
@@ -29,11 +34,39 @@ from great_expectations.data_context.types.base import (
     InMemoryStoreBackendDefaults,
     ProgressBarsConfig,
 )
+from great_expectations.render.view.view import DefaultJinjaView
 
 from evergreen.errors import EvergreenError
 from evergreen.validation.summary import ExpectationOutcome, ValidationSummary
 
 _TABLE_EXPECTATIONS = ("expect_table_", "expect_compound_", "expect_multicolumn_")
+
+
+class _CompiledTemplates(jinja2.BytecodeCache):
+    """Jinja's own hook for reusing compiled templates, kept in memory; a bucket's key covers the template's
+    name and source, so a changed template is compiled again."""
+
+    def __init__(self) -> None:
+        self._code: dict[str, bytes] = {}
+
+    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        if bucket.key in self._code:
+            bucket.bytecode_from_string(self._code[bucket.key])
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        self._code[bucket.key] = bucket.bytecode_to_string()
+
+
+_TEMPLATES = _CompiledTemplates()
+_view_init = DefaultJinjaView.__init__
+
+
+def _view_with_compiled_templates(self: DefaultJinjaView, *args: Any, **kwargs: Any) -> None:
+    _view_init(self, *args, **kwargs)
+    self.env.bytecode_cache = _TEMPLATES
+
+
+DefaultJinjaView.__init__ = _view_with_compiled_templates  # type: ignore[method-assign]
 
 
 def _context(docs_dir: Path | None) -> Any:
