@@ -2,7 +2,8 @@
 """Set up the project and run its main jobs with nothing but Python 3.11+ and git.
 
     python3 dev.py run     # create .venv, install Evergreen, run `dvc repro` on the bundled data
-    python3 dev.py test    # create .venv, install Evergreen with its test tools, run the test suite
+    python3 dev.py test    # create .venv, install Evergreen with its test tools, run the test suite (the fast
+                           # tests on both cores with pytest-xdist, then the slow ones one at a time)
     python3 dev.py setup   # only create/refresh .venv
 
 The virtual environment is reused; the install step reruns only when pyproject.toml changed.
@@ -64,8 +65,13 @@ def main(argv: list[str]) -> None:
         # not run (everything up to date), print that summary here, once, rather than `dvc metrics show`'s table
         if not decision.exists() or decision.stat().st_mtime_ns == before:
             _run(BIN / "evergreen", "summary")
-    elif command == "test":
+    elif command == "test" and extra:
         _run(BIN / "python", "-m", "pytest", *extra)
+    elif command == "test":
+        # the whole suite: the fast tests on both cores (no subprocess or server of theirs competes for them),
+        # then the slow ones one at a time, because each runs pipelines and servers that use the cores itself
+        _run(BIN / "python", "-m", "pytest", "-m", "not slow", "-n", "2")
+        _run(BIN / "python", "-m", "pytest", "-m", "slow")
 
 
 if __name__ == "__main__":
