@@ -25,6 +25,7 @@ from evergreen.workspace import Workspace
 from tests.harness import synthetic
 
 START = dt.datetime(2011, 1, 1)
+CUTS = {"valid_from": START + dt.timedelta(hours=80), "test_from": START + dt.timedelta(hours=160)}
 
 
 @pytest.fixture(autouse=True)
@@ -152,9 +153,7 @@ def test_cuts_from_fractions_roll_forward_and_split_again_only_the_parts_they_pa
 
 
 def test_an_id_in_two_parts_fails_naming_it(tmp_path, tiny_raw) -> None:
-    ws = _workspace(
-        tmp_path, tiny_raw, valid_from=START + dt.timedelta(hours=80), test_from=START + dt.timedelta(hours=160)
-    )
+    ws = _workspace(tmp_path, tiny_raw, **CUTS)
     early, late = _rows(1, 100, 0, seed=1), _rows(101, 100, 100, seed=2)
     late = late.with_columns(id=pl.when(pl.col("id") == 190).then(7).otherwise(pl.col("id")))
     _land_clean(ws, [early, late])
@@ -214,3 +213,41 @@ def test_the_cuts_from_parts_are_the_whole_splits_reading_only_the_parts_that_ho
     assert time_cuts(config, spans) == whole_time_cuts(pl.concat(times), config)
     everything = sorted(t for frame in times for t in frame[EVENT_TIME].to_list())
     assert [kth_time(spans, k) for k in (0, 1, 457, len(everything) - 1)] == [everything[k] for k in (0, 1, 457, -1)]
+
+
+def test_string_ids_and_an_arrival_that_falls_whole_in_one_part(tmp_path, tiny_raw, capsys) -> None:
+    tiny_raw["data"]["columns"][0] = {"name": "id", "type": "str", "role": "id"}
+    ws = _workspace(tmp_path, tiny_raw, **CUTS)
+    frames = [_rows(1 + 100 * k, 100, 100 * k, seed=k).with_columns(pl.col("id").cast(pl.String)) for k in range(2)]
+    _land_clean(ws, frames)
+    split_stage.run(ws)
+    frames.append(_rows(201, 50, 300, seed=9).with_columns(pl.col("id").cast(pl.String)))  # after test_from: test
+    _land_clean(ws, frames)
+    split_stage.run(ws)  # no new train or valid piece: nothing to join there
+    assert "(3 partition(s), 1 split now" in capsys.readouterr().out
+    assert {name: len(ids) for name, ids in _ids(ws).items()} == {"train": 80, "valid": 80, "test": 90}
+
+
+def test_a_row_without_a_time_fails_a_time_split_by_name_whole_or_partitioned(tmp_path, tiny_raw) -> None:
+    frame = _rows(1, 100, 0, seed=1).with_columns(
+        pl.when(pl.col("id") == 50).then(None).otherwise(pl.col(EVENT_TIME)).alias(EVENT_TIME)
+    )
+    for threshold in (1, 10_000):  # partitioned, whole
+        ws = _workspace(tmp_path / str(threshold), tiny_raw, partitioned_from_rows=threshold)
+        _land_clean(ws, [frame])
+        with pytest.raises(DataError, match=r"1 of the 100 rows (of 000000-arrival0-\S+ )?have no event time"):
+            split_stage.run(ws)
+
+
+def test_readers_see_the_manifests_pieces_only_after_a_failed_run(tmp_path, tiny_raw) -> None:
+    ws = _workspace(tmp_path, tiny_raw, **CUTS)
+    frames = [_rows(1, 100, 0, seed=1), _rows(101, 100, 100, seed=2)]
+    _land_clean(ws, frames)
+    split_stage.run(ws)
+    before = {name: read_split(ws, name) for name in PARTS}
+    leaking = _rows(201, 20, 300, seed=3).with_columns(id=pl.lit(5, dtype=pl.Int64))  # id 5 is already in train
+    _land_clean(ws, [*frames, leaking])
+    with pytest.raises(DataError, match="split leaks"):
+        split_stage.run(ws)
+    assert len(partitions.parts(ws.split("test"))) == 2  # the failed run's piece is on disk...
+    assert all(read_split(ws, name).equals(before[name]) for name in PARTS)  # ...and read by nobody

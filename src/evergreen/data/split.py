@@ -13,6 +13,7 @@ import hashlib
 import polars as pl
 
 from evergreen.config import DataConfig, SplitConfig
+from evergreen.data.partitions import part_path, read_manifest
 from evergreen.data.schema import EVENT_TIME
 from evergreen.errors import DataError
 from evergreen.workspace import Workspace
@@ -25,6 +26,9 @@ def split(frame: pl.DataFrame, data: DataConfig, config: SplitConfig) -> Splits:
     if config.method_for(data) == "time":
         if EVENT_TIME not in frame.columns:
             raise DataError("split.method is 'time' but data.timestamp is not declared (use method: random)")
+        if missing := frame[EVENT_TIME].null_count():
+            raise DataError(f"split: {missing} of the {frame.height} rows have no event time; a time split "
+                            "places rows by their time (declare the timestamp's missing: quarantine)")  # fmt: skip
         parts = _split_by_time(frame, config)
     else:
         parts = _split_at_random(frame, data, config)
@@ -178,4 +182,11 @@ def read_split(workspace: Workspace, name: str) -> pl.DataFrame:
     path = workspace.split(name)
     if not path.exists():
         raise DataError(f"{workspace.show(path)}: no such split (run `dvc repro split` first)")
-    return pl.read_parquet(path)  # one file, or the folder of a partitioned split's parts (read in name order)
+    if path.is_file():
+        return pl.read_parquet(path)
+    # a partitioned split: the pieces its manifest names, never a piece a failed or killed run left beside them
+    entries = read_manifest(workspace.split_manifest)["partitions"]
+    pieces = [part_path(path, e["name"]) for e in entries if e["stats"][name]["rows"]]
+    if not pieces:
+        raise DataError(f"{workspace.show(workspace.split_manifest)}: no {name} rows (run `dvc repro split`)")
+    return pl.read_parquet(pieces)

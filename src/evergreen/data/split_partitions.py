@@ -12,8 +12,9 @@ own rows (plus the parts that moving cuts pass through):
   (`region`), so an arrival in time order splits itself and the one or two parts at the cuts. Declare the
   cut dates to keep every row in its part for good.
 - random split: a stable hash, salted with `split.seed`, of the row's key (an integer id through SplitMix64,
-  any other id or, without one, a digest of the declared values through BLAKE2b): the same row lands in the
-  same part on every run, machine and library version, and no row ever changes part.
+  any other id, or without one a SHA-1 digest of the declared values, through BLAKE2b): the same row lands in
+  the same part on every run and machine, and no row ever changes part. (A polars upgrade splits every part
+  again, as it rebuilds every stage's parts: the code's version is in each fingerprint.)
 
 Each part is written into a dataset folder per split (`data/split/train.parquet/` and so on), named after its
 clean part, and the manifest (`data/split/manifest.json`) records each part's rows, time range and classes:
@@ -70,7 +71,9 @@ def stable_unit(keys: pl.Series, seed: int) -> pl.Series:
     about 2.5 us a row)."""
     if keys.dtype.is_integer():
         with np.errstate(over="ignore"):  # the mixing multiplies modulo 2**64 on purpose
-            x = keys.cast(pl.Int64).to_numpy().astype(np.uint64) + np.uint64((0x9E3779B97F4A7C15 * (seed + 1)) % 2**64)
+            x = keys.cast(pl.Int64).fill_null(-1).to_numpy().astype(np.uint64) + np.uint64(
+                (0x9E3779B97F4A7C15 * (seed + 1)) % 2**64
+            )
             x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
             x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
             x ^= x >> np.uint64(31)
@@ -80,7 +83,7 @@ def stable_unit(keys: pl.Series, seed: int) -> pl.Series:
         "unit",
         [
             int.from_bytes(hashlib.blake2b(k.encode(), digest_size=8, salt=salt).digest(), "little") * 2.0**-64
-            for k in keys.cast(pl.String).to_list()
+            for k in keys.cast(pl.String).fill_null("\x00").to_list()
         ],
         dtype=pl.Float64,
     )
@@ -158,19 +161,28 @@ def kth_time(spans: list[Span], k: int) -> dt.datetime:
     return window[k - before]
 
 
-def time_span(part: Path) -> list[str] | None:
-    """The first and last time of a clean part (its time column only), or None when it has no rows."""
+def time_span(part: Path) -> list[Any] | None:
+    """The first and last time of a clean part and its rows (its time column only), or None when it has no
+    rows. A row without a time cannot be placed by time: it fails the split, naming the part."""
     when = pl.col(EVENT_TIME)
-    first, last = pl.scan_parquet(part).select(when.min().alias("first"), when.max().alias("last")).collect().row(0)
-    return None if first is None else [first.isoformat(), last.isoformat()]
+    first, last, rows, missing = (
+        pl.scan_parquet(part)
+        .select(when.min().alias("first"), when.max().alias("last"), pl.len().alias("n"), when.null_count())
+        .collect()
+        .row(0)
+    )
+    if missing:
+        raise DataError(f"split: {missing} of the {rows} rows of {part.name} have no event time; a time split "
+                        "places rows by their time (declare the timestamp's missing: quarantine)")  # fmt: skip
+    return None if first is None else [first.isoformat(), last.isoformat(), rows]
 
 
-def region(span: list[str] | None, cuts: tuple[dt.datetime, dt.datetime] | None) -> object:
+def region(span: list[Any] | None, cuts: tuple[dt.datetime, dt.datetime] | None) -> object:
     """What a clean part's split depends on, given the time span it was last seen to cover: the part it falls in
     whole, else the cuts themselves. So moving cuts split again only the parts they pass through."""
     if cuts is None or span is None:
         return cuts and [c.isoformat() for c in cuts]
-    first, last = (dt.datetime.fromisoformat(t) for t in span)
+    first, last = (dt.datetime.fromisoformat(t) for t in span[:2])
     valid_from, test_from = cuts
     if last < valid_from:
         return "train"
@@ -195,11 +207,11 @@ def plan(
     done = parts.reusable(manifest)
     known = {e["stats"]["clean"]: e["stats"]["span"] for e in done.values()}
     sources = [parts.part_path(Path(layout.clean), clean["name"]) for clean in clean_entries]
-    spans: list[list[str] | None] = [None] * len(clean_entries)
+    spans: list[list[Any] | None] = [None] * len(clean_entries)
     cuts = None
     if method == "time":  # a part's span is read once, when it is first split, then kept in the manifest
         spans = [known.get(c["fingerprint"]) or time_span(p) for c, p in zip(clean_entries, sources, strict=True)]
-        cuts = time_cuts(config, _located(clean_entries, sources, spans))
+        cuts = time_cuts(config, _located(sources, spans))
     header = {"method": method, "cuts": [c.isoformat() for c in cuts] if cuts else None}
     inputs = (
         data.model_dump(mode="json", include={"task", "target", "id_column", "columns"}),
@@ -212,15 +224,15 @@ def plan(
         print_ = parts.fingerprint(clean["fingerprint"], *inputs, region(span, cuts))
         name = parts.part_name(int(clean["name"].split("-", 1)[0]), clean["partition"], print_)
         planned.append((clean, print_, name))
-        if print_ not in done or not _pieces_exist(layout, done[print_]):
+        if print_ not in done or done[print_]["name"] != name or not _pieces_exist(layout, done[print_]):
             todo.append(Task(name, str(source), clean["fingerprint"], data, config, cuts, layout))
     return todo, planned, {**header, "done": done}
 
 
-def _located(clean_entries: list[dict[str, Any]], sources: list[Path], spans: list[list[str] | None]) -> list[Span]:
+def _located(sources: list[Path], spans: list[list[Any] | None]) -> list[Span]:
     return [
-        Span(path, dt.datetime.fromisoformat(span[0]), dt.datetime.fromisoformat(span[1]), c["summary"]["rows_out"])
-        for c, path, span in zip(clean_entries, sources, spans, strict=True)
+        Span(path, dt.datetime.fromisoformat(span[0]), dt.datetime.fromisoformat(span[1]), span[2])
+        for path, span in zip(sources, spans, strict=True)
         if span is not None
     ]
 
@@ -295,13 +307,13 @@ def check_leakage(manifest: dict[str, Any], data: DataConfig, layout: Layout, ne
         return
     key = data.id_column.name
 
-    def ids(name: str, only_new: bool) -> pl.LazyFrame:
+    def ids(name: str, only_new: bool) -> pl.LazyFrame | None:
         files = [
             parts.part_path(layout.dataset(name), e["name"])
             for e in manifest["partitions"]
             if e["stats"][name]["rows"] and (e["name"] in new or not only_new)
         ]
-        return pl.scan_parquet(files).select(key) if files else pl.LazyFrame(schema={key: pl.Int64})
+        return pl.scan_parquet(files).select(key) if files else None  # None: no new piece there, nothing to join
 
     everything_new = all(e["name"] in new for e in manifest["partitions"])
     for a, b in (("train", "valid"), ("train", "test"), ("valid", "test")):
@@ -311,6 +323,8 @@ def check_leakage(manifest: dict[str, Any], data: DataConfig, layout: Layout, ne
             larger, smaller = sorted((a, b), key=lambda name: -parts_[name]["rows"])
             pairs = [(ids(larger, False), ids(smaller, False))]
         for left, right in pairs:
+            if left is None or right is None:
+                continue
             shared = left.join(right, on=key, how="semi").head(5).collect(engine="streaming")[key]
             if shared.len():
                 examples = ", ".join(map(str, shared.to_list()))
