@@ -644,7 +644,7 @@ def _step_stage(stage: str, project: Path, clock: _Clock) -> dict[str, Any]:
     elif stage.startswith("validate"):
         rows = json.loads(ws.validation_report(stage.split("_")[1]).read_text())["row_count"]
     else:
-        rows = sum(v["rows"] for v in json.loads(ws.split_metrics.read_text()).values() if isinstance(v, dict))
+        rows = sum(json.loads(ws.split_metrics.read_text())[part]["rows"] for part in ("train", "valid", "test"))
     return {"rows_in": rows, "rows_out": rows}
 
 
