@@ -59,6 +59,7 @@ class Task:
     name: str
     source: str  # the clean part
     clean: str  # its fingerprint
+    span: list[Any] | None  # its first and last time and rows (time split), read once by `plan`
     data: DataConfig
     config: SplitConfig
     cuts: tuple[dt.datetime, dt.datetime] | None
@@ -116,13 +117,12 @@ def part_stats(part: pl.DataFrame, data: DataConfig) -> dict[str, Any]:
 
 def split_partition(task: Task) -> dict[str, Any]:
     """Split one clean part and write its non-empty pieces (a Dask task); returns each piece's stats, the
-    clean part's fingerprint and the time span it covers."""
+    clean part's fingerprint and the time span it covers, for the manifest."""
     pieces = assign(pl.read_parquet(task.source), task)
     for name, piece in pieces.items():
         if piece.height:
             parts.write_part(piece, task.layout.dataset(name), task.name)
-    span = time_span(Path(task.source)) if task.cuts is not None else None
-    return {"clean": task.clean, "span": span, **{name: part_stats(p, task.data) for name, p in pieces.items()}}
+    return {"clean": task.clean, "span": task.span, **{n: part_stats(p, task.data) for n, p in pieces.items()}}
 
 
 @dataclass(frozen=True)
@@ -198,8 +198,6 @@ def plan(
 ) -> tuple[list[Task], list[tuple[dict[str, Any], str, str]], dict[str, Any]]:
     """What to split now: a task per clean part whose split is not already done, every part's planned name and
     fingerprint, and the manifest's header (method, cuts, params)."""
-    from evergreen.data import split_partitions  # this module's own source is part of the fingerprint
-
     manifest = parts.read_manifest(Path(layout.manifest))
     method = config.method_for(data)
     if method == "time" and EVENT_TIME not in pl.read_parquet_schema(parts.parts(Path(layout.clean))[0]):
@@ -217,7 +215,7 @@ def plan(
         data.model_dump(mode="json", include={"task", "target", "id_column", "columns"}),
         method,
         config.model_dump(mode="json", exclude={"partitioned_from_rows"}),
-        parts.code_version(whole, parts, Path(split_partitions.__file__)),
+        parts.code_version(whole, parts, Path(__file__)),
     )
     planned, todo = [], []
     for clean, source, span in zip(clean_entries, sources, spans, strict=True):
@@ -225,7 +223,7 @@ def plan(
         name = parts.part_name(int(clean["name"].split("-", 1)[0]), clean["partition"], print_)
         planned.append((clean, print_, name))
         if print_ not in done or done[print_]["name"] != name or not _pieces_exist(layout, done[print_]):
-            todo.append(Task(name, str(source), clean["fingerprint"], data, config, cuts, layout))
+            todo.append(Task(name, str(source), clean["fingerprint"], span, data, config, cuts, layout))
     return todo, planned, {**header, "done": done}
 
 
