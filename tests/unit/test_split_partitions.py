@@ -15,7 +15,7 @@ import pytest
 from evergreen.config import SplitConfig, parse_params
 from evergreen.data import partitions
 from evergreen.data.schema import EVENT_TIME
-from evergreen.data.split import read_split, split
+from evergreen.data.split import class_warnings, read_split, split
 from evergreen.data.split import time_cuts as whole_time_cuts
 from evergreen.data.split_partitions import PARTS, Span, kth_time, stable_unit, time_cuts
 from evergreen.errors import DataError
@@ -251,3 +251,17 @@ def test_readers_see_the_manifests_pieces_only_after_a_failed_run(tmp_path, tiny
         split_stage.run(ws)
     assert len(partitions.parts(ws.split("test"))) == 2  # the failed run's piece is on disk...
     assert all(read_split(ws, name).equals(before[name]) for name in PARTS)  # ...and read by nobody
+
+
+def test_a_classification_table_gets_the_whole_splits_class_warnings_from_the_manifest(tmp_path, tiny_raw):
+    tiny_raw["data"]["task"] = "classification"
+    ws = _workspace(tmp_path, tiny_raw, **CUTS)
+    # class 1 is in train, missing from valid (hours 80-159) and rare in test (two rows, hours 180 and 181)
+    frames = [_rows(1 + 100 * k, 100, 100 * k, seed=k).with_columns(y=pl.lit(0, dtype=pl.Int64)) for k in range(3)]
+    frames[1] = frames[1].with_columns(y=pl.when(pl.col("id").is_in([181, 182])).then(1).otherwise(0).cast(pl.Int64))
+    frames[0] = frames[0].with_columns(y=((pl.col("id") % 2) * (pl.col("id") <= 80)).cast(pl.Int64))
+    _land_clean(ws, frames)
+    split_stage.run(ws)
+    expected = split(pl.concat(frames), ws.params.data, ws.params.split)
+    assert json.loads(ws.split_metrics.read_text())["warnings"] == class_warnings(expected, ws.params.data)
+    assert len(class_warnings(expected, ws.params.data)) == 2  # missing from valid, rare in test
