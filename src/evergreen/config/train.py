@@ -26,6 +26,17 @@ class DistributedConfig(StrictModel):
         return self
 
 
+class StreamConfig(StrictModel):
+    """A long train split is read from its Parquet pieces each epoch instead of being loaded whole."""
+
+    # a train split of at least this many rows streams (`evergreen.model.stream`); a shorter one is loaded whole
+    from_rows: int = Field(1_000_000, ge=1)
+    # rows shuffled together: the buffer is filled from the pieces (in a fresh order each epoch) and permuted
+    shuffle_rows: int = Field(262_144, ge=1)
+    # a streamed split's seeded sample: its medians and tabm's bin edges; the valid rows that stop training
+    sample_rows: int = Field(1_000_000, ge=1)
+
+
 class TrainConfig(StrictModel):
     """The training loop: optimiser, schedule, early stopping, device and seed."""
 
@@ -57,3 +68,4 @@ class TrainConfig(StrictModel):
     # stop after the epoch that would end past this many seconds of training (the best epoch is kept); None:
     # epochs and patience alone decide. `model.type: auto` shares it out between its candidates
     time_budget_s: float | None = Field(None, gt=0)
+    stream: StreamConfig = StreamConfig()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from pathlib import Path
 
 import polars as pl
 
@@ -177,16 +178,21 @@ def key_kind(data: DataConfig) -> str:
     return f"id:{data.id_column.name}" if data.id_column is not None else "row content"
 
 
-def read_split(workspace: Workspace, name: str) -> pl.DataFrame:
-    """One part written by the `split` stage; a missing file names the stage that makes it."""
+def split_pieces(workspace: Workspace, name: str) -> list[Path]:
+    """The Parquet files that hold one part written by the `split` stage: one file, or a partitioned split's
+    pieces that its manifest names (never a piece a failed or killed run left beside them)."""
     path = workspace.split(name)
     if not path.exists():
         raise DataError(f"{workspace.show(path)}: no such split (run `dvc repro split` first)")
     if path.is_file():
-        return pl.read_parquet(path)
-    # a partitioned split: the pieces its manifest names, never a piece a failed or killed run left beside them
+        return [path]
     entries = read_manifest(workspace.split_manifest)["partitions"]
     pieces = [part_path(path, e["name"]) for e in entries if e["stats"][name]["rows"]]
     if not pieces:
         raise DataError(f"{workspace.show(workspace.split_manifest)}: no {name} rows (run `dvc repro split`)")
-    return pl.read_parquet(pieces)
+    return pieces
+
+
+def read_split(workspace: Workspace, name: str) -> pl.DataFrame:
+    """One part written by the `split` stage, whole in memory; a missing file names the stage that makes it."""
+    return pl.read_parquet(split_pieces(workspace, name))

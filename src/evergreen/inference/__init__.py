@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import onnxruntime as ort
@@ -25,6 +25,8 @@ from evergreen.errors import ModelError, RegistryError
 
 if TYPE_CHECKING:  # the registry is passed in; importing it here would make every model stage depend on it
     from evergreen.registry.store import Registry
+
+Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)  # rows in memory, or a lazy query over Parquet files
 
 __all__ = [
     "INPUT_NAME",
@@ -64,7 +66,7 @@ def _spec(feature: DerivedFeature | dict[str, Any]) -> tuple[str, str, str]:
     return feature["name"], feature["from"], feature["part"]
 
 
-def derive_features(frame: pl.DataFrame, derived: Sequence[DerivedFeature | dict[str, Any]]) -> pl.DataFrame:
+def derive_features(frame: Frame, derived: Sequence[DerivedFeature | dict[str, Any]]) -> Frame:
     """`frame` with the declared calendar features added (Int32; null where the timestamp is null).
 
     The one computation of derived features: training, evaluation, export parity, the service and batch
@@ -74,23 +76,25 @@ def derive_features(frame: pl.DataFrame, derived: Sequence[DerivedFeature | dict
     if not derived:
         return frame
     specs = [_spec(d) for d in derived]
-    missing = sorted({source for _, source, _ in specs if source not in frame.columns})
+    schema = frame.collect_schema()  # a DataFrame's, or a LazyFrame's (a streamed train split) without reading it
+    missing = sorted({source for _, source, _ in specs if source not in schema})
     if missing:
         raise ModelError(f"derived features need the timestamp column(s) {', '.join(missing)}, which the rows lack")
     for name, source, part in specs:
-        dtype = frame.schema[source]
+        dtype = schema[source]
         if not dtype.is_temporal() or (part == "hour" and dtype == pl.Date):
             raise ModelError(f"derived feature {name!r} ({part} of {source!r}) needs a date or datetime, not {dtype}")
     return frame.with_columns(_CALENDAR[part](pl.col(src)).cast(pl.Int32).alias(name) for name, src, part in specs)
 
 
-def encode_strings(frame: pl.DataFrame, vocabularies: Mapping[str, Sequence[str]]) -> pl.DataFrame:
+def encode_strings(frame: Frame, vocabularies: Mapping[str, Sequence[str]]) -> Frame:
     """String feature columns replaced by their codes: a value's position in its vocabulary (learnt on the
     train split), as Float32. An unseen value and a missing one become null: NaN in the input matrix, which
     the network sends to the unknown bucket like any categorical code it did not see in training."""
     codes = {}
+    columns = frame.collect_schema().names()
     for name, vocabulary in vocabularies.items():
-        if name not in frame.columns:
+        if name not in columns:
             continue  # `feature_matrix` names a missing feature column
         codes[name] = (
             pl.col(name)

@@ -103,34 +103,55 @@ class Preprocessing:
         return cls(**raw)
 
 
-def check_frame(frame: pl.DataFrame, needed: list[str], split: str) -> None:
+Rows = pl.DataFrame | pl.LazyFrame  # a split in memory, or a lazy query over its Parquet pieces (streamed)
+
+
+def select(frame: Rows, *exprs: pl.Expr) -> pl.DataFrame:
+    """`exprs` over the rows: in memory as they are, or one pass of polars' streaming engine over the pieces."""
+    if isinstance(frame, pl.DataFrame):
+        return frame.select(*exprs)
+    return frame.select(*exprs).collect(engine="streaming")
+
+
+def check_frame(frame: Rows, needed: list[str], split: str) -> None:
     """Raise `ModelError` when a split is empty or lacks one of the `needed` columns."""
-    if frame.height == 0:
+    if select(frame, pl.len()).item() == 0:
         raise ModelError(f"the {split} split is empty: nothing to train or evaluate on")
-    missing = [name for name in needed if name not in frame.columns]
+    columns = frame.collect_schema().names()
+    missing = [name for name in needed if name not in columns]
     if missing:
         raise ModelError(f"the {split} split lacks declared column(s): {', '.join(missing)}")
 
 
-def fit_preprocessing(frame: pl.DataFrame, data: DataConfig, model: ModelConfig) -> Preprocessing:
-    """Learn normalisation, vocabularies and target transform from the training split."""
+def fit_preprocessing(
+    frame: Rows, data: DataConfig, model: ModelConfig, median_sample: pl.DataFrame | None = None
+) -> Preprocessing:
+    """Learn normalisation, vocabularies and target transform from the training split.
+
+    `frame` is the split in memory, or a lazy query over its Parquet pieces when training streams it: then
+    every statistic is a pass of polars' streaming engine, in bounded memory, except the medians. An exact
+    median holds a whole column in memory, so a streamed split's come from `median_sample`, a seeded sample
+    of its rows (`stream.sample_rows`)."""
     derived = [{"name": d.name, "from": d.from_, "part": d.part} for d in data.derived]
     _check_train_split(frame, data)
     string_vocabularies = _string_vocabularies(frame, data)
-    # strings as codes and calendar features computed: from here on every input column is a number
-    frame = encode_strings(derive_features(frame, derived), string_vocabularies)
+
+    def encoded(rows: Rows) -> Rows:  # strings as codes, calendar features computed: every input a number
+        return encode_strings(derive_features(rows, derived), string_vocabularies)
+
+    frame = encoded(frame)
     features = _input_features(data)
     names = [name for name, _, _ in features]
     numeric = [name for name, kind, _ in features if kind == "numeric"]
     categorical = [name for name, kind, _ in features if kind == "categorical"]
     by_mode = {c.name for c in data.features if c.missing == "impute_mode"}
-    numeric_statistics = _numeric_statistics(frame, numeric, by_mode)
-    vocabularies = [
-        sorted(float(v) for v in frame[n].drop_nulls().cast(pl.Float32).unique().to_list()) for n in categorical
-    ]
+    medians_from = frame if median_sample is None else encoded(median_sample)
+    numeric_statistics = _numeric_statistics(frame, medians_from, numeric, by_mode)
+    uniques = select(frame, *(pl.col(n).drop_nulls().cast(pl.Float32).unique().implode() for n in categorical))
+    vocabularies = [sorted(float(v) for v in uniques[n][0]) for n in categorical]
     crosses = _cross_positions(model, categorical)
     _check_additive(model, names)
-    target = _fit_target(frame[data.target.name], data.task, model.target_transform)
+    target = _fit_target(frame, data.target.name, data.task, model.target_transform)
     return Preprocessing(
         task=data.task,
         target=data.target.name,
@@ -138,7 +159,7 @@ def fit_preprocessing(frame: pl.DataFrame, data: DataConfig, model: ModelConfig)
         kinds=[kind for _, kind, _ in features],
         types=[column_type for _, _, column_type in features],
         **numeric_statistics,
-        categorical_fill=[_mode(frame[n]) if n in by_mode else None for n in categorical],
+        categorical_fill=[_mode(frame, n) if n in by_mode else None for n in categorical],
         vocabularies=vocabularies,
         crosses=crosses,
         string_vocabularies=string_vocabularies,
@@ -147,7 +168,7 @@ def fit_preprocessing(frame: pl.DataFrame, data: DataConfig, model: ModelConfig)
     )
 
 
-def _check_train_split(frame: pl.DataFrame, data: DataConfig) -> None:
+def _check_train_split(frame: Rows, data: DataConfig) -> None:
     """The train split holds every declared column, and every feature has a type the model can take."""
     sources = [d.from_ for d in data.derived]
     check_frame(frame, list(dict.fromkeys([c.name for c in data.features] + sources + [data.target.name])), "train")
@@ -159,10 +180,12 @@ def _check_train_split(frame: pl.DataFrame, data: DataConfig) -> None:
             )
 
 
-def _string_vocabularies(frame: pl.DataFrame, data: DataConfig) -> dict[str, list[str]]:
+def _string_vocabularies(frame: Rows, data: DataConfig) -> dict[str, list[str]]:
     """Per string feature, its declared order, or else its sorted train values (a value's code: its position)."""
+    learnt = [c.name for c in data.features if c.type == "str" and not c.order]
+    uniques = select(frame, *(pl.col(n).drop_nulls().unique().implode() for n in learnt)) if learnt else None
     return {
-        c.name: list(c.order) if c.order else sorted(frame[c.name].drop_nulls().unique().to_list())
+        c.name: list(c.order) if c.order else sorted(uniques[c.name][0])  # type: ignore[index]
         for c in data.features
         if c.type == "str"
     }
@@ -176,20 +199,26 @@ def _input_features(data: DataConfig) -> list[tuple[str, str, str]]:
     return features
 
 
-def _numeric_statistics(frame: pl.DataFrame, numeric: list[str], by_mode: set[str]) -> dict[str, list[Any]]:
-    """Mean, std and fill value of each numeric feature (0, 1 and 0 where undefined), and the constant ones."""
-    stats = frame.select(
+def _numeric_statistics(frame: Rows, medians_from: Rows, numeric: list[str], by_mode: set[str]) -> dict[str, list[Any]]:
+    """Mean, std and fill value of each numeric feature (0, 1 and 0 where undefined), and the constant ones
+    (one value, or none: their least and greatest are equal)."""
+    if not numeric:
+        return {"numeric_mean": [], "numeric_std": [], "numeric_fill": [], "constant": []}
+    stats = select(
+        frame,
         *(pl.col(n).cast(pl.Float64).mean().alias(f"mean_{n}") for n in numeric),
         *(pl.col(n).cast(pl.Float64).std().alias(f"std_{n}") for n in numeric),
-        *(pl.col(n).cast(pl.Float64).median().alias(f"median_{n}") for n in numeric),
+        *(pl.col(n).cast(pl.Float64).min().alias(f"min_{n}") for n in numeric),
+        *(pl.col(n).cast(pl.Float64).max().alias(f"max_{n}") for n in numeric),
     ).row(0, named=True)
+    medians = select(medians_from, *(pl.col(n).cast(pl.Float64).median() for n in numeric)).row(0, named=True)
     stds = [_finite(stats[f"std_{n}"], 1.0) for n in numeric]
-    numeric_fill = [_mode(frame[n]) if n in by_mode else stats[f"median_{n}"] for n in numeric]
+    numeric_fill = [_mode(frame, n) if n in by_mode else medians[n] for n in numeric]
     return {
         "numeric_mean": [_finite(stats[f"mean_{n}"], 0.0) for n in numeric],
         "numeric_std": [s if s > 0 else 1.0 for s in stds],
         "numeric_fill": [_finite(value, 0.0) for value in numeric_fill],
-        "constant": [n for n in numeric if frame[n].drop_nulls().n_unique() <= 1],
+        "constant": [n for n in numeric if stats[f"min_{n}"] == stats[f"max_{n}"]],
     }
 
 
@@ -214,33 +243,43 @@ def _check_additive(model: ModelConfig, names: list[str]) -> None:
             raise ModelError(f"model.additive[{i}]: {name!r} is not a feature")
 
 
-def _fit_target(target: pl.Series, task: Task, transform: str) -> dict[str, Any]:
+def _fit_target(frame: Rows, name: str, task: Task, transform: str) -> dict[str, Any]:
     """The target's fields of `Preprocessing`: transform and statistics (regression), or the classes."""
-    if target.null_count():
-        raise ModelError(f"the train split has {target.null_count()} missing value(s) in target {target.name!r}")
-    if task == "regression":
-        y = target.cast(pl.Float64).to_numpy()
-        if transform == "log1p" and y.min() <= -1:
-            raise ModelError(f"model.target_transform log1p needs target values > -1; the minimum is {y.min()}")
-        yt = np.log1p(y) if transform == "log1p" else y
-        return {
-            "target_transform": transform,
-            "target_mean": float(yt.mean()),
-            "target_std": float(yt.std()) or 1.0,
-            "target_scale": float(y.std()) or 1.0,
-        }
-    classes = sorted(target.unique().to_list())
-    if len(classes) < 2:
-        raise ModelError(f"the train split has a single class ({classes[0]!r}) in {target.name!r}")
-    return {"classes": classes}
+    nulls = select(frame, pl.col(name).null_count()).item()
+    if nulls:
+        raise ModelError(f"the train split has {nulls} missing value(s) in target {name!r}")
+    if task == "classification":
+        classes = sorted(select(frame, pl.col(name).unique().implode())[name][0])
+        if len(classes) < 2:
+            raise ModelError(f"the train split has a single class ({classes[0]!r}) in {name!r}")
+        return {"classes": classes}
+    y = pl.col(name).cast(pl.Float64)
+    yt = y.log1p() if transform == "log1p" else y
+    if isinstance(frame, pl.DataFrame):
+        # numpy's sums, to the last bit what every model so far was fitted with (polars' differ in the last bit)
+        values = frame[name].cast(pl.Float64).to_numpy()
+        moved = np.log1p(values) if transform == "log1p" else values
+        least, mean, std, scale = values.min(), moved.mean(), moved.std(), values.std()
+    else:
+        figures = y.min().alias("least"), yt.mean().alias("mean"), yt.std(ddof=0).alias("std"), y.std(ddof=0)
+        least, mean, std, scale = select(frame, *figures).row(0)
+    if transform == "log1p" and least <= -1:
+        raise ModelError(f"model.target_transform log1p needs target values > -1; the minimum is {least}")
+    return {
+        "target_transform": transform,
+        "target_mean": float(mean),
+        "target_std": float(std) or 1.0,
+        "target_scale": float(scale) or 1.0,
+    }
 
 
-def _mode(values: pl.Series) -> float | None:
+def _mode(frame: Rows, name: str) -> float | None:
     """The most frequent present value (the smallest of a tie, so a refit is deterministic), None when none."""
-    counts = values.drop_nulls().cast(pl.Float64).value_counts(name="n")
-    if counts.height == 0:
+    values = pl.col(name).drop_nulls().cast(pl.Float64)
+    counts = select(frame, values.value_counts(name="n").implode()).row(0)[0]
+    if not counts:
         return None
-    return float(counts.sort(["n", values.name], descending=[True, False])[values.name][0])
+    return float(min(counts, key=lambda c: (-c["n"], c[name]))[name])
 
 
 def warm_preprocessing(champion: Preprocessing, fitted: Preprocessing) -> tuple[Preprocessing, str]:
@@ -274,11 +313,11 @@ def encode_target(frame: pl.DataFrame, prep: Preprocessing) -> np.ndarray:
         y = target.cast(pl.Float64).to_numpy()
         y = np.log1p(y) if prep.target_transform == "log1p" else y
         return ((y - prep.target_mean) / prep.target_std).astype(np.float32)
-    index = {label: i for i, label in enumerate(prep.classes)}
-    unseen = sorted({v for v in target.unique().to_list() if v not in index}, key=str)
+    known = set(prep.classes)
+    unseen = sorted({v for v in target.unique().to_list() if v not in known}, key=str)
     if unseen:
         raise ModelError(f"target {prep.target!r} has classes not seen in training: {unseen[:5]}")
-    return np.array([index[v] for v in target.to_list()], dtype=np.int64)
+    return target.replace_strict(prep.classes, list(range(len(prep.classes))), return_dtype=pl.Int64).to_numpy()
 
 
 def fingerprint(*parts: Any) -> str:

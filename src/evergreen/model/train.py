@@ -12,7 +12,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from evergreen.config import DataConfig, ModelConfig, TrainConfig
+from evergreen.data.parquet_rows import ParquetRows, sample_rows
 from evergreen.errors import ModelError, TrainingDiverged
 from evergreen.model.distributed import SINGLE, Group
 from evergreen.model.metrics import score
@@ -35,6 +36,9 @@ from evergreen.model.preprocess import (
     fit_preprocessing,
     warm_preprocessing,
 )
+from evergreen.model.stream import StreamedRows
+
+VALID_CHUNK_ROWS = 65_536  # valid rows scored at once: a long valid split's activations are never all in memory
 
 
 @dataclass
@@ -179,6 +183,31 @@ def batch_size_for(setting: int | str, n_rows: int) -> int:
     return int(min(4096, max(256, 2 ** math.floor(math.log2(max(n_rows, 1) / 40)))))
 
 
+@dataclass(frozen=True)
+class InMemoryRows:
+    """The train split loaded whole, as tensors on the training device."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    @property
+    def n(self) -> int:
+        return len(self.x)
+
+    def steps(self, batch_size: int, world: int) -> int:
+        del world  # the global batch is sharded between the ranks
+        return math.ceil(self.n / batch_size)
+
+    def batches(
+        self, generator: torch.Generator, batch_size: int, group: Group
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, int, float]]:
+        """An epoch in a fresh order: (x, y, this rank's own rows, its loss's weight) per global batch."""
+        order = torch.randperm(self.n, generator=generator).to(self.x.device)
+        for start in range(0, self.n, batch_size):
+            index, rows, weight = group.shard(order[start : start + batch_size])
+            yield self.x[index], self.y[index], rows, weight
+
+
 @dataclass
 class _Setup:
     """What the epochs work with: data on the device, the model, its optimiser, schedule and loss."""
@@ -187,8 +216,7 @@ class _Setup:
     model: TabularNet
     init: dict[str, Any]
     cfg: TrainConfig  # with a warm start's epochs and rate, and the batch size resolved
-    x_train: torch.Tensor
-    y_train: torch.Tensor
+    rows: InMemoryRows | StreamedRows  # the train split, as each epoch reads it
     x_valid: torch.Tensor
     y_valid: torch.Tensor
     valid_actual: Any  # valid targets in target units (regression) or class indices (classification)
@@ -213,13 +241,13 @@ class _Progress:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def _loss_function(prep: Preprocessing, y_train: torch.Tensor, cfg: TrainConfig, device: torch.device) -> Callable:
+def _loss_function(prep: Preprocessing, counts: torch.Tensor | None, device: torch.device) -> Callable:
     """The training loss over members' outputs [K, N, out]: each member is fitted to the target on its own and
-    the loss is the mean of theirs (for tabm, each of its k members counts as one), never the loss of the mean."""
+    the loss is the mean of theirs (for tabm, each of its k members counts as one), never the loss of the mean.
+    `counts`, the train rows per class, weighs the classes (`train.class_weight: balanced`)."""
     class_weight = None
-    if prep.task == "classification" and cfg.class_weight == "balanced":
-        counts = torch.bincount(y_train, minlength=len(prep.classes)).float()
-        class_weight = (len(y_train) / (len(prep.classes) * counts.clamp(min=1))).to(device)
+    if counts is not None:
+        class_weight = (counts.sum() / (len(prep.classes) * counts.clamp(min=1))).to(device)
 
     def loss_of(outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         outputs, members = outputs.float(), outputs.shape[0]
@@ -231,13 +259,35 @@ def _loss_function(prep: Preprocessing, y_train: torch.Tensor, cfg: TrainConfig,
     return loss_of
 
 
+def _train_rows(
+    train: pl.DataFrame | ParquetRows, prep: Preprocessing, target: str, cfg: TrainConfig, sample: pl.DataFrame | None
+) -> tuple[InMemoryRows | StreamedRows, torch.Tensor, list[Any], torch.Tensor | None]:
+    """The train split as the epochs read it, the inputs a family fits before training (tabm's bins), what a
+    checkpoint's fingerprint holds of the data, and the rows per class for `class_weight: balanced`."""
+    balanced = prep.task == "classification" and cfg.class_weight == "balanced"
+    if isinstance(train, pl.DataFrame):
+        x, y = torch.from_numpy(prep.matrix(train)), torch.from_numpy(encode_target(train, prep))
+        counts = torch.bincount(y, minlength=len(prep.classes)).float() if balanced else None
+        return InMemoryRows(x, y), x, [x.numpy(), y.numpy()], counts
+    columns = list(dict.fromkeys([*prep.input_columns, target]))
+    rows = StreamedRows(train, columns, lambda f: (prep.matrix(f), encode_target(f, prep)), cfg.stream.shuffle_rows)
+    assert sample is not None  # drawn by `_prepare` for every streamed split
+    counts = torch.from_numpy(rows.class_counts(target, prep.classes)).float() if balanced else None
+    return rows, torch.from_numpy(prep.matrix(sample)), [train.content_key()], counts
+
+
 def _prepare(
-    train_frame: pl.DataFrame, valid_frame: pl.DataFrame, data: DataConfig, model_cfg: ModelConfig,
+    train: pl.DataFrame | ParquetRows, valid_frame: pl.DataFrame, data: DataConfig, model_cfg: ModelConfig,
     cfg: TrainConfig, params: dict[str, Any] | None, warm: WarmStart | None, group: Group, say: Callable,
 ) -> _Setup:  # fmt: skip
-    """Preprocessing fitted on train, the model (from the seed, or the champion), tensors, optimiser, schedule."""
-    prep, model, init = _initial_model(fit_preprocessing(train_frame, data, model_cfg), warm, model_cfg, params,
-                                       cfg.seed)  # fmt: skip
+    """Preprocessing fitted on train, the model (from the seed, or the champion), tensors, optimiser, schedule.
+
+    A streamed train split (`ParquetRows`) is fitted in a streaming pass, its medians and tabm's bins on a
+    seeded sample of `train.stream.sample_rows` rows."""
+    streamed = isinstance(train, ParquetRows)
+    sample = sample_rows(train, cfg.stream.sample_rows, cfg.seed) if streamed else None
+    fitted = fit_preprocessing(train.lazy() if streamed else train, data, model_cfg, sample)
+    prep, model, init = _initial_model(fitted, warm, model_cfg, params, cfg.seed)
     if init["from"] == "champion":
         # fine-tuning: fewer epochs at a lower peak rate are what make a warm retrain cheaper
         cfg = cfg.model_copy(update={"epochs": cfg.warm_epochs, "lr": cfg.lr * cfg.warm_lr_factor})
@@ -246,9 +296,9 @@ def _prepare(
     elif "reason" in init:
         say(f"train.init is champion, training from scratch: {init['reason']}")
     check_frame(valid_frame, [*prep.input_columns, data.target.name], "valid")
-    x_train = torch.from_numpy(prep.matrix(train_frame))
-    y_train = torch.from_numpy(encode_target(train_frame, prep))
-    model.fit_to_train(x_train)  # what a family learns from the train inputs before training (tabm's bins)
+    rows, fit_inputs, data_key, counts = _train_rows(train, prep, data.target.name, cfg, sample)
+    model.fit_to_train(fit_inputs)  # what a family learns from the train inputs before training (tabm's bins)
+    del sample, fit_inputs
     x_valid = torch.from_numpy(prep.matrix(valid_frame))
     y_valid = torch.from_numpy(encode_target(valid_frame, prep))
     # valid metrics are in target units (regression) or over class indices (classification)
@@ -256,22 +306,24 @@ def _prepare(
         valid_actual = valid_frame[data.target.name].cast(pl.Float64).to_numpy()
     else:
         valid_actual = y_valid.numpy()
-    cfg = cfg.model_copy(update={"batch_size": batch_size_for(cfg.batch_size, len(x_train))})
+    cfg = cfg.model_copy(update={"batch_size": batch_size_for(cfg.batch_size, rows.n)})
     key = fingerprint(
-        model_cfg.model_dump(), cfg.model_dump(exclude={"device", "threads", "time_budget_s"}), prep.to_dict(),
-        init, x_train.numpy(), y_train.numpy(), x_valid.numpy(), y_valid.numpy(),
+        model_cfg.model_dump(), cfg.model_dump(exclude={"device", "threads", "time_budget_s", "stream"}),
+        prep.to_dict(), init, *data_key, x_valid.numpy(), y_valid.numpy(),
     )  # fmt: skip
     device = group.device(resolve_device(cfg.device))
     if device.type == "cuda":
         # CPU kernels are deterministic already; on CPU the call only costs seconds (it imports torch._dynamo)
         torch.use_deterministic_algorithms(True, warn_only=True)
     model = model.to(device)
-    x_train, y_train, x_valid, y_valid = (t.to(device) for t in (x_train, y_train, x_valid, y_valid))
+    if isinstance(rows, InMemoryRows):
+        rows = InMemoryRows(rows.x.to(device), rows.y.to(device))
+    x_valid, y_valid = x_valid.to(device), y_valid.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = _scheduler(optimizer, cfg, cfg.epochs * math.ceil(len(x_train) / cfg.batch_size))
+    scheduler = _scheduler(optimizer, cfg, cfg.epochs * rows.steps(cfg.batch_size, group.world))
     return _Setup(
-        prep, model, init, cfg, x_train, y_train, x_valid, y_valid, valid_actual, key, device, optimizer,
-        scheduler, torch.Generator().manual_seed(cfg.seed), _loss_function(prep, y_train, cfg, device),
+        prep, model, init, cfg, rows, x_valid, y_valid, valid_actual, key, device, optimizer,
+        scheduler, torch.Generator().manual_seed(cfg.seed), _loss_function(prep, counts, device),
         {"device_type": device.type, "dtype": torch.bfloat16, "enabled": device.type == "cuda"},
     )  # fmt: skip
 
@@ -315,18 +367,17 @@ def _train_epoch(
     network can outlast its whole share of `train.time_budget_s` (TabM, 59 s against a 49 s share, on 50k rows).
     Ranks of a data-parallel run always finish the epoch: stopping them together would cost a collective per
     batch."""
-    cfg, n = setup.cfg, len(setup.x_train)
+    cfg = setup.cfg
     setup.model.train()
-    order = torch.randperm(n, generator=setup.generator).to(setup.device)
     total = 0.0
-    batches = tqdm(range(0, n, cfg.batch_size), desc=f"epoch {epoch}/{cfg.epochs}", disable=not bar)
-    for start in batches:
-        if deadline is not None and group.world == 1 and start > 0 and time.monotonic() > deadline:
+    batches = tqdm(setup.rows.batches(setup.generator, cfg.batch_size, group),
+                   total=setup.rows.steps(cfg.batch_size, group.world), desc=f"epoch {epoch}/{cfg.epochs}",
+                   disable=not bar)  # fmt: skip
+    for step, (x, y, rows, weight) in enumerate(batches):
+        if deadline is not None and group.world == 1 and step > 0 and time.monotonic() > deadline:
             break
-        # this rank's share of the global batch (all of it in one process), and its loss's weight
-        index, rows, weight = group.shard(order[start : start + cfg.batch_size])
         with torch.autocast(**setup.autocast):
-            loss = setup.loss_of(forward(setup.x_train[index]), setup.y_train[index])
+            loss = setup.loss_of(forward(x.to(setup.device)), y.to(setup.device))
         if not torch.isfinite(loss):
             # on one rank of several, torchrun stops the others when this one exits
             raise TrainingDiverged(
@@ -344,6 +395,13 @@ def _train_epoch(
     return group.sum(total)
 
 
+def _in_chunks(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, dim: int) -> torch.Tensor:
+    """`forward(x)`, `VALID_CHUNK_ROWS` rows at a time, joined on the rows' dimension `dim`."""
+    if len(x) <= VALID_CHUNK_ROWS:
+        return forward(x)
+    return torch.cat([forward(x[i : i + VALID_CHUNK_ROWS]) for i in range(0, len(x), VALID_CHUNK_ROWS)], dim=dim)
+
+
 def _validate(setup: _Setup, epoch: int, total: float, group: Group) -> dict[str, float]:
     """The epoch's record: rank 0 evaluates the valid split (loss, and the task's metrics in target units) and
     every rank gets its numbers, so they all stop at the same epoch and keep the same best."""
@@ -351,10 +409,11 @@ def _validate(setup: _Setup, epoch: int, total: float, group: Group) -> dict[str
     if group.leader:
         setup.model.eval()
         with torch.no_grad(), torch.autocast(**setup.autocast):
-            valid_loss = setup.loss_of(setup.model.member_outputs(setup.x_valid), setup.y_valid).item()
-            valid_output = setup.model(setup.x_valid).float().cpu().numpy()
+            members = _in_chunks(setup.model.member_outputs, setup.x_valid, dim=1)
+            valid_loss = setup.loss_of(members, setup.y_valid).item()
+            valid_output = _in_chunks(setup.model, setup.x_valid, dim=0).float().cpu().numpy()
         valid_metrics = score(setup.prep.task, setup.valid_actual, valid_output, setup.prep.classes)
-        record = {"epoch": epoch, "train_loss": total / len(setup.x_train), "valid_loss": valid_loss,
+        record = {"epoch": epoch, "train_loss": total / setup.rows.n, "valid_loss": valid_loss,
                   "lr": setup.scheduler.get_last_lr()[0]}  # fmt: skip
         record |= {f"valid_{k}": v for k, v in valid_metrics.items() if v is not None}
     return group.from_leader(record)
@@ -411,7 +470,7 @@ def _calibrate(setup: _Setup, best: dict[str, float], progress: bool, say: Calla
     if setup.prep.task != "classification":
         return valid_scores, None
     with torch.no_grad(), torch.autocast(**setup.autocast):
-        logits = setup.model.member_outputs(setup.x_valid).float()
+        logits = _in_chunks(setup.model.member_outputs, setup.x_valid, dim=1).float()
     temperature = fit_temperature(logits, setup.y_valid)
     setup.model.temperature.fill_(temperature)
     probabilities = torch.softmax(logits.double() / temperature, dim=-1).mean(dim=0).cpu().numpy()
@@ -432,7 +491,7 @@ def _say_epoch(record: dict[str, float], current: float, setup: _Setup) -> None:
 
 
 def train_model(
-    train_frame: pl.DataFrame,
+    train: pl.DataFrame | ParquetRows,
     valid_frame: pl.DataFrame,
     data: DataConfig,
     model_cfg: ModelConfig,
@@ -446,7 +505,8 @@ def train_model(
     group: Group = SINGLE,
     deadline: float | None = None,
 ) -> TrainResult:
-    """Train on `train_frame`, stop early on `valid_frame`, return the best model.
+    """Train on `train` (the split in memory, or its Parquet files: each epoch then streams them in bounded
+    memory, `evergreen.model.stream`), stop early on `valid_frame`, return the best model.
 
     `checkpoint` is written after every epoch and resumed from when its fingerprint matches; `on_epoch`
     receives each epoch's record (replayed for epochs restored from a checkpoint, so loggers see them all).
@@ -463,7 +523,7 @@ def train_model(
         budget_end = time.monotonic() + cfg.time_budget_s
         deadline = budget_end if deadline is None else min(deadline, budget_end)
     say = print if group.leader else _quiet
-    setup = _prepare(train_frame, valid_frame, data, model_cfg, cfg, params, warm, group, say)
+    setup = _prepare(train, valid_frame, data, model_cfg, cfg, params, warm, group, say)
     state = _resume(setup, checkpoint, group, say)
     for record in state.history if on_epoch is not None else []:
         on_epoch(record)
@@ -498,7 +558,8 @@ def train_model(
         "train_loss": best["train_loss"],
         "valid": valid_scores,
         **({"calibration": calibration} if calibration is not None else {}),
-        "n_train": len(setup.x_train),
+        "n_train": setup.rows.n,
+        **({"streamed": True} if isinstance(setup.rows, StreamedRows) else {}),
         "n_valid": len(setup.x_valid),
         "n_parameters": sum(p.numel() for p in setup.model.parameters()),
         "batch_size": cfg.batch_size,

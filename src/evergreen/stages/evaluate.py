@@ -18,8 +18,9 @@ import polars as pl
 
 from evergreen.artifacts.reports import EvalReport
 from evergreen.data import io
+from evergreen.data.parquet_rows import ParquetRows, sample_rows
 from evergreen.data.schema import EVENT_TIME
-from evergreen.data.split import read_split
+from evergreen.data.split import read_split, split_pieces
 from evergreen.errors import ModelError
 from evergreen.inference import predicted_classes
 from evergreen.model.baselines import baseline_decision, fit_baselines, predict_baseline
@@ -38,7 +39,7 @@ def run(ws: Workspace) -> None:
     params = ws.params
     model = load_candidate(ws.model)
     prep = model.prep
-    train, valid, test = read_split(ws, "train"), read_split(ws, "valid"), read_split(ws, "test")
+    test = read_split(ws, "test")
     check_frame(test, [*prep.input_columns, prep.target], "test")
     regression = prep.task == "regression"
     # actual values: target units (regression), or indices into the model's classes (classification)
@@ -52,11 +53,15 @@ def run(ws: Workspace) -> None:
         return prep.matrix(part), y
 
     cfg, classes, gated = params.evaluate, len(prep.classes or []), params.promote.metric_for(prep.task)
-    x_test, (x_valid, y_valid) = prep.matrix(test), xy(valid)
+    # the baselines fit on at most `evaluate.baseline_rows` train rows and stop on at most as many valid rows
+    # (as the network's training does on `train.stream.sample_rows`), each a seeded sample read piece by piece
+    train = ParquetRows.of(split_pieces(ws, "train"))
+    sampled = train.total > cfg.baseline_rows
+    fit_rows = sample_rows(train, cfg.baseline_rows, params.train.seed)
+    valid = sample_rows(ParquetRows.of(split_pieces(ws, "valid")), cfg.baseline_rows, params.train.seed)
     # valid chooses the linear penalty and the number of boosted trees, as it stops the network's training, and
     # a classifier's decision weights, as it chose the model's (`decision_for`)
-    sampled = train.height > cfg.baseline_rows
-    fit_rows = train.sample(n=cfg.baseline_rows, seed=params.train.seed) if sampled else train
+    x_test, (x_valid, y_valid) = prep.matrix(test), xy(valid)
     fitted = fit_baselines(prep, xy(fit_rows), (x_valid, y_valid), cfg.baselines, cfg.hgb_max_iter,
                            cfg.hgb_patience, params.train.seed)  # fmt: skip
 
@@ -69,7 +74,7 @@ def run(ws: Workspace) -> None:
     # per-class figures only where there are classes: a null in metrics/eval.json is dropped by `dvc exp show`
     extra = {} if regression else {"per_class": per_class_metrics(actual, output, prep.classes or [], decision)}
     if sampled:
-        extra["baselines_fit_on"] = {"rows": fit_rows.height, "of": train.height}
+        extra["baselines_fit_on"] = {"rows": fit_rows.height, "of": train.total}
     report = EvalReport(model=model_scores, baselines=baseline_scores, **extra)
     report.write(ws.eval_metrics)
     write_leaderboard(ws, test, actual, model_scores)

@@ -19,11 +19,13 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import psutil
 
 from dvclive import Live
 from evergreen.data import io
-from evergreen.data.split import read_split
+from evergreen.data.parquet_rows import ParquetRows, sample_rows
+from evergreen.data.split import read_split, split_pieces
 from evergreen.errors import ConfigError
 from evergreen.model import auto, distributed
 from evergreen.model.candidates import NetworkCandidate, load_candidate, network_of, save_candidate, with_decision
@@ -96,9 +98,9 @@ def _train(ws: Workspace, group: distributed.Group) -> None:
         ws.model.unlink(missing_ok=True)
         ws.train_metrics.unlink(missing_ok=True)
         shutil.rmtree(ws.candidates, ignore_errors=True)
-    train, valid = read_split(ws, "train"), read_split(ws, "valid")
+    train, valid = _splits(ws)
     warm = champion_start(ws) if params.train.init == "champion" else None
-    if params.model.type == "auto":
+    if isinstance(train, pl.DataFrame) and params.model.type == "auto":
         _train_auto(ws, train, valid, warm)
         return
     if not group.leader:
@@ -145,6 +147,24 @@ def _train(ws: Workspace, group: distributed.Group) -> None:
         f"{result.metrics['epochs_run']} in {result.metrics['seconds']:.0f} s on {result.metrics['device']}; "
         f"valid {valid}"
     )
+
+
+def _splits(ws: Workspace) -> tuple[pl.DataFrame | ParquetRows, pl.DataFrame]:
+    """The train split and the valid rows: in memory, or, from `train.stream.from_rows` train rows, the train
+    split's Parquet files to stream and a seeded sample of valid (`evergreen.model.stream`)."""
+    stream, seed = ws.params.train.stream, ws.params.train.seed
+    train = ParquetRows.of(split_pieces(ws, "train"))
+    if train.total < stream.from_rows:
+        return read_split(ws, "train"), read_split(ws, "valid")
+    if ws.params.model.type == "auto":
+        # LightGBM and the linear model fit in memory: auto takes the whole split, as below the threshold
+        print(f"train: model.type auto loads the {train.total} train rows whole; a network family (e.g. "
+              f"model.type: mlp) streams them from train.stream.from_rows ({stream.from_rows}) on")  # fmt: skip
+        return read_split(ws, "train"), read_split(ws, "valid")
+    valid = sample_rows(ParquetRows.of(split_pieces(ws, "valid")), stream.sample_rows, seed)
+    print(f"train: streaming {train.total} train rows from {len(train.pieces)} file(s); early stopping on "
+          f"{valid.height} valid rows")  # fmt: skip
+    return train, valid
 
 
 def _write_index(ws: Workspace, metric: str, entries: list[dict[str, Any]]) -> None:
