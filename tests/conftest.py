@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -52,3 +53,18 @@ def postgres():
 
     with postgres_cluster() as cluster:
         yield cluster
+
+
+@pytest.fixture(scope="session")
+def data_stages_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the project whose data stages have run (`dvc repro split`), built once for the session: tests
+    about what follows the data take fresh copies of it (`tests.e2e.workspace.copy_built`) instead of each
+    ingesting, validating, cleaning and splitting the bundled table again (half a minute each time).
+
+    An end-to-end test gets such a copy as its `project` with `@pytest.mark.usefixtures("data_stages_run")`."""
+    from tests.e2e.workspace import copy_project
+    from tests.harness import run_command
+
+    project = copy_project(tmp_path_factory.mktemp("data-stages-run") / "project")
+    run_command(project, "dvc", "repro", "split")
+    return project

@@ -13,14 +13,19 @@ import pytest
 from tests.harness import run_command
 
 from .prefect_harness import prefect_api  # noqa: F401  (a fixture: imported here, it is the e2e tests')
-from .workspace import copy_project
+from .workspace import copy_built, copy_project
 
 Runner = Callable[..., subprocess.CompletedProcess]
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """A fresh copy of the project's tracked files, committed in a new git repository."""
+def project(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    """A fresh copy of the project's tracked files, committed in a new git repository.
+
+    For a test that uses the `data_stages_run` fixture (`@pytest.mark.usefixtures("data_stages_run")`), a fresh
+    copy of the session's project whose data stages have already run (`dvc repro split`)."""
+    if "data_stages_run" in request.fixturenames:
+        return copy_built(request.getfixturevalue("data_stages_run"), tmp_path / "project")
     return copy_project(tmp_path / "project")
 
 

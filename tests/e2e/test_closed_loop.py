@@ -25,7 +25,8 @@ from tests.harness import BIN, GIT_IDENTITY, free_port, wait_until
 from .prefect_harness import background, deployed, flow_run_logs, prefect_env, prefect_server, run_deployed
 from .workspace import FAST_TRAINING
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+# the project copy starts with its data stages run (`data_stages_run`); the retrain runs them on its new arrival
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.usefixtures("data_stages_run")]
 
 FAST = {
     **FAST_TRAINING,

@@ -81,6 +81,7 @@ def test_landing_file_becomes_a_new_raw_version(project, run):
     assert "split: train 14491 rows, valid 1428 rows, test 1461 rows (2 partition(s), 1 split now" in output
 
 
+@pytest.mark.usefixtures("data_stages_run")  # the copy has run `dvc repro split` already
 def test_bad_landing_file_fails_ingest_and_records_nothing(project, run):
     run("dvc", "repro", "split")
     lock_before = (project / "dvc.lock").read_text()
@@ -94,6 +95,7 @@ def test_bad_landing_file_fails_ingest_and_records_nothing(project, run):
     assert "ingest" in run("dvc", "status").stdout  # not recorded as up to date
 
 
+@pytest.mark.usefixtures("data_stages_run")
 def test_failed_clean_expectation_fails_the_stage_with_its_details(project, run):
     run("dvc", "repro", "split")
     suite_path = project / "expectations/clean.json"
@@ -108,6 +110,7 @@ def test_failed_clean_expectation_fails_the_stage_with_its_details(project, run)
     assert "split" not in ran_stages(failed.stdout)
 
 
+@pytest.mark.usefixtures("data_stages_run")
 def test_push_and_pull_round_trip(project, run):
     run("dvc", "repro", "split")
     run("dvc", "push")

@@ -13,7 +13,8 @@ from evergreen.orchestration.overrides import apply_overrides
 
 from .workspace import FAST_TRAINING, ran_stages
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+# the project copy starts with its data stages run (`data_stages_run`): the lifecycle under test begins at `train`
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.usefixtures("data_stages_run")]
 
 
 def _promotion(project):

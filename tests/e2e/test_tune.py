@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from evergreen.orchestration.overrides import apply_overrides
 from tests.harness import run_command
 
-from .workspace import FAST_TRAINING, copy_project
+from .workspace import FAST_TRAINING, copy_built
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -33,11 +33,11 @@ LIGHT = {
 
 
 @pytest.fixture(scope="module")
-def split_project(tmp_path_factory) -> Path:
-    """A project copy with light training, split once (`dvc repro split`) for the tests to copy."""
-    root = copy_project(tmp_path_factory.mktemp("tune") / "project")
+def split_project(tmp_path_factory, data_stages_run: Path) -> Path:
+    """A project copy with light training, split once (a copy of the session's `data_stages_run`: the light
+    params are no data stage's) for the tests to copy."""
+    root = copy_built(data_stages_run, tmp_path_factory.mktemp("tune") / "project")
     apply_overrides(root / "params.yaml", LIGHT)
-    run_command(root, "dvc", "repro", "split")
     return root
 
 

@@ -17,16 +17,17 @@ import pytest
 from evergreen.orchestration.dag import workspace_lock
 from evergreen.orchestration.overrides import apply_overrides
 from evergreen.workspace import Workspace
-from tests.e2e.workspace import FAST_TRAINING, copy_project
+from tests.e2e.workspace import FAST_TRAINING, copy_built
 from tests.harness import command_env, run_command
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A project copy with a trained model (light training), built once for this module."""
-    project = copy_project(tmp_path_factory.mktemp("faults") / "project")
+def trained(tmp_path_factory: pytest.TempPathFactory, data_stages_run: Path) -> Path:
+    """A project copy with a trained model (light training), built once for this module (from the session's
+    copy whose data stages have run)."""
+    project = copy_built(data_stages_run, tmp_path_factory.mktemp("faults") / "project")
     apply_overrides(project / "params.yaml", FAST_TRAINING)
     run_command(project, "dvc", "repro", "train")
     return project
