@@ -56,7 +56,7 @@ print(json.dumps({"run_s": done - begin, "process_s": done - started,
 """
 
 
-def _params(method: str, partitioned_from_rows: int) -> dict[str, Any]:
+def params_for(method: str, partitioned_from_rows: int) -> dict[str, Any]:
     columns = [
         {"name": "id", "type": "int", "role": "id"},
         {"name": "ts", "type": "datetime", "role": "timestamp"},
@@ -71,9 +71,14 @@ def _params(method: str, partitioned_from_rows: int) -> dict[str, Any]:
 
 
 def _part(first: int, n: int, seed: int) -> pl.DataFrame:
+    """Rows from `first` on, one a minute; the target depends on the features (with an interaction, and a
+    category's effect), so that a model trained on them has something to learn."""
     rng = np.random.default_rng(seed)
     ids = np.arange(first, first + n)
-    frame = pl.DataFrame({f: rng.normal(size=n) for f in FEATURES})
+    x = {f: rng.normal(size=n) for f in FEATURES}
+    level = rng.integers(0, 12, n)
+    y = x["x1"] + 0.5 * x["x2"] - x["x3"] * x["x4"] + 0.3 * np.sin(3 * x["x5"]) + 0.2 * level + rng.normal(0, 0.5, n)
+    frame = pl.DataFrame(x)
     times = pl.datetime_range(
         START + dt.timedelta(minutes=int(first)), START + dt.timedelta(minutes=int(first + n - 1)), "1m", eager=True
     )
@@ -81,8 +86,8 @@ def _part(first: int, n: int, seed: int) -> pl.DataFrame:
         id=pl.Series(ids),
         _event_time=times,
         ts=times,
-        cat=pl.Series(rng.choice([f"c{i}" for i in range(12)], n)),
-        y=pl.Series(rng.normal(size=n)),
+        cat=pl.Series(np.array([f"c{i}" for i in range(12)])[level]),
+        y=pl.Series(y),
     )
 
 
@@ -110,7 +115,7 @@ def write_history(project: Path, rows: int, parts: int, arrival: int) -> list[di
     return entries
 
 
-def _land(project: Path, entries: list[dict[str, Any]]) -> None:
+def land(project: Path, entries: list[dict[str, Any]]) -> None:
     from evergreen.data import partitions
 
     names = {e["name"] for e in entries}
@@ -126,7 +131,7 @@ def _land(project: Path, entries: list[dict[str, Any]]) -> None:
 
 
 def run_split(project: Path, method: str, partitioned_from_rows: int) -> dict[str, Any]:
-    (project / "params.yaml").write_text(yaml.safe_dump(_params(method, partitioned_from_rows)))
+    (project / "params.yaml").write_text(yaml.safe_dump(params_for(method, partitioned_from_rows)))
     env = {**os.environ, "EVERGREEN_DASK_SCHEDULER": "synchronous", "PYTHONPATH": str(ROOT / "src")}
     done = subprocess.run(
         [sys.executable, "-c", _CHILD, str(project)], env=env, capture_output=True, text=True, check=False
@@ -175,12 +180,12 @@ def main() -> None:
             print(label)
             results[label] = run_split(project, method, threshold)
 
-        _land(project, history)
+        land(project, history)
         if not opts.skip_whole:
             step("whole: full build", "time", huge, fresh=True)
         step("partitioned: full build", "time", 1, fresh=True)
         step("partitioned: nothing changed", "time", 1)
-        _land(project, with_arrival)
+        land(project, with_arrival)
         step("partitioned: arrival", "time", 1)
         partitioned_ids = _ids(project)
         if not opts.skip_whole:

@@ -10,7 +10,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from .workspace import ran_stages
+from evergreen.orchestration.overrides import apply_overrides
+
+from .workspace import FAST_TRAINING, ran_stages
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 DATA_STAGES = ["ingest", "validate_raw", "clean", "validate_clean", "split"]
@@ -119,3 +121,24 @@ def test_push_and_pull_round_trip(project, run):
     run("dvc", "pull", *DATA_STAGES)
     assert pl.read_parquet(project / "data/raw/raw.parquet").height == 17381
     assert ran_stages(run("dvc", "repro", "split").stdout) == []
+
+
+@pytest.mark.usefixtures("data_stages_run")
+def test_a_long_train_split_streams_through_train_and_is_sampled_by_evaluate(project, run):
+    # the bundled 14,491 train rows count as long from 10,000 on: train reads them from the split's file in
+    # record batches through a shuffle buffer, and the valid rows and the baselines' train rows are samples
+    overrides = {
+        **FAST_TRAINING,
+        "train.stream": {"from_rows": 10_000, "shuffle_rows": 4096, "sample_rows": 1000},
+        "evaluate.baseline_rows": 5000,
+    }
+    apply_overrides(project / "params.yaml", overrides)
+    output = run("dvc", "repro", "evaluate").stdout
+    assert ran_stages(output) == ["train", "evaluate"]
+    assert "train: streaming 14491 train rows from 1 file(s); early stopping on 1000 valid rows" in output
+    metrics = json.loads((project / "metrics/train.json").read_text())
+    assert metrics["streamed"] is True and metrics["n_train"] == 14491 and metrics["n_valid"] == 1000
+    assert metrics["valid"]["r2"] > 0.5  # four epochs of a small network: it learnt, not just ran
+    report = json.loads((project / "metrics/eval.json").read_text())
+    assert report["baselines_fit_on"] == {"rows": 5000, "of": 14491}
+    assert report["model"]["rmse"] < report["baselines"]["mean"]["rmse"]

@@ -52,14 +52,14 @@ class ParquetRows:
 
 def sample_rows(source: ParquetRows, n: int, seed: int) -> pl.DataFrame:
     """`n` rows drawn without replacement (every row when there are fewer), in file order, reading one piece
-    at a time: memory is the sample and one piece, whatever the split's length."""
+    at a time: memory is the sample and one piece, whatever the split's length. How many rows each piece gives
+    is drawn first (a multivariate hypergeometric draw), then which, so no index over all rows is ever held."""
     if source.total <= n:
         return pl.read_parquet(list(source.pieces))
-    chosen = np.sort(np.random.default_rng(seed).choice(source.total, size=n, replace=False))
-    starts = np.cumsum([0, *source.rows])
+    rng = np.random.default_rng(seed)
+    taken = rng.multivariate_hypergeometric(np.array(source.rows), n)
     parts = []
-    for piece, start, end in zip(source.pieces, starts[:-1], starts[1:], strict=True):
-        local = chosen[(chosen >= start) & (chosen < end)] - start
-        if len(local):
-            parts.append(pl.read_parquet(piece)[local])
+    for piece, rows, k in zip(source.pieces, source.rows, taken, strict=True):
+        if k:
+            parts.append(pl.read_parquet(piece)[np.sort(rng.choice(rows, size=k, replace=False))])
     return pl.concat(parts)

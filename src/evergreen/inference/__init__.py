@@ -96,10 +96,12 @@ def encode_strings(frame: Frame, vocabularies: Mapping[str, Sequence[str]]) -> F
     for name, vocabulary in vocabularies.items():
         if name not in columns:
             continue  # `feature_matrix` names a missing feature column
+        # an Enum's physical value is the position in its categories; a value outside them becomes null. Unlike
+        # `replace_strict`, polars' streaming engine runs it in bounded memory (a streamed train split)
         codes[name] = (
-            pl.col(name)
-            .cast(pl.String)
-            .replace_strict(list(vocabulary), list(range(len(vocabulary))), default=None, return_dtype=pl.Float32)
+            pl.col(name).cast(pl.String).cast(pl.Enum(list(vocabulary)), strict=False).to_physical().cast(pl.Float32)
+            if vocabulary
+            else pl.lit(None, dtype=pl.Float32)
         )
     return frame.with_columns(**codes) if codes else frame
 

@@ -58,8 +58,14 @@ def onnx_session(graph: bytes) -> ort.InferenceSession:
 
 
 @torch.no_grad()
-def torch_predict(model: TabularNet, x: np.ndarray) -> np.ndarray:
-    return model.eval()(torch.from_numpy(x)).numpy()
+def torch_predict(model: TabularNet, x: np.ndarray, rows: int = 65_536) -> np.ndarray:
+    """torch eager on `x`, `rows` at a time and without autograd: a whole test split of millions of rows at
+    once would hold every layer's activations for all of them."""
+    model.eval()
+    with torch.inference_mode():
+        if len(x) <= rows:
+            return model(torch.from_numpy(x)).numpy()
+        return np.concatenate([model(torch.from_numpy(x[i : i + rows])).numpy() for i in range(0, len(x), rows)])
 
 
 def _reference(model: TabularNet | Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], Any]:

@@ -107,10 +107,26 @@ Rows = pl.DataFrame | pl.LazyFrame  # a split in memory, or a lazy query over it
 
 
 def select(frame: Rows, *exprs: pl.Expr) -> pl.DataFrame:
-    """`exprs` over the rows: in memory as they are, or one pass of polars' streaming engine over the pieces."""
+    """`exprs` over the rows: in memory as they are, or one pass of polars' streaming engine over the pieces.
+    Aggregations only (a mean, a count): a list-valued one (`implode`) would hold the column in memory."""
     if isinstance(frame, pl.DataFrame):
         return frame.select(*exprs)
     return frame.select(*exprs).collect(engine="streaming")
+
+
+def distinct(frame: Rows, value: pl.Expr) -> list[Any]:
+    """The distinct present values of `value` over the rows, sorted: a group-by, which polars' streaming engine
+    runs in memory bounded by the values, not the rows."""
+    query = frame.lazy().select(value.drop_nulls()).unique()
+    found = query.collect(engine="streaming" if isinstance(frame, pl.LazyFrame) else "in-memory")
+    return sorted(found.to_series().to_list())
+
+
+def counts(frame: Rows, name: str) -> dict[Any, int]:
+    """Rows per present value of column `name` (a group-by, streamed like `distinct`)."""
+    query = frame.lazy().drop_nulls(name).group_by(name).len(name="n")
+    found = query.collect(engine="streaming" if isinstance(frame, pl.LazyFrame) else "in-memory")
+    return dict(zip(found[name].to_list(), found["n"].to_list(), strict=True))
 
 
 def check_frame(frame: Rows, needed: list[str], split: str) -> None:
@@ -147,8 +163,7 @@ def fit_preprocessing(
     by_mode = {c.name for c in data.features if c.missing == "impute_mode"}
     medians_from = frame if median_sample is None else encoded(median_sample)
     numeric_statistics = _numeric_statistics(frame, medians_from, numeric, by_mode)
-    uniques = select(frame, *(pl.col(n).drop_nulls().cast(pl.Float32).unique().implode() for n in categorical))
-    vocabularies = [sorted(float(v) for v in uniques[n][0]) for n in categorical]
+    vocabularies = [[float(v) for v in distinct(frame, pl.col(n).cast(pl.Float32))] for n in categorical]
     crosses = _cross_positions(model, categorical)
     _check_additive(model, names)
     target = _fit_target(frame, data.target.name, data.task, model.target_transform)
@@ -182,12 +197,8 @@ def _check_train_split(frame: Rows, data: DataConfig) -> None:
 
 def _string_vocabularies(frame: Rows, data: DataConfig) -> dict[str, list[str]]:
     """Per string feature, its declared order, or else its sorted train values (a value's code: its position)."""
-    learnt = [c.name for c in data.features if c.type == "str" and not c.order]
-    uniques = select(frame, *(pl.col(n).drop_nulls().unique().implode() for n in learnt)) if learnt else None
     return {
-        c.name: list(c.order) if c.order else sorted(uniques[c.name][0])  # type: ignore[index]
-        for c in data.features
-        if c.type == "str"
+        c.name: list(c.order) if c.order else distinct(frame, pl.col(c.name)) for c in data.features if c.type == "str"
     }
 
 
@@ -249,7 +260,7 @@ def _fit_target(frame: Rows, name: str, task: Task, transform: str) -> dict[str,
     if nulls:
         raise ModelError(f"the train split has {nulls} missing value(s) in target {name!r}")
     if task == "classification":
-        classes = sorted(select(frame, pl.col(name).unique().implode())[name][0])
+        classes = distinct(frame, pl.col(name))
         if len(classes) < 2:
             raise ModelError(f"the train split has a single class ({classes[0]!r}) in {name!r}")
         return {"classes": classes}
@@ -275,11 +286,10 @@ def _fit_target(frame: Rows, name: str, task: Task, transform: str) -> dict[str,
 
 def _mode(frame: Rows, name: str) -> float | None:
     """The most frequent present value (the smallest of a tie, so a refit is deterministic), None when none."""
-    values = pl.col(name).drop_nulls().cast(pl.Float64)
-    counts = select(frame, values.value_counts(name="n").implode()).row(0)[0]
-    if not counts:
+    found = counts(frame.select(pl.col(name).cast(pl.Float64)), name)
+    if not found:
         return None
-    return float(min(counts, key=lambda c: (-c["n"], c[name]))[name])
+    return min(found, key=lambda value: (-found[value], value))
 
 
 def warm_preprocessing(champion: Preprocessing, fitted: Preprocessing) -> tuple[Preprocessing, str]:

@@ -27,7 +27,7 @@ import torch
 
 from evergreen.data.parquet_rows import ParquetRows
 from evergreen.model.distributed import Group
-from evergreen.model.preprocess import select
+from evergreen.model.preprocess import counts
 
 
 def shards(rows: Sequence[int], world: int) -> list[list[int]]:
@@ -95,8 +95,7 @@ class StreamedRows:
 
     def class_counts(self, target: str, classes: list[Any]) -> np.ndarray:
         """Rows per class, in the order of `classes`, in one streaming pass."""
-        counts = select(self.source.lazy(), pl.col(target).value_counts(name="n").implode()).row(0)[0]
-        found = {c[target]: c["n"] for c in counts}
+        found = counts(self.source.lazy(), target)
         return np.array([found.get(label, 0) for label in classes], dtype=np.float64)
 
     def batches(
