@@ -308,7 +308,7 @@ def _prepare(
         valid_actual = y_valid.numpy()
     cfg = cfg.model_copy(update={"batch_size": batch_size_for(cfg.batch_size, rows.n)})
     key = fingerprint(
-        model_cfg.model_dump(), cfg.model_dump(exclude={"device", "threads", "time_budget_s"}),
+        model_cfg.model_dump(), cfg.model_dump(exclude={"device", "threads", "time_budget_s", "stream"}),
         prep.to_dict(), init, *data_key, x_valid.numpy(), y_valid.numpy(),
     )  # fmt: skip
     device = group.device(resolve_device(cfg.device))
