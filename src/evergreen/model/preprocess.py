@@ -111,21 +111,24 @@ def select(frame: Rows, *exprs: pl.Expr) -> pl.DataFrame:
     Aggregations only (a mean, a count): a list-valued one (`implode`) would hold the column in memory."""
     if isinstance(frame, pl.DataFrame):
         return frame.select(*exprs)
-    return frame.select(*exprs).collect(engine="streaming")
+    return _collect(frame.select(*exprs), frame)
+
+
+def _collect(query: pl.LazyFrame, rows: Rows) -> pl.DataFrame:
+    """`query` over `rows`: streamed when the rows are Parquet pieces, in memory when they are."""
+    return query.collect(engine="streaming" if isinstance(rows, pl.LazyFrame) else "in-memory")
 
 
 def distinct(frame: Rows, value: pl.Expr) -> list[Any]:
     """The distinct present values of `value` over the rows, sorted: a group-by, which polars' streaming engine
     runs in memory bounded by the values, not the rows."""
-    query = frame.lazy().select(value.drop_nulls()).unique()
-    found = query.collect(engine="streaming" if isinstance(frame, pl.LazyFrame) else "in-memory")
+    found = _collect(frame.lazy().select(value.drop_nulls()).unique(), frame)
     return sorted(found.to_series().to_list())
 
 
 def counts(frame: Rows, name: str) -> dict[Any, int]:
     """Rows per present value of column `name` (a group-by, streamed like `distinct`)."""
-    query = frame.lazy().drop_nulls(name).group_by(name).len(name="n")
-    found = query.collect(engine="streaming" if isinstance(frame, pl.LazyFrame) else "in-memory")
+    found = _collect(frame.lazy().drop_nulls(name).group_by(name).len(name="n"), frame)
     return dict(zip(found[name].to_list(), found["n"].to_list(), strict=True))
 
 
@@ -264,14 +267,14 @@ def _fit_target(frame: Rows, name: str, task: Task, transform: str) -> dict[str,
         if len(classes) < 2:
             raise ModelError(f"the train split has a single class ({classes[0]!r}) in {name!r}")
         return {"classes": classes}
-    y = pl.col(name).cast(pl.Float64)
-    yt = y.log1p() if transform == "log1p" else y
     if isinstance(frame, pl.DataFrame):
         # numpy's sums, to the last bit what every model so far was fitted with (polars' differ in the last bit)
         values = frame[name].cast(pl.Float64).to_numpy()
         moved = np.log1p(values) if transform == "log1p" else values
         least, mean, std, scale = values.min(), moved.mean(), moved.std(), values.std()
     else:
+        y = pl.col(name).cast(pl.Float64)
+        yt = y.log1p() if transform == "log1p" else y
         figures = y.min().alias("least"), yt.mean().alias("mean"), yt.std(ddof=0).alias("std"), y.std(ddof=0)
         least, mean, std, scale = select(frame, *figures).row(0)
     if transform == "log1p" and least <= -1:

@@ -154,13 +154,13 @@ def _splits(ws: Workspace) -> tuple[pl.DataFrame | ParquetRows, pl.DataFrame]:
     split's Parquet files to stream and a seeded sample of valid (`evergreen.model.stream`)."""
     stream, seed = ws.params.train.stream, ws.params.train.seed
     train = ParquetRows.of(split_pieces(ws, "train"))
-    if train.total < stream.from_rows:
-        return read_split(ws, "train"), read_split(ws, "valid")
-    if ws.params.model.type == "auto":
+    streamed = train.total >= stream.from_rows
+    if streamed and ws.params.model.type == "auto":
         # LightGBM and the linear model fit in memory: auto takes the whole split, as below the threshold
         print(f"train: model.type auto loads the {train.total} train rows whole; a network family (e.g. "
               f"model.type: mlp) streams them from train.stream.from_rows ({stream.from_rows}) on")  # fmt: skip
-        return read_split(ws, "train"), read_split(ws, "valid")
+    if not streamed or ws.params.model.type == "auto":
+        return pl.read_parquet(list(train.pieces)), read_split(ws, "valid")
     valid = sample_rows(ParquetRows.of(split_pieces(ws, "valid")), stream.sample_rows, seed)
     print(f"train: streaming {train.total} train rows from {len(train.pieces)} file(s); early stopping on "
           f"{valid.height} valid rows")  # fmt: skip
