@@ -119,7 +119,7 @@ def test_preprocessing_fitted_in_a_streaming_pass_matches_the_one_fitted_in_memo
     )
     source = _pieces(tmp_path, frame, [150, 250])
     in_memory = fit_preprocessing(frame, mixed.data, SMALL_MODEL)
-    streamed = fit_preprocessing(source.lazy(), mixed.data, SMALL_MODEL, median_sample=frame)
+    streamed = fit_preprocessing(source, mixed.data, SMALL_MODEL, median_sample=frame)
     exact = ["features", "kinds", "vocabularies", "string_vocabularies", "constant", "categorical_fill",
              "numeric_fill"]  # fmt: skip
     for name in exact:
@@ -155,3 +155,37 @@ def test_a_streamed_classifier_weighs_its_classes_from_a_streaming_count(tmp_pat
     result = train_model(source, valid, params.data, SMALL_MODEL, balanced, progress=False)
     assert result.model.prep.classes == [0, 1]
     assert result.metrics["valid"]["roc_auc"] > 0.8
+
+
+class _Killed(Exception):
+    pass
+
+
+def _killed_after_epoch_1(record: dict[str, Any]) -> None:
+    if record["epoch"] == 1:
+        raise _Killed  # the process dies right after the checkpoint of epoch 1 was written
+
+
+def test_a_killed_streamed_run_resumes_only_under_the_same_stream_settings(tmp_path, tiny, capsys):
+    train, valid = synthetic(600, 1), synthetic(200, 2)
+    source = _pieces(tmp_path, train, [300, 300])
+    cfg = SMALL_TRAIN.model_copy(update={"epochs": 3, "stream": StreamConfig(shuffle_rows=128, sample_rows=300)})
+    other = cfg.model_copy(update={"stream": StreamConfig(shuffle_rows=64, sample_rows=300)})
+
+    def killed_then_rerun(rows: Any, rerun_cfg: Any) -> tuple[Any, str]:
+        checkpoint = tmp_path / f"{len(list(tmp_path.glob('*.pt')))}.pt"
+        with pytest.raises(_Killed):
+            train_model(rows, valid, tiny.data, SMALL_MODEL, cfg, progress=False, checkpoint=checkpoint,
+                        on_epoch=_killed_after_epoch_1)  # fmt: skip
+        capsys.readouterr()
+        result = train_model(rows, valid, tiny.data, SMALL_MODEL, rerun_cfg, progress=False, checkpoint=checkpoint)
+        return result, capsys.readouterr().out
+
+    uninterrupted = train_model(source, valid, tiny.data, SMALL_MODEL, cfg, progress=False)
+    resumed, said = killed_then_rerun(source, cfg)
+    assert "resuming from" in said  # a second pass over the pieces fits the same statistics, to the last bit
+    assert resumed.history == uninterrupted.history
+    _, said = killed_then_rerun(source, other)
+    assert "written for other params or data" in said  # another shuffle buffer gives other batches
+    _, said = killed_then_rerun(train, other)
+    assert "resuming from" in said  # in memory the stream settings read nothing

@@ -43,8 +43,10 @@ class ParquetRows:
                     digest.update(block)
         return digest.hexdigest()
 
-    def read(self, order: Sequence[int], columns: list[str]) -> Iterator[pl.DataFrame]:
-        """The rows of the pieces at `order`, in that order, one record batch at a time."""
+    def read(self, order: Sequence[int] | None = None, columns: list[str] | None = None) -> Iterator[pl.DataFrame]:
+        """The rows of the pieces at `order` (all, as listed, by default), in that order, one record batch at a
+        time; every column unless `columns` names some."""
+        order = range(len(self.pieces)) if order is None else order
         for index in order:
             for batch in pq.ParquetFile(self.pieces[index]).iter_batches(batch_size=READ_ROWS, columns=columns):
                 yield pl.from_arrow(batch)  # type: ignore[misc]  # a record batch is always a frame

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import onnx
-from onnx import compose, helper, numpy_helper
 
 from evergreen.inference import INPUT_NAME
 from evergreen.model.metrics import decision_for, score
 from evergreen.model.metrics import metric as metric_of
 from evergreen.model.preprocess import Preprocessing
+
+if TYPE_CHECKING:  # onnx is imported where a graph is built: training never pays for it
+    import onnx
 
 FAMILY = "ensemble"
 KIND = "ensemble"
@@ -123,6 +124,8 @@ class EnsembleModel:
         return self.predict_matrix(self.prep.matrix(frame))
 
     def to_onnx(self, opset: int) -> bytes:
+        import onnx
+
         a = onnx.load_from_string(self.first.to_onnx(opset))
         b = onnx.load_from_string(self.second.to_onnx(opset))
         return combine_graphs(a, b, self.weight).SerializeToString()
@@ -144,6 +147,9 @@ def combine_graphs(first: onnx.ModelProto, second: onnx.ModelProto, weight: floa
     Both graphs take `features` and return one output of the same name (`prediction` or `probabilities`);
     every name is prefixed (`a_`, `b_`) so the two cannot collide, and each prefixed input reads `features`.
     """
+    import onnx
+    from onnx import compose, helper, numpy_helper
+
     out = first.graph.output[0]
     a, b = compose.add_prefix(first, "a_"), compose.add_prefix(second, "b_")
     constants = [

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import torch
 
@@ -29,6 +28,8 @@ def output_name(model: TabularNet) -> str:
 
 def export_onnx(model: TabularNet, opset: int) -> bytes:
     """The model as a checked ONNX graph with a dynamic batch axis, serialised."""
+    import onnx  # here: training imports this module for `torch_predict`, and onnx costs it about 1.5 s
+
     model = model.cpu().eval()
     example = torch.zeros((2, len(model.prep.features)), dtype=torch.float32)
     buffer = io.BytesIO()

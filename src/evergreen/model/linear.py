@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnx
-from onnx import helper, numpy_helper, version_converter
 
 from evergreen.errors import ModelError
 from evergreen.inference import INPUT_NAME
 from evergreen.model.onnx_graph import keep_only, rename_value
 from evergreen.model.preprocess import Preprocessing
+
+if TYPE_CHECKING:  # onnx is imported where a graph is built: training never pays for it
+    import onnx
 
 FAMILY = "linear"
 KIND = "linear"  # the saved form's `kind` (`evergreen.model.candidates.load_candidate`)
@@ -66,6 +67,9 @@ class LinearModel:
 
     def to_onnx(self, opset: int) -> bytes:
         """The graph at the export's `opset`, checked, serialised."""
+        import onnx
+        from onnx import version_converter
+
         model = version_converter.convert_version(onnx.load_from_string(self._converted()), opset)
         onnx.checker.check_model(model, full_check=True)
         return model.SerializeToString()
@@ -107,6 +111,8 @@ def fit_linear_model(
 def linear_graph(pipeline: Any, prep: Preprocessing) -> onnx.ModelProto:
     """skl2onnx's graph of the pipeline, adapted: input `features` [N, F]; output `prediction` [N] in target
     units or `probabilities` [N, C] in the model's class order."""
+    import onnx
+    from onnx import helper, numpy_helper
     from skl2onnx import convert_sklearn  # slow to import: only the export needs it
     from skl2onnx.common.data_types import FloatTensorType
 

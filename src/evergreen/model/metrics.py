@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn import metrics as skm
 
 from evergreen.config.metrics import METRICS, Metric
 from evergreen.inference import predicted_classes
@@ -130,6 +129,8 @@ def classification_metrics(
     the split holds a single class, where it is undefined. Accuracy and macro F1 judge the classes decided with
     the model's decision `weights` (`predicted_classes`); log loss and ROC AUC the probabilities.
     """
+    from sklearn import metrics as skm  # here, not at the top: promote and regression runs never pay its import
+
     actual = np.asarray(actual)
     probabilities = np.clip(np.asarray(probabilities, dtype=np.float64), 1e-12, 1.0)
     probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)
@@ -146,6 +147,8 @@ def classification_metrics(
 def roc_auc(actual: np.ndarray, probabilities: np.ndarray) -> float | None:
     """ROC AUC of class probabilities [N, C] (one-vs-rest macro over the classes present when C > 2); None when
     `actual` holds one class, where it is undefined."""
+    from sklearn import metrics as skm
+
     if len(np.unique(actual)) < 2:
         return None
     if probabilities.shape[1] == 2:
@@ -158,6 +161,8 @@ def per_class_metrics(
     actual: np.ndarray, probabilities: np.ndarray, classes: list[Any], weights: Weights = None
 ) -> dict[str, dict[str, float]]:
     """Precision, recall, F1 and support of each class (label as text), of the classes the model decides."""
+    from sklearn import metrics as skm
+
     predicted = predicted_classes(probabilities, weights)
     labels = list(range(len(classes)))
     precision, recall, f1, support = skm.precision_recall_fscore_support(

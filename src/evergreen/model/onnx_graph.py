@@ -3,7 +3,10 @@ an output to the serving contract's name, and drop the branches (a classifier's 
 
 from __future__ import annotations
 
-import onnx
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import onnx
 
 
 def rename_value(graph: onnx.GraphProto, old: str, new: str) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
@@ -28,9 +29,11 @@ import numpy as np
 import polars as pl
 
 from evergreen.config import DataConfig, ModelConfig
+from evergreen.data.parquet_rows import ParquetRows
 from evergreen.data.schema import required_inputs
 from evergreen.errors import ModelError
 from evergreen.inference import derive_features, encode_strings, feature_matrix
+from evergreen.model.moments import Moments, column_moments
 
 Task = Literal["regression", "classification"]
 
@@ -104,6 +107,7 @@ class Preprocessing:
 
 
 Rows = pl.DataFrame | pl.LazyFrame  # a split in memory, or a lazy query over its Parquet pieces (streamed)
+Batches = Callable[[], Iterator[pl.DataFrame]]  # a streamed split's rows, encoded, in a fixed order of batches
 
 
 def select(frame: Rows, *exprs: pl.Expr) -> pl.DataFrame:
@@ -143,15 +147,17 @@ def check_frame(frame: Rows, needed: list[str], split: str) -> None:
 
 
 def fit_preprocessing(
-    frame: Rows, data: DataConfig, model: ModelConfig, median_sample: pl.DataFrame | None = None
+    split: pl.DataFrame | ParquetRows, data: DataConfig, model: ModelConfig, median_sample: pl.DataFrame | None = None
 ) -> Preprocessing:
     """Learn normalisation, vocabularies and target transform from the training split.
 
-    `frame` is the split in memory, or a lazy query over its Parquet pieces when training streams it: then
-    every statistic is a pass of polars' streaming engine, in bounded memory, except the medians. An exact
+    `split` is in memory, or its Parquet pieces when training streams it. Then every statistic is a pass in
+    bounded memory: vocabularies, counts and ranges by polars' streaming engine, means and spreads batch by
+    batch in a fixed order (`moments`: the engine's sums vary in the last bit from run to run). An exact
     median holds a whole column in memory, so a streamed split's come from `median_sample`, a seeded sample
     of its rows (`stream.sample_rows`)."""
     derived = [{"name": d.name, "from": d.from_, "part": d.part} for d in data.derived]
+    frame: Rows = split.lazy() if isinstance(split, ParquetRows) else split
     _check_train_split(frame, data)
     string_vocabularies = _string_vocabularies(frame, data)
 
@@ -159,17 +165,18 @@ def fit_preprocessing(
         return encode_strings(derive_features(rows, derived), string_vocabularies)
 
     frame = encoded(frame)
+    batches = (lambda: (encoded(b) for b in split.read())) if isinstance(split, ParquetRows) else None
     features = _input_features(data)
     names = [name for name, _, _ in features]
     numeric = [name for name, kind, _ in features if kind == "numeric"]
     categorical = [name for name, kind, _ in features if kind == "categorical"]
     by_mode = {c.name for c in data.features if c.missing == "impute_mode"}
     medians_from = frame if median_sample is None else encoded(median_sample)
-    numeric_statistics = _numeric_statistics(frame, medians_from, numeric, by_mode)
+    numeric_statistics = _numeric_statistics(frame, batches, medians_from, numeric, by_mode)
     vocabularies = [[float(v) for v in distinct(frame, pl.col(n).cast(pl.Float32))] for n in categorical]
     crosses = _cross_positions(model, categorical)
     _check_additive(model, names)
-    target = _fit_target(frame, data.target.name, data.task, model.target_transform)
+    target = _fit_target(frame, batches, data.target.name, data.task, model.target_transform)
     return Preprocessing(
         task=data.task,
         target=data.target.name,
@@ -213,18 +220,24 @@ def _input_features(data: DataConfig) -> list[tuple[str, str, str]]:
     return features
 
 
-def _numeric_statistics(frame: Rows, medians_from: Rows, numeric: list[str], by_mode: set[str]) -> dict[str, list[Any]]:
+def _numeric_statistics(
+    frame: Rows, batches: Batches | None, medians_from: Rows, numeric: list[str], by_mode: set[str]
+) -> dict[str, list[Any]]:
     """Mean, std and fill value of each numeric feature (0, 1 and 0 where undefined), and the constant ones
-    (one value, or none: their least and greatest are equal)."""
+    (one value, or none: their least and greatest are equal). Streamed, from `batches` (see `moments`)."""
     if not numeric:
         return {"numeric_mean": [], "numeric_std": [], "numeric_fill": [], "constant": []}
-    stats = select(
-        frame,
-        *(pl.col(n).cast(pl.Float64).mean().alias(f"mean_{n}") for n in numeric),
-        *(pl.col(n).cast(pl.Float64).std().alias(f"std_{n}") for n in numeric),
-        *(pl.col(n).cast(pl.Float64).min().alias(f"min_{n}") for n in numeric),
-        *(pl.col(n).cast(pl.Float64).max().alias(f"max_{n}") for n in numeric),
-    ).row(0, named=True)
+    if batches is None:
+        stats = select(
+            frame,
+            *(pl.col(n).cast(pl.Float64).mean().alias(f"mean_{n}") for n in numeric),
+            *(pl.col(n).cast(pl.Float64).std().alias(f"std_{n}") for n in numeric),
+            *(pl.col(n).cast(pl.Float64).min().alias(f"min_{n}") for n in numeric),
+            *(pl.col(n).cast(pl.Float64).max().alias(f"max_{n}") for n in numeric),
+        ).row(0, named=True)
+    else:
+        found = column_moments(batches(), {n: pl.col(n) for n in numeric})
+        stats = {f"{figure}_{n}": value for n, m in found.items() for figure, value in _figures(m).items()}
     medians = select(medians_from, *(pl.col(n).cast(pl.Float64).median() for n in numeric)).row(0, named=True)
     stds = [_finite(stats[f"std_{n}"], 1.0) for n in numeric]
     numeric_fill = [_mode(frame, n) if n in by_mode else medians[n] for n in numeric]
@@ -234,6 +247,13 @@ def _numeric_statistics(frame: Rows, medians_from: Rows, numeric: list[str], by_
         "numeric_fill": [_finite(value, 0.0) for value in numeric_fill],
         "constant": [n for n in numeric if stats[f"min_{n}"] == stats[f"max_{n}"]],
     }
+
+
+def _figures(moments: Moments) -> dict[str, float | None]:
+    """A streamed column's figures as polars names them in memory: None where it has no present value."""
+    if moments.count == 0:
+        return {"mean": None, "std": None, "min": None, "max": None}
+    return {"mean": moments.mean, "std": moments.std(ddof=1), "min": moments.least, "max": moments.greatest}
 
 
 def _finite(value: float | None, default: float) -> float:
@@ -257,7 +277,7 @@ def _check_additive(model: ModelConfig, names: list[str]) -> None:
             raise ModelError(f"model.additive[{i}]: {name!r} is not a feature")
 
 
-def _fit_target(frame: Rows, name: str, task: Task, transform: str) -> dict[str, Any]:
+def _fit_target(frame: Rows, batches: Batches | None, name: str, task: Task, transform: str) -> dict[str, Any]:
     """The target's fields of `Preprocessing`: transform and statistics (regression), or the classes."""
     nulls = select(frame, pl.col(name).null_count()).item()
     if nulls:
@@ -267,16 +287,15 @@ def _fit_target(frame: Rows, name: str, task: Task, transform: str) -> dict[str,
         if len(classes) < 2:
             raise ModelError(f"the train split has a single class ({classes[0]!r}) in {name!r}")
         return {"classes": classes}
-    if isinstance(frame, pl.DataFrame):
+    if batches is None:
         # numpy's sums, to the last bit what every model so far was fitted with (polars' differ in the last bit)
-        values = frame[name].cast(pl.Float64).to_numpy()
+        values = select(frame, pl.col(name).cast(pl.Float64)).to_series().to_numpy()
         moved = np.log1p(values) if transform == "log1p" else values
         least, mean, std, scale = values.min(), moved.mean(), moved.std(), values.std()
     else:
         y = pl.col(name).cast(pl.Float64)
-        yt = y.log1p() if transform == "log1p" else y
-        figures = y.min().alias("least"), yt.mean().alias("mean"), yt.std(ddof=0).alias("std"), y.std(ddof=0)
-        least, mean, std, scale = select(frame, *figures).row(0)
+        found = column_moments(batches(), {"y": y, "moved": y.log1p() if transform == "log1p" else y})
+        least, mean, std, scale = found["y"].least, found["moved"].mean, found["moved"].std(0), found["y"].std(0)
     if transform == "log1p" and least <= -1:
         raise ModelError(f"model.target_transform log1p needs target values > -1; the minimum is {least}")
     return {

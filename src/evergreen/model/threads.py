@@ -15,8 +15,6 @@ import statistics
 import time
 from pathlib import Path
 
-import torch
-
 _CGROUP = Path("/sys/fs/cgroup")
 
 
@@ -83,6 +81,8 @@ def choose_threads(allowance: int, busy: float, processes: int = 1) -> int:
 
 def configure_threads(setting: int | str, processes: int = 1) -> int:
     """Set torch's intra- and inter-op threads once, at a stage's entry: `auto` or a number. Returns it."""
+    import torch  # here: LightGBM reads `available_cpus` too, in stages that never load torch
+
     threads = choose_threads(available_cpus(), busy_cpus(), processes) if setting == "auto" else int(setting)
     torch.set_num_threads(threads)
     # inter-op threads can be set only before the first parallel work in the process: a later call raises

@@ -286,7 +286,7 @@ def _prepare(
     seeded sample of `train.stream.sample_rows` rows."""
     streamed = isinstance(train, ParquetRows)
     sample = sample_rows(train, cfg.stream.sample_rows, cfg.seed) if streamed else None
-    fitted = fit_preprocessing(train.lazy() if streamed else train, data, model_cfg, sample)
+    fitted = fit_preprocessing(train, data, model_cfg, sample)
     prep, model, init = _initial_model(fitted, warm, model_cfg, params, cfg.seed)
     if init["from"] == "champion":
         # fine-tuning: fewer epochs at a lower peak rate are what make a warm retrain cheaper
@@ -307,8 +307,11 @@ def _prepare(
     else:
         valid_actual = y_valid.numpy()
     cfg = cfg.model_copy(update={"batch_size": batch_size_for(cfg.batch_size, rows.n)})
+    # how the rows are read changes nothing in memory; streamed, the shuffle buffer and the sample decide the
+    # batches and the medians, so a checkpoint resumes only under the same `train.stream`
+    unread = {"device", "threads", "time_budget_s"} | (set() if streamed else {"stream"})
     key = fingerprint(
-        model_cfg.model_dump(), cfg.model_dump(exclude={"device", "threads", "time_budget_s", "stream"}),
+        model_cfg.model_dump(), cfg.model_dump(exclude=unread),
         prep.to_dict(), init, *data_key, x_valid.numpy(), y_valid.numpy(),
     )  # fmt: skip
     device = group.device(resolve_device(cfg.device))

@@ -12,18 +12,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import lightgbm as lgb
 import numpy as np
-import onnx
-from onnx import helper, numpy_helper, version_converter
 
 from evergreen.errors import ModelError
 from evergreen.inference import INPUT_NAME
 from evergreen.model.onnx_graph import keep_only, rename_value
 from evergreen.model.preprocess import Preprocessing
 from evergreen.model.threads import available_cpus
+
+if TYPE_CHECKING:  # imported where they are used: a network's training never pays for them (about 5 s)
+    import lightgbm as lgb
+    import onnx
 
 FAMILY = "lightgbm"
 KIND = "lightgbm"  # the saved form's `kind` (`evergreen.model.candidates.load_candidate`)
@@ -87,6 +88,8 @@ class _Stopper:
             self.best_loss, self.best_round = loss, self.rounds
         self.out_of_time = self.deadline is not None and time.perf_counter() > self.deadline
         if self.rounds - self.best_round >= self.patience or self.out_of_time:
+            import lightgbm as lgb
+
             raise lgb.callback.EarlyStopException(self.best_round - 1, env.evaluation_result_list)
 
 
@@ -130,6 +133,8 @@ class TreeModel:
 
     @classmethod
     def from_dict(cls, saved: dict[str, Any]) -> TreeModel:
+        import lightgbm as lgb
+
         booster = lgb.Booster(model_str=saved["booster"])
         prep = Preprocessing.from_dict(saved["preprocessing"])
         return cls(prep, booster, list(saved["categorical"]), saved.get("params", {}), saved.get("info", {}))
@@ -149,6 +154,8 @@ def fit_trees(
 
     `deadline` (a `time.perf_counter()` value) stops boosting when passed: the best round so far is kept.
     """
+    import lightgbm as lgb
+
     settings = settings or TreeSettings()
     started = time.perf_counter()
     (x_train, y_train), (x_valid, y_valid) = train, valid
@@ -226,6 +233,8 @@ def float32_thresholds(model: str) -> str:
 def tree_graph(booster: lgb.Booster, prep: Preprocessing, opset: int) -> onnx.ModelProto:
     """onnxmltools' graph of `booster`, adapted to the contract: input `features` [N, F]; output `prediction`
     [N] in target units (expm1 applied for log1p) or `probabilities` [N, C]."""
+    import onnx
+    from onnx import helper, numpy_helper, version_converter
     from onnxmltools import convert_lightgbm  # slow to import: only the export needs it
     from onnxmltools.convert.common.data_types import FloatTensorType
 
