@@ -15,8 +15,10 @@ What it does, in one run:
    - streamed: `train.stream.from_rows` 1, so the train split is read from its pieces;
    - in memory: `train.stream.from_rows` above the rows, today's path (the whole split loaded);
    - with `--processes 2`, also streamed under torchrun, each rank reading its own pieces.
-3. With `--evaluate`, runs `evergreen.stages.evaluate.run` once on the streamed model (the baselines fit on
-   `evaluate.baseline_rows` sampled rows; the test split is read whole).
+3. With `--evaluate`, runs `evergreen.stages.evaluate.run` and then `evergreen.stages.export.run` once on the
+   streamed model (the baselines fit on `evaluate.baseline_rows` sampled rows; both read the test split one
+   record batch at a time). With `--before SRC` (the `src/` folder of an earlier commit, e.g. a `git worktree`),
+   runs the same two stages with that code too, side by side on the same model and split.
 Each line reports the stage's wall time, its peak RSS and the valid RMSE of the one epoch.
 """
 
@@ -66,12 +68,13 @@ def _params(streamed: bool, processes: int, hidden: list[int], threads: int) -> 
 
 
 def run_stage(
-    project: Path, stage: str, streamed: bool, opts: argparse.Namespace, processes: int = 1
+    project: Path, stage: str, streamed: bool, opts: argparse.Namespace, processes: int = 1, src: Path = ROOT / "src"
 ) -> dict[str, Any]:
-    """One stage in a fresh process; under torchrun, `peak_child_rss_mib` is the largest rank's peak."""
+    """One stage in a fresh process, with the code in `src`; under torchrun, `peak_child_rss_mib` is the largest
+    rank's peak."""
     threads = max(1, opts.threads // processes)
     (project / "params.yaml").write_text(yaml.safe_dump(_params(streamed, processes, opts.hidden, threads)))
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    env = {**os.environ, "PYTHONPATH": str(src)}
     began = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-c", _CHILD.format(stage=stage), str(project)],
@@ -99,7 +102,8 @@ def main() -> None:
     parser.add_argument("--parts", type=int, default=100)
     parser.add_argument("--processes", type=int, default=1, help="also train streamed under torchrun")
     parser.add_argument("--skip-in-memory", action="store_true")
-    parser.add_argument("--evaluate", action="store_true")
+    parser.add_argument("--evaluate", action="store_true", help="also run evaluate and export")
+    parser.add_argument("--before", type=Path, help="the src/ of earlier code: evaluate and export with it too")
     parser.add_argument("--hidden", type=int, nargs="+", default=[256, 256], help="the mlp's widths")
     parser.add_argument("--threads", type=int, default=2, help="torch threads in all, shared by the ranks")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/train_stream.json")
@@ -118,9 +122,10 @@ def main() -> None:
         results["split"] = run_split(project, "time", 1)
         print("train, streamed")
         results["train streamed"] = run_stage(project, "train", streamed=True, opts=opts)
-        if opts.evaluate:
-            print("evaluate (the streamed model)")
-            results["evaluate"] = run_stage(project, "evaluate", streamed=True, opts=opts)
+        for code, src in [("", ROOT / "src")] + ([(" before", opts.before)] if opts.before else []):
+            for stage in ("evaluate", "export") if opts.evaluate else ():
+                print(f"{stage}{code} (the streamed model)")
+                results[f"{stage}{code}"] = run_stage(project, stage, streamed=True, opts=opts, src=src)
         if opts.processes > 1:
             print(f"train, streamed, {opts.processes} processes")
             results["train streamed torchrun"] = run_stage(

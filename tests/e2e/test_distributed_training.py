@@ -27,11 +27,14 @@ import torch
 import yaml
 
 from evergreen.config import load_params, with_overrides
+from evergreen.config.train import DistributedConfig
 from evergreen.data.clean import clean
 from evergreen.data.io import read_text_table, resolve_source
 from evergreen.data.split import split
+from evergreen.errors import ModelError
 from evergreen.inference import feature_matrix
 from evergreen.model.baselines import fit_baselines, predict_baseline
+from evergreen.model.distributed import launch
 from evergreen.model.metrics import score
 from evergreen.model.network import TabularNet
 from evergreen.model.preprocess import fit_preprocessing
@@ -167,6 +170,13 @@ def test_a_failing_rank_is_named(tmp_path: Path) -> None:
     # the first rank to fail is named with its error (torchrun stops the other, which may not get that far)
     assert re.search(r"rank [01]: DataError: \S*valid.parquet: no such split", out), out[-3000:]
     assert not ws.model.exists()
+
+
+def test_a_rank_that_fails_before_training_is_said_to_have_left_no_error(tmp_path: Path) -> None:
+    """A rank that dies before it could record an error (here: its module does not exist) is a `ModelError`
+    that says where its own message is, not a hang and not a bare exit status."""
+    with pytest.raises(ModelError, match=r"no rank recorded an error: .*its own message is in the output above"):
+        launch(DistributedConfig(nproc_per_node=1, backend="gloo"), tmp_path, ["evergreen_no_such_module"])
 
 
 def test_a_classifier_trains_data_parallel_and_is_calibrated_on_rank_0(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from evergreen.data.ingest import combine
-from evergreen.data.io import list_landing, read_text_table, resolve_source
+from evergreen.data.io import list_landing, parquet_writer, read_text_table, resolve_source
 from evergreen.data.schema import SOURCE_FILE, SOURCE_ROW
 from evergreen.errors import DataError
 
@@ -99,3 +99,17 @@ def test_combine_keeps_rows_without_a_key(tmp_path, tiny):
     frame = read_text_table(_write(tmp_path, "a.csv", HEADER + ",,,,,,\n,,,,,,\n" + ROWS), tiny.data)
     result = combine([frame], key=["id"])
     assert result.raw.height == 4  # blank rows go on to clean, which quarantines them with a reason
+
+
+def test_a_parquet_file_written_frame_by_frame_is_published_whole_or_not_at_all(tmp_path):
+    path = tmp_path / "out.parquet"
+    pl.DataFrame({"a": [0], "b": ["old"]}).write_parquet(path)
+    with pytest.raises(RuntimeError), parquet_writer(path) as write:
+        write(pl.DataFrame({"a": [1, 2], "b": ["x", "y"]}))
+        raise RuntimeError("killed half way")
+    assert pl.read_parquet(path)["b"].to_list() == ["old"]  # readers still see the old file
+    with parquet_writer(path) as write:
+        write(pl.DataFrame({"a": [1, 2], "b": ["x", "y"]}))
+        write(pl.DataFrame({"a": [3], "b": [None]}))  # a batch of nulls keeps the column's type
+    assert pl.read_parquet(path).to_dict(as_series=False) == {"a": [1, 2, 3], "b": ["x", "y", None]}
+    assert [p.name for p in tmp_path.iterdir()] == ["out.parquet"]  # no temporary file left

@@ -21,3 +21,6 @@ class EvaluateConfig(StrictModel):
     # the baselines fit on at most this many train rows, a seeded sample of them (eval.json says so): on a
     # history of tens of millions of rows they would otherwise hold the whole train matrix and take hours
     baseline_rows: int = Field(2_000_000, ge=100)
+    # the plot tables (predictions, residuals, confusion) hold at most this many test rows, a seeded sample in
+    # row order: a plot of millions of points says no more and does not load. Metrics read every row.
+    plot_rows: int = Field(100_000, ge=100)

@@ -18,6 +18,8 @@ import json
 import os
 import tempfile
 import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -247,6 +249,40 @@ def write_parquet(frame: pl.DataFrame | pl.LazyFrame, path: Path, *, tmp_dir: Pa
             raise full from None
         publish(tmp, path)
     finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@contextmanager
+def parquet_writer(path: Path) -> Iterator[Callable[[pl.DataFrame], None]]:
+    """A Parquet file written one frame at a time, never held whole, and published as `write_parquet` does:
+    readers see the old file or the new one. Nothing is published when the block raises.
+
+    Every frame takes the first one's schema (a later piece's column of nulls keeps the column's type)."""
+    import pyarrow.parquet as pq  # here: the data stages, which import this module, never need it
+
+    fd, tmp = _atomic_target(path)
+    os.close(fd)
+    writer: Any = None
+
+    def write(frame: pl.DataFrame) -> None:
+        nonlocal writer
+        table = frame.to_arrow()
+        if writer is None:
+            writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
+        writer.write_table(table.cast(writer.schema))
+
+    try:
+        yield write
+        if writer is None:
+            raise ValueError(f"no rows were written to {path}")
+        writer.close()
+        publish(tmp, path)
+    except OSError as exc:
+        raise disk_full(exc, path) or exc from None
+    finally:
+        if writer is not None:
+            writer.close()
         if os.path.exists(tmp):
             os.unlink(tmp)
 

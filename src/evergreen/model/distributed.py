@@ -86,7 +86,11 @@ def launch(cfg: DistributedConfig, root: Path, args: list[str]) -> None:
         why = "; ".join(f"rank {p.stem.split('-')[1]}: {p.read_text().strip()}" for p in failed)
         raise ModelError(
             f"data-parallel training failed (torchrun exit status {status}): "
-            + (why or "no rank recorded an error (a process was killed? see the output above)")
+            + (
+                why
+                or "no rank recorded an error: one was killed, or failed before its training started (an "
+                "import, the CLI, the project files); its own message is in the output above"
+            )
         )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,8 @@ import numpy as np
 from evergreen.artifacts.card import ModelCard
 from evergreen.artifacts.reports import EvalReport, ExportReport
 from evergreen.data import io
-from evergreen.data.split import read_split
+from evergreen.data.parquet_rows import ParquetRows
+from evergreen.data.split import split_pieces
 from evergreen.errors import ModelError, ParityFailed
 from evergreen.model.candidates import Candidate, NetworkCandidate, load_candidate
 from evergreen.model.export import benchmark, check_parity, onnx_session, parity, signature
@@ -31,23 +33,26 @@ from evergreen.model.preprocess import check_frame
 from evergreen.provenance import code_version, read_data_hashes
 from evergreen.workspace import Workspace
 
+Matrices = Callable[[], Iterator[np.ndarray]]  # the test split's input matrix, one record batch at a time
+
 
 def _native(model: Candidate) -> Any:
     """What the graph is held to: torch eager for a network, other candidates' own framework's predictions."""
     return model.net if isinstance(model, NetworkCandidate) else model.predict_matrix
 
 
-def checked_graph(model: Candidate, x: np.ndarray, tolerance: float, opset: int) -> tuple[bytes, float, float]:
-    """The candidate's ONNX graph, its max |difference| from the model's own framework over `x`, and the limit
-    it was held to; raises `ParityFailed` past the limit."""
+def checked_graph(model: Candidate, matrices: Matrices, tolerance: float, opset: int) -> tuple[bytes, float, float]:
+    """The candidate's ONNX graph, its max |difference| from the model's own framework over the test split's
+    input `matrices` (one record batch at a time), and the limit it was held to; raises `ParityFailed` past it."""
     graph = model.to_onnx(opset)
     scale = model.prep.target_scale if model.prep.task == "regression" else 1.0
-    max_abs_diff = parity(onnx_session(graph), _native(model), x)
+    session, native = onnx_session(graph), _native(model)
+    max_abs_diff = max((parity(session, native, x) for x in matrices()), default=0.0)
     check_parity(max_abs_diff, tolerance, scale)
     return graph, max_abs_diff, tolerance * scale
 
 
-def export_others(ws: Workspace, x: np.ndarray) -> None:
+def export_others(ws: Workspace, matrices: Matrices) -> None:
     """`models/exported/`: every candidate the train stage listed but did not choose, as a graph that passed
     parity and its signature; `index.json` lists them in the train stage's order (best on valid first)."""
     cfg = ws.params.export
@@ -59,7 +64,7 @@ def export_others(ws: Workspace, x: np.ndarray) -> None:
     for entry in (e for e in listed.get("candidates", []) if not e["chosen"]):
         candidate = load_candidate(ws.models_dir / entry["file"])
         try:
-            graph, diff, limit = checked_graph(candidate, x, cfg.parity_tolerance, cfg.opset)
+            graph, diff, limit = checked_graph(candidate, matrices, cfg.parity_tolerance, cfg.opset)
         except ParityFailed as exc:
             rows.append({"family": entry["family"], "valid": entry["valid"], "parity": str(exc)})
             continue
@@ -76,16 +81,20 @@ def export_others(ws: Workspace, x: np.ndarray) -> None:
 def run(ws: Workspace) -> None:
     cfg = ws.params.export
     model = load_candidate(ws.model)
-    test = read_split(ws, "test")
-    check_frame(test, model.prep.input_columns, "test")
-    x = model.prep.matrix(test)
-    graph, max_abs_diff, limit = checked_graph(model, x, cfg.parity_tolerance, cfg.opset)  # raises first
-    timings = benchmark(onnx_session(graph), _native(model), x, cfg.latency_runs, cfg.throughput_batch)
+    test = ParquetRows.of(split_pieces(ws, "test"))
+    check_frame(test.lazy(), model.prep.input_columns, "test")
+
+    def matrices() -> Iterator[np.ndarray]:  # the test split is never read whole
+        return (model.prep.matrix(rows) for rows in test.read())
+
+    graph, max_abs_diff, limit = checked_graph(model, matrices, cfg.parity_tolerance, cfg.opset)  # raises first
+    first = next(matrices())  # the benchmark repeats the first rows up to its batch size
+    timings = benchmark(onnx_session(graph), _native(model), first, cfg.latency_runs, cfg.throughput_batch)
     report = ExportReport(
         parity_max_abs_diff=max_abs_diff,
         parity_tolerance=cfg.parity_tolerance,
         parity_limit=limit,
-        parity_rows=len(x),
+        parity_rows=test.total,
         opset=cfg.opset,
         **timings,
     )
@@ -104,7 +113,7 @@ def run(ws: Workspace) -> None:
     io.write_json(signature(model), ws.signature)
     card.write(ws.model_card)
     report.write(ws.export_metrics)
-    export_others(ws, x)
+    export_others(ws, matrices)
     ort_ms, torch_ms = report.onnxruntime.latency_p50_ms, report.torch.latency_p50_ms
     framework = "torch" if isinstance(model, NetworkCandidate) else model.family
     print(
