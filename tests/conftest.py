@@ -16,6 +16,26 @@ import yaml
 from evergreen.config import Params, parse_params
 from tests.harness import ROOT, TINY
 
+# folders of slow tests only: a `-m "not slow"` run does not import them (their Prefect, service and pipeline
+# harnesses cost each pytest worker about 14 s of a fast run's collection); `_every_test_there_is_slow` keeps
+# the promise
+ONLY_SLOW = ("e2e", "model")
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    if config.getoption("markexpr") == "not slow" and collection_path.is_relative_to(ROOT / "tests"):
+        parts = collection_path.relative_to(ROOT / "tests").parts
+        return True if parts and parts[0] in ONLY_SLOW else None
+    return None
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test in a slow-only folder (`ONLY_SLOW`) that is not marked slow would never run in a fast run."""
+    for item in items:
+        parts = item.path.relative_to(ROOT / "tests").parts if item.path.is_relative_to(ROOT / "tests") else ()
+        if parts and parts[0] in ONLY_SLOW and item.get_closest_marker("slow") is None:
+            raise pytest.UsageError(f"{item.nodeid} is in tests/{parts[0]}, where every test must be marked slow")
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _one_torch_thread() -> None:

@@ -30,6 +30,12 @@ from evergreen.model.distributed import Group
 from evergreen.model.preprocess import counts
 
 
+def tensor(array: np.ndarray) -> torch.Tensor:
+    """`array` as a tensor without a copy, unless it is read-only (polars hands some columns over without a
+    copy, read-only), which torch warns is undefined behaviour to wrap: copied only then."""
+    return torch.from_numpy(np.require(array, requirements="W"))
+
+
 def shards(rows: Sequence[int], world: int) -> list[list[int]]:
     """The pieces each rank reads, balanced by rows: largest first, each to the rank with fewest rows so far."""
     owned: list[list[int]] = [[] for _ in range(world)]
@@ -122,4 +128,4 @@ class StreamedRows:
 
     def _tensors(self, frame: pl.DataFrame) -> Batch:
         x, y = self.encode(frame)
-        return torch.from_numpy(x), torch.from_numpy(y)
+        return tensor(x), tensor(y)

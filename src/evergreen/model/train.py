@@ -36,7 +36,7 @@ from evergreen.model.preprocess import (
     fit_preprocessing,
     warm_preprocessing,
 )
-from evergreen.model.stream import StreamedRows
+from evergreen.model.stream import StreamedRows, tensor
 
 VALID_CHUNK_ROWS = 65_536  # valid rows scored at once: a long valid split's activations are never all in memory
 
@@ -266,14 +266,14 @@ def _train_rows(
     checkpoint's fingerprint holds of the data, and the rows per class for `class_weight: balanced`."""
     balanced = prep.task == "classification" and cfg.class_weight == "balanced"
     if isinstance(train, pl.DataFrame):
-        x, y = torch.from_numpy(prep.matrix(train)), torch.from_numpy(encode_target(train, prep))
+        x, y = tensor(prep.matrix(train)), tensor(encode_target(train, prep))
         counts = torch.bincount(y, minlength=len(prep.classes)).float() if balanced else None
         return InMemoryRows(x, y), x, [x.numpy(), y.numpy()], counts
     columns = list(dict.fromkeys([*prep.input_columns, target]))
     rows = StreamedRows(train, columns, lambda f: (prep.matrix(f), encode_target(f, prep)), cfg.stream.shuffle_rows)
     assert sample is not None  # drawn by `_prepare` for every streamed split
     counts = torch.from_numpy(rows.class_counts(target, prep.classes)).float() if balanced else None
-    return rows, torch.from_numpy(prep.matrix(sample)), [train.content_key()], counts
+    return rows, tensor(prep.matrix(sample)), [train.content_key()], counts
 
 
 def _prepare(
@@ -299,8 +299,7 @@ def _prepare(
     rows, fit_inputs, data_key, counts = _train_rows(train, prep, data.target.name, cfg, sample)
     model.fit_to_train(fit_inputs)  # what a family learns from the train inputs before training (tabm's bins)
     del sample, fit_inputs
-    x_valid = torch.from_numpy(prep.matrix(valid_frame))
-    y_valid = torch.from_numpy(encode_target(valid_frame, prep))
+    x_valid, y_valid = tensor(prep.matrix(valid_frame)), tensor(encode_target(valid_frame, prep))
     # valid metrics are in target units (regression) or over class indices (classification)
     if prep.task == "regression":
         valid_actual = valid_frame[data.target.name].cast(pl.Float64).to_numpy()
