@@ -7,6 +7,10 @@ here, its test metrics. The test split judges; it chose nothing (the train stage
 Plots for `dvc plots show`, all in `reports/eval/`: predicted against actual and the error over time
 (`predictions.csv`), residuals against prediction (`residuals.csv`, regression), the confusion matrix
 (`confusion.csv`) and the calibration curve of the predicted class (`calibration.csv`, classification).
+
+The test split is read one record batch at a time, never whole: every row is scored and judged, and its
+prediction written (`test_predictions.parquet`); the plot tables show a seeded sample of at most
+`evaluate.plot_rows` rows, in row order (the calibration curve bins every row).
 """
 
 from __future__ import annotations
