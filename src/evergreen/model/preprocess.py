@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
@@ -107,7 +106,7 @@ class Preprocessing:
 
 
 Rows = pl.DataFrame | pl.LazyFrame  # a split in memory, or a lazy query over its Parquet pieces (streamed)
-Batches = Callable[[], Iterator[pl.DataFrame]]  # a streamed split's rows, encoded, in a fixed order of batches
+Found = dict[str, Moments]  # a streamed split's means and spreads: `feature:NAME`, `target:value`, `target:moved`
 
 
 def select(frame: Rows, *exprs: pl.Expr) -> pl.DataFrame:
@@ -165,18 +164,24 @@ def fit_preprocessing(
         return encode_strings(derive_features(rows, derived), string_vocabularies)
 
     frame = encoded(frame)
-    batches = (lambda: (encoded(b) for b in split.read())) if isinstance(split, ParquetRows) else None
     features = _input_features(data)
     names = [name for name, _, _ in features]
     numeric = [name for name, kind, _ in features if kind == "numeric"]
+    found = None
+    if isinstance(split, ParquetRows):  # one pass over the pieces for every mean and spread (`moments`)
+        exprs = {f"feature:{n}": pl.col(n) for n in numeric}
+        if data.task == "regression":
+            y = pl.col(data.target.name).cast(pl.Float64)
+            exprs |= {"target:value": y, "target:moved": y.log1p() if model.target_transform == "log1p" else y}
+        found = column_moments((encoded(b) for b in split.read()), exprs)
     categorical = [name for name, kind, _ in features if kind == "categorical"]
     by_mode = {c.name for c in data.features if c.missing == "impute_mode"}
     medians_from = frame if median_sample is None else encoded(median_sample)
-    numeric_statistics = _numeric_statistics(frame, batches, medians_from, numeric, by_mode)
+    numeric_statistics = _numeric_statistics(frame, found, medians_from, numeric, by_mode)
     vocabularies = [[float(v) for v in distinct(frame, pl.col(n).cast(pl.Float32))] for n in categorical]
     crosses = _cross_positions(model, categorical)
     _check_additive(model, names)
-    target = _fit_target(frame, batches, data.target.name, data.task, model.target_transform)
+    target = _fit_target(frame, found, data.target.name, data.task, model.target_transform)
     return Preprocessing(
         task=data.task,
         target=data.target.name,
@@ -221,13 +226,13 @@ def _input_features(data: DataConfig) -> list[tuple[str, str, str]]:
 
 
 def _numeric_statistics(
-    frame: Rows, batches: Batches | None, medians_from: Rows, numeric: list[str], by_mode: set[str]
+    frame: Rows, found: Found | None, medians_from: Rows, numeric: list[str], by_mode: set[str]
 ) -> dict[str, list[Any]]:
     """Mean, std and fill value of each numeric feature (0, 1 and 0 where undefined), and the constant ones
-    (one value, or none: their least and greatest are equal). Streamed, from `batches` (see `moments`)."""
+    (one value, or none: their least and greatest are equal). Streamed, from the moments `found`."""
     if not numeric:
         return {"numeric_mean": [], "numeric_std": [], "numeric_fill": [], "constant": []}
-    if batches is None:
+    if found is None:
         stats = select(
             frame,
             *(pl.col(n).cast(pl.Float64).mean().alias(f"mean_{n}") for n in numeric),
@@ -236,8 +241,7 @@ def _numeric_statistics(
             *(pl.col(n).cast(pl.Float64).max().alias(f"max_{n}") for n in numeric),
         ).row(0, named=True)
     else:
-        found = column_moments(batches(), {n: pl.col(n) for n in numeric})
-        stats = {f"{figure}_{n}": value for n, m in found.items() for figure, value in _figures(m).items()}
+        stats = {f"{figure}_{n}": value for n in numeric for figure, value in _figures(found[f"feature:{n}"]).items()}
     medians = select(medians_from, *(pl.col(n).cast(pl.Float64).median() for n in numeric)).row(0, named=True)
     stds = [_finite(stats[f"std_{n}"], 1.0) for n in numeric]
     numeric_fill = [_mode(frame, n) if n in by_mode else medians[n] for n in numeric]
@@ -277,7 +281,7 @@ def _check_additive(model: ModelConfig, names: list[str]) -> None:
             raise ModelError(f"model.additive[{i}]: {name!r} is not a feature")
 
 
-def _fit_target(frame: Rows, batches: Batches | None, name: str, task: Task, transform: str) -> dict[str, Any]:
+def _fit_target(frame: Rows, found: Found | None, name: str, task: Task, transform: str) -> dict[str, Any]:
     """The target's fields of `Preprocessing`: transform and statistics (regression), or the classes."""
     nulls = select(frame, pl.col(name).null_count()).item()
     if nulls:
@@ -287,15 +291,14 @@ def _fit_target(frame: Rows, batches: Batches | None, name: str, task: Task, tra
         if len(classes) < 2:
             raise ModelError(f"the train split has a single class ({classes[0]!r}) in {name!r}")
         return {"classes": classes}
-    if batches is None:
+    if found is None:
         # numpy's sums, to the last bit what every model so far was fitted with (polars' differ in the last bit)
         values = select(frame, pl.col(name).cast(pl.Float64)).to_series().to_numpy()
         moved = np.log1p(values) if transform == "log1p" else values
         least, mean, std, scale = values.min(), moved.mean(), moved.std(), values.std()
     else:
-        y = pl.col(name).cast(pl.Float64)
-        found = column_moments(batches(), {"y": y, "moved": y.log1p() if transform == "log1p" else y})
-        least, mean, std, scale = found["y"].least, found["moved"].mean, found["moved"].std(0), found["y"].std(0)
+        value, moved = found["target:value"], found["target:moved"]
+        least, mean, std, scale = value.least, moved.mean, moved.std(0), value.std(0)
     if transform == "log1p" and least <= -1:
         raise ModelError(f"model.target_transform log1p needs target values > -1; the minimum is {least}")
     return {

@@ -72,7 +72,8 @@ def run(ws: Workspace) -> None:
     def baseline(fit: Any) -> Predict:
         return lambda rows, x: predict_baseline(fit, prep.task, x, classes)
 
-    others = _unchosen_candidates(ws)
+    index = _candidate_index(ws)
+    others = _unchosen_candidates(ws, index)
     predictors: dict[str, Predict] = {"model": lambda rows, x: model.predict(rows)}
     predictors |= {f"baseline {name}": baseline(fit) for name, fit in fitted.items()}
     predictors |= {f"candidate {file}": (lambda rows, x, c=c: c.predict(rows)) for file, c in others.items()}
@@ -96,7 +97,7 @@ def run(ws: Workspace) -> None:
         file: _judged(c.prep, actual, outputs[f"candidate {file}"], c.prep.decision_weights)
         for file, c in others.items()
     }
-    write_leaderboard(ws, model_scores, candidate_scores)
+    write_leaderboard(ws, index, model_scores, candidate_scores)
     shown = _plot_rows(len(actual), cfg.plot_rows, params.train.seed)
     write_plots(ws, prep, actual[shown], output[shown], None if times is None else times[shown])
     if not regression:  # calibration bins every row: a table of ten, whatever the split's size
@@ -182,24 +183,25 @@ def write_plots(ws: Workspace, prep: Any, actual: np.ndarray, output: np.ndarray
     plot.with_columns(abs_error=pl.Series(error)).write_csv(ws.predictions_csv)
 
 
-def _unchosen_candidates(ws: Workspace) -> dict[str, Any]:
+def _unchosen_candidates(ws: Workspace, index: dict[str, Any] | None) -> dict[str, Any]:
     """The train stage's candidates other than the chosen one (`models/candidates/index.json`), by file."""
-    index = _candidate_index(ws)
     entries = [] if index is None else index["candidates"]
     return {e["file"]: load_candidate(ws.models_dir / e["file"]) for e in entries if not e["chosen"]}
 
 
 def _candidate_index(ws: Workspace) -> dict[str, Any] | None:
+    """`models/candidates/index.json`, or None for a model trained before candidates were listed."""
     index_file = ws.candidates / "index.json"
-    if not index_file.exists():  # a model trained before candidates were listed
+    if not index_file.exists():
         return None
     return io.read_json(index_file, ModelError, subject="the list of candidates is ")
 
 
-def write_leaderboard(ws: Workspace, chosen: dict[str, Any], others: dict[str, dict[str, Any]]) -> None:
-    """`metrics/leaderboard.json`: the train stage's candidates (`models/candidates/index.json`), each with its
-    test metrics: the chosen one's are the model's (`chosen`), the others' (`others`, by file) scored here."""
-    index = _candidate_index(ws)
+def write_leaderboard(
+    ws: Workspace, index: dict[str, Any] | None, chosen: dict[str, Any], others: dict[str, dict[str, Any]]
+) -> None:
+    """`metrics/leaderboard.json`: the train stage's candidates (`index`), each with its test metrics: the
+    chosen one's are the model's (`chosen`), the others' (`others`, by file) scored here."""
     if index is None:
         return
     name = index["metric"]
