@@ -238,6 +238,29 @@ def test_date_beyond_pandas_range_fails_by_name_not_by_crash(data):
     assert [(f.expectation_type, f.column) for f in failed] == [("expect_column_values_to_not_be_null", "day")]
 
 
+def test_outcomes_keep_the_suites_order_and_each_batch_is_one_result_in_the_data_docs(
+    data: DataConfig, tmp_path: Path
+) -> None:
+    # each column's expectations run on a frame of that column alone (gx_adapter's docstring); the summary and
+    # the Data Docs still show one result per batch, its outcomes in the order the suite lists them
+    from evergreen.validation.gx_adapter import validate_batches
+
+    suite = generate_suite(data, "raw")
+    frames = [_raw(20, x=["bad"] * 20), _raw(20), _raw(20, id=["1"] * 20)]
+    summaries = validate_batches(frames, suite, docs_dir=tmp_path / "docs")
+    listed = [(e["type"], e["kwargs"].get("column")) for e in suite["expectations"]]
+    for summary in summaries:
+        shown = [(o.expectation_type, o.kwargs.get("column")) for o in summary.outcomes]
+        assert shown == listed
+    failed = [[(o.expectation_type, o.column) for o in s.outcomes if not o.success] for s in summaries]
+    assert failed == [
+        [("expect_column_values_to_match_regex", "x")],
+        [],
+        [("expect_column_values_to_be_unique", "id")],
+    ]
+    assert len(list((tmp_path / "docs" / "validations").rglob("*.html"))) == 3
+
+
 def test_a_partition_larger_than_a_batch_is_validated_batch_by_batch(data: DataConfig, tmp_path: Path) -> None:
     from evergreen.validation.stage import Task, validate_partition
 

@@ -7,11 +7,16 @@ Speed (profiled on 100k raw bike rows, 34 expectations: 2.0 s before the two cha
 same outcomes to the example values):
 - GX's pandas engine filters the *whole* frame several times per column expectation (its null filter and its
   unexpected rows), so every text column is copied about 4 times per expectation: 0.75 s of the 2.0. Text
-  therefore reaches GX as pandas categoricals, whose copies are of small integer codes.
+  therefore reaches GX as pandas categoricals, whose copies are of small integer codes (still 1.5x faster
+  than Arrow strings on 1M rows with the one-column frames below).
 - GX's regex check is `column.astype(str).str.contains(regex)`, which pandas runs as one Python `re` call per
   cell (0.9 s of the 2.0). With pandas' Arrow-backed `str` dtype (`future.infer_string`) the same call runs in
   Arrow's RE2. RE2 lacks a few Python features (look-arounds, back-references); a suite with such a pattern
   runs on Python's `re` as before.
+- Each column's expectations run on a frame of that column alone (`_validate_one`), and their results are put
+  back in the suite's order as one result: GX's null filter and unexpected-row filter then copy one column,
+  not all of them. On 1M raw bike rows, 15.0 s before against 10.5-12.6 s after (100k rows: 2.0 s against
+  1.9 s, where GX's fixed cost per run is most of it); the same outcomes to the example values.
 - Every Data Docs build makes new jinja environments, which compile GX's ~50 templates again: 0.72 s of a
   2.2 s partition (100k rows, the raw suite). The compiled templates are kept for the process
   (`_TEMPLATES`), so only the first build of a stage run compiles them.
@@ -19,7 +24,9 @@ same outcomes to the example values):
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Collection, Iterable
+from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -192,16 +199,94 @@ def _outcome(result: dict[str, Any], example_values: int) -> ExpectationOutcome:
     )
 
 
-def _split_personal(suite: dict[str, Any], personal: Collection[str]) -> list[tuple[dict[str, Any], bool]]:
-    """The suite as (suite, personal) parts: the expectations on personal columns apart, so that they run
-    without example values (GX copies failing values into its results and Data Docs, one format per run)."""
-    expectations = suite.get("expectations", [])
-    private = [e for e in expectations if (e.get("kwargs") or {}).get("column") in personal]
-    if not private:
-        return [(suite, False)]
-    public = [e for e in expectations if e not in private]
-    parts = [({**suite, "expectations": public}, False)] if public else []
-    return [*parts, ({**suite, "name": f"{suite.get('name')}.personal", "expectations": private}, True)]
+def _column_groups(suite: dict[str, Any]) -> dict[str | None, list[int]]:
+    """The suite's expectations (by position) grouped by the one column each reads; `None` holds those that
+    read more than one (table-level, column pairs and lists), which run on the whole frame."""
+    groups: dict[str | None, list[int]] = {}
+    for i, exp in enumerate(suite.get("expectations", [])):
+        column = (exp.get("kwargs") or {}).get("column")
+        groups.setdefault(None if exp.get("type", "").startswith(_TABLE_EXPECTATIONS) else column, []).append(i)
+    return groups
+
+
+@dataclass(frozen=True)
+class _Run:
+    """Some of the suite's expectations, run on a frame of their one column (or on the whole frame)."""
+
+    column: str | None
+    positions: list[int]  # where its expectations stand in the suite
+    suite: Any  # gx.ExpectationSuite
+    batch: Any  # GX's batch definition of a whole dataframe
+    result_format: dict[str, Any]
+
+
+def _runs(suite: dict[str, Any], personal: Collection[str], example_values: int, batch: Any) -> list[_Run]:
+    config = {k: v for k, v in suite.items() if k != "id"}  # checked whole by `_build_suite` already
+    runs = []
+    for column, positions in _column_groups(suite).items():
+        expectations = [config["expectations"][i] for i in positions]
+        part = gx.ExpectationSuite(**{**config, "name": f"{config.get('name')}.{column}", "expectations": expectations})
+        # SUMMARY gives counts and a few examples; COMPLETE would copy every failing value. A personal column's
+        # expectations give none: GX copies failing values into its results and Data Docs
+        shown = 0 if column in personal else example_values
+        runs.append(
+            _Run(column, positions, part, batch, {"result_format": "SUMMARY", "partial_unexpected_count": shown})
+        )
+    return runs
+
+
+def _validate_one(frame: pd.DataFrame, runs: list[_Run], name: str) -> Any:
+    """GX's result for the whole suite (`name`) on one frame, its expectations in the suite's order.
+
+    GX's pandas engine copies the *whole* frame several times per column expectation (its null filter and its
+    unexpected rows), so each column's expectations run on a frame of that column alone (see the module's
+    docstring for what that saves).
+    """
+    from great_expectations.validator.v1_validator import Validator
+    from great_expectations.validator.validator import calc_validation_statistics
+
+    parts = []
+    for run in runs:
+        # a missing column runs on the whole frame, where GX names it in the expectation's error
+        data = frame[[run.column]] if run.column in frame.columns else frame
+        validator = Validator(
+            batch_definition=run.batch, batch_parameters={"dataframe": data}, result_format=run.result_format
+        )
+        parts.append((run, validator.validate_expectation_suite(run.suite)))
+    placed = sorted(
+        ((i, r) for run, part in parts for i, r in zip(run.positions, part.results, strict=True)), key=lambda ir: ir[0]
+    )
+    whole = parts[0][1]  # any part's meta serves: the same batch
+    whole.results = [r for _, r in placed]
+    stats = calc_validation_statistics(whole.results)
+    whole.success = stats.success
+    whole.suite_name = name
+    whole.statistics = {
+        "evaluated_expectations": stats.evaluated_expectations,
+        "successful_expectations": stats.successful_expectations,
+        "unsuccessful_expectations": stats.unsuccessful_expectations,
+        "success_percent": stats.success_percent,
+    }
+    return whole
+
+
+def _keep_for_docs(context: Any, result: Any) -> None:
+    """Store a run's result where the Data Docs site reads it (what GX's `ValidationDefinition.run` does)."""
+    from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
+
+    run_id = RunIdentifier(run_time=datetime.datetime.now(datetime.UTC))
+    result.meta.update(run_id=run_id, validation_time=run_id.run_time)
+    suite_id = ExpectationSuiteIdentifier(name=result.suite_name)
+    key = ValidationResultIdentifier(
+        batch_identifier=result.batch_id, expectation_suite_identifier=suite_id, run_id=run_id
+    )
+    context.validation_results_store.store_validation_results(
+        suite_validation_result=result, suite_validation_result_identifier=key, expectation_suite_identifier=suite_id
+    )
 
 
 def validate_batches(
@@ -219,38 +304,30 @@ def validate_batches(
     GX context and suite are built once for all of them. With `docs_dir`, GX's HTML Data Docs for these runs
     are built there once, at the end; each summary's `docs_index` is then the path of its index.html.
     The expectations on `personal` columns (declared `pii`) show counts but no failing value, in the summary
-    and in the Data Docs; they come after the others.
+    and in the Data Docs.
     """
     frames = iter(batches)
     first = next(frames, None)
     if first is None:
         return []
+    suite = _time_bounds_as_datetimes(suite, first)
     context = _context(docs_dir)
-    runs = []
-    for part, private in _split_personal(_time_bounds_as_datetimes(suite, first), personal):
-        gx_suite = context.suites.add(_build_suite(part))
-        source = context.data_sources.add_pandas("evergreen-personal" if private else "evergreen")
-        asset = source.add_dataframe_asset(gx_suite.name)
-        batch = asset.add_batch_definition_whole_dataframe("whole frame")
-        definition = gx.ValidationDefinition(name=gx_suite.name, data=batch, suite=gx_suite)
-        # SUMMARY gives counts and a few examples; COMPLETE would copy every failing value
-        shown = {"result_format": "SUMMARY", "partial_unexpected_count": 0 if private else example_values}
-        runs.append((context.validation_definitions.add(definition), shown))
+    name = context.suites.add(_build_suite(suite)).name  # the whole suite: Data Docs show it, and its runs
+    batch = context.data_sources.add_pandas("evergreen").add_dataframe_asset(name)
+    runs = _runs(suite, personal, example_values, batch.add_batch_definition_whole_dataframe("whole frame"))
     keep_dtype = _typed_columns(suite)
     results = []
     # pandas' Arrow-backed `str` dtype while GX runs, for RE2 (see the module's docstring)
     with pd.option_context("future.infer_string", _regexes_run_in_re2(suite)):
         for df in chain([first], frames):
-            frame = _to_pandas(df, keep_dtype)
-            parts = [d.run(batch_parameters={"dataframe": frame}, result_format=f).to_json_dict() for d, f in runs]
-            result = {**parts[0], "success": all(r["success"] for r in parts)}
-            result["results"] = [r for part in parts for r in part["results"]]
-            results.append((df.height, result))
+            result = _validate_one(_to_pandas(df, keep_dtype), runs, name)
+            if docs_dir is not None:
+                _keep_for_docs(context, result)
+            results.append((df.height, result.to_json_dict()))
     docs_index = None
     if docs_dir is not None:
         context.build_data_docs(site_names=["local"])
         docs_index = str(Path(docs_dir) / "index.html")
-    name = suite.get("name") or gx_suite.name
     return [_summary(name, rows, result, example_values, docs_index) for rows, result in results]
 
 
