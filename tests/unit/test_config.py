@@ -65,6 +65,25 @@ def test_split_dates_must_be_ordered(tiny_raw):
         parse_params(tiny_raw)
 
 
+def test_split_and_replay_moments_with_a_time_zone_are_refused_by_name(tiny_raw):
+    # the data's times are compared as written, without a zone; Python cannot order the two kinds, so a zoned
+    # cut once crashed the parse with a TypeError
+    tiny_raw["split"] = {"valid_from": "2023-06-01T00:00:00+02:00", "test_from": "2024-02-01T00:00:00Z"}
+    tiny_raw["simulate"] = {"start": "2023-06-01T00:00:00Z"}
+    with pytest.raises(ConfigError) as err:
+        parse_params(tiny_raw)
+    for field in ("split.valid_from", "split.test_from", "simulate.start"):
+        assert f"{field}: Input should not have timezone info" in str(err.value)
+
+
+def test_a_declared_time_bound_with_a_zone_does_not_break_the_cut_checks(tiny_raw):
+    timestamp = tiny_raw["data"]["timestamp"]["column"]
+    column = next(c for c in tiny_raw["data"]["columns"] if c["name"] == timestamp)
+    column["min"], column["max"] = "2020-01-01T00:00:00+00:00", "2030-01-01T00:00:00+00:00"
+    tiny_raw["split"] = {"valid_from": "2023-06-01", "test_from": "2024-02-01"}
+    assert parse_params(tiny_raw).split.valid_from.tzinfo is None
+
+
 def test_missing_params_file(tmp_path: Path):
     with pytest.raises(ConfigError, match="no such params file"):
         load_params(tmp_path / "params.yaml")

@@ -186,9 +186,12 @@ def _as_datetime(value: float | str | None) -> dt.datetime | None:
     if not isinstance(value, str):
         return None
     try:
-        return dt.datetime.fromisoformat(value)
+        moment = dt.datetime.fromisoformat(value)
     except ValueError:
         return None
+    # the cuts have no time zone (`NaiveDatetime`), and Python cannot order the two kinds: such a bound is
+    # left unchecked here rather than crash the parse
+    return moment if moment.tzinfo is None else None
 
 
 def _format_loc(loc: tuple[Any, ...]) -> str:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, NaiveDatetime
 
 from evergreen.config.base import StrictModel
 
@@ -15,8 +14,8 @@ class SimulateConfig(StrictModel):
 
     # the first model is trained on everything before this; the rest is replayed. A date of the project's own
     # data (`evergreen init` sets it to the valid cut), so there is no default: `evergreen simulate` asks for it
-    start: dt.datetime | None = None
-    end: dt.datetime | None = None  # replay until here (default: the end of the data)
+    start: NaiveDatetime | None = None
+    end: NaiveDatetime | None = None  # replay until here (default: the end of the data)
     window_days: int = Field(7, ge=1)
     valid_days: int = Field(14, ge=1, description="each retrain validates on the days just before its test days")
     test_days: int = Field(14, ge=1, description="... and gates on the most recent days it has labels for")

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, NaiveDatetime, model_validator
 
 from evergreen.config.base import StrictModel
 from evergreen.config.data import DataConfig
@@ -18,8 +17,8 @@ class SplitConfig(StrictModel):
     """
 
     method: Literal["time", "random"] | None = None
-    valid_from: dt.datetime | None = None
-    test_from: dt.datetime | None = None
+    valid_from: NaiveDatetime | None = None
+    test_from: NaiveDatetime | None = None
     valid_fraction: float = Field(0.1, gt=0, lt=1)
     test_fraction: float = Field(0.1, gt=0, lt=1)
     stratify: bool = True
