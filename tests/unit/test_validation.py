@@ -261,6 +261,27 @@ def test_outcomes_keep_the_suites_order_and_each_batch_is_one_result_in_the_data
     assert len(list((tmp_path / "docs" / "validations").rglob("*.html"))) == 3
 
 
+def test_an_expectation_with_a_row_condition_on_another_column_sees_that_column() -> None:
+    # a hand-added condition may name any column; such an expectation runs on the whole frame, not on its own
+    suite = {
+        "name": "raw",
+        "expectations": [
+            {
+                "type": "expect_column_values_to_be_in_set",
+                "kwargs": {
+                    "column": "x",
+                    "value_set": ["0.5 "],
+                    "row_condition": 'colour=="red"',
+                    "condition_parser": "pandas",
+                },
+            }
+        ],
+    }
+    frame = _raw(20, colour=["red"] * 15 + ["blue"] * 5, x=["0.5 "] * 15 + ["9"] * 5)
+    (outcome,) = validate_frame(frame, suite).outcomes
+    assert (outcome.success, outcome.error, outcome.element_count) == (True, None, 15)
+
+
 def test_a_partition_larger_than_a_batch_is_validated_batch_by_batch(data: DataConfig, tmp_path: Path) -> None:
     from evergreen.validation.stage import Task, validate_partition
 

@@ -201,11 +201,13 @@ def _outcome(result: dict[str, Any], example_values: int) -> ExpectationOutcome:
 
 def _column_groups(suite: dict[str, Any]) -> dict[str | None, list[int]]:
     """The suite's expectations (by position) grouped by the one column each reads; `None` holds those that
-    read more than one (table-level, column pairs and lists), which run on the whole frame."""
+    may read more than one (table-level, column pairs and lists, a `row_condition` on other columns), which
+    run on the whole frame."""
     groups: dict[str | None, list[int]] = {}
     for i, exp in enumerate(suite.get("expectations", [])):
-        column = (exp.get("kwargs") or {}).get("column")
-        groups.setdefault(None if exp.get("type", "").startswith(_TABLE_EXPECTATIONS) else column, []).append(i)
+        kwargs = exp.get("kwargs") or {}
+        whole = exp.get("type", "").startswith(_TABLE_EXPECTATIONS) or kwargs.get("row_condition")
+        groups.setdefault(None if whole else kwargs.get("column"), []).append(i)
     return groups
 
 
