@@ -42,7 +42,7 @@ print(json.dumps({"seconds": time.perf_counter() - started}))
 """
 
 
-def make_partitions(rows: int, work: Path, partition_rows: int) -> list[tuple[str, int]]:
+def make_partitions(work: Path, partition_rows: int) -> list[tuple[str, int]]:
     import polars as pl
 
     raw = pl.read_parquet(work / "raw.parquet")
@@ -110,7 +110,7 @@ def main() -> None:
         work = Path(tmp)
         generate_raw(opts.rows, work)
         for partition_rows in (1_000_000, 100_000):
-            parts = make_partitions(opts.rows, work, partition_rows)
+            parts = make_partitions(work, partition_rows)
             for label, src in (("this", ROOT / "src"), ("before", opts.before), ("this", ROOT / "src")):
                 run = {"code": label, "partition_rows": partition_rows, **run_code(src, parts, opts.workers)}
                 print(json.dumps(run), flush=True)
@@ -118,7 +118,8 @@ def main() -> None:
     opts.out.write_text(json.dumps(results, indent=2) + "\n")
     for partition_rows in (1_000_000, 100_000):
         runs = [r for r in results["runs"] if r["partition_rows"] == partition_rows]
-        this = max(r["rows_per_s"] for r in runs if r["code"] == "this")
+        mine = [r["rows_per_s"] for r in runs if r["code"] == "this"]
+        this = round(sum(mine) / len(mine))  # the mean of the two runs around the one before
         before = next(r["rows_per_s"] for r in runs if r["code"] == "before")
         print(f"{partition_rows:>9,}-row partitions: {this:,} rows/s against {before:,} before ({this / before:.2f}x)")
 

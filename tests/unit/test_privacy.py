@@ -115,16 +115,21 @@ def _frame() -> pl.DataFrame:
     return pl.DataFrame({"email": [EMAIL, "bob@example.org", "ok"], "n": [1, 2, 987654]})
 
 
-def test_validation_shows_no_failing_value_of_a_personal_column_in_reports_or_data_docs(tmp_path):
+@pytest.mark.parametrize(
+    "condition", [{}, {"row_condition": "n > 0", "condition_parser": "pandas"}], ids=["plain", "row-condition"]
+)
+def test_validation_shows_no_failing_value_of_a_personal_column_in_reports_or_data_docs(tmp_path, condition):
     """Promise: a failed expectation on a personal column gives its count, never its values, in the summary
     (the JSON report and the error message) and in GX's Data Docs; other columns keep their examples.
-    Before: `partial_unexpected_list` copied the e-mail addresses into both."""
+    Before: `partial_unexpected_list` copied the e-mail addresses into both. A row condition (which runs the
+    expectation on the whole frame, not on its column's) keeps the promise too."""
     from evergreen.validation.gx_adapter import validate_frame
 
+    lengths = {"column": "email", "max_value": 3, **condition}
     suite = {
         "name": "raw",
         "expectations": [
-            {"type": "expect_column_value_lengths_to_be_between", "kwargs": {"column": "email", "max_value": 3}},
+            {"type": "expect_column_value_lengths_to_be_between", "kwargs": lengths},
             {"type": "expect_column_values_to_be_between", "kwargs": {"column": "n", "max_value": 10}},
         ],
     }

@@ -3,20 +3,19 @@
 GX has no polars backend: the frame is converted to pandas here and nowhere else. Each call uses a fresh
 in-memory (ephemeral) context, so nothing is written outside the Data Docs folder asked for.
 
-Speed (profiled on 100k raw bike rows, 34 expectations: 2.0 s before the two changes below, 0.7 s after, the
-same outcomes to the example values):
+Speed, each change measured on the same rows before and after it, with the same outcomes to the example values:
 - GX's pandas engine filters the *whole* frame several times per column expectation (its null filter and its
-  unexpected rows), so every text column is copied about 4 times per expectation: 0.75 s of the 2.0. Text
-  therefore reaches GX as pandas categoricals, whose copies are of small integer codes (still 1.5x faster
-  than Arrow strings on 1M rows with the one-column frames below).
+  unexpected rows), so every text column was copied about 4 times per expectation: 0.75 s of 2.0 s on 100k
+  raw bike rows (34 expectations). Text therefore reaches GX as pandas categoricals, whose copies are of
+  small integer codes (with the one-column frames below, still 12 s against 18 s for Arrow strings on 1M).
 - GX's regex check is `column.astype(str).str.contains(regex)`, which pandas runs as one Python `re` call per
-  cell (0.9 s of the 2.0). With pandas' Arrow-backed `str` dtype (`future.infer_string`) the same call runs in
-  Arrow's RE2. RE2 lacks a few Python features (look-arounds, back-references); a suite with such a pattern
-  runs on Python's `re` as before.
-- Each column's expectations run on a frame of that column alone (`_validate_one`), and their results are put
-  back in the suite's order as one result: GX's null filter and unexpected-row filter then copy one column,
-  not all of them. On 1M raw bike rows, 15.0 s before against 10.5-12.6 s after (100k rows: 2.0 s against
-  1.9 s, where GX's fixed cost per run is most of it); the same outcomes to the example values.
+  cell (0.9 s of the same 2.0 s). With pandas' Arrow-backed `str` dtype (`future.infer_string`) the same call
+  runs in Arrow's RE2. RE2 lacks a few Python features (look-arounds, back-references); a suite with such a
+  pattern runs on Python's `re` as before. With the change above: 0.7 s.
+- Each column's expectations run on a frame of that column alone (`_validate_by_column`), and their results
+  are put back in the suite's order as one result: GX's filters then copy one column, not all of them. On
+  1M raw rows, 15.0 s before against 10.5-12.6 s after; on 100k, 2.0 s against 1.9 s, where GX's fixed
+  cost per expectation is most of the time.
 - Every Data Docs build makes new jinja environments, which compile GX's ~50 templates again: 0.72 s of a
   2.2 s partition (100k rows, the raw suite). The compiled templates are kept for the process
   (`_TEMPLATES`), so only the first build of a stage run compiles them.
@@ -25,6 +24,7 @@ same outcomes to the example values):
 from __future__ import annotations
 
 import datetime
+import uuid
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from itertools import chain
@@ -153,9 +153,13 @@ def _time_bounds_as_datetimes(suite: dict[str, Any], df: pl.DataFrame) -> dict[s
     return {**suite, "expectations": out}
 
 
+def _without_id(suite: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in suite.items() if k != "id"}  # an id from elsewhere is rejected by GX's store
+
+
 def _build_suite(suite: dict[str, Any]) -> Any:
     name = suite.get("name")
-    config = {k: v for k, v in suite.items() if k != "id"}  # an id from elsewhere is rejected by this store
+    config = _without_id(suite)
     expectations = config.get("expectations", [])
     for i, exp in enumerate(expectations):
         # a hand-edited typo must stop the run with its position, not be dropped (GX only logs some errors)
@@ -199,16 +203,32 @@ def _outcome(result: dict[str, Any], example_values: int) -> ExpectationOutcome:
     )
 
 
-def _column_groups(suite: dict[str, Any]) -> dict[str | None, list[int]]:
-    """The suite's expectations (by position) grouped by the one column each reads; `None` holds those that
-    may read more than one (table-level, column pairs and lists, a `row_condition` on other columns), which
-    run on the whole frame."""
-    groups: dict[str | None, list[int]] = {}
+_PERSONAL_KWARGS = ("column", "column_A", "column_B")
+
+
+def _reads_one_column(exp: dict[str, Any]) -> bool:
+    """Whether an expectation reads its `column` only. Table-level ones, `expect_column_to_exist` (it looks up
+    `column_index` among all columns) and a `row_condition` (it may name any column) need the whole frame."""
+    kwargs = exp.get("kwargs") or {}
+    kind = exp.get("type", "")
+    whole = kind.startswith(_TABLE_EXPECTATIONS) or kind == "expect_column_to_exist" or "row_condition" in kwargs
+    return "column" in kwargs and not whole
+
+
+def _touches(exp: dict[str, Any], personal: Collection[str]) -> bool:
+    kwargs = exp.get("kwargs") or {}
+    named = [kwargs.get(k) for k in _PERSONAL_KWARGS] + list(kwargs.get("column_list") or [])
+    return any(isinstance(n, str) and n in personal for n in named)
+
+
+def _column_groups(suite: dict[str, Any], personal: Collection[str]) -> dict[tuple[str | None, bool], list[int]]:
+    """The suite's expectations (by position), grouped by the frame each runs on (one column's, or the whole
+    frame's: `None`) and by whether it names a personal column (those run without example values)."""
+    groups: dict[tuple[str | None, bool], list[int]] = {}
     for i, exp in enumerate(suite.get("expectations", [])):
-        kwargs = exp.get("kwargs") or {}
-        whole = exp.get("type", "").startswith(_TABLE_EXPECTATIONS) or kwargs.get("row_condition")
-        groups.setdefault(None if whole else kwargs.get("column"), []).append(i)
-    return groups
+        column = exp["kwargs"]["column"] if _reads_one_column(exp) else None
+        groups.setdefault((column, _touches(exp, personal)), []).append(i)
+    return groups or {(None, False): []}  # an empty suite still runs once: it passes, with nothing evaluated
 
 
 @dataclass(frozen=True)
@@ -216,34 +236,32 @@ class _Run:
     """Some of the suite's expectations, run on a frame of their one column (or on the whole frame)."""
 
     column: str | None
-    positions: list[int]  # where its expectations stand in the suite
-    suite: Any  # gx.ExpectationSuite
-    batch: Any  # GX's batch definition of a whole dataframe
+    suite: Any  # gx.ExpectationSuite; each expectation's id is its position in the whole suite
     result_format: dict[str, Any]
 
 
-def _runs(suite: dict[str, Any], personal: Collection[str], example_values: int, batch: Any) -> list[_Run]:
-    config = {k: v for k, v in suite.items() if k != "id"}  # checked whole by `_build_suite` already
+def _position_id(position: int) -> str:
+    return str(uuid.UUID(int=position))
+
+
+def _runs(config: dict[str, Any], personal: Collection[str], example_values: int) -> list[_Run]:
+    """`config` is the whole suite, without its id, checked by `_build_suite` already."""
+    expectations = config.get("expectations", [])
     runs = []
-    for column, positions in _column_groups(suite).items():
-        expectations = [config["expectations"][i] for i in positions]
-        part = gx.ExpectationSuite(**{**config, "name": f"{config.get('name')}.{column}", "expectations": expectations})
-        # SUMMARY gives counts and a few examples; COMPLETE would copy every failing value. A personal column's
-        # expectations give none: GX copies failing values into its results and Data Docs
-        shown = 0 if column in personal else example_values
-        runs.append(
-            _Run(column, positions, part, batch, {"result_format": "SUMMARY", "partial_unexpected_count": shown})
-        )
+    for (column, private), positions in _column_groups(config, personal).items():
+        # GX returns results grouped its own way (by column, failed metrics first): the id finds each one's place
+        part = [{**expectations[i], "id": _position_id(i)} for i in positions]
+        name = f"{config.get('name')}.{column or 'whole frame'}{'.personal' if private else ''}"
+        # SUMMARY gives counts and a few examples; COMPLETE would copy every failing value. Expectations on a
+        # personal column give none: GX copies failing values into its results and Data Docs
+        shown = {"result_format": "SUMMARY", "partial_unexpected_count": 0 if private else example_values}
+        runs.append(_Run(column, gx.ExpectationSuite(**{**config, "name": name, "expectations": part}), shown))
     return runs
 
 
-def _validate_one(frame: pd.DataFrame, runs: list[_Run], name: str) -> Any:
-    """GX's result for the whole suite (`name`) on one frame, its expectations in the suite's order.
-
-    GX's pandas engine copies the *whole* frame several times per column expectation (its null filter and its
-    unexpected rows), so each column's expectations run on a frame of that column alone (see the module's
-    docstring for what that saves).
-    """
+def _validate_by_column(frame: pd.DataFrame, runs: list[_Run], batch: Any, name: str) -> Any:
+    """GX's result for the whole suite (`name`) on one frame, each run on its column's frame (see the module's
+    docstring), the results in the suite's order. `batch` is GX's batch definition of a whole dataframe."""
     from great_expectations.validator.v1_validator import Validator
     from great_expectations.validator.validator import calc_validation_statistics
 
@@ -252,14 +270,14 @@ def _validate_one(frame: pd.DataFrame, runs: list[_Run], name: str) -> Any:
         # a missing column runs on the whole frame, where GX names it in the expectation's error
         data = frame[[run.column]] if run.column in frame.columns else frame
         validator = Validator(
-            batch_definition=run.batch, batch_parameters={"dataframe": data}, result_format=run.result_format
+            batch_definition=batch, batch_parameters={"dataframe": data}, result_format=run.result_format
         )
-        parts.append((run, validator.validate_expectation_suite(run.suite)))
-    placed = sorted(
-        ((i, r) for run, part in parts for i, r in zip(run.positions, part.results, strict=True)), key=lambda ir: ir[0]
-    )
-    whole = parts[0][1]  # any part's meta serves: the same batch
-    whole.results = [r for _, r in placed]
+        parts.append(validator.validate_expectation_suite(run.suite))
+    place = {_position_id(i): i for i in range(sum(len(p.results) for p in parts))}
+    # the first part's meta (GX's version, the batch's spec and markers) stands for all: the markers fingerprint
+    # that part's frame, which is one column's when the suite starts with a column's expectations
+    whole = parts[0]
+    whole.results = sorted((r for p in parts for r in p.results), key=lambda r: place[r.expectation_config.id])
     stats = calc_validation_statistics(whole.results)
     whole.success = stats.success
     whole.suite_name = name
@@ -315,14 +333,15 @@ def validate_batches(
     suite = _time_bounds_as_datetimes(suite, first)
     context = _context(docs_dir)
     name = context.suites.add(_build_suite(suite)).name  # the whole suite: Data Docs show it, and its runs
-    batch = context.data_sources.add_pandas("evergreen").add_dataframe_asset(name)
-    runs = _runs(suite, personal, example_values, batch.add_batch_definition_whole_dataframe("whole frame"))
+    asset = context.data_sources.add_pandas("evergreen").add_dataframe_asset(name)
+    batch = asset.add_batch_definition_whole_dataframe("whole frame")
+    runs = _runs(_without_id(suite), personal, example_values)
     keep_dtype = _typed_columns(suite)
     results = []
     # pandas' Arrow-backed `str` dtype while GX runs, for RE2 (see the module's docstring)
     with pd.option_context("future.infer_string", _regexes_run_in_re2(suite)):
         for df in chain([first], frames):
-            result = _validate_one(_to_pandas(df, keep_dtype), runs, name)
+            result = _validate_by_column(_to_pandas(df, keep_dtype), runs, batch, name)
             if docs_dir is not None:
                 _keep_for_docs(context, result)
             results.append((df.height, result.to_json_dict()))
