@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
@@ -64,6 +65,8 @@ class Column(StrictModel):
         if self.order is not None:
             self._check_order()
         self._check_value_types()
+        if self.type in ("date", "datetime"):
+            self._check_no_time_zone()
         if self.type in ("int", "float"):
             for bound in ("min", "max"):
                 if isinstance(getattr(self, bound), str):
@@ -88,6 +91,20 @@ class Column(StrictModel):
             object.__setattr__(self, "allowed", list(self.order))
         elif set(self.allowed) != set(self.order):
             raise ValueError(f"allowed {self.allowed} and order {self.order} must hold the same values")
+
+    def _check_no_time_zone(self) -> None:
+        """Cleaned times carry no zone (a zoned Parquet value is read in UTC), and a zoned bound cannot be
+        ordered with them: it crashed the split's checks with a TypeError."""
+        for bound in ("min", "max"):
+            value = getattr(self, bound)
+            try:
+                zoned = isinstance(value, str) and dt.datetime.fromisoformat(value).tzinfo is not None
+            except ValueError:
+                continue  # not ISO: `clean` names it
+            if zoned:
+                raise ValueError(
+                    f"{bound} {value!r} has a time zone, but the cleaned times carry none: write it in UTC, without one"
+                )
 
     @field_validator("min", "max", mode="before")
     @classmethod

@@ -186,12 +186,9 @@ def _as_datetime(value: float | str | None) -> dt.datetime | None:
     if not isinstance(value, str):
         return None
     try:
-        moment = dt.datetime.fromisoformat(value)
+        return dt.datetime.fromisoformat(value)
     except ValueError:
         return None
-    # the cuts have no time zone (`NaiveDatetime`), and Python cannot order the two kinds: such a bound is
-    # left unchecked here rather than crash the parse
-    return moment if moment.tzinfo is None else None
 
 
 def _format_loc(loc: tuple[Any, ...]) -> str:
