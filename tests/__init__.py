@@ -9,7 +9,9 @@ and 203 s against 143 s on a loaded one.
 
 import os
 
+from evergreen.model.threads import available_cpus  # imports no numeric library: the settings still come first
+
 if workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
-    _share = str(max(1, len(os.sched_getaffinity(0)) // workers))
+    _share = str(max(1, available_cpus() // workers))
     for _pool in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "POLARS_MAX_THREADS"):
         os.environ.setdefault(_pool, _share)
