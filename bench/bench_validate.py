@@ -1,6 +1,6 @@
 """Time `validate_raw`'s work on its partitions with this code and with earlier code, side by side.
 
-    git worktree add /tmp/before 0907465
+    git worktree add /tmp/before 620a8fa
     python bench/bench_validate.py --before /tmp/before/src              # 4M raw rows
     python bench/bench_validate.py --before /tmp/before/src --rows 1000000   # a quick run
 

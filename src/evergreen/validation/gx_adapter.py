@@ -5,17 +5,20 @@ in-memory (ephemeral) context, so nothing is written outside the Data Docs folde
 
 Speed, each change measured on the same rows before and after it, with the same outcomes to the example values:
 - GX's pandas engine filters the *whole* frame several times per column expectation (its null filter and its
-  unexpected rows), so every text column was copied about 4 times per expectation: 0.75 s of 2.0 s on 100k
-  raw bike rows (34 expectations). Text therefore reaches GX as pandas categoricals, whose copies are of
-  small integer codes (with the one-column frames below, still 12 s against 18 s for Arrow strings on 1M).
-- GX's regex check is `column.astype(str).str.contains(regex)`, which pandas runs as one Python `re` call per
-  cell (0.9 s of the same 2.0 s). With pandas' Arrow-backed `str` dtype (`future.infer_string`) the same call
-  runs in Arrow's RE2. RE2 lacks a few Python features (look-arounds, back-references); a suite with such a
-  pattern runs on Python's `re` as before. With the change above: 0.7 s.
-- Each column's expectations run on a frame of that column alone (`_validate_by_column`), and their results
-  are put back in the suite's order as one result: GX's filters then copy one column, not all of them. On
-  1M raw rows, 15.0 s before against 10.5-12.6 s after; on 100k, 2.0 s against 1.9 s, where GX's fixed
-  cost per expectation is most of the time.
+  unexpected rows). Each column's expectations therefore run on a frame of that column alone
+  (`_validate_by_column`), and their results are put back in the suite's order as one result: on 1M raw rows,
+  15.0 s before against 10.5-12.6 s after.
+- GX fingerprints every batch it is given (an md5 of `pandas.util.hash_pandas_object`), for a marker in the
+  result's metadata that nothing here reads: pandas hashes text one object at a time. That was 13% of a 1M-row
+  partition with text as categoricals, and 14 of 22 s with Arrow strings. GX skips it above its
+  `HASH_THRESHOLD` of memory, which is set to 0 here (`_no_fingerprint`).
+- Without the fingerprint, text reaches GX as pandas' Arrow-backed `str` (`future.infer_string`), as polars
+  holds it: the regex check (`column.astype(str).str.contains(regex)`) then runs in Arrow's RE2 with no
+  conversion. Categoricals, which had made GX's copies cheap, took 2.8 s of a 1M-row partition to turn back
+  into text for the regexes, and the conversion from polars took 4.0 s against 0.5 s now. On 1M rows of three
+  shared tables, 11.0, 8.5 and 8.9 s with categoricals and the fingerprint, against 3.7, 2.9 and 4.2 s.
+  RE2 lacks a few Python features (look-arounds, back-references); a suite with such a pattern runs on
+  Python's `re`, with text as objects.
 - Every Data Docs build makes new jinja environments, which compile GX's ~50 templates again: 0.72 s of a
   2.2 s partition (100k rows, the raw suite). The compiled templates are kept for the process
   (`_TEMPLATES`), so only the first build of a stage run compiles them.
@@ -76,6 +79,18 @@ def _view_with_compiled_templates(self: DefaultJinjaView, *args: Any, **kwargs: 
 DefaultJinjaView.__init__ = _view_with_compiled_templates  # type: ignore[method-assign]
 
 
+def _no_fingerprint() -> None:
+    """Turn off GX's batch fingerprint (see the module's docstring); loudly, if GX no longer has the knob."""
+    from great_expectations.execution_engine import pandas_execution_engine
+
+    if not hasattr(pandas_execution_engine, "HASH_THRESHOLD"):
+        raise RuntimeError("this Great Expectations has no HASH_THRESHOLD: check gx_adapter's fingerprint note")
+    pandas_execution_engine.HASH_THRESHOLD = 0
+
+
+_no_fingerprint()
+
+
 def _context(docs_dir: Path | None) -> Any:
     sites = {}
     if docs_dir is not None:
@@ -97,19 +112,7 @@ def _context(docs_dir: Path | None) -> Any:
     return gx.get_context(mode="ephemeral", project_config=config)
 
 
-_TYPE_EXPECTATIONS = ("expect_column_values_to_be_of_type", "expect_column_values_to_be_in_type_list")
-
-
-def _typed_columns(suite: dict[str, Any]) -> set[str]:
-    """Columns whose pandas dtype an expectation checks: they keep their plain dtype (not a categorical)."""
-    return {
-        (exp.get("kwargs") or {}).get("column")
-        for exp in suite.get("expectations", [])
-        if exp.get("type") in _TYPE_EXPECTATIONS
-    }
-
-
-def _to_pandas(df: pl.DataFrame, keep_dtype: set[str]) -> Any:
+def _to_pandas(df: pl.DataFrame) -> Any:
     # GX compares string bounds such as min: "2011-01-01" with dates only on datetime64[ns] columns;
     # on any other date dtype it fails with a TypeError per row
     times = [name for name, dtype in df.schema.items() if dtype == pl.Date or isinstance(dtype, pl.Datetime)]
@@ -117,9 +120,7 @@ def _to_pandas(df: pl.DataFrame, keep_dtype: set[str]) -> Any:
         # datetime64[ns] ends in 2262: a later date (a 9999-12-31 placeholder) becomes null, so it fails the
         # column's not-null expectation by name instead of crashing the conversion
         df = df.with_columns(pl.col(times).cast(pl.Datetime("ns"), strict=False))
-    # text as categoricals: see the module's docstring
-    texts = [name for name, dtype in df.schema.items() if dtype == pl.String and name not in keep_dtype]
-    return df.with_columns(pl.col(texts).cast(pl.Categorical)).to_pandas()
+    return df.to_pandas()
 
 
 def _regexes_run_in_re2(suite: dict[str, Any]) -> bool:
@@ -274,8 +275,7 @@ def _validate_by_column(frame: pd.DataFrame, runs: list[_Run], batch: Any, name:
         )
         parts.append(validator.validate_expectation_suite(run.suite))
     place = {_position_id(i): i for i in range(sum(len(p.results) for p in parts))}
-    # the first part's meta (GX's version, the batch's spec and markers) stands for all: the markers fingerprint
-    # that part's frame, which is one column's when the suite starts with a column's expectations
+    # the first part's meta (GX's version, the batch's spec and load time) stands for all
     whole = parts[0]
     whole.results = sorted((r for p in parts for r in p.results), key=lambda r: place[r.expectation_config.id])
     stats = calc_validation_statistics(whole.results)
@@ -336,12 +336,11 @@ def validate_batches(
     asset = context.data_sources.add_pandas("evergreen").add_dataframe_asset(name)
     batch = asset.add_batch_definition_whole_dataframe("whole frame")
     runs = _runs(_without_id(suite), personal, example_values)
-    keep_dtype = _typed_columns(suite)
     results = []
     # pandas' Arrow-backed `str` dtype while GX runs, for RE2 (see the module's docstring)
     with pd.option_context("future.infer_string", _regexes_run_in_re2(suite)):
         for df in chain([first], frames):
-            result = _validate_by_column(_to_pandas(df, keep_dtype), runs, batch, name)
+            result = _validate_by_column(_to_pandas(df), runs, batch, name)
             if docs_dir is not None:
                 _keep_for_docs(context, result)
             results.append((df.height, result.to_json_dict()))
