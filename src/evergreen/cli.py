@@ -16,6 +16,7 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -140,6 +141,21 @@ def _wait_for_other_runs(ws: Workspace) -> None:
         typer.echo("the other run finished; starting")
 
 
+# Prefect gives its temporary server 20 s to answer. Its first start in a Prefect home creates and migrates
+# a database, which took longer than that on a 2-core machine: a first `evergreen run` failed with "Timed out
+# while attempting to connect to ephemeral Prefect API server" (`tests/faults/test_pipeline_faults.py`)
+TEMPORARY_SERVER_STARTUP_S = 180
+
+
+def _patient_temporary_server() -> Any:
+    """Prefect's settings while `evergreen run` may start its temporary server: at least
+    `TEMPORARY_SERVER_STARTUP_S` for it to start (a longer timeout of the user's is kept)."""
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as timeout
+    from prefect.settings import temporary_settings
+
+    return temporary_settings({timeout: max(timeout.value(), TEMPORARY_SERVER_STARTUP_S)})
+
+
 @app.command()
 def run(
     target: list[str] = typer.Option(None, "--target", "-t", help="a stage to bring up to date (repeatable)"),
@@ -159,7 +175,8 @@ def run(
         overrides = parse_overrides(set_param or [])
         _wait_for_other_runs(ws)
         pipeline = load_flow_from_entrypoint(str(ws.root / entrypoint("pipeline")))
-        outcome = pipeline(workspace=str(ws.root), targets=target or None, set_params=overrides)
+        with _patient_temporary_server():
+            outcome = pipeline(workspace=str(ws.root), targets=target or None, set_params=overrides)
     typer.echo(run_summary(outcome, Workspace.open(".")))
     typer.echo("\n" + closing_summary(Workspace.open(".")))
 

@@ -57,7 +57,7 @@ def test_a_typo_in_params_does_not_cost_the_model(trained: Path) -> None:
     assert metrics.is_file()
 
 
-def test_a_second_run_waits_for_the_first_and_says_so(trained: Path) -> None:
+def test_a_second_run_waits_for_the_first_and_says_so(trained: Path, tmp_path: Path) -> None:
     """Promise: two `evergreen run` at once never fail on Prefect or DVC: the second says it waits, then runs.
 
     Attack: hold the workspace's run lock (as a first run does) while `evergreen run -t ingest` starts.
@@ -69,7 +69,8 @@ def test_a_second_run_waits_for_the_first_and_says_so(trained: Path) -> None:
         second = subprocess.Popen(
             ["evergreen", "run", "-t", "ingest"],
             cwd=trained,
-            env={**command_env(), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"},
+            # its own Prefect home: the temporary server's database is not shared with another test run
+            env={**command_env(), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_HOME": str(tmp_path)},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
