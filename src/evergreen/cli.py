@@ -14,7 +14,7 @@ import os
 import sys
 import traceback
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -147,13 +147,13 @@ def _wait_for_other_runs(ws: Workspace) -> None:
 TEMPORARY_SERVER_STARTUP_S = 180
 
 
-def _patient_temporary_server() -> Any:
+def _patient_temporary_server() -> AbstractContextManager[Any]:
     """Prefect's settings while `evergreen run` may start its temporary server: at least
     `TEMPORARY_SERVER_STARTUP_S` for it to start (a longer timeout of the user's is kept)."""
-    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as timeout
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as startup_timeout
     from prefect.settings import temporary_settings
 
-    return temporary_settings({timeout: max(timeout.value(), TEMPORARY_SERVER_STARTUP_S)})
+    return temporary_settings({startup_timeout: max(startup_timeout.value(), TEMPORARY_SERVER_STARTUP_S)})
 
 
 @app.command()

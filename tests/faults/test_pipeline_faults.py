@@ -69,7 +69,8 @@ def test_a_second_run_waits_for_the_first_and_says_so(trained: Path, tmp_path: P
         second = subprocess.Popen(
             ["evergreen", "run", "-t", "ingest"],
             cwd=trained,
-            # its own Prefect home: the temporary server's database is not shared with another test run
+            # its own Prefect home: the temporary server's database is not shared with another test run, and its
+            # first start migrates a new one, slower than Prefect's default wait (cli.TEMPORARY_SERVER_STARTUP_S)
             env={**command_env(), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_HOME": str(tmp_path)},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -11,7 +11,7 @@ Speed, each change measured on the same rows before and after it, with the same 
 - GX fingerprints every batch it is given (an md5 of `pandas.util.hash_pandas_object`), for a marker in the
   result's metadata that nothing here reads: pandas hashes text one object at a time. That was 13% of a 1M-row
   partition with text as categoricals, and 14 of 22 s with Arrow strings. GX skips it above its
-  `HASH_THRESHOLD` of memory, which is set to 0 here (`_no_fingerprint`).
+  `HASH_THRESHOLD` of memory, which is set to 0 here, for the whole process (`_no_fingerprint`).
 - Without the fingerprint, text reaches GX as pandas' Arrow-backed `str` (`future.infer_string`), as polars
   holds it: the regex check (`column.astype(str).str.contains(regex)`) then runs in Arrow's RE2 with no
   conversion. Categoricals, which had made GX's copies cheap, took 2.8 s of a 1M-row partition to turn back
@@ -80,7 +80,8 @@ DefaultJinjaView.__init__ = _view_with_compiled_templates  # type: ignore[method
 
 
 def _no_fingerprint() -> None:
-    """Turn off GX's batch fingerprint (see the module's docstring); loudly, if GX no longer has the knob."""
+    """Turn off GX's batch fingerprint for every GX run in this process (see the module's docstring); fail
+    loudly if GX no longer has the knob."""
     from great_expectations.execution_engine import pandas_execution_engine
 
     if not hasattr(pandas_execution_engine, "HASH_THRESHOLD"):
