@@ -9,6 +9,7 @@ import yaml
 
 from evergreen.config import load_params
 from evergreen.errors import ConfigError
+from evergreen.params_file import flow_depth
 from tests.harness import TINY
 
 
@@ -25,6 +26,7 @@ def _params(tmp_path: Path, content: bytes) -> Path:
         (b"data:\n  source: \xff\xfe.csv\n", "not a YAML text file (byte 16 is not UTF-8"),
         (b"data: {source: x}\x00\x00\n", "not valid YAML: character 17: special characters are not allowed"),
         (b"[" * 10_000 + b"]" * 10_000, "nested too deeply"),
+        (b"[" * 150 + b"]" * 150, "top level must be a mapping of sections, got list"),  # parsed, not refused
         (b"data:\n" + b"".join(b" " * i + b"k:\n" for i in range(1, 3000)), "nested too deeply"),
         (b"data: [1, 2\nsplit: {}\n", "not valid YAML: line 2, column"),
         (b"", "the file is empty"),
@@ -33,7 +35,7 @@ def _params(tmp_path: Path, content: bytes) -> Path:
         (b"just a string\n", "top level must be a mapping of sections, got str"),
     ],
     ids=[
-        "binary", "latin1-byte", "nul-bytes", "deep-lists", "deep-mappings", "bad-yaml",
+        "binary", "latin1-byte", "nul-bytes", "deep-lists", "150-deep-lists", "deep-mappings", "bad-yaml",
         "empty", "comment-only", "list", "scalar",
     ],
 )  # fmt: skip
@@ -46,6 +48,15 @@ def test_an_unusable_params_file_is_one_line_naming_it(tmp_path, content, messag
     text = str(err.value)
     assert text.startswith(f"{path}: ") and message in text
     assert "\n" not in text
+
+
+def test_the_depth_check_counts_brackets_outside_quotes_and_comments():
+    """The cheap check before parsing (10,000 levels took the parser 1.8 s to refuse) reads `[` and `{` as YAML
+    does: inside quotes and after a comment's `#` they are text, in a plain word they still count."""
+    assert flow_depth("a: [1, [2, {b: 3}]]\n") == 3
+    assert flow_depth('a: \'[[[[\'  # [[[[\nb: "[\\"[["\n') == 0
+    assert flow_depth("c: x#[[\n") == 2  # no space before `#`: not a comment
+    assert flow_depth("[" * 10_000) == 10_000
 
 
 def test_a_directory_named_params_yaml_is_one_line(tmp_path):

@@ -341,6 +341,16 @@ def test_cpu_allowance_follows_affinity_and_cgroup_quota(affinity, quota, period
     assert cpu_allowance(affinity, quota, period) == expected
 
 
+@pytest.mark.parametrize(("setting", "expected"), [("1", 1), ("999", None), ("", None), ("two", None), ("0", None)])
+def test_lightgbm_threads_are_capped_by_omp_num_threads(monkeypatch, setting, expected):
+    """LightGBM's `num_threads` overrides OMP_NUM_THREADS, so the cap is applied in code; a value that is not a
+    positive count leaves the CPU allowance (None here)."""
+    from evergreen.model.threads import available_cpus, openmp_threads
+
+    monkeypatch.setenv("OMP_NUM_THREADS", setting)
+    assert openmp_threads() == (expected or available_cpus())
+
+
 def test_the_cgroup_quota_is_read_from_v2_then_v1(tmp_path):
     from evergreen.model.threads import _read_quota
 

@@ -258,6 +258,9 @@ def _yaml_problem(exc: params_file.YAMLError) -> str:
     return where + " ".join(str(problem).split())
 
 
+_TOO_DEEP = "nested too deeply to be a params file (lists or mappings in each other)"
+
+
 def load_params(path: Path | str = DEFAULT_PARAMS) -> Params:
     """Read and validate a params file.
 
@@ -278,12 +281,14 @@ def load_params(path: Path | str = DEFAULT_PARAMS) -> Params:
         ) from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if params_file.flow_depth(text) > params_file.MAX_FLOW_DEPTH:
+        raise ConfigError(f"{path}: {_TOO_DEEP}")
     try:
         raw = params_file.load_plain(text)  # YAML 1.2, as `init` writes it and DVC reads it: `No` is a string
     except params_file.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
     except RecursionError:
-        raise ConfigError(f"{path}: nested too deeply to be a params file (lists or mappings in each other)") from None
+        raise ConfigError(f"{path}: {_TOO_DEEP}") from None
     if raw is None:
         raise ConfigError(f"{path}: the file is empty; it should be a mapping of sections, starting with data:")
     if not isinstance(raw, dict):

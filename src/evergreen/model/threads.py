@@ -51,6 +51,13 @@ def available_cpus() -> int:
     return cpu_allowance(affinity, *_read_quota())
 
 
+def openmp_threads() -> int:
+    """Threads for an OpenMP library told its count in code (LightGBM's `num_threads` overrides the environment):
+    the CPU allowance, capped by `OMP_NUM_THREADS` when the user (or a test runner sharing out cores) set it."""
+    cap = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return min(available_cpus(), int(cap)) if cap.isdigit() and int(cap) > 0 else available_cpus()
+
+
 def busy_cpus(samples: int = 5, interval_s: float = 0.05) -> float:
     """CPUs other processes keep busy now: the runnable tasks of /proc/loadavg less this reader, median of a few.
 

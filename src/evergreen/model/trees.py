@@ -20,7 +20,7 @@ from evergreen.errors import ModelError
 from evergreen.inference import INPUT_NAME
 from evergreen.model.onnx_graph import keep_only, rename_value
 from evergreen.model.preprocess import Preprocessing
-from evergreen.model.threads import available_cpus
+from evergreen.model.threads import openmp_threads
 
 if TYPE_CHECKING:  # imported where they are used: a network's training never pays for them (about 5 s)
     import lightgbm as lgb
@@ -171,9 +171,10 @@ def fit_trees(
         "lambda_l2": settings.lambda_l2,
         "seed": seed,
         "deterministic": True,  # with force_row_wise: the same data and seed give the same trees
-        # the process's CPU allowance (affinity, cgroup quota), not the host's cores; not reduced for load as
-        # torch's threads are: the candidate and the `lightgbm` baseline must be the same fit on one machine
-        "num_threads": available_cpus(),
+        # the process's CPU allowance (affinity, cgroup quota, OMP_NUM_THREADS), not the host's cores; not reduced
+        # for load as torch's threads are: the candidate and the `lightgbm` baseline must be the same fit on one
+        # machine
+        "num_threads": openmp_threads(),
         "force_row_wise": True,
         "verbose": -1,
     }
