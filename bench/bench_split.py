@@ -2,6 +2,7 @@
 
     python bench/bench_split.py --rows 10000000 --parts 100 --arrival 100000
     python bench/bench_split.py --rows 30000000 --parts 300 --skip-whole    # the whole split needs ~12 GB here
+    python bench/bench_split.py --rows 10000000 --skip-whole --before /tmp/before/src   # an earlier code too
 
 What it does, in one run:
 1. Writes a clean history as the `clean` stage leaves it: `--parts` Parquet parts in time order (one row a
@@ -130,9 +131,9 @@ def land(project: Path, entries: list[dict[str, Any]]) -> None:
     partitions.write_manifest(entries, project / "data/clean/manifest.json")
 
 
-def run_split(project: Path, method: str, partitioned_from_rows: int) -> dict[str, Any]:
+def run_split(project: Path, method: str, partitioned_from_rows: int, src: Path = ROOT / "src") -> dict[str, Any]:
     (project / "params.yaml").write_text(yaml.safe_dump(params_for(method, partitioned_from_rows)))
-    env = {**os.environ, "EVERGREEN_DASK_SCHEDULER": "synchronous", "PYTHONPATH": str(ROOT / "src")}
+    env = {**os.environ, "EVERGREEN_DASK_SCHEDULER": "synchronous", "PYTHONPATH": str(src)}
     done = subprocess.run(
         [sys.executable, "-c", _CHILD, str(project)], env=env, capture_output=True, text=True, check=False
     )
@@ -161,6 +162,7 @@ def main() -> None:
     parser.add_argument("--arrival", type=int, default=100_000)
     parser.add_argument("--skip-whole", action="store_true", help="skip today's whole-history split")
     parser.add_argument("--random", action="store_true", help="also the partitioned random split")
+    parser.add_argument("--before", type=Path, help="an earlier code's src folder: its full build, side by side")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/split.json")
     opts = parser.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
@@ -174,15 +176,17 @@ def main() -> None:
         huge = 10**12
         results: dict[str, Any] = {}
 
-        def step(label: str, method: str, threshold: int, fresh: bool = False) -> None:
+        def step(label: str, method: str, threshold: int, fresh: bool = False, src: Path = ROOT / "src") -> None:
             if fresh:
                 shutil.rmtree(project / "data/split", ignore_errors=True)
             print(label)
-            results[label] = run_split(project, method, threshold)
+            results[label] = run_split(project, method, threshold, src)
 
         land(project, history)
         if not opts.skip_whole:
             step("whole: full build", "time", huge, fresh=True)
+        if opts.before:  # the codes take turns around the full build, so that a noisy machine hurts both
+            step("partitioned: full build, before", "time", 1, fresh=True, src=opts.before)
         step("partitioned: full build", "time", 1, fresh=True)
         step("partitioned: nothing changed", "time", 1)
         land(project, with_arrival)

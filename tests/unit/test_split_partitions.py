@@ -13,11 +13,11 @@ import polars as pl
 import pytest
 
 from evergreen.config import SplitConfig, parse_params
-from evergreen.data import partitions
+from evergreen.data import partitions, split_partitions
 from evergreen.data.schema import EVENT_TIME
 from evergreen.data.split import class_warnings, read_split, split
 from evergreen.data.split import time_cuts as whole_time_cuts
-from evergreen.data.split_partitions import PARTS, Span, kth_time, stable_unit, time_cuts
+from evergreen.data.split_partitions import PARTS, Span, kth_time, shared_ids, stable_unit, time_cuts
 from evergreen.errors import DataError
 from evergreen.parallel import SCHEDULER_ENV, SYNCHRONOUS
 from evergreen.stages import split as split_stage
@@ -152,15 +152,32 @@ def test_cuts_from_fractions_roll_forward_and_split_again_only_the_parts_they_pa
     assert "(11 partition(s), 11 split now" in capsys.readouterr().out
 
 
-def test_an_id_in_two_parts_fails_naming_it(tmp_path, tiny_raw) -> None:
+def test_an_id_in_two_parts_fails_naming_it(tmp_path, tiny_raw, monkeypatch) -> None:
     ws = _workspace(tmp_path, tiny_raw, **CUTS)
     early, late = _rows(1, 100, 0, seed=1), _rows(101, 100, 100, seed=2)
     late = late.with_columns(id=pl.when(pl.col("id") == 190).then(7).otherwise(pl.col("id")))
     _land_clean(ws, [early, late])
-    for _ in range(2):  # the manifest never named the leaking pieces: the next run checks them again
-        with pytest.raises(DataError, match=r"split leaks: id value\(s\) are in both train and test, for example 7"):
-            split_stage.run(ws)
+    leak = r"split leaks: id value\(s\) are in both train and test, for example 7"
+    for ids_per_join in (10**6, 3):  # one join, and joins in buckets (a history of millions of ids)
+        monkeypatch.setattr(split_partitions, "IDS_PER_JOIN", ids_per_join)
+        for _ in range(2):  # the manifest never named the leaking pieces: the next run checks them again
+            with pytest.raises(DataError, match=leak):
+                split_stage.run(ws)
     assert not ws.split_manifest.exists()
+
+
+@pytest.mark.parametrize("key", ["id", "code"])
+def test_ids_joined_in_buckets_find_what_one_join_finds(key) -> None:
+    """The leakage join in buckets of a hash of the id (bounded memory) finds every shared id, whichever bucket
+    it hashes to, and nothing else: integer and text ids."""
+    left = pl.DataFrame({"id": np.arange(0, 5000), "code": [f"c{i}" for i in range(5000)]}).lazy()
+    right = pl.DataFrame({"id": np.arange(5000, 6000), "code": [f"c{i}" for i in range(5000, 6000)]}).lazy()
+    for buckets in (1, 10, 143):
+        assert shared_ids(left, right, key, buckets).len() == 0
+        for leaked in (0, 2500, 4999):
+            extra = pl.DataFrame({"id": [leaked], "code": [f"c{leaked}"]}).lazy()
+            found = shared_ids(left, pl.concat([right, extra]), key, buckets)
+            assert found.to_list() == [leaked if key == "id" else f"c{leaked}"]
 
 
 def test_an_empty_part_and_a_missing_timestamp_are_refused_with_what_to_change(tmp_path, tiny_raw) -> None:
