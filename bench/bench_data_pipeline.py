@@ -620,6 +620,8 @@ def _scratch_project(work: Path) -> Path:
 
     project = work / "project"
     (project / "incoming").mkdir(parents=True, exist_ok=True)
+    # DVC's folder, as `dvc init` leaves it: the stages keep their inputs' hashes in .dvc/tmp there
+    (project / ".dvc" / "tmp").mkdir(parents=True, exist_ok=True)
     raw = yaml.safe_load(PARAMS.read_text())
     raw["data"] |= {"source": str(work / "csv" / "*.csv"), "incoming": "incoming"}
     raw["split"] = {"method": "time"}  # fractions, not the 2012 cut dates: see the module docstring

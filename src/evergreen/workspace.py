@@ -120,6 +120,12 @@ class Workspace:
         """Held by one orchestrated run at a time (DVC allows one `repro` per workspace)."""
         return self.root / ".dvc" / "tmp" / "evergreen-run.lock"
 
+    def digest_cache(self, stage: str) -> Path | None:
+        """Where `stage` keeps its inputs' hashes with their file stamps, beside DVC's own cache of hashes
+        (`.dvc/tmp`, untracked); None outside a DVC project, where every input is hashed on each run."""
+        dvc_dir = self.root / ".dvc"
+        return dvc_dir / "tmp" / "evergreen-digests" / f"{stage}.json" if dvc_dir.is_dir() else None
+
     # ---------------------------------------------------------------------------------------------- data
     @property
     def source(self) -> str:

@@ -258,3 +258,39 @@ def test_in_two_passes_a_later_partition_may_be_deduplicated_first(ws: Workspace
     result = ingest_partitions.dedup_arrival(last, first_pass[2])
     assert not partitions.part_path(ws.raw, arrivals[1].name).exists()  # b's raw part is not made yet
     assert result["key_conflicts"] == 1 and result["rows_out"] == 2
+
+
+def test_a_files_hash_is_reused_while_its_stamp_holds_and_taken_again_when_it_changes(tmp_path: Path) -> None:
+    """The stamp (size, mtime, inode) stands for the bytes, as in DVC's own cache of hashes: a cached digest is
+    returned while it holds; a rewritten file, a URL and a damaged cache are hashed again."""
+    path = tmp_path / "a.csv"
+    path.write_text(HEADER)
+    cache = tmp_path / "digests.json"
+    first = partitions.cached_content_hashes([str(path)], cache)
+    assert first == {str(path): partitions.content_hash(str(path))}
+    stored = json.loads(cache.read_text())
+    assert stored[str(path)][:3] == partitions.file_stamp(str(path))
+    # a digest the cache holds is believed while the stamp holds: the file is not read again
+    cache.write_text(json.dumps({str(path): [*stored[str(path)][:3], "from the cache"]}))
+    assert partitions.cached_content_hashes([str(path)], cache) == {str(path): "from the cache"}
+    path.write_text(HEADER + _rows(1, 2))  # other bytes: another size and mtime
+    assert partitions.cached_content_hashes([str(path)], cache)[str(path)] == partitions.content_hash(str(path))
+    cache.write_text("{not json")
+    assert partitions.cached_content_hashes([str(path)], cache)[str(path)] == partitions.content_hash(str(path))
+    assert partitions.file_stamp("memory://a.csv") is None and partitions.file_stamp(str(tmp_path / "gone")) is None
+    assert partitions.cached_content_hashes([str(path)], None) == {str(path): partitions.content_hash(str(path))}
+
+
+def test_in_a_dvc_project_the_stages_keep_their_inputs_hashes_and_an_edited_source_is_seen(
+    ws: Workspace, capsys
+) -> None:
+    (ws.root / ".dvc").mkdir()
+    _pipeline(ws)
+    for stage in ("ingest", "validate_raw", "validate_clean"):
+        assert len(json.loads(ws.digest_cache(stage).read_text())) == 1  # the one source file, or its one part
+    source = ws.root / "in" / "source.csv"
+    source.write_text(HEADER + _rows(1, 29) + _rows(30, 1, y=500))  # the last row's target edited
+    capsys.readouterr()
+    _pipeline(ws)
+    assert "1 new or changed" in capsys.readouterr().out
+    assert pl.read_parquet(ws.raw).filter(pl.col("id") == "30")["y"].to_list() == ["530"]

@@ -38,6 +38,7 @@ METHODS: dict[str, tuple[str, ...]] = {
     "validation_report": VALIDATED,
     "data_docs": VALIDATED,
     "validation_parts": VALIDATED,
+    "digest_cache": ("ingest", *(f"validate_{v}" for v in VALIDATED)),
 }
 
 
@@ -78,6 +79,10 @@ NOT_IN_THE_PIPELINE: dict[str, str] = {
     "dvc_lock": "DVC's own record of the pipeline",
     "dvc_yaml": "the pipeline itself",
     "run_lock": "held by an orchestrated run while it runs; never an output",
+    **{
+        f"digest_cache({stage!r})": "the stage's inputs' hashes by file stamp, in .dvc/tmp; never an output"
+        for stage in METHODS["digest_cache"]
+    },
     "metrics_dir": _FOLDER,
     "models_dir": _FOLDER,
     "eval_reports": _FOLDER,

@@ -80,16 +80,19 @@ def located(path: str, root: str | Path) -> str:
     return path if "://" in path else str(Path(root, path))
 
 
-def plan(files: list[str], data: DataConfig, root: str | Path) -> list[Arrival]:
-    """Each file's partition: its id, fingerprint and part name, or the earlier file it repeats byte for byte."""
+def plan(files: list[str], data: DataConfig, root: str | Path, digest_cache: Path | None = None) -> list[Arrival]:
+    """Each file's partition: its id, fingerprint and part name, or the earlier file it repeats byte for byte.
+
+    A file's content hash is kept in `digest_cache` with its stamp (`partitions.cached_content_hashes`)."""
     inputs = parts.fingerprint(
         data.names, data.types, data.key, parts.code_version(ingest_module, io, parts, Path(__file__))
     )
+    digests = parts.cached_content_hashes([located(path, root) for path in files], digest_cache)
     seen: dict[str, str] = {}
     chain = inputs
     out = []
     for path in files:
-        digest = parts.content_hash(located(path, root))
+        digest = digests[located(path, root)]
         if digest in seen:
             out.append(Arrival(-1, path, digest, duplicate_of=seen[digest]))
             continue
@@ -243,16 +246,24 @@ class Outcome:
         }
 
 
-def ingest(files: list[str], data: DataConfig, layout: Layout, *, root: Path, scheduler: str | None = None) -> Outcome:
+def ingest(
+    files: list[str],
+    data: DataConfig,
+    layout: Layout,
+    *,
+    root: Path,
+    scheduler: str | None = None,
+    digest_cache: Path | None = None,
+) -> Outcome:
     """Bring the raw dataset up to date with `files` (in arrival order); parts still valid are reused.
 
-    Relative paths in `files` are taken from `root`. A file that cannot be read is left out (its error is
-    in `Outcome.refused`) and every other arrival is processed and kept: the caller fails the stage naming
-    the refused files.
+    Relative paths in `files` are taken from `root`; `digest_cache` keeps their content hashes (`plan`). A
+    file that cannot be read is left out (its error is in `Outcome.refused`) and every other arrival is
+    processed and kept: the caller fails the stage naming the refused files.
     """
     for dataset in (layout.raw, layout.conflicts, layout.keys):
         parts.prepare_dataset(Path(dataset))
-    arrivals = plan(files, data, root)
+    arrivals = plan(files, data, root, digest_cache)
     done = parts.reusable(
         parts.read_manifest(Path(layout.manifest)), *map(Path, (layout.raw, layout.conflicts, layout.keys))
     )

@@ -14,8 +14,10 @@ partition again and removes the stray file (`collect_garbage`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import re
 import shutil
 from collections.abc import Callable, Iterable, Sequence
@@ -40,6 +42,47 @@ def content_hash(path: str) -> str:
         while chunk := handle.read(1 << 22):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def file_stamp(path: str) -> list[int] | None:
+    """A local file's size, modification time (ns) and inode: while all three are unchanged, so are its bytes
+    (the assumption DVC's own cache of file hashes makes). None for a URL or a missing file: hashed each time."""
+    if "://" in path:
+        return None
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return [stat.st_size, stat.st_mtime_ns, stat.st_ino]
+
+
+def content_hashes(paths: Sequence[str], known: dict[str, list[Any]]) -> tuple[dict[str, str], dict[str, list[Any]]]:
+    """Each file's SHA-256 (`content_hash`), taken from `known` ({path: [size, mtime_ns, inode, digest]}) where
+    the file's stamp is unchanged; also the entries to keep for the next call. An arrival into a history then
+    reads its own bytes, not the history's: 700 MB of CSV took 0.55 s to hash on every run at 10M rows."""
+    digests, keep = {}, {}
+    for path in paths:
+        stamp = file_stamp(path)
+        entry = known.get(path)
+        digest = entry[3] if stamp is not None and entry is not None and entry[:3] == stamp else content_hash(path)
+        digests[path] = digest
+        if stamp is not None:
+            keep[path] = [*stamp, digest]
+    return digests, keep
+
+
+def cached_content_hashes(paths: Sequence[str], cache: Path | None) -> dict[str, str]:
+    """`content_hashes`, with the stamps kept in the JSON file `cache` (None: no cache, every file hashed)."""
+    known: Any = {}
+    if cache is not None:
+        with contextlib.suppress(OSError, ValueError):  # missing or damaged: a cache, so every file is hashed
+            known = json.loads(cache.read_bytes())
+    known = known if isinstance(known, dict) else {}
+    digests, keep = content_hashes(paths, known)
+    if cache is not None and keep != known:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        write_json(keep, cache)
+    return digests
 
 
 # Inputs (bytes) below which a stage keeps its partitions in its own process rather than start a local Dask

@@ -68,7 +68,9 @@ def _run(ws: Workspace) -> None:
     data = ws.params.data
     files = [_as_listed(ws, f) for f in io.resolve_source(ws.source) + io.list_landing(ws.incoming)]
     layout = _layout(ws)
-    outcome = ingest.ingest(files, data, layout, root=ws.root, scheduler=data.scheduler)
+    outcome = ingest.ingest(
+        files, data, layout, root=ws.root, scheduler=data.scheduler, digest_cache=ws.digest_cache("ingest")
+    )
     share = ws.params.ingest.max_key_conflicts
     if outcome.conflicts and outcome.conflicts > share * outcome.rows_read:
         examples = ingest.conflict_examples(layout, outcome.entries, data.key)

@@ -124,7 +124,8 @@ def run_validation(ws: Workspace, stage: Stage, data_path: Path) -> None:
     rows = {f.stem: _rows(f) for f in files}
     # an empty part has nothing to check, unless every part is empty: then the row count must fail
     checked = [f for f in files if rows[f.stem]] or files[:1]
-    prints = {f.stem: parts.fingerprint(inputs, f.stem, parts.content_hash(str(f))) for f in checked}
+    digests = parts.cached_content_hashes([str(f) for f in checked], ws.digest_cache(stage_name))
+    prints = {f.stem: parts.fingerprint(inputs, f.stem, digests[str(f)]) for f in checked}
     todo = [
         Task(f.stem, str(f), rows[f.stem], cfg.batch_rows, suite, cfg.example_values, str(docs_root / f.stem), personal)
         for f in checked
