@@ -85,11 +85,17 @@ def round_trip_yaml() -> YAML:
 # deeper than any params file, and below where the parser gives up: at 500 levels it raises RecursionError after
 # reading the whole collection, which took 1.8 s for 10,000 levels
 MAX_FLOW_DEPTH = 200
-_QUOTED_OR_COMMENT = re.compile(r"\"(?:[^\"\\]|\\.)*\"|'(?:[^']|'')*'|(?:^|(?<=\s))#[^\n]*", re.MULTILINE)
+# a quote opens a string only where a value starts (`don't` is plain text); `#` starts a comment after a space
+_QUOTED_OR_COMMENT = re.compile(
+    r"""(?:^|(?<=[\s\[{,]))(?:"(?:[^"\\]|\\.)*"|'(?:[^']|'')*')|(?:^|(?<=\s))#[^\n]*""", re.MULTILINE
+)
 
 
 def flow_depth(text: str) -> int:
-    """How deep `[` and `{` nest in the text, outside quotes and comments: a cheap check before parsing."""
+    """How deep `[` and `{` nest in the text, outside quotes and comments: a cheap check before parsing.
+
+    An upper bound where a plain word holds an unclosed bracket (`in [0, 1)`): each adds one level for good,
+    so a file would need 200 of them to be refused wrongly."""
     depth = deepest = 0
     for char in _QUOTED_OR_COMMENT.sub("", text):
         if char in "[{":

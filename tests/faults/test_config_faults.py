@@ -59,6 +59,20 @@ def test_the_depth_check_counts_brackets_outside_quotes_and_comments():
     assert flow_depth("[" * 10_000) == 10_000
 
 
+def test_a_deeply_nested_file_is_refused_before_it_is_parsed(tmp_path, monkeypatch):
+    """The parser took 1.8 s to give up on 10,000 levels; the check before it answers without parsing."""
+    import evergreen.params_file
+
+    def parse(_text):
+        raise AssertionError("parsed")
+
+    monkeypatch.setattr(evergreen.params_file, "load_plain", parse)
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_params(_params(tmp_path, b"data: " + b"[" * 300 + b"]" * 300 + b"\n"))
+    apostrophes = "".join(f"  - {{name: q{i}, allowed: [yes, don't know]}}  # q{i}'s answer\n" for i in range(300))
+    assert flow_depth("columns:\n" + apostrophes) == 2  # a quote inside a plain word opens no string
+
+
 def test_a_directory_named_params_yaml_is_one_line(tmp_path):
     """A directory where the params file should be is a ConfigError naming it, not IsADirectoryError."""
     (tmp_path / "params.yaml").mkdir()

@@ -5,6 +5,7 @@ manifest-last protocol that keeps a half-written partition from being taken for 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -261,30 +262,61 @@ def test_in_two_passes_a_later_partition_may_be_deduplicated_first(ws: Workspace
 
 
 def test_a_files_hash_is_reused_while_its_stamp_holds_and_taken_again_when_it_changes(tmp_path: Path) -> None:
-    """The stamp (size, mtime, inode) stands for the bytes, as in DVC's own cache of hashes: a cached digest is
-    returned while it holds; a rewritten file, a URL and a damaged cache are hashed again."""
+    """The stamp (size, mtime, ctime, inode, device) stands for the bytes: a kept digest is returned while it
+    holds. A same-size rewrite whose mtime was set back, a file renamed over it, a malformed entry and a URL
+    are hashed again; a file changed just now is not kept (it could change again within its clock's tick)."""
     path = tmp_path / "a.csv"
     path.write_text(HEADER)
-    cache = tmp_path / "digests.json"
-    first = partitions.cached_content_hashes([str(path)], cache)
-    assert first == {str(path): partitions.content_hash(str(path))}
-    stored = json.loads(cache.read_text())
-    assert stored[str(path)][:3] == partitions.file_stamp(str(path))
-    # a digest the cache holds is believed while the stamp holds: the file is not read again
-    cache.write_text(json.dumps({str(path): [*stored[str(path)][:3], "from the cache"]}))
-    assert partitions.cached_content_hashes([str(path)], cache) == {str(path): "from the cache"}
-    path.write_text(HEADER + _rows(1, 2))  # other bytes: another size and mtime
-    assert partitions.cached_content_hashes([str(path)], cache)[str(path)] == partitions.content_hash(str(path))
-    cache.write_text("{not json")
-    assert partitions.cached_content_hashes([str(path)], cache)[str(path)] == partitions.content_hash(str(path))
+    later = partitions.file_stamp(str(path))[2] + 10**10  # 10 s after the file changed
+
+    def digest(known: dict[str, Any]) -> str:
+        return partitions.content_hashes([str(path)], known, later)[0][str(path)]
+
+    digests, keep = partitions.content_hashes([str(path)], {}, later)
+    assert digests == {str(path): partitions.content_hash(str(path))}
+    assert keep == {str(path): [*partitions.file_stamp(str(path)), digests[str(path)]]}
+    believed = "f" * 64  # what the cache holds is believed while the stamp holds: the file is not read
+    assert digest({str(path): [*partitions.file_stamp(str(path)), believed]}) == believed
+    for malformed in ([*partitions.file_stamp(str(path))], {"x": 1}, [*partitions.file_stamp(str(path)), 12345]):
+        assert digest({str(path): malformed}) == digests[str(path)]
+    assert partitions.content_hashes([str(path)], {}, partitions.file_stamp(str(path))[2] + 10**9)[1] == {}
+
+    stamp = partitions.file_stamp(str(path))
+    path.write_text(HEADER.upper())  # the same size, rewritten in place, its mtime then set back
+    os.utime(path, ns=(stamp[1], stamp[1]))
+    assert partitions.file_stamp(str(path))[:2] == stamp[:2]
+    later = partitions.file_stamp(str(path))[2] + 10**10
+    assert digest({str(path): [*stamp, believed]}) == partitions.content_hash(str(path)) != digests[str(path)]
+    other = tmp_path / "b.csv"  # the same bytes, size and mtime, renamed over it: a new inode
+    other.write_text(HEADER.upper())
+    os.utime(other, ns=(stamp[1], stamp[1]))
+    stamp = partitions.file_stamp(str(path))
+    os.replace(other, path)
+    assert digest({str(path): [*stamp, believed]}) == partitions.content_hash(str(path))
     assert partitions.file_stamp("memory://a.csv") is None and partitions.file_stamp(str(tmp_path / "gone")) is None
-    assert partitions.cached_content_hashes([str(path)], None) == {str(path): partitions.content_hash(str(path))}
+
+
+def test_the_hash_cache_file_only_saves_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kept in a JSON file between runs; a damaged one, an unwritable one or none leaves every file hashed."""
+    monkeypatch.setattr(partitions, "RACY_NS", -(10**18))  # keep the hash of a file written just now
+    path, cache = tmp_path / "a.csv", tmp_path / "cache" / "digests.json"
+    path.write_text(HEADER)
+    expected = {str(path): partitions.content_hash(str(path))}
+    assert partitions.cached_content_hashes([str(path)], cache) == expected
+    assert json.loads(cache.read_text())[str(path)][-1] == expected[str(path)]
+    cache.write_text("{not json")
+    assert partitions.cached_content_hashes([str(path)], cache) == expected
+    blocked = tmp_path / "a-file" / "digests.json"  # its folder cannot be made: a file is in the way
+    (tmp_path / "a-file").write_text("")
+    assert partitions.cached_content_hashes([str(path)], blocked) == expected
+    assert partitions.cached_content_hashes([str(path)], None) == expected
 
 
 def test_in_a_dvc_project_the_stages_keep_their_inputs_hashes_and_an_edited_source_is_seen(
-    ws: Workspace, capsys
+    ws: Workspace, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (ws.root / ".dvc").mkdir()
+    monkeypatch.setattr(partitions, "RACY_NS", -(10**18))  # keep the hashes of files written just now
     _pipeline(ws)
     for stage in ("ingest", "validate_raw", "validate_clean"):
         assert len(json.loads(ws.digest_cache(stage).read_text())) == 1  # the one source file, or its one part

@@ -341,10 +341,13 @@ def test_cpu_allowance_follows_affinity_and_cgroup_quota(affinity, quota, period
     assert cpu_allowance(affinity, quota, period) == expected
 
 
-@pytest.mark.parametrize(("setting", "expected"), [("1", 1), ("999", None), ("", None), ("two", None), ("0", None)])
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [("1", 1), (" 1 ", 1), ("1,1", 1), ("999", None), ("", None), ("two", None), ("0", None), ("\u00b2", None)],
+)
 def test_lightgbm_threads_are_capped_by_omp_num_threads(monkeypatch, setting, expected):
-    """LightGBM's `num_threads` overrides OMP_NUM_THREADS, so the cap is applied in code; a value that is not a
-    positive count leaves the CPU allowance (None here)."""
+    """LightGBM's `num_threads` overrides OMP_NUM_THREADS, so the cap is applied in code: a count, or a list's
+    first (outer) level as OpenMP reads it; anything else leaves the CPU allowance (None here)."""
     from evergreen.model.threads import available_cpus, openmp_threads
 
     monkeypatch.setenv("OMP_NUM_THREADS", setting)

@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -44,44 +45,63 @@ def content_hash(path: str) -> str:
     return digest.hexdigest()
 
 
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+# a file changed within this long of being stamped may change again within its clock's tick and keep the
+# stamp ("racily clean", as git calls it): its hash is not kept, so the next run hashes it again
+RACY_NS = 2 * 10**9
+
+
 def file_stamp(path: str) -> list[int] | None:
-    """A local file's size, modification time (ns) and inode: while all three are unchanged, so are its bytes
-    (the assumption DVC's own cache of file hashes makes). None for a URL or a missing file: hashed each time."""
+    """A local file's size, modification and change times (ns), inode and device: while all are unchanged, so
+    are its bytes (DVC's own cache of hashes trusts size, mtime and inode; the change time, which `touch -r`
+    cannot set back, catches a rewrite whose mtime was restored). None for a URL or a missing file."""
     if "://" in path:
         return None
     try:
         stat = os.stat(path)
     except OSError:
         return None
-    return [stat.st_size, stat.st_mtime_ns, stat.st_ino]
+    return [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_dev]
 
 
-def content_hashes(paths: Sequence[str], known: dict[str, list[Any]]) -> tuple[dict[str, str], dict[str, list[Any]]]:
-    """Each file's SHA-256 (`content_hash`), taken from `known` ({path: [size, mtime_ns, inode, digest]}) where
-    the file's stamp is unchanged; also the entries to keep for the next call. An arrival into a history then
-    reads its own bytes, not the history's: 700 MB of CSV took 0.55 s to hash on every run at 10M rows."""
+def _kept_digest(entry: Any, stamp: list[int]) -> str | None:
+    """The digest `entry` ([*stamp, digest]) holds for a file with `stamp`; None for any other entry."""
+    if isinstance(entry, list) and len(entry) == len(stamp) + 1 and entry[:-1] == stamp:
+        digest = entry[-1]
+        return digest if isinstance(digest, str) and _SHA256.fullmatch(digest) else None
+    return None
+
+
+def content_hashes(
+    paths: Sequence[str], known: dict[str, Any], now_ns: int | None = None
+) -> tuple[dict[str, str], dict[str, list[Any]]]:
+    """Each file's SHA-256 (`content_hash`), taken from `known` ({path: [*stamp, digest]}) where the file's
+    stamp is unchanged; also the entries to keep for the next call. An arrival into a history then reads its
+    own bytes, not the history's: 700 MB of CSV took 0.55 s to hash on every run at 10M rows."""
+    now_ns = time.time_ns() if now_ns is None else now_ns
     digests, keep = {}, {}
     for path in paths:
         stamp = file_stamp(path)
-        entry = known.get(path)
-        digest = entry[3] if stamp is not None and entry is not None and entry[:3] == stamp else content_hash(path)
-        digests[path] = digest
-        if stamp is not None:
-            keep[path] = [*stamp, digest]
+        kept = _kept_digest(known.get(path), stamp) if stamp is not None else None
+        digests[path] = kept or content_hash(path)
+        if stamp is not None and now_ns - stamp[2] > RACY_NS:
+            keep[path] = [*stamp, digests[path]]
     return digests, keep
 
 
 def cached_content_hashes(paths: Sequence[str], cache: Path | None) -> dict[str, str]:
-    """`content_hashes`, with the stamps kept in the JSON file `cache` (None: no cache, every file hashed)."""
+    """`content_hashes`, with the stamps kept in the JSON file `cache` (None: no cache, every file hashed).
+    The cache only saves time: a missing, damaged or unwritable one leaves every file hashed."""
     known: Any = {}
     if cache is not None:
-        with contextlib.suppress(OSError, ValueError):  # missing or damaged: a cache, so every file is hashed
+        with contextlib.suppress(OSError, ValueError):
             known = json.loads(cache.read_bytes())
     known = known if isinstance(known, dict) else {}
     digests, keep = content_hashes(paths, known)
     if cache is not None and keep != known:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        write_json(keep, cache)
+        with contextlib.suppress(OSError):  # a read-only .dvc, a full disk: the next run hashes again
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            write_json(keep, cache)
     return digests
 
 

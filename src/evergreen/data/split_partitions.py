@@ -334,15 +334,14 @@ def shared_ids(left: pl.LazyFrame, right: pl.LazyFrame, key: str, buckets: int =
     allocation (202 MiB for 10M rows, 308 MiB for 30M, in one join): with `buckets` > 1 the ids are joined one
     bucket of a hash of the id at a time, each reading the id columns again, so that the table stays the same
     size however long the history (`check_leakage` asks for one bucket per `IDS_PER_JOIN` ids)."""
-    shared = pl.Series(key, [])
-    for bucket in range(max(1, buckets)):
+    buckets = max(1, buckets)
+    for bucket in range(buckets):
         mine = pl.col(key).hash(seed=0) % buckets == bucket if buckets > 1 else pl.lit(True)
         joined = left.filter(mine).join(right.filter(mine), on=key, how="semi")
         shared = joined.head(5).collect(engine="streaming")[key]
-        if shared.len():
-            break
-    return shared
-    return shared
+        if shared.len() or bucket == buckets - 1:
+            return shared
+    raise AssertionError("unreachable: the last bucket returns")
 
 
 def _describe(manifest: dict[str, Any], parts_: dict[str, dict[str, Any]]) -> str:

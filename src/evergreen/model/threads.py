@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import statistics
 import time
 from pathlib import Path
@@ -54,8 +55,9 @@ def available_cpus() -> int:
 def openmp_threads() -> int:
     """Threads for an OpenMP library told its count in code (LightGBM's `num_threads` overrides the environment):
     the CPU allowance, capped by `OMP_NUM_THREADS` when the user (or a test runner sharing out cores) set it."""
-    cap = os.environ.get("OMP_NUM_THREADS", "").strip()
-    return min(available_cpus(), int(cap)) if cap.isdigit() and int(cap) > 0 else available_cpus()
+    # OpenMP reads a list ("4,2": nested levels) and takes its first entry for the outer level
+    cap = re.fullmatch(r"\s*([0-9]+)\s*(?:,.*)?", os.environ.get("OMP_NUM_THREADS", ""), re.DOTALL)
+    return min(available_cpus(), int(cap[1])) if cap and int(cap[1]) > 0 else available_cpus()
 
 
 def busy_cpus(samples: int = 5, interval_s: float = 0.05) -> float:
