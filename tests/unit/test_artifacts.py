@@ -222,6 +222,9 @@ def test_one_metrics_table_with_directions():
     assert worsening("rmse", 66.0, 60.0) == pytest.approx(0.1)
     assert worsening("accuracy", 0.72, 0.8) == pytest.approx(0.1)  # lower accuracy is worse
     assert within_margin("rmse", 71.0, 70.0, 0.02) and not within_margin("rmse", 72.0, 70.0, 0.02)
+    # float32 rounding is a tie (the linear candidate against its own float64 baseline), a real difference is not
+    assert within_margin("rmse", 78682.808113, 78682.806587, 0.0)
+    assert not within_margin("rmse", 78690.0, 78682.806587, 0.0) and not within_margin("r2", 0.6347, 0.6348, 0.0)
     assert within_margin("accuracy", 0.79, 0.8, 0.02) and not within_margin("accuracy", 0.7, 0.8, 0.02)
     with pytest.raises(KeyError, match="unknown metric 'mape'"):
         worsening("mape", 1.0, 2.0)
