@@ -6,6 +6,7 @@ Shared constants and helpers live in `tests/harness.py`; import them from there.
 from __future__ import annotations
 
 import copy
+import gc
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,12 +30,55 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     return None
 
 
+# The tests that run Evidently or Great Expectations (about 8 s to import the two). Their modules import them on
+# first use (`tests.harness.imported_when_used`), not when collected, and with `-n` they all run on one worker
+# (`pytest_xdist_make_scheduler`): the other of the fast suite's two workers never imports them.
+REPORT_MODULES = frozenset(
+    {
+        "tests/data/test_suites_on_bundled_data.py",
+        "tests/unit/test_evidently_adapter.py",
+        "tests/unit/test_monitor_reruns.py",
+        "tests/unit/test_partitions.py",
+        "tests/unit/test_privacy.py",
+        "tests/unit/test_retention.py",
+        "tests/unit/test_validation.py",
+    }
+)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """xdist's default (`load`) spreads tests one by one; this keeps `REPORT_MODULES` together as one unit.
+
+    (pytest-xdist's own `--dist loadgroup` would do it, but 3.8 marks a test's group by rewriting a node attribute
+    that pytest 9.2 no longer has.) The largest unit, the reports, goes first; the rest follow as workers free up.
+    """
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ReportsOnOneWorker(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "reports" if nodeid.split("::", 1)[0] in REPORT_MODULES else nodeid
+
+    return ReportsOnOneWorker(config, log)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """A test in a slow-only folder (`ONLY_SLOW`) that is not marked slow would never run in a fast run."""
     for item in items:
         parts = item.path.relative_to(ROOT / "tests").parts if item.path.is_relative_to(ROOT / "tests") else ()
         if parts and parts[0] in ONLY_SLOW and item.get_closest_marker("slow") is None:
             raise pytest.UsageError(f"{item.nodeid} is in tests/{parts[0]}, where every test must be marked slow")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure() -> None:
+    """Freeze what the tests leave behind before the interpreter exits.
+
+    Its last garbage collections walk every object still alive (torch, Evidently, GX and the tests' data): 2 to 4
+    s per xdist worker, which the run waits for. Frozen objects are skipped; every exit handler still runs.
+    """
+    gc.freeze()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -6,12 +6,15 @@
 - `free_port`: a free loopback TCP port for a server under test;
 - `wait_until`: poll for something to happen, with a deadline and a failure that says what never happened;
 - `run_command`, `command_env`, `GIT_IDENTITY`, `BIN`: run `evergreen`, `dvc`, git or Python in a project
-  folder as a user would, its output kept for the failure message.
+  folder as a user would, its output kept for the failure message;
+- `imported_when_used`: a module imported on the first use of its names rather than at collection (see
+  `REPORT_MODULES` in tests/conftest.py).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import os
 import socket
 import subprocess
@@ -93,6 +96,23 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+class imported_when_used:  # noqa: N801 - used like a module
+    """The module `name`, imported on the first use of one of its names rather than when the test module is.
+
+    Not importlib's `LazyLoader`: pytest's collection reads attributes such as `__test__` of everything in a
+    test module (`__test__`, fixture markers), and any attribute read of a lazy module imports it. Here only a
+    public name does. Patch the module's attributes by their dotted name (`monkeypatch.setattr("pkg.mod.X", v)`).
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("_"):  # what pytest looks for; a test uses only the module's public names
+            raise AttributeError(attr)
+        return getattr(importlib.import_module(self._name), attr)
 
 
 T = TypeVar("T")

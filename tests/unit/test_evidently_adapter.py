@@ -14,11 +14,12 @@ from sklearn import metrics as skm
 from evergreen.config import MonitorConfig, WindowConfig, parse_params
 from evergreen.data.schema import EVENT_TIME
 from evergreen.model.metrics import classification_metrics
-from evergreen.monitoring import evidently_adapter as adapter
 from evergreen.monitoring.drift import column_drift
-from evergreen.monitoring.evidently_adapter import compute_report, parse_drift
-from evergreen.monitoring.report_files import add_to_workspace, list_snapshots, save_report
 from evergreen.monitoring.window import select_window
+from tests.harness import imported_when_used
+
+adapter = imported_when_used("evergreen.monitoring.evidently_adapter")
+report_files = imported_when_used("evergreen.monitoring.report_files")
 
 N = 2000
 SEASONS = [1, 2, 3, 4]
@@ -99,7 +100,7 @@ def reference() -> pl.DataFrame:
 
 # ----------------------------------------------------------------------------------------------- drift
 def test_no_drift_flags_nothing(reference):
-    summary, snapshot = compute_report(reference, _log(), _data(), _monitor(), champion="v1")
+    summary, snapshot = adapter.compute_report(reference, _log(), _data(), _monitor(), champion="v1")
     assert snapshot is not None
     assert [f.column for f in summary.features] == ["temp", "hum", "season", "weather"]
     assert summary.drift_share == 0 and summary.drifted_features == []
@@ -119,7 +120,7 @@ def test_no_drift_flags_nothing(reference):
 
 def test_shifted_numeric_and_categorical_features_are_flagged(reference):
     current = _log(temp_shift=0.1, season_p=[0.55, 0.15, 0.15, 0.15])
-    summary, _ = compute_report(reference, current, _data(), _monitor(), champion="v1")
+    summary, _ = adapter.compute_report(reference, current, _data(), _monitor(), champion="v1")
     by_name = {f.column: f for f in summary.features}
     assert summary.drifted_features == ["temp", "season"]
     assert by_name["temp"].method == "wasserstein" and by_name["temp"].score > by_name["temp"].threshold
@@ -132,7 +133,7 @@ def test_shifted_numeric_and_categorical_features_are_flagged(reference):
 def test_per_feature_threshold_overrides_the_default(reference):
     current = _log(temp_shift=0.1)
     config = _monitor(feature_threshold=0.1, feature_thresholds={"temp": 5.0, "hum": 1e-6})
-    summary, _ = compute_report(reference, current, _data(), config)
+    summary, _ = adapter.compute_report(reference, current, _data(), config)
     by_name = {f.column: f for f in summary.features}
     assert by_name["temp"].threshold == 5.0 and not by_name["temp"].drifted  # shifted, but tolerated
     assert by_name["hum"].threshold == 1e-6 and by_name["hum"].drifted  # unshifted, but intolerant
@@ -142,7 +143,7 @@ def test_per_feature_threshold_overrides_the_default(reference):
 # ----------------------------------------------------------------------------------------- performance
 def test_labels_give_performance_per_model_version(reference):
     current = _log(versions=("v1", "v2"), labelled=0.5)
-    summary, snapshot = compute_report(
+    summary, snapshot = adapter.compute_report(
         reference, current, _data(), _monitor(), champion="v1", reference_metrics={"rmse": 4.2, "note": "x"}
     )
     assert [p.model_version for p in summary.performance] == ["v1", "v2"]
@@ -164,7 +165,7 @@ def test_labels_give_performance_per_model_version(reference):
 
 
 def test_no_labels_means_no_performance_section(reference):
-    _, snapshot = compute_report(reference, _log(), _data(), _monitor())
+    _, snapshot = adapter.compute_report(reference, _log(), _data(), _monitor())
     types = {m["config"]["type"] for m in snapshot.dict()["metrics"]}
     assert "evidently:metric_v2:RMSE" not in types
 
@@ -183,7 +184,7 @@ def test_classification_labels_give_accuracy_per_version():
         prediction=pl.Series(rng.choice(["low", "high"], N)), label=pl.Series(rng.choice(["low", "high"], N))
     )
     current = current.with_columns(pl.when(pl.col("row") < 5).then(pl.col("label")).alias("label"))
-    summary, snapshot = compute_report(reference, current, data, _monitor(), champion="v1")
+    summary, snapshot = adapter.compute_report(reference, current, data, _monitor(), champion="v1")
     assert summary.prediction is not None and summary.prediction.method == "jensenshannon"
     assert [p.model_version for p in summary.performance] == ["v1", "v2"]
     assert all(0.3 < p.metrics["accuracy"] < 0.7 and "f1_macro" in p.metrics for p in summary.performance)
@@ -221,7 +222,7 @@ def test_classification_performance_per_version_uses_the_served_probabilities(cl
     data = _classifier_data(classes)
     reference = _classified(classes, seed=11, versions=("v1",)).rename({"label": "busy"})
     current = _classified(classes, seed=12)
-    summary, snapshot = compute_report(
+    summary, snapshot = adapter.compute_report(
         reference,
         current,
         data,
@@ -259,7 +260,7 @@ def test_classification_without_probabilities_or_classes_is_judged_on_labels():
     current = _classified(classes, seed=12).with_columns(
         probabilities=pl.when(pl.col("row") == 0).then(None).otherwise(pl.col("probabilities"))
     )
-    summary, snapshot = compute_report(
+    summary, snapshot = adapter.compute_report(
         reference, current, data, _monitor(), champion="v1", metric="log_loss", classes={"v1": classes}
     )
     for p in summary.performance:  # v1 has a row without probabilities, v2 no known classes
@@ -276,7 +277,7 @@ def test_a_label_outside_the_models_classes_counts_as_a_confident_miss():
     stray = current.with_columns(label=pl.when(pl.col("row") == 0).then(pl.lit("medium")).otherwise("label"))
 
     def performance(window: pl.DataFrame):
-        summary, _ = compute_report(
+        summary, _ = adapter.compute_report(
             reference, window, _classifier_data(classes), _monitor(), champion="v1", classes={"v1": classes}
         )
         assert summary.metric == "accuracy"  # no metric given: the task's default
@@ -299,7 +300,7 @@ def test_a_window_evidentlys_classification_preset_cannot_score_still_gets_a_rep
         .filter(pl.col("prediction") != 7)
         .with_columns(label=pl.when(pl.col("label") == 7).then(3).otherwise("label"))
     )
-    summary, snapshot = compute_report(
+    summary, snapshot = adapter.compute_report(
         reference, two, _classifier_data(classes), _monitor(), champion="v1", classes={"v1": classes, "v2": classes}
     )
     assert snapshot is not None and [p.model_version for p in summary.performance] == ["v1", "v2"]
@@ -311,7 +312,7 @@ def test_a_window_evidentlys_classification_preset_cannot_score_still_gets_a_rep
 # -------------------------------------------------------------------------------------- schema and size
 def test_missing_feature_is_reported_and_skipped(reference):
     current = _log().drop("hum").with_columns(weather=pl.lit(None, dtype=pl.String))
-    summary, _ = compute_report(reference, current, _data(), _monitor())
+    summary, _ = adapter.compute_report(reference, current, _data(), _monitor())
     assert summary.missing_columns == ["hum", "weather"]  # absent, and present without a single value
     assert [f.column for f in summary.features] == ["temp", "season"]
     assert summary.null_share["weather"] == 1.0 and "hum" not in summary.null_share
@@ -319,7 +320,7 @@ def test_missing_feature_is_reported_and_skipped(reference):
 
 def test_undeclared_column_is_unexpected_and_metadata_is_not(reference):
     current = _log().with_columns(colour=pl.lit("red"), rid=pl.lit(7))
-    summary, _ = compute_report(reference, current, _data(), _monitor())
+    summary, _ = adapter.compute_report(reference, current, _data(), _monitor())
     assert summary.unexpected_columns == ["colour"]  # `rid` is declared (id), request metadata is known
     assert "colour" not in [f.column for f in summary.features]
 
@@ -329,7 +330,7 @@ def test_null_share_counts_missing_values(reference):
         season=pl.when(pl.col("row") < 2).then(None).otherwise(pl.col("season")),
         temp=pl.when(pl.col("row") == 9).then(float("nan")).otherwise(pl.col("temp")),
     )
-    summary, _ = compute_report(reference, current, _data(), _monitor())
+    summary, _ = adapter.compute_report(reference, current, _data(), _monitor())
     assert summary.null_share["season"] == pytest.approx(0.2)
     assert summary.null_share["temp"] == pytest.approx(0.1)
     assert summary.null_share["hum"] == 0.0
@@ -339,10 +340,10 @@ def test_null_share_counts_missing_values(reference):
 def test_large_window_is_sampled_with_a_seed(reference):
     current = _log(n=5000)
     config = MonitorConfig(max_rows=1000)
-    first, _ = compute_report(reference, current, _data(), config, seed=3)
-    again, _ = compute_report(reference, current, _data(), config, seed=3)
-    other, _ = compute_report(reference, current, _data(), config, seed=4)
-    full, _ = compute_report(reference, current, _data(), _monitor())
+    first, _ = adapter.compute_report(reference, current, _data(), config, seed=3)
+    again, _ = adapter.compute_report(reference, current, _data(), config, seed=3)
+    other, _ = adapter.compute_report(reference, current, _data(), config, seed=4)
+    full, _ = adapter.compute_report(reference, current, _data(), _monitor())
     assert first.rows == 5000 and first.reference_rows == N  # the summary counts the whole window
     # the same seed samples the same rows; the scores may differ in the last bits, because numpy's dot product
     # sums in an order that depends on the arrays' memory alignment (seen: 7e-18 apart in a fresh venv)
@@ -371,8 +372,8 @@ def test_drift_is_computed_as_evidently_computes_it(reference, shift):
         pl.when(pl.int_range(N) % 11 == 0).then(float("inf")).otherwise(pl.col("temp")).alias("temp"),
         pl.when(pl.int_range(N) % 13 == 0).then(None).otherwise(pl.col("weather")).alias("weather"),
     )
-    ours, _ = compute_report(reference, current, _data(), _monitor())
-    theirs, _ = compute_report(reference, current, _data(), _monitor(), evidently_drift=True)
+    ours, _ = adapter.compute_report(reference, current, _data(), _monitor())
+    theirs, _ = adapter.compute_report(reference, current, _data(), _monitor(), evidently_drift=True)
     assert ours.drifted_features == theirs.drifted_features == (["temp", "season"] if shift else [])
     assert _flags(ours) == _flags(theirs)
     assert _scores(ours) == pytest.approx(_scores(theirs), abs=1e-12)
@@ -382,8 +383,8 @@ def test_a_numeric_column_with_few_values_is_judged_by_its_frequencies(reference
     """A numeric column with five values or fewer gets Jensen-Shannon on its values, as in Evidently."""
     ref = reference.with_columns(pl.col("hum").round(0))
     current = _log().with_columns((pl.col("hum") + 0.3).round(0))
-    ours, _ = compute_report(ref, current, _data(), _monitor())
-    theirs, _ = compute_report(ref, current, _data(), _monitor(), evidently_drift=True)
+    ours, _ = adapter.compute_report(ref, current, _data(), _monitor())
+    theirs, _ = adapter.compute_report(ref, current, _data(), _monitor(), evidently_drift=True)
     hum = next(f for f in ours.features if f.column == "hum")
     assert hum.method == "jensenshannon" and hum.drifted
     assert hum.score == pytest.approx(_scores(theirs)["hum"], abs=1e-12)
@@ -409,40 +410,40 @@ def test_a_column_drift_cannot_be_computed_without_values_or_with_an_unknown_met
 
 
 def test_the_whole_window_is_judged_while_the_report_gets_a_sample(reference, monkeypatch):
-    monkeypatch.setattr(adapter, "REPORT_ROWS", 500)
+    monkeypatch.setattr("evergreen.monitoring.evidently_adapter.REPORT_ROWS", 500)
     current = _log(temp_shift=0.05)
-    summary, snapshot = compute_report(reference, current, _data(), _monitor())
-    whole, _ = compute_report(reference, current, _data(), _monitor(), evidently_drift=True)  # all 2,000 rows
+    summary, snapshot = adapter.compute_report(reference, current, _data(), _monitor())
+    whole, _ = adapter.compute_report(reference, current, _data(), _monitor(), evidently_drift=True)  # all 2,000 rows
     metadata = snapshot.report.metadata
     assert (metadata["rows"], metadata["drift_rows"], metadata["report_rows"]) == (str(N), str(N), "500")
     assert _flags(summary) == _flags(whole)
     assert _scores(summary) == pytest.approx(_scores(whole), abs=1e-12)
-    shown = {c: d.score for c, d in parse_drift(snapshot).items()}  # the report shows the sample's scores
+    shown = {c: d.score for c, d in adapter.parse_drift(snapshot).items()}  # the report shows the sample's scores
     assert shown.keys() == _scores(summary).keys() and shown != pytest.approx(_scores(summary), abs=1e-6)
 
 
 def test_empty_window_gives_a_summary_without_a_report(reference):
-    summary, snapshot = compute_report(reference, _log().head(0), _data(), _monitor())
+    summary, snapshot = adapter.compute_report(reference, _log().head(0), _data(), _monitor())
     assert snapshot is None
     assert summary.rows == 0 and summary.features == [] and summary.window_start is None
 
 
 # ------------------------------------------------------------------------------------------------- persist
 def test_report_is_saved_and_added_to_the_workspace(reference, tmp_path):
-    summary, snapshot = compute_report(reference, _log(labelled=0.3), _data(), _monitor(), champion="v1")
+    summary, snapshot = adapter.compute_report(reference, _log(labelled=0.3), _data(), _monitor(), champion="v1")
     html, js = tmp_path / "reports" / "r.html", tmp_path / "reports" / "r.json"
-    save_report(snapshot, html, js)
+    report_files.save_report(snapshot, html, js)
     assert html.stat().st_size > 10_000 and "<html" in html.read_text()[:1000].lower()
     saved = json.loads(js.read_text())
     drift = [m for m in saved["metrics"] if m["config"]["type"] == "evidently:metric_v2:ValueDrift"]
     assert {m["config"]["column"] for m in drift} == {"temp", "hum", "season", "weather", "prediction"}
 
     workspace = tmp_path / "workspace"
-    assert list_snapshots(workspace, "evergreen") == []
-    first = add_to_workspace(snapshot, workspace, "evergreen")
-    _, later = compute_report(reference, _log(seed=9), _data(), _monitor(), champion="v1")
-    second = add_to_workspace(later, workspace, "evergreen")
-    assert sorted(list_snapshots(workspace, "evergreen")) == sorted([first, second])
+    assert report_files.list_snapshots(workspace, "evergreen") == []
+    first = report_files.add_to_workspace(snapshot, workspace, "evergreen")
+    _, later = adapter.compute_report(reference, _log(seed=9), _data(), _monitor(), champion="v1")
+    second = report_files.add_to_workspace(later, workspace, "evergreen")
+    assert sorted(report_files.list_snapshots(workspace, "evergreen")) == sorted([first, second])
 
     from evidently.ui.workspace import Workspace  # only to look at what the UI will read
 

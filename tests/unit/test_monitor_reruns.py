@@ -20,13 +20,14 @@ from evergreen.artifacts.decisions import RetrainDecision, read_history
 from evergreen.config import PolicyConfig
 from evergreen.monitoring.monitor import monitor_once
 from evergreen.monitoring.policy import decide
-from evergreen.monitoring.report_files import QUARANTINE, list_snapshots, open_workspace
 from evergreen.monitoring.summary import ColumnDrift, MonitorSummary
 from evergreen.prediction_log.writer import PredictionLog, log_rows
 from evergreen.registry.store import Registry
 from evergreen.workspace import Workspace
-from tests.harness import TINY
+from tests.harness import TINY, imported_when_used
 from tests.process_harness import run_together
+
+report_files = imported_when_used("evergreen.monitoring.report_files")
 
 START = dt.datetime(2026, 11, 1)
 FEATURES = ["hr", "weather", "temp", "hum"]
@@ -86,10 +87,10 @@ def test_a_torn_snapshot_is_set_aside_with_a_warning_and_the_run_records_its_dec
     with caplog.at_level(logging.WARNING, logger="evergreen.monitor"):
         second = monitor_once(project, now=START + dt.timedelta(hours=12))
     assert [d.time for d in _decisions(project)] == [first.time, second.time]  # recorded, not crashed
-    kept = project.evidently_workspace / QUARANTINE / snapshot.relative_to(project.evidently_workspace)
+    kept = project.evidently_workspace / report_files.QUARANTINE / snapshot.relative_to(project.evidently_workspace)
     assert kept.read_bytes() == whole[: len(whole) // 2] and not snapshot.exists()  # moved, not deleted
     assert any(str(snapshot) in r.getMessage() and str(kept) in r.getMessage() for r in caplog.records)
-    assert len(list_snapshots(project.evidently_workspace, "evergreen")) == 1  # the new run's snapshot
+    assert len(report_files.list_snapshots(project.evidently_workspace, "evergreen")) == 1  # the new run's snapshot
 
 
 def test_a_project_with_damaged_metadata_goes_to_the_quarantine_whole(tmp_path: Path, caplog):
@@ -98,9 +99,9 @@ def test_a_project_with_damaged_metadata_goes_to_the_quarantine_whole(tmp_path: 
     (project / "metadata.json").write_text('{"name": "evergr')
     (project / "snapshots" / "0190a3c2-0000-7000-8000-000000000002.json").write_text("{}")
     with caplog.at_level(logging.WARNING, logger="evergreen.monitor"):
-        workspace = open_workspace(tmp_path)
+        workspace = report_files.open_workspace(tmp_path)
     assert workspace.search_project("evergreen") == []
-    assert (tmp_path / QUARANTINE / project.name / "metadata.json").read_text() == '{"name": "evergr'
+    assert (tmp_path / report_files.QUARANTINE / project.name / "metadata.json").read_text() == '{"name": "evergr'
     assert not project.exists() and "metadata unreadable" in caplog.text and project.name in caplog.text
 
 
@@ -119,10 +120,10 @@ def test_two_monitor_runs_at_once_both_record_a_decision(project):
         runs = run_together(_SETUP, _MONITOR, [str(project.root)], project.root / "barrier")
         assert [status for status, _ in runs] == [0, 0], f"try {attempt}: {[out[-2000:] for _, out in runs]}"
         assert len(_decisions(project)) == 2 * attempt, f"try {attempt}"
-    workspace = open_workspace(project.evidently_workspace)
+    workspace = report_files.open_workspace(project.evidently_workspace)
     assert len(workspace.search_project("evergreen")) == 1  # created once, not once per racing run
-    assert len(list_snapshots(project.evidently_workspace, "evergreen")) == 6
-    assert not (project.evidently_workspace / QUARANTINE).exists()  # no run read a snapshot mid-write
+    assert len(report_files.list_snapshots(project.evidently_workspace, "evergreen")) == 6
+    assert not (project.evidently_workspace / report_files.QUARANTINE).exists()  # no run read a snapshot mid-write
 
 
 # ------------------------------------------------------------------------------------ one window, twice

@@ -13,11 +13,13 @@ import pytest
 from evergreen.config import DataConfig, Params, parse_params
 from evergreen.data.schema import EVENT_TIME, SOURCE_FILE, SOURCE_ROW
 from evergreen.errors import EvergreenError, ValidationFailed
-from evergreen.validation.gx_adapter import validate_frame
 from evergreen.validation.stage import run_validation
 from evergreen.validation.suites import generate_suite, load_suite, write_suites
 from evergreen.validation.summary import critical_failures, failure_message, summary_line, warnings
 from evergreen.workspace import Workspace
+from tests.harness import imported_when_used
+
+gx_adapter = imported_when_used("evergreen.validation.gx_adapter")
 
 
 @pytest.fixture
@@ -94,13 +96,13 @@ def test_every_expectation_is_marked_critical_or_not(data: DataConfig) -> None:
 
 
 def test_dirty_but_usable_raw_data_passes(data: DataConfig) -> None:
-    summary = validate_frame(_raw(), generate_suite(data, "raw"))
+    summary = gx_adapter.validate_frame(_raw(), generate_suite(data, "raw"))
     assert critical_failures(summary) == []
     assert summary.row_count == 20
 
 
 def test_all_null_column_fails_raw_critically(data: DataConfig) -> None:
-    summary = validate_frame(_raw(x=[None] * 20), generate_suite(data, "raw"))
+    summary = gx_adapter.validate_frame(_raw(x=[None] * 20), generate_suite(data, "raw"))
     failed = critical_failures(summary)
     assert [(o.expectation_type, o.column) for o in failed] == [("expect_column_values_to_not_be_null", "x")]
     assert "x" in failure_message(summary, "validate_raw") and "20 of 20 rows null" in failure_message(
@@ -109,20 +111,20 @@ def test_all_null_column_fails_raw_critically(data: DataConfig) -> None:
 
 
 def test_non_numeric_text_fails_raw(data: DataConfig) -> None:
-    summary = validate_frame(_raw(y=["three"] * 20), generate_suite(data, "raw"))
+    summary = gx_adapter.validate_frame(_raw(y=["three"] * 20), generate_suite(data, "raw"))
     assert [o.column for o in critical_failures(summary)] == ["y"]
     assert "'three'" in failure_message(summary, "validate_raw")
 
 
 def test_duplicate_raw_id_is_only_a_warning(data: DataConfig) -> None:
-    summary = validate_frame(_raw(id=["1"] * 20), generate_suite(data, "raw"))
+    summary = gx_adapter.validate_frame(_raw(id=["1"] * 20), generate_suite(data, "raw"))
     assert critical_failures(summary) == []
     assert [o.expectation_type for o in warnings(summary)] == ["expect_column_values_to_be_unique"]
     assert "(1 warning)" in summary_line(summary, "validate_raw")
 
 
 def test_clean_data_passes_completely(data: DataConfig, tmp_path: Path) -> None:
-    summary = validate_frame(_clean(), generate_suite(data, "clean"), docs_dir=tmp_path / "docs")
+    summary = gx_adapter.validate_frame(_clean(), generate_suite(data, "clean"), docs_dir=tmp_path / "docs")
     assert summary.success, failure_message(summary, "validate_clean")
     assert summary.passed == summary.evaluated == len(generate_suite(data, "clean")["expectations"])
     assert summary.docs_index is not None and Path(summary.docs_index).is_file()
@@ -140,9 +142,9 @@ def test_data_docs_compile_their_templates_once_per_process(
 
     monkeypatch.setattr(jinja2.Environment, "compile", counting)
     suite = generate_suite(data, "clean")
-    validate_frame(_clean(), suite, docs_dir=tmp_path / "first")
+    gx_adapter.validate_frame(_clean(), suite, docs_dir=tmp_path / "first")
     compiled.clear()
-    summary = validate_frame(_clean(), suite, docs_dir=tmp_path / "second")
+    summary = gx_adapter.validate_frame(_clean(), suite, docs_dir=tmp_path / "second")
     assert compiled == []  # GX made new jinja environments; the templates came compiled from the first build
     page = (tmp_path / "second" / "index.html").read_text()
     assert summary.docs_index == str(tmp_path / "second" / "index.html") and suite["name"] in page
@@ -161,7 +163,7 @@ def test_no_frame_is_hashed_for_a_fingerprint_nothing_reads(data: DataConfig, mo
         return hash_(obj, *args, **kwargs)
 
     monkeypatch.setattr(pd.util, "hash_pandas_object", counting)
-    summary = validate_frame(_raw(50), generate_suite(data, "raw"))
+    summary = gx_adapter.validate_frame(_raw(50), generate_suite(data, "raw"))
     assert summary.evaluated > 0 and hashed == []
 
 
@@ -170,7 +172,7 @@ def test_date_before_min_and_value_outside_set_fail_clean(data: DataConfig) -> N
         pl.when(pl.col("id") == 1).then(dt.date(2019, 12, 31)).otherwise(pl.col("day")).alias("day"),
         pl.when(pl.col("id") <= 3).then(pl.lit("green")).otherwise(pl.col("colour")).alias("colour"),
     )
-    summary = validate_frame(frame, generate_suite(data, "clean"), example_values=2)
+    summary = gx_adapter.validate_frame(frame, generate_suite(data, "clean"), example_values=2)
     failed = {o.column: o for o in critical_failures(summary)}
     assert set(failed) == {"day", "colour"}
     assert failed["colour"].unexpected_count == 3 and failed["colour"].example_values == ["green", "green"]
@@ -178,7 +180,7 @@ def test_date_before_min_and_value_outside_set_fail_clean(data: DataConfig) -> N
 
 
 def test_missing_column_fails_columns_check(data: DataConfig) -> None:
-    summary = validate_frame(_clean().drop("x"), generate_suite(data, "clean"))
+    summary = gx_adapter.validate_frame(_clean().drop("x"), generate_suite(data, "clean"))
     failed = critical_failures(summary)
     columns_check = [o for o in failed if o.expectation_type == "expect_table_columns_to_match_set"]
     assert len(columns_check) == 1
@@ -187,7 +189,7 @@ def test_missing_column_fails_columns_check(data: DataConfig) -> None:
 
 def test_duplicate_id_fails_clean(data: DataConfig) -> None:
     frame = _clean().with_columns(pl.lit(7, dtype=pl.Int64).alias("id"))
-    summary = validate_frame(frame, generate_suite(data, "clean"))
+    summary = gx_adapter.validate_frame(frame, generate_suite(data, "clean"))
     assert [(o.expectation_type, o.column) for o in critical_failures(summary)] == [
         ("expect_column_values_to_be_unique", "id")
     ]
@@ -198,7 +200,7 @@ def test_suite_round_trips_through_files(data: DataConfig, tmp_path: Path) -> No
     assert sorted(p.name for p in written) == ["clean.json", "raw.json"]
     assert load_suite(tmp_path / "raw.json") == generate_suite(data, "raw")
     # the loaded file is a suite GX accepts: it runs and passes on clean data
-    assert validate_frame(_clean(), load_suite(tmp_path / "clean.json")).success
+    assert gx_adapter.validate_frame(_clean(), load_suite(tmp_path / "clean.json")).success
 
 
 def test_existing_suite_is_kept_unless_overwrite(data: DataConfig, tmp_path: Path) -> None:
@@ -227,7 +229,7 @@ def test_invalid_hand_edit_is_an_error_not_a_silent_pass(data: DataConfig) -> No
     suite = generate_suite(data, "clean")
     suite["expectations"].append({"type": "expect_column_values_to_be_between", "kwargs": {}, "meta": {}})
     with pytest.raises(EvergreenError, match="not valid"):
-        validate_frame(_clean(), suite)
+        gx_adapter.validate_frame(_clean(), suite)
 
 
 def test_stage_writes_report_and_docs_before_failing(
@@ -250,7 +252,7 @@ def test_date_beyond_pandas_range_fails_by_name_not_by_crash(data):
     frame = _clean().with_columns(
         pl.when(pl.col("id") == 1).then(dt.date(9999, 12, 31)).otherwise(pl.col("day")).alias("day")
     )
-    summary = validate_frame(frame, generate_suite(data, "clean"))
+    summary = gx_adapter.validate_frame(frame, generate_suite(data, "clean"))
     failed = critical_failures(summary)
     assert [(f.expectation_type, f.column) for f in failed] == [("expect_column_values_to_not_be_null", "day")]
 
@@ -295,15 +297,15 @@ def test_an_expectation_with_a_row_condition_on_another_column_sees_that_column(
         ],
     }
     frame = _raw(20, colour=["red"] * 15 + ["blue"] * 5, x=["0.5 "] * 15 + ["9"] * 5)
-    (outcome,) = validate_frame(frame, suite).outcomes
+    (outcome,) = gx_adapter.validate_frame(frame, suite).outcomes
     assert (outcome.success, outcome.error, outcome.element_count) == (True, None, 15)
 
 
 def test_an_empty_suite_passes_and_a_column_found_by_its_index_is_looked_up_among_all_columns() -> None:
     frame = _raw(5)
-    assert validate_frame(frame, {"name": "raw", "expectations": []}).evaluated == 0
+    assert gx_adapter.validate_frame(frame, {"name": "raw", "expectations": []}).evaluated == 0
     exists = {"type": "expect_column_to_exist", "kwargs": {"column": "colour", "column_index": 2}}
-    (outcome,) = validate_frame(frame, {"name": "raw", "expectations": [exists]}).outcomes
+    (outcome,) = gx_adapter.validate_frame(frame, {"name": "raw", "expectations": [exists]}).outcomes
     assert (outcome.success, outcome.error) == (True, None)
 
 
@@ -329,7 +331,9 @@ def test_a_partition_larger_than_a_batch_is_validated_batch_by_batch(data: DataC
     assert (tmp_path / "docs" / "index.html").is_file()
     # one batch of the whole frame counts the same rows, but 302 of 2,500 is within `mostly`: a share holds
     # per batch, as it holds per partition
-    whole = next(o for o in validate_frame(frame, suite).outcomes if o.column == "x" and "regex" in o.expectation_type)
+    whole = next(
+        o for o in gx_adapter.validate_frame(frame, suite).outcomes if o.column == "x" and "regex" in o.expectation_type
+    )
     assert (whole.success, whole.unexpected_count) == (True, 302)
 
 
@@ -341,7 +345,7 @@ def test_hand_edited_expectations_that_need_python_regex_or_a_plain_dtype_still_
         {"type": "expect_column_values_to_match_regex", "kwargs": {"column": "colour", "regex": r"^(?=r)red$"}},
         {"type": "expect_column_values_to_be_of_type", "kwargs": {"column": "colour", "type_": "object"}},
     ]
-    summary = validate_frame(_raw(20, colour=["red"] * 19 + ["blue"]), suite)
+    summary = gx_adapter.validate_frame(_raw(20, colour=["red"] * 19 + ["blue"]), suite)
     look_ahead = next(o for o in summary.outcomes if o.kwargs.get("regex") == r"^(?=r)red$")
     dtype = next(o for o in summary.outcomes if o.expectation_type == "expect_column_values_to_be_of_type")
     assert (look_ahead.success, look_ahead.unexpected_count, look_ahead.example_values) == (False, 1, ["blue"])

@@ -23,9 +23,7 @@ from evergreen.artifacts.decisions import RetrainDecision, append_entry, read_hi
 from evergreen.config import Params
 from evergreen.errors import EvergreenError
 from evergreen.inference import load_version, predict
-from evergreen.monitoring.evidently_adapter import compute_report
 from evergreen.monitoring.policy import decide
-from evergreen.monitoring.report_files import add_to_workspace, save_report
 from evergreen.monitoring.window import select_window
 from evergreen.prediction_log.base import LogColumns, probabilities_column
 from evergreen.prediction_log.read import read_log
@@ -56,6 +54,11 @@ def monitor_lock(decisions: Path) -> Path:
 
 
 def _monitor_once(ws: Workspace, now: dt.datetime | None, save_reports: bool) -> RetrainDecision:
+    # Evidently takes about 5 s to import: a run that computes a report pays for it, not every command, flow
+    # or test collection that imports this module
+    from evergreen.monitoring.evidently_adapter import compute_report
+    from evergreen.monitoring.report_files import add_to_workspace, save_report
+
     params, cfg = ws.params, ws.params.monitor
     now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
     verdict = check_shadow(ws, now=now)
