@@ -720,6 +720,10 @@ def _arrival_on_standing_cluster(project: Path, opts: argparse.Namespace, arriva
 def measure_partitions(work: Path, opts: argparse.Namespace) -> dict[str, Any]:
     """Full builds (one process; a local Dask cluster of 2), then an arrival: incremental against a rebuild."""
     project = _scratch_project(work)
+    if opts.standing_only:
+        arrived = _land_arrival(work, project, opts.arrival_rows)
+        arrival = project / "incoming" / "arrival.csv"
+        return {"arrival_rows": arrived, "standing_cluster": _arrival_on_standing_cluster(project, opts, arrival)}
     out: dict[str, Any] = {"full_one_process": _stage_build(project, opts, "synchronous", "partitioned, one process")}
     if not opts.skip_dask:
         _forget_outputs(project)
@@ -799,6 +803,8 @@ def table(results: dict[str, Any]) -> str:
 def partition_table(results: dict[str, Any]) -> str:
     """Today's whole-history steps beside the partitioned stages, and the arrival's cost."""
     parts = results["partitions"]
+    if "full_one_process" not in parts:  # --standing-only
+        return _standing_line(parts)
     old = results["steps"]
     builds = {"full_one_process": "partitions, 1 process", "full_local_cluster": "partitions, Dask 2 workers"}
     lines = [
@@ -830,7 +836,19 @@ def partition_table(results: dict[str, Any]) -> str:
         f"full rebuild {parts['arrival_full_rebuild']['wall_s']:.1f} s "
         f"({parts['incremental_share_of_rebuild']:.1%} of the rebuild)"
     )
+    if "standing_cluster" in parts:
+        lines.append(_standing_line(parts))
     return "\n".join(lines)
+
+
+def _standing_line(parts: dict[str, Any]) -> str:
+    standing = parts["standing_cluster"]
+    own = {step.split(":", 1)[1]: r.get("seconds") for step, r in standing["arrival"]["steps"].items()}
+    return (
+        f"on a standing cluster, an arrival of {parts['arrival_rows']:,} rows: {standing['arrival']['wall_s']:.2f} s "
+        f"against a rebuild of {standing['rebuild']['wall_s']:.1f} s ({standing['arrival_share']:.1%}); "
+        f"the stages' own seconds: {own}"
+    )
 
 
 def main() -> None:
@@ -865,6 +883,9 @@ def main() -> None:
     parser.add_argument("--skip-arrival", action="store_true", help="skip the arrival (incremental vs rebuild)")
     parser.add_argument(
         "--standing-cluster", action="store_true", help="also the arrival on a Dask cluster that stays up"
+    )
+    parser.add_argument(
+        "--standing-only", action="store_true", help="only the arrival on a standing cluster (no one-process builds)"
     )
     parser.add_argument("--_step", help=argparse.SUPPRESS)
     parser.add_argument("--_work", type=Path, help=argparse.SUPPRESS)

@@ -9,9 +9,13 @@ Where the work runs:
   the partitions go to that cluster's workers, which must import this same `evergreen` and see the project's
   files at the same path (a shared file system);
 - `synchronous`: every partition in this process, one after the other (debugging, tests, tiny data);
-- neither, and little work (one partition, or inputs smaller than the caller's `cluster_from` bytes): in this
-  process, because starting a local cluster costs seconds (measured in bench/bench_data_pipeline.py: 10-20 s per
-  stage on a 2-core machine, workers importing polars and Great Expectations) that small work never wins back;
+- one partition, scheduler named or not, unless the caller needs warm workers (`needs_warm_workers`): in this
+  process. One task gains nothing from a cluster's parallelism, and sending it there costs this process Dask's
+  client (about 0.4 s to import), more than an arrival's ingest or clean takes. Validation needs warm workers:
+  a named cluster's workers hold Great Expectations already, where this process would import it (3-4 s);
+- no scheduler named, and little work (inputs smaller than the caller's `cluster_from` bytes): in this process,
+  because starting a local cluster costs seconds (measured in bench/bench_data_pipeline.py: 10-20 s per stage on
+  a 2-core machine, workers importing polars and Great Expectations) that small work never wins back;
 - neither, and more: a `LocalCluster` of worker processes on this machine, closed when the work is done.
 Nothing starts when there is nothing to do, so a no-op run pays nothing for the engine.
 """
@@ -49,11 +53,20 @@ def scheduler_address(configured: str | None) -> str | None:
     return os.environ.get(SCHEDULER_ENV) or configured or None
 
 
-def runs_here(items: int, scheduler: str | None, sizes: Sequence[int] = (), cluster_from: int = 0) -> bool:
+def runs_here(
+    items: int,
+    scheduler: str | None,
+    sizes: Sequence[int] = (),
+    cluster_from: int = 0,
+    needs_warm_workers: bool = False,
+) -> bool:
     """True when `run_partitions` would run this work in this process (see the module's docstring)."""
     address = scheduler_address(scheduler)
-    small = items <= 1 or (bool(sizes) and sum(sizes) < cluster_from)
-    return address == SYNCHRONOUS or (address is None and small)
+    if address == SYNCHRONOUS:
+        return True
+    if items <= 1:  # one task gains nothing from a cluster, unless its workers hold what it would import here
+        return address is None or not needs_warm_workers
+    return address is None and bool(sizes) and sum(sizes) < cluster_from
 
 
 def _where_am_i() -> str:
@@ -77,11 +90,13 @@ def run_partitions(
     label: str = "partition",
     sizes: Sequence[int] = (),
     cluster_from: int = 0,
+    needs_warm_workers: bool = False,
 ) -> tuple[list[T], Ran]:
     """`fn(item)` for each item, results in the order of `items`, and where they ran.
 
     `sizes` (bytes of each item's input) below `cluster_from` in all keep the work in this process when no
-    scheduler is named.
+    scheduler is named. `needs_warm_workers`: `fn` imports a library that takes seconds to import, so even one
+    item goes to a named cluster.
 
     `fn` must be a module-level function (workers import it by name). An exception raised by `fn` is raised
     here; functions that want every failure reported return their errors instead of raising them.
@@ -89,7 +104,7 @@ def run_partitions(
     if not items:
         return [], Ran("nothing to do", {})
     address = scheduler_address(scheduler)
-    if runs_here(len(items), scheduler, sizes, cluster_from):
+    if runs_here(len(items), scheduler, sizes, cluster_from, needs_warm_workers):
         return [fn(item) for item in items], Ran("this process", {"local": len(items)})
 
     from distributed import Client, LocalCluster  # imported only when there is work for it

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from evergreen.parallel import SCHEDULER_ENV, SYNCHRONOUS, run_partitions, scheduler_address
+from evergreen.parallel import SCHEDULER_ENV, SYNCHRONOUS, run_partitions, runs_here, scheduler_address
 
 
 def _square_and_pid(x: int) -> tuple[int, int]:
@@ -30,8 +30,13 @@ def test_nothing_to_do_starts_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize(
     ("env", "items", "sizes"),
-    [(SYNCHRONOUS, [1, 2, 3], ()), (None, [4], ()), (None, [1, 2, 3], (10, 10, 10))],
-    ids=["synchronous", "one-partition", "small-inputs"],
+    [
+        (SYNCHRONOUS, [1, 2, 3], ()),
+        (None, [4], ()),
+        ("tcp://127.0.0.1:1", [4], (10**9,)),  # nothing listens there: sending it would fail
+        (None, [1, 2, 3], (10, 10, 10)),
+    ],
+    ids=["synchronous", "one-partition", "one-partition-with-a-scheduler-named", "small-inputs"],
 )
 def test_small_work_runs_in_this_process(monkeypatch: pytest.MonkeyPatch, env, items, sizes) -> None:
     monkeypatch.delenv(SCHEDULER_ENV, raising=False)
@@ -40,6 +45,16 @@ def test_small_work_runs_in_this_process(monkeypatch: pytest.MonkeyPatch, env, i
     results, ran = run_partitions(_square_and_pid, items, sizes=sizes, cluster_from=1000)
     assert [r for r, _ in results] == [x * x for x in items]
     assert {pid for _, pid in results} == {os.getpid()} and ran.where == "this process"
+
+
+def test_one_partition_that_needs_warm_workers_goes_to_a_named_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Validation: the named cluster's workers hold Great Expectations; this process would import it first."""
+    monkeypatch.delenv(SCHEDULER_ENV, raising=False)
+    assert not runs_here(1, "tcp://10.0.0.5:8786", needs_warm_workers=True)
+    assert runs_here(1, "tcp://10.0.0.5:8786")  # work that imports nothing heavy stays here
+    assert runs_here(1, None, needs_warm_workers=True)  # no cluster named: starting one would import it as well
+    assert runs_here(1, SYNCHRONOUS, needs_warm_workers=True)
+    assert not runs_here(2, "tcp://10.0.0.5:8786")  # more than one: the cluster works on them in parallel
 
 
 @pytest.mark.slow
