@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import math
 import os
@@ -639,6 +640,7 @@ def _step_stage(stage: str, project: Path, clock: _Clock) -> dict[str, Any]:
     module = importlib.import_module(f"evergreen.stages.{stage}")
     with contextlib.redirect_stdout(None), clock("seconds"):
         module.run(ws)
+    gc.freeze()  # as `evergreen stage` does before its process exits
     if stage == "ingest":
         rows = json.loads(ws.ingest_metrics.read_text())["rows_read"]
     elif stage == "clean":
