@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from evergreen.config import Params, parse_params
-from tests.harness import ROOT, TINY
+from tests.harness import REPORT_MODULES, ROOT, TINY
 
 # folders of slow tests only: a `-m "not slow"` run does not import them (their Prefect, service and pipeline
 # harnesses cost each pytest worker about 14 s of a fast run's collection); `_every_test_there_is_slow` keeps
@@ -28,22 +28,6 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
         parts = collection_path.relative_to(ROOT / "tests").parts
         return True if parts and parts[0] in ONLY_SLOW else None
     return None
-
-
-# The tests that run Evidently or Great Expectations (about 8 s to import the two). Their modules import them on
-# first use (`tests.harness.imported_when_used`), not when collected, and with `-n` they all run on one worker
-# (`pytest_xdist_make_scheduler`): the other of the fast suite's two workers never imports them.
-REPORT_MODULES = frozenset(
-    {
-        "tests/data/test_suites_on_bundled_data.py",
-        "tests/unit/test_evidently_adapter.py",
-        "tests/unit/test_monitor_reruns.py",
-        "tests/unit/test_partitions.py",
-        "tests/unit/test_privacy.py",
-        "tests/unit/test_retention.py",
-        "tests/unit/test_validation.py",
-    }
-)
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:

@@ -7,8 +7,8 @@
 - `wait_until`: poll for something to happen, with a deadline and a failure that says what never happened;
 - `run_command`, `command_env`, `GIT_IDENTITY`, `BIN`: run `evergreen`, `dvc`, git or Python in a project
   folder as a user would, its output kept for the failure message;
-- `imported_when_used`: a module imported on the first use of its names rather than at collection (see
-  `REPORT_MODULES` in tests/conftest.py).
+- `imported_when_used`, `REPORT_MODULES`: a module imported on the first use of its names rather than at
+  collection, and the test modules that import Evidently or Great Expectations that way.
 """
 
 from __future__ import annotations
@@ -96,6 +96,22 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+# The tests that run Evidently or Great Expectations (about 8 s to import the two). Their modules import them on
+# first use (`imported_when_used`), not when collected, and with `-n` they all run on one worker
+# (`pytest_xdist_make_scheduler` in tests/conftest.py): the other of the fast suite's two workers never imports them.
+REPORT_MODULES = frozenset(
+    {
+        "tests/data/test_suites_on_bundled_data.py",
+        "tests/unit/test_evidently_adapter.py",
+        "tests/unit/test_monitor_reruns.py",
+        "tests/unit/test_partitions.py",
+        "tests/unit/test_privacy.py",
+        "tests/unit/test_retention.py",
+        "tests/unit/test_validation.py",
+    }
+)
 
 
 class imported_when_used:  # noqa: N801 - used like a module
