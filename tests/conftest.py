@@ -30,6 +30,7 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     return None
 
 
+@pytest.hookimpl(optionalhook=True)  # xdist's hook: pytest -p no:xdist must still run
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """xdist's default (`load`) spreads tests one by one; this keeps `REPORT_MODULES` together as one unit.
 

@@ -21,9 +21,10 @@ def test_every_report_module_is_a_test_module_that_exists() -> None:
 
 @pytest.mark.slow  # collects every fast test in a fresh interpreter (about 10 s)
 def test_collecting_the_fast_tests_imports_neither_evidently_nor_great_expectations() -> None:
+    """Without xdist, too: the conftest's scheduler hook is xdist's, and `-p no:xdist` must still run."""
     code = (
         "import sys, pytest\n"
-        "code = pytest.main(['--collect-only', '-q', '-m', 'not slow', '-p', 'no:cacheprovider'])\n"
+        "code = pytest.main(['--collect-only', '-q', '-m', 'not slow', '-p', 'no:cacheprovider', '-p', 'no:xdist'])\n"
         f"print('imported:', sorted(set({HEAVY!r}) & set(sys.modules)), 'exit', int(code))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
