@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from evergreen.config import Params, parse_params
-from tests.harness import REPORT_MODULES, ROOT, TINY
+from tests.harness import ROOT, TINY
 
 # folders of slow tests only: a `-m "not slow"` run does not import them (their Prefect, service and pipeline
 # harnesses cost each pytest worker about 14 s of a fast run's collection); `_every_test_there_is_slow` keeps
@@ -32,18 +32,10 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
 
 @pytest.hookimpl(optionalhook=True)  # xdist's hook: pytest -p no:xdist must still run
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """xdist's default (`load`) spreads tests one by one; this keeps `REPORT_MODULES` together as one unit.
-
-    (pytest-xdist's own `--dist loadgroup` would do it, but 3.8 marks a test's group by rewriting a node attribute
-    that pytest 9.2 no longer has.) The largest unit, the reports, goes first; the rest follow as workers free up.
-    """
+    """With xdist's default (`--dist load`), `REPORT_MODULES` run together on one worker (tests/scheduling.py)."""
     if config.getvalue("dist") != "load":
         return None
-    from xdist.scheduler import LoadScopeScheduling
-
-    class ReportsOnOneWorker(LoadScopeScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            return "reports" if nodeid.split("::", 1)[0] in REPORT_MODULES else nodeid
+    from tests.scheduling import ReportsOnOneWorker
 
     return ReportsOnOneWorker(config, log)
 
@@ -57,13 +49,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.hookimpl(trylast=True)
-def pytest_unconfigure() -> None:
-    """Freeze what the tests leave behind before the interpreter exits.
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """An xdist worker freezes what the tests leave behind before its interpreter exits.
 
-    Its last garbage collections walk every object still alive (torch, Evidently, GX and the tests' data): 2 to 4
-    s per xdist worker, which the run waits for. Frozen objects are skipped; every exit handler still runs.
+    The interpreter's last garbage collections walk every object still alive (torch, Evidently, GX and the
+    tests' data): 2 to 4 s per worker, which the run waits for. Frozen objects are skipped, so one still alive in
+    a reference cycle is never finalized: every test closes its files, writers and connections itself. Only in a
+    worker, which exits next: a process that runs `pytest.main()` and goes on would keep its garbage.
     """
-    gc.freeze()
+    if hasattr(config, "workerinput"):
+        gc.freeze()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -5,15 +5,15 @@ outside any Prefect flow, so the engine has to be callable from a stage; a Prefe
 gets the same behaviour through them.
 
 Where the work runs:
+- `synchronous`: every partition in this process, one after the other (debugging, tests, tiny data);
 - `EVERGREEN_DASK_SCHEDULER` (an address such as `tcp://10.0.0.5:8786`), else `data.scheduler` in params:
   the partitions go to that cluster's workers, which must import this same `evergreen` and see the project's
-  files at the same path (a shared file system);
-- `synchronous`: every partition in this process, one after the other (debugging, tests, tiny data);
-- one partition, scheduler named or not, unless the caller needs warm workers (`needs_warm_workers`): in this
-  process. One task gains nothing from a cluster's parallelism, and sending it there costs this process Dask's
-  client (about 0.4 s to import), more than an arrival's ingest or clean takes. Validation needs warm workers:
-  a named cluster's workers hold Great Expectations already, where this process would import it (3-4 s);
-- no scheduler named, and little work (inputs smaller than the caller's `cluster_from` bytes): in this process,
+  files at the same path (a shared file system). One small partition (input under the caller's `cluster_from`
+  bytes) stays in this process, unless the caller needs warm workers (`needs_warm_workers`): one task gains
+  nothing from a cluster's parallelism, and sending it costs this process Dask's client (about 0.4 s to
+  import), more than an arrival's ingest or clean takes. Validation needs warm workers: a standing cluster's
+  workers have imported Great Expectations for earlier partitions, where this process would import it (3-4 s);
+- neither, and little work (one partition, or inputs smaller than `cluster_from` bytes): in this process,
   because starting a local cluster costs seconds (measured in bench/bench_data_pipeline.py: 10-20 s per stage on
   a 2-core machine, workers importing polars and Great Expectations) that small work never wins back;
 - neither, and more: a `LocalCluster` of worker processes on this machine, closed when the work is done.
@@ -62,11 +62,13 @@ def runs_here(
 ) -> bool:
     """True when `run_partitions` would run this work in this process (see the module's docstring)."""
     address = scheduler_address(scheduler)
+    small = bool(sizes) and sum(sizes) < cluster_from
     if address == SYNCHRONOUS:
         return True
-    if items <= 1:  # one task gains nothing from a cluster, unless its workers hold what it would import here
-        return address is None or not needs_warm_workers
-    return address is None and bool(sizes) and sum(sizes) < cluster_from
+    if address is None:
+        return items <= 1 or small
+    # one small task gains nothing from a named cluster, unless its workers hold what it would import here
+    return items <= 1 and small and not needs_warm_workers
 
 
 def _where_am_i() -> str:
@@ -95,8 +97,8 @@ def run_partitions(
     """`fn(item)` for each item, results in the order of `items`, and where they ran.
 
     `sizes` (bytes of each item's input) below `cluster_from` in all keep the work in this process when no
-    scheduler is named. `needs_warm_workers`: `fn` imports a library that takes seconds to import, so even one
-    item goes to a named cluster.
+    scheduler is named, and one such item when one is. `needs_warm_workers`: `fn` imports a library that takes
+    seconds to import, so even one small item goes to a named cluster.
 
     `fn` must be a module-level function (workers import it by name). An exception raised by `fn` is raised
     here; functions that want every failure reported return their errors instead of raising them.

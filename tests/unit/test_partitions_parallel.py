@@ -33,7 +33,7 @@ def test_nothing_to_do_starts_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     [
         (SYNCHRONOUS, [1, 2, 3], ()),
         (None, [4], ()),
-        ("tcp://127.0.0.1:1", [4], (10**9,)),  # nothing listens there: sending it would fail
+        ("tcp://127.0.0.1:1", [4], (10,)),  # nothing listens there: sending it would fail
         (None, [1, 2, 3], (10, 10, 10)),
     ],
     ids=["synchronous", "one-partition", "one-partition-with-a-scheduler-named", "small-inputs"],
@@ -47,14 +47,18 @@ def test_small_work_runs_in_this_process(monkeypatch: pytest.MonkeyPatch, env, i
     assert {pid for _, pid in results} == {os.getpid()} and ran.where == "this process"
 
 
-def test_one_partition_that_needs_warm_workers_goes_to_a_named_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Validation: the named cluster's workers hold Great Expectations; this process would import it first."""
+def test_a_named_cluster_gets_one_partition_only_when_it_is_large_or_needs_warm_workers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Validation: a standing cluster's workers hold Great Expectations; this process would import it first."""
     monkeypatch.delenv(SCHEDULER_ENV, raising=False)
-    assert not runs_here(1, "tcp://10.0.0.5:8786", needs_warm_workers=True)
-    assert runs_here(1, "tcp://10.0.0.5:8786")  # work that imports nothing heavy stays here
-    assert runs_here(1, None, needs_warm_workers=True)  # no cluster named: starting one would import it as well
-    assert runs_here(1, SYNCHRONOUS, needs_warm_workers=True)
-    assert not runs_here(2, "tcp://10.0.0.5:8786")  # more than one: the cluster works on them in parallel
+    named, small, large = "tcp://10.0.0.5:8786", {"sizes": [10], "cluster_from": 1000}, {"sizes": [10**9]}
+    assert runs_here(1, named, **small)  # work that imports nothing heavy stays here
+    assert not runs_here(1, named, **small, needs_warm_workers=True)
+    assert not runs_here(1, named, **large, cluster_from=1000)  # the user named a cluster for work this size
+    assert not runs_here(2, named, sizes=[10, 10], cluster_from=1000)  # the cluster works on them in parallel
+    assert runs_here(1, None, **large, cluster_from=1000, needs_warm_workers=True)  # a local cluster would too
+    assert runs_here(3, SYNCHRONOUS, needs_warm_workers=True)
 
 
 @pytest.mark.slow

@@ -138,7 +138,7 @@ def run_validation(ws: Workspace, stage: Stage, data_path: Path) -> None:
         label=stage_name,
         sizes=[Path(t.path).stat().st_size for t in todo],
         cluster_from=parts.CLUSTER_FROM_PARQUET,
-        needs_warm_workers=True,  # Great Expectations: 3-4 s to import here, already imported on a named cluster
+        needs_warm_workers=True,  # GX: 3-4 s to import here; a standing cluster's workers have it already
     )
     fresh = {t.name: r for t, r in zip(todo, results, strict=True)}
     kept = {prints[f.stem]: fresh.get(f.stem) or cache[prints[f.stem]] for f in checked}
