@@ -117,9 +117,9 @@ REPORT_MODULES = frozenset(
 class imported_when_used:  # noqa: N801 - used like a module
     """The module `name`, imported on the first use of one of its names rather than when the test module is.
 
-    Not importlib's `LazyLoader`: pytest's collection reads attributes such as `__test__` of everything in a
-    test module (`__test__`, fixture markers), and any attribute read of a lazy module imports it. Here only a
-    public name does. Patch the module's attributes by their dotted name (`monkeypatch.setattr("pkg.mod.X", v)`).
+    Not importlib's `LazyLoader`: pytest's collection reads attributes (`__test__`, fixture markers) of
+    everything in a test module, and any attribute read of a lazy module imports it. Here only a public name
+    does. Patch the module's attributes by their dotted name (`monkeypatch.setattr("pkg.mod.X", v)`).
     """
 
     def __init__(self, name: str) -> None:

@@ -52,12 +52,13 @@ def test_a_named_cluster_gets_one_partition_only_when_it_is_large_or_needs_warm_
 ) -> None:
     """Validation: a standing cluster's workers hold Great Expectations; this process would import it first."""
     monkeypatch.delenv(SCHEDULER_ENV, raising=False)
-    named, small, large = "tcp://10.0.0.5:8786", {"sizes": [10], "cluster_from": 1000}, {"sizes": [10**9]}
+    named = "tcp://10.0.0.5:8786"
+    small, large = {"sizes": [10], "cluster_from": 1000}, {"sizes": [10**9], "cluster_from": 1000}
     assert runs_here(1, named, **small)  # work that imports nothing heavy stays here
     assert not runs_here(1, named, **small, needs_warm_workers=True)
-    assert not runs_here(1, named, **large, cluster_from=1000)  # the user named a cluster for work this size
+    assert not runs_here(1, named, **large)  # the user named a cluster for work this size
     assert not runs_here(2, named, sizes=[10, 10], cluster_from=1000)  # the cluster works on them in parallel
-    assert runs_here(1, None, **large, cluster_from=1000, needs_warm_workers=True)  # a local cluster would too
+    assert runs_here(1, None, **large, needs_warm_workers=True)  # a local cluster would import it too
     assert runs_here(3, SYNCHRONOUS, needs_warm_workers=True)
 
 
